@@ -1,0 +1,172 @@
+//! Keys and values that rmapprof's eBPF programs aggregate in maps and its userspace collector
+//! reads. `#[repr(C)]`, plain integers only, explicit padding: the kernel hashes the raw bytes of
+//! a key, so every byte must be written.
+#![cfg_attr(not(test), no_std)]
+
+/// Which lock a contended address turned out to be.
+pub mod lock_kind {
+    /// `address_space->i_mmap_rwsem` of a file: `host->i_mapping` points back at it.
+    pub const I_MMAP_RWSEM: u32 = 1;
+    /// `current->mm->mmap_lock`.
+    pub const MMAP_LOCK: u32 = 2;
+    /// Anything else (other rwsems, mutexes, spinlocks): counted so the file rmap lock can be
+    /// compared with the rest of the machine's contention.
+    pub const OTHER: u32 = 3;
+}
+
+/// Bits of the `flags` field of `lock:contention_begin` (include/trace/events/lock.h, also
+/// spelled out in the tracepoint's print fmt).
+pub mod lcb_flags {
+    pub const SPIN: u32 = 1 << 0;
+    pub const READ: u32 = 1 << 1;
+    pub const WRITE: u32 = 1 << 2;
+    pub const RT: u32 = 1 << 3;
+    pub const PERCPU: u32 = 1 << 4;
+    pub const MUTEX: u32 = 1 << 5;
+}
+
+/// Causes under which an event or a stack was dropped; index into the `LOST` array map.
+pub mod lost {
+    /// `bpf_get_stackid` found another stack in the bucket (hash collision): the wait is still
+    /// counted, under stack id -1.
+    pub const STACK_COLLISION: u32 = 0;
+    /// `bpf_get_stackid` failed otherwise (stack map full, fault): wait counted under -1.
+    pub const STACK_FAILED: u32 = 1;
+    /// The per-task "waiting since" map was full: the wait was not measured.
+    pub const TASK_MAP_FULL: u32 = 2;
+    /// The aggregation map was full: the wait was measured but not recorded.
+    pub const STATS_MAP_FULL: u32 = 3;
+    /// The per-file histogram map was full: the wait is in the totals but not the histogram.
+    pub const HIST_MAP_FULL: u32 = 4;
+    /// A lock contended while the task already waited for another (a spinlock inside an rwsem
+    /// slowpath): only the outer wait is measured, as perf lock contention does.
+    pub const NESTED: u32 = 5;
+    pub const COUNT: u32 = 6;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "stack_collision",
+        "stack_failed",
+        "task_map_full",
+        "stats_map_full",
+        "hist_map_full",
+        "nested",
+    ];
+}
+
+/// Number of log2 buckets in a wait histogram: bucket `b` holds waits of `[2^b, 2^(b+1))` ns,
+/// bucket 0 also holds 0 and 1 ns; 2^39 ns is about 9 minutes.
+pub const HIST_BUCKETS: usize = 40;
+
+/// What a contended lock is: its kind and, for an i_mmap_rwsem, the file it protects.
+/// `dev` is the kernel's `s_dev` (MAJOR << 20 | MINOR), not `stat`'s st_dev encoding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockTarget {
+    pub kind: u32,
+    pub dev: u32,
+    pub ino: u64,
+}
+
+/// Key of the `CONTENTION` map: one row per lock target, direction and kernel stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ContentionKey {
+    pub target: LockTarget,
+    /// `lcb_flags::READ` or `lcb_flags::WRITE` for rwsems, the raw flags otherwise.
+    pub flags: u32,
+    /// Kernel stack id in the `STACKS` map, or -1 when it could not be taken.
+    pub stack_id: i32,
+}
+
+/// Value of the `CONTENTION` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+/// Value of the `WAIT_HIST` map, keyed by `LockTarget`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitHist {
+    pub buckets: [u64; HIST_BUCKETS],
+}
+
+impl Default for WaitHist {
+    fn default() -> Self {
+        Self { buckets: [0; HIST_BUCKETS] }
+    }
+}
+
+/// Value of the per-task `TASK_WAIT` map, keyed by tid: the wait in progress.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskWait {
+    pub start_ns: u64,
+    pub lock: u64,
+    pub key: ContentionKey,
+}
+
+/// log2 bucket of a wait in ns, as the eBPF side computes it (no clz instruction in BPF).
+#[inline(always)]
+pub fn log2_bucket(mut v: u64) -> usize {
+    let mut b = 0usize;
+    if v >= 1 << 32 {
+        v >>= 32;
+        b += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        b += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        b += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        b += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        b += 2;
+    }
+    if v >= 1 << 1 {
+        b += 1;
+    }
+    if b >= HIST_BUCKETS {
+        HIST_BUCKETS - 1
+    } else {
+        b
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data, every bit pattern valid, explicit padding.
+    unsafe impl aya::Pod for super::LockTarget {}
+    unsafe impl aya::Pod for super::ContentionKey {}
+    unsafe impl aya::Pod for super::WaitStats {}
+    unsafe impl aya::Pod for super::WaitHist {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_floor_log2() {
+        assert_eq!(log2_bucket(0), 0);
+        assert_eq!(log2_bucket(1), 0);
+        assert_eq!(log2_bucket(2), 1);
+        assert_eq!(log2_bucket(3), 1);
+        assert_eq!(log2_bucket(1023), 9);
+        assert_eq!(log2_bucket(1024), 10);
+        assert_eq!(log2_bucket(u64::MAX), HIST_BUCKETS - 1);
+        for b in 1..HIST_BUCKETS as u32 {
+            assert_eq!(log2_bucket(1u64 << b), b as usize);
+            assert_eq!(log2_bucket((1u64 << b) - 1), b as usize - 1);
+        }
+    }
+}

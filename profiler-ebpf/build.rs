@@ -1,0 +1,6 @@
+// Rebuild the eBPF object when bpf-linker changes (as aya-template does).
+fn main() {
+    if let Ok(linker) = which::which("bpf-linker") {
+        println!("cargo:rerun-if-changed={}", linker.display());
+    }
+}

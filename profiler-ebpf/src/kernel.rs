@@ -1,0 +1,67 @@
+//! Reading kernel structures without CO-RE: Rust eBPF gets no field relocations, so userspace
+//! reads each offset from the running kernel's BTF and writes it into these globals before load.
+//! A zero `AS_I_MMAP_RWSEM` means "not set" (the rwsem is never the first member of
+//! address_space; `host` is) and disables recognition: everything is "other".
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use profiler_common::{lcb_flags, lock_kind, LockTarget};
+
+use crate::global;
+
+#[no_mangle]
+static AS_I_MMAP_RWSEM: u64 = 0; // offsetof(struct address_space, i_mmap_rwsem)
+#[no_mangle]
+static AS_HOST: u64 = 0; // offsetof(struct address_space, host)
+#[no_mangle]
+static INODE_I_MAPPING: u64 = 0; // offsetof(struct inode, i_mapping)
+#[no_mangle]
+static INODE_I_INO: u64 = 0; // offsetof(struct inode, i_ino)
+#[no_mangle]
+static INODE_I_SB: u64 = 0; // offsetof(struct inode, i_sb)
+#[no_mangle]
+static SB_S_DEV: u64 = 0; // offsetof(struct super_block, s_dev)
+#[no_mangle]
+static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
+#[no_mangle]
+static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
+
+#[inline(always)]
+fn read<T>(addr: u64) -> Option<T> {
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+}
+
+/// What the contended lock at `lock` is. Reads are fault-safe probe reads: a lock that is not
+/// embedded in an address_space yields garbage or a fault, and fails the back-pointer check.
+#[inline(always)]
+pub fn classify(lock: u64, flags: u32) -> LockTarget {
+    let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
+    if global(&AS_I_MMAP_RWSEM) == 0 {
+        return other;
+    }
+    // Only rwsems can be i_mmap_rwsem or mmap_lock: skip spinlocks and mutexes.
+    if flags & (lcb_flags::SPIN | lcb_flags::MUTEX) != 0
+        || flags & (lcb_flags::READ | lcb_flags::WRITE) == 0
+    {
+        return other;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
+        if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {
+            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: 0 };
+        }
+    }
+    // a = container_of(lock, struct address_space, i_mmap_rwsem); it is one iff
+    // a->host->i_mapping == a (an inode's own mapping points back at the inode).
+    let a = lock.wrapping_sub(global(&AS_I_MMAP_RWSEM));
+    let Some(host) = read::<u64>(a + global(&AS_HOST)) else {
+        return other;
+    };
+    if host == 0 || read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
+        return other;
+    }
+    let ino = read::<u64>(host + global(&INODE_I_INO)).unwrap_or(0);
+    let dev = read::<u64>(host + global(&INODE_I_SB))
+        .and_then(|sb| read::<u32>(sb + global(&SB_S_DEV)))
+        .unwrap_or(0);
+    LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino }
+}

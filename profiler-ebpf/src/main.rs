@@ -1,0 +1,178 @@
+//! rmapprof's eBPF side, tracepoint mode: `lock:contention_begin` / `lock:contention_end`.
+//!
+//! begin: recognise the lock (i_mmap_rwsem of which inode, mmap_lock, other), take the kernel
+//!        stack, remember (start, lock, key) per task.
+//! end:   add the wait to `CONTENTION[key]` and to the lock target's log2 histogram.
+//! Nothing goes to userspace per event; userspace reads the maps when it reports.
+#![no_std]
+#![no_main]
+// The BPF target has no AtomicU64::fetch_add; the intrinsic lowers to BPF_ATOMIC_ADD (XADD).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
+
+mod kernel;
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{map, tracepoint},
+    maps::{Array, HashMap, StackTrace},
+    programs::{tracing::StackIdContext, TracePointContext},
+};
+use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
+use profiler_common::{
+    lcb_flags, log2_bucket, lost, ContentionKey, LockTarget, TaskWait, WaitHist, WaitStats,
+};
+
+/// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
+#[no_mangle]
+static TP_BEGIN_LOCK: u64 = 8;
+#[no_mangle]
+static TP_BEGIN_FLAGS: u64 = 16;
+#[no_mangle]
+static TP_END_LOCK: u64 = 8;
+/// Only this process's tasks (tgid), or every task when 0.
+#[no_mangle]
+static FILTER_TGID: u32 = 0;
+
+#[map]
+static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_entries(16384, 0);
+#[map]
+static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096, 0);
+#[map]
+static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
+#[map]
+static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+#[map]
+static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
+
+#[inline(always)]
+fn global<T: Copy>(v: &T) -> T {
+    // Globals live in .rodata, which the loader rewrites before load; a plain read would be
+    // constant-folded by the compiler.
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// Atomic `*p += v` across CPUs.
+#[inline(always)]
+fn add(p: *mut u64, v: u64) {
+    unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
+}
+
+#[inline(always)]
+fn count_lost(cause: u32) {
+    if let Some(p) = LOST.get_ptr_mut(cause) {
+        add(p, 1);
+    }
+}
+
+#[tracepoint]
+pub fn contention_begin(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let filter = global(&FILTER_TGID);
+    if filter != 0 && (pid_tgid >> 32) as u32 != filter {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_BEGIN_LOCK) as usize) }) else {
+        return 0;
+    };
+    let flags = unsafe { ctx.read_at::<u32>(global(&TP_BEGIN_FLAGS) as usize) }.unwrap_or(0);
+    if let Some(w) = unsafe { TASK_WAIT.get(&tid) } {
+        // Already waiting: the same lock again (a retry inside one slowpath) keeps the first
+        // start time; another lock is a nested wait (wait_lock inside an rwsem slowpath).
+        if w.lock != lock {
+            count_lost(lost::NESTED);
+        }
+        return 0;
+    }
+    let target = kernel::classify(lock, flags);
+    let stack_id = match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            // -EEXIST: a different stack already owns the hash bucket.
+            count_lost(if e == -17 { lost::STACK_COLLISION } else { lost::STACK_FAILED });
+            -1
+        }
+    };
+    let wait = TaskWait {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        lock,
+        key: ContentionKey {
+            target,
+            flags: if flags & lcb_flags::SPIN == 0 && flags & (lcb_flags::READ | lcb_flags::WRITE) != 0 {
+                flags & (lcb_flags::READ | lcb_flags::WRITE)
+            } else {
+                flags
+            },
+            stack_id,
+        },
+    };
+    if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
+        count_lost(lost::TASK_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn contention_end(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(w) = (unsafe { TASK_WAIT.get(&tid) }) else {
+        return 0;
+    };
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_END_LOCK) as usize) }) else {
+        return 0;
+    };
+    if w.lock != lock {
+        return 0; // end of a nested wait we did not measure
+    }
+    let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.start_ns);
+    let key = w.key;
+    let _ = TASK_WAIT.remove(&tid);
+    record(&key, delta);
+    0
+}
+
+#[inline(always)]
+fn record(key: &ContentionKey, delta: u64) {
+    match get_or_insert(&CONTENTION, key, &WaitStats::default()) {
+        Some(s) => unsafe {
+            add(&mut (*s).count, 1);
+            add(&mut (*s).total_ns, delta);
+            // Racy maximum: two CPUs may both store; one larger value can be lost, never
+            // a wrong one invented. BPF has no atomic max before cmpxchg (v3 ISA).
+            if delta > (*s).max_ns {
+                (*s).max_ns = delta;
+            }
+        },
+        None => count_lost(lost::STATS_MAP_FULL),
+    }
+    match get_or_insert(&WAIT_HIST, &key.target, &WaitHist::default()) {
+        Some(h) => unsafe {
+            let b = log2_bucket(delta);
+            if let Some(slot) = (*h).buckets.get_mut(b) {
+                add(slot, 1);
+            }
+        },
+        None => count_lost(lost::HIST_MAP_FULL),
+    }
+}
+
+#[inline(always)]
+fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some(p);
+    }
+    // BPF_NOEXIST: a racing CPU may have inserted it first; either way look it up again.
+    let _ = map.insert(key, zero, 1);
+    map.get_ptr_mut(key)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,209 @@
+//! Inode → path, and `--inode NAME` → inode.
+//!
+//! The kernel hands us (s_dev, i_ino). Paths come from the files processes map
+//! (/proc/PID/maps lists dev and inode as the kernel sees them, which `stat` does not always do:
+//! btrfs subvolumes report another st_dev). Scans are cached across the run.
+
+use anyhow::{bail, Result};
+use procfs::process::{MMapPath, MemoryMaps};
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+/// A file as the kernel identifies it: `dev` is `s_dev` (MAJOR << 20 | MINOR).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u32,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn major(self) -> u32 {
+        self.dev >> 20
+    }
+    pub fn minor(self) -> u32 {
+        self.dev & 0xfffff
+    }
+    pub fn from_major_minor(major: u32, minor: u32, ino: u64) -> Self {
+        Self { dev: (major << 20) | (minor & 0xfffff), ino }
+    }
+    /// From `stat`'s st_dev, which glibc encodes differently from the kernel's s_dev.
+    pub fn from_stat(st_dev: u64, ino: u64) -> Self {
+        Self::from_major_minor(libc::major(st_dev), libc::minor(st_dev), ino)
+    }
+    pub fn dev_string(self) -> String {
+        format!("{}:{}", self.major(), self.minor())
+    }
+}
+
+/// Where bare `--inode` names are looked for after the mapped files.
+pub const LIBRARY_DIRS: &[&str] = &[
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+/// Paths of mapped files by kernel identity, filled from /proc scans.
+#[derive(Default)]
+pub struct FileIndex {
+    paths: HashMap<FileId, PathBuf>,
+}
+
+impl FileIndex {
+    /// Adds every file-backed mapping of every process (processes that vanish mid-scan and
+    /// kernel threads are skipped).
+    pub fn scan_proc(&mut self) {
+        let Ok(procs) = procfs::process::all_processes() else { return };
+        for p in procs.flatten() {
+            if let Ok(maps) = p.maps() {
+                self.add_maps(&maps);
+            }
+        }
+    }
+
+    pub fn add_maps(&mut self, maps: &MemoryMaps) {
+        for m in maps.iter() {
+            if let (MMapPath::Path(path), true) = (&m.pathname, m.inode != 0) {
+                let id = FileId::from_major_minor(m.dev.0 as u32, m.dev.1 as u32, m.inode);
+                self.paths.entry(id).or_insert_with(|| path.clone());
+            }
+        }
+    }
+
+    pub fn insert(&mut self, id: FileId, path: PathBuf) {
+        self.paths.insert(id, path);
+    }
+
+    pub fn path(&self, id: FileId) -> Option<&Path> {
+        self.paths.get(&id).map(PathBuf::as_path)
+    }
+
+    /// Mapped files whose path is `path` or whose name is `name`.
+    fn matching(&self, pred: impl Fn(&Path) -> bool) -> Vec<(FileId, PathBuf)> {
+        let mut v: Vec<_> = self.paths.iter().filter(|(_, p)| pred(p)).map(|(i, p)| (*i, p.clone())).collect();
+        v.sort();
+        v
+    }
+}
+
+/// A file named on the command line with `--inode`.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    pub arg: String,
+    pub path: PathBuf,
+    /// Every identity the kernel may use for it (stat's and the mappings' dev can differ).
+    pub ids: Vec<FileId>,
+}
+
+/// Resolves `--inode ARG`: a path, or a bare name looked up among mapped files, then in
+/// `LIBRARY_DIRS`. The error names what was searched.
+pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
+    let candidates: Vec<PathBuf> = if arg.contains('/') {
+        vec![PathBuf::from(arg)]
+    } else {
+        let mapped = index.matching(|p| p.file_name().is_some_and(|n| n == arg));
+        let mut c: Vec<PathBuf> = mapped.into_iter().map(|(_, p)| p).collect();
+        c.extend(LIBRARY_DIRS.iter().map(|d| Path::new(d).join(arg)));
+        c
+    };
+    for cand in &candidates {
+        let Ok(meta) = std::fs::metadata(cand) else { continue };
+        if meta.is_dir() {
+            bail!("--inode {arg}: {} is a directory, not a file", cand.display());
+        }
+        let path = std::fs::canonicalize(cand).unwrap_or_else(|_| cand.clone());
+        let mut ids = vec![FileId::from_stat(meta.dev(), meta.ino())];
+        for (id, _) in index.matching(|p| p == path || p == cand) {
+            if id.ino == meta.ino() && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        return Ok(Selected { arg: arg.to_owned(), path, ids });
+    }
+    if arg.contains('/') {
+        bail!("--inode {arg}: no such file");
+    }
+    bail!(
+        "--inode {arg}: not mapped by any process and not found in {}",
+        LIBRARY_DIRS.join(", ")
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_dev_encoding() {
+        let id = FileId::from_major_minor(259, 3, 42);
+        assert_eq!(id.dev, (259 << 20) | 3);
+        assert_eq!((id.major(), id.minor()), (259, 3));
+        assert_eq!(id.dev_string(), "259:3");
+        // glibc's st_dev for 259:3 is not 259<<20|3; from_stat must undo it.
+        let st_dev = libc::makedev(259, 3);
+        assert_eq!(FileId::from_stat(st_dev, 42), id);
+    }
+
+    fn maps(text: &str) -> MemoryMaps {
+        use procfs::FromBufRead;
+        MemoryMaps::from_buf_read(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn maps_lines() {
+        let mut index = FileIndex::default();
+        index.add_maps(&maps(concat!(
+            "7f1c2a000000-7f1c2a028000 r--p 00000000 fe:01 1835023                    /usr/lib/x86_64-linux-gnu/libc.so.6\n",
+            "7ffd-7ffe rw-p 00000000 00:00 0  [stack]\n",
+            "55d0-55d1 rw-p 00000000 00:00 0\n",
+        )));
+        let id = FileId::from_major_minor(0xfe, 1, 1835023);
+        assert_eq!(index.path(id), Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));
+        assert_eq!(index.paths.len(), 1);
+    }
+
+    #[test]
+    fn resolves_bare_names_among_mapped_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("libfake.so.1");
+        std::fs::write(&f, b"x").unwrap();
+        let meta = std::fs::metadata(&f).unwrap();
+        let mut index = FileIndex::default();
+        // The mapping reports another dev for the same inode (as btrfs does).
+        let other = FileId::from_major_minor(0, 99, meta.ino());
+        index.add_maps(&maps(&format!("1000-2000 r--p 00000000 00:63 {} {}\n", meta.ino(), f.display())));
+        let s = resolve("libfake.so.1", &index).unwrap();
+        assert_eq!(s.path, std::fs::canonicalize(&f).unwrap());
+        assert!(s.ids.contains(&FileId::from_stat(meta.dev(), meta.ino())));
+        assert!(s.ids.contains(&other));
+        // By path too.
+        let s2 = resolve(f.to_str().unwrap(), &index).unwrap();
+        assert_eq!(s2.path, s.path);
+    }
+
+    #[test]
+    fn unknown_and_directories_fail_with_what_was_searched() {
+        let index = FileIndex::default();
+        let e = resolve("libdoesnotexist.so.9", &index).unwrap_err().to_string();
+        assert!(e.contains("not mapped by any process") && e.contains("/usr/lib"), "{e}");
+        let e = resolve("/tmp", &index).unwrap_err().to_string();
+        assert!(e.contains("directory"), "{e}");
+        let e = resolve("/no/such/file", &index).unwrap_err().to_string();
+        assert!(e.contains("no such file"), "{e}");
+    }
+
+    #[test]
+    fn scans_this_process() {
+        let mut index = FileIndex::default();
+        index.scan_proc();
+        let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
+        let meta = std::fs::metadata(&exe).unwrap();
+        assert!(index.paths.iter().any(|(id, p)| *p == exe && id.ino == meta.ino()));
+    }
+}

@@ -1,0 +1,3 @@
+//! Attribution: turning the kernel's (dev, ino) and stack ids into paths and symbol names.
+pub mod files;
+pub mod symbols;

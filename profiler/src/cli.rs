@@ -1,0 +1,93 @@
+//! Command line, in the shape of perf and bpftrace tools: options, then `-- COMMAND ARGS...`.
+
+use clap::Parser;
+use std::{path::PathBuf, time::Duration};
+
+use crate::collector::Mode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rmapprof",
+    version,
+    about = "Per-file i_mmap_rwsem (file reverse-map lock) contention profiler",
+    long_about = "Profiles the running kernel for contention on address_space->i_mmap_rwsem, \
+        attributes every wait to the file (inode and path) and kernel call path, and writes \
+        report.txt, report.json, stacks.folded and flamegraph.svg. Without COMMAND it profiles \
+        the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
+        while COMMAND runs and exits with COMMAND's status.",
+    after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
+        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6"
+)]
+pub struct Cli {
+    /// Report only this file: a path, or a bare name such as libc.so.6 looked up among the files
+    /// processes map and the standard library directories. Repeatable. Default: every file.
+    #[arg(long = "inode", value_name = "FILE")]
+    pub inodes: Vec<String>,
+
+    /// Count only waits of this process's tasks.
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    /// Stop after this long (10s, 500ms, 2m; a bare number is seconds).
+    #[arg(short = 'd', long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// Print the per-file table for each such period while running.
+    #[arg(short = 'i', long, value_name = "DUR", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+
+    /// Directory for report.txt, report.json, stacks.folded, flamegraph.svg.
+    #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-out")]
+    pub output: PathBuf,
+
+    /// How to observe the lock.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+
+    /// Kernel BTF to read struct layouts from.
+    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf: PathBuf,
+
+    /// Command to run and profile (as the invoking user under sudo).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e9 => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("'{s}' is not a duration")),
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"))?,
+    };
+    if d.is_zero() {
+        return Err("duration must be greater than 0".into());
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        for bad in ["", "0", "0s", "-1", "abc", "NaN", "inf", "1e99", "10 parsecs"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let c = Cli::try_parse_from(["rmapprof", "--inode", "libc.so.6", "--", "sh", "-c", "true --x"]).unwrap();
+        assert_eq!(c.inodes, ["libc.so.6"]);
+        assert_eq!(c.command, ["sh", "-c", "true --x"]);
+        assert_eq!(c.mode, Mode::Auto);
+        assert!(Cli::try_parse_from(["rmapprof", "-p", "1", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["rmapprof", "--mode", "magic"]).is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! Writing the output directory: each file appears whole or not at all (write to a temporary
+//! name, fsync, rename), and under sudo belongs to the user who ran sudo.
+
+use anyhow::{Context, Result};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+/// The user who ran `sudo rmapprof`, if that is how we run: (uid, gid).
+pub fn invoking_user() -> Option<(u32, u32)> {
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    let uid = std::env::var("SUDO_UID").ok()?.parse().ok()?;
+    let gid = std::env::var("SUDO_GID").ok()?.parse().ok()?;
+    Some((uid, gid))
+}
+
+fn chown(path: &Path, owner: Option<(u32, u32)>) -> Result<()> {
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub struct OutputDir {
+    dir: PathBuf,
+    owner: Option<(u32, u32)>,
+}
+
+impl OutputDir {
+    /// Creates the directory (and checks it is writable) before profiling starts, so a bad
+    /// --output fails fast instead of after a long run.
+    pub fn create(dir: &Path) -> Result<Self> {
+        let owner = invoking_user();
+        if !dir.is_dir() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+            chown(dir, owner)?;
+        }
+        let probe = dir.join(format!(".rmapprof-probe-{}", std::process::id()));
+        std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(Self { dir: dir.to_owned(), owner })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes `name` atomically. On failure the temporary file is removed and nothing is left.
+    pub fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
+        let dst = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let res = (|| -> Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(data)?;
+            f.sync_all()?;
+            chown(&tmp, self.owner)?;
+            std::fs::rename(&tmp, &dst)?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e.context(format!("writing {}", dst.display())));
+        }
+        Ok(dst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_files_and_leaves_no_temporaries() {
+        let d = tempfile::tempdir().unwrap();
+        let out = OutputDir::create(&d.path().join("a/b")).unwrap();
+        out.write("report.txt", b"hello").unwrap();
+        out.write("report.txt", b"again").unwrap();
+        assert_eq!(std::fs::read(out.path("report.txt")).unwrap(), b"again");
+        let names: Vec<_> = std::fs::read_dir(d.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["report.txt"]);
+    }
+
+    #[test]
+    fn unwritable_dir_fails_early() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        assert!(OutputDir::create(&file.join("sub")).is_err());
+    }
+}

@@ -1,0 +1,196 @@
+//! Plain-text report: the per-file table (also printed to stdout and at each --interval), the
+//! lock classes for comparison, then call paths and histograms per file. 80 columns, ASCII, so
+//! it pastes into a mailing-list post unchanged.
+
+use std::fmt::Write;
+
+use super::fmt_ns;
+use crate::report::{FileReport, Report};
+
+fn mode_note(mode: &str) -> &'static str {
+    match mode {
+        "tracepoint" => "lock:contention_begin/end: sleeping waits only, optimistic spinning unseen",
+        _ => "",
+    }
+}
+
+fn short_path(f: &FileReport, width: usize) -> String {
+    let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
+    if p.len() <= width {
+        return p;
+    }
+    // Keep the file name: "...x86_64-linux-gnu/libc.so.6".
+    let tail: String = p.chars().rev().take(width - 3).collect::<Vec<_>>().into_iter().rev().collect();
+    format!("...{tail}")
+}
+
+/// The per-file table and lock-class comparison: stdout summary and --interval output.
+pub fn summary(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "i_mmap_rwsem contention by file ({} mode, {:.2} s)", r.mode, r.duration_ns as f64 / 1e9);
+    let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}", "FILE", "WAITS", "TOTAL", "MAX", "AVG", "W%");
+    if r.files.is_empty() {
+        let _ = writeln!(s, "  (no i_mmap_rwsem contention seen)");
+    }
+    for f in &r.files {
+        let avg = if f.contentions > 0 { f.wait_ns_total / f.contentions } else { 0 };
+        let wpct = if f.contentions > 0 { format!("{}", f.write.contentions * 100 / f.contentions) } else { "-".into() };
+        let _ = writeln!(
+            s,
+            "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}",
+            short_path(f, 36),
+            f.contentions,
+            fmt_ns(f.wait_ns_total),
+            fmt_ns(f.wait_ns_max),
+            fmt_ns(avg),
+            wpct
+        );
+    }
+    let _ = writeln!(s, "\nall lock contention in the same run:");
+    let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9}", "LOCK", "WAITS", "TOTAL", "MAX");
+    for l in &r.locks {
+        let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9}", l.lock, l.contentions, fmt_ns(l.wait_ns_total), fmt_ns(l.wait_ns_max));
+    }
+    s
+}
+
+/// `report.txt`: header, summary, then per file its call paths and wait histogram.
+pub fn full(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "rmapprof {} on Linux {}", r.version, r.kernel);
+    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(&r.mode));
+    if let Some(c) = &r.command {
+        let _ = writeln!(s, "command: {}", c.join(" "));
+    }
+    if let Some(p) = r.pid {
+        let _ = writeln!(s, "pid: {p}");
+    }
+    for p in &r.probes {
+        let state = if p.attached { "attached".to_owned() } else { format!("NOT attached: {}", p.error.as_deref().unwrap_or("?")) };
+        let _ = writeln!(s, "probe {}: {state}", p.probe);
+    }
+    let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
+    let _ = writeln!(s, "lost: {}\n", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    s.push_str(&summary(r));
+    for f in &r.files {
+        let _ = writeln!(s, "\n== {} (dev {} ino {})", f.path.as_deref().unwrap_or("[path unknown]"), f.dev, f.ino);
+        let _ = writeln!(
+            s,
+            "   write: {} waits, {}   read: {} waits, {}",
+            f.write.contentions,
+            fmt_ns(f.write.wait_ns_total),
+            f.read.contentions,
+            fmt_ns(f.read.wait_ns_total)
+        );
+        for p in f.call_paths.iter().take(10) {
+            let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
+            // Innermost first: the lock call, then who took it.
+            for fr in p.frames.iter().rev().take(12) {
+                let _ = writeln!(s, "        {fr}");
+            }
+        }
+        s.push_str(&histogram(&f.wait_hist_log2));
+    }
+    s
+}
+
+/// bpftrace-style log2 histogram of wait times.
+pub fn histogram(buckets: &[u64]) -> String {
+    let mut s = String::new();
+    let (Some(lo), Some(hi)) = (buckets.iter().position(|&n| n > 0), buckets.iter().rposition(|&n| n > 0)) else {
+        return s;
+    };
+    let max = buckets[lo..=hi].iter().copied().max().unwrap_or(1).max(1);
+    let _ = writeln!(s, "   wait time (ns)");
+    for (b, &n) in buckets.iter().enumerate().take(hi + 1).skip(lo) {
+        let from = if b == 0 { 0 } else { 1u64 << b };
+        let bar = "@".repeat((n * 40 / max) as usize);
+        let _ = writeln!(s, "   [{:>5}, {:>5}) {:>8} |{:<40}|", pow2(from), pow2(1u64 << (b + 1)), n, bar);
+    }
+    s
+}
+
+/// 1024-based short form of a power of two, as bpftrace prints bucket bounds: 512, 1K, 4M.
+fn pow2(v: u64) -> String {
+    match v {
+        0..1024 => v.to_string(),
+        1024..1048576 => format!("{}K", v >> 10),
+        1048576..1073741824 => format!("{}M", v >> 20),
+        _ => format!("{}G", v >> 30),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::report::{CallPath, LockSummary, Waits};
+
+    pub(crate) fn sample() -> Report {
+        let mut hist = vec![0; 40];
+        hist[10] = 3;
+        hist[12] = 1;
+        Report {
+            tool: "rmapprof".into(),
+            version: "0.1.0".into(),
+            mode: "tracepoint".into(),
+            kernel: "6.18.0".into(),
+            duration_ns: 2_000_000_000,
+            command: Some(vec!["spawn".into(), "100".into()]),
+            pid: None,
+            selected: vec![],
+            probes: vec![],
+            lost: [("nested".to_owned(), 2)].into_iter().collect(),
+            locks: vec![LockSummary { lock: "i_mmap_rwsem".into(), contentions: 4, wait_ns_total: 8000, wait_ns_max: 5000, wait_hist_log2: hist.clone() }],
+            files: vec![FileReport {
+                path: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
+                dev: "254:1".into(),
+                ino: 42,
+                contentions: 4,
+                wait_ns_total: 8000,
+                wait_ns_max: 5000,
+                wait_hist_log2: hist,
+                write: Waits { contentions: 3, wait_ns_total: 7000, wait_ns_max: 5000 },
+                read: Waits { contentions: 1, wait_ns_total: 1000, wait_ns_max: 1000 },
+                call_paths: vec![CallPath {
+                    rw: "write".into(),
+                    frames: vec!["entry_SYSCALL_64".into(), "dup_mmap".into(), "down_write".into()],
+                    contentions: 3,
+                    wait_ns_total: 7000,
+                    wait_ns_max: 5000,
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn summary_table() {
+        let s = summary(&sample());
+        let row = s.lines().find(|l| l.contains("libc.so.6")).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cols[0], "/usr/lib/x86_64-linux-gnu/libc.so.6");
+        assert_eq!(cols[1], "4");
+        assert_eq!(&cols[2..4], ["8.00", "us"]);
+        assert_eq!(cols.last(), Some(&"75"));
+        assert!(s.lines().all(|l| l.len() <= 80), "{s}");
+    }
+
+    #[test]
+    fn full_report_has_paths_and_histogram() {
+        let s = full(&sample());
+        assert!(s.contains("lost: nested=2"));
+        let i = s.find("down_write").unwrap();
+        assert!(i < s.find("dup_mmap").unwrap(), "innermost frame first");
+        assert!(s.contains("[   1K,    2K)        3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"), "{s}");
+        assert!(s.contains("[   4K,    8K)        1 |@@@@@@@@@@"), "{s}");
+        assert!(s.lines().all(|l| l.len() <= 80), "{s}");
+    }
+
+    #[test]
+    fn long_paths_keep_the_file_name() {
+        let mut r = sample();
+        r.files[0].path = Some(format!("/{}/libc.so.6", "x".repeat(60)));
+        let s = summary(&r);
+        assert!(s.lines().any(|l| l.starts_with("...") && l.contains("libc.so.6 ")));
+    }
+}

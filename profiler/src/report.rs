@@ -1,0 +1,262 @@
+//! The report: what a run measured, attributed to files and call paths. Every renderer reads
+//! this one structure; `report.json` is its serialisation. A field the mode cannot observe is
+//! `None` (JSON null), never 0.
+
+use profiler_common::{lcb_flags, lock_kind, ContentionKey, LockTarget, WaitStats, HIST_BUCKETS};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::{
+    attribution::{
+        files::{FileId, FileIndex, Selected},
+        symbols::KernelSymbols,
+    },
+    collector::{ProbeStatus, Snapshot},
+};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Report {
+    pub tool: String,
+    pub version: String,
+    pub mode: String,
+    /// `uname -r` of the profiled kernel.
+    pub kernel: String,
+    pub duration_ns: u64,
+    pub command: Option<Vec<String>>,
+    pub pid: Option<u32>,
+    /// Paths given with --inode; empty means every file.
+    pub selected: Vec<String>,
+    pub probes: Vec<ProbeStatus>,
+    /// Dropped events and stacks, by cause.
+    pub lost: BTreeMap<String, u64>,
+    /// Contention of every lock class in the same run, for comparison.
+    pub locks: Vec<LockSummary>,
+    /// i_mmap_rwsem contention per file, most waited first.
+    pub files: Vec<FileReport>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LockSummary {
+    /// `i_mmap_rwsem`, `mmap_lock` or `other`.
+    pub lock: String,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+    pub wait_ns_max: u64,
+    pub wait_hist_log2: Vec<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Waits {
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+    pub wait_ns_max: u64,
+}
+
+impl Waits {
+    fn add(&mut self, s: &WaitStats) {
+        self.contentions += s.count;
+        self.wait_ns_total += s.total_ns;
+        self.wait_ns_max = self.wait_ns_max.max(s.max_ns);
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct FileReport {
+    /// None when no process mapped the file while rmapprof looked.
+    pub path: Option<String>,
+    /// Kernel device, `major:minor`.
+    pub dev: String,
+    pub ino: u64,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+    pub wait_ns_max: u64,
+    /// Waits per log2 ns bucket: index b counts waits in [2^b, 2^(b+1)) ns.
+    pub wait_hist_log2: Vec<u64>,
+    pub write: Waits,
+    pub read: Waits,
+    /// Optimistic spinning (osq_lock and owner spinning): not visible to tracepoints.
+    pub spin_ns_total: Option<u64>,
+    /// Lock acquisitions, contended or not: needs kprobe/fentry mode.
+    pub acquisitions: Option<u64>,
+    /// vma_interval_tree insertions/removals: needs kprobe/fentry mode.
+    pub rmap_inserts: Option<u64>,
+    pub rmap_removes: Option<u64>,
+    /// Kernel call paths of the waits, most waited first.
+    pub call_paths: Vec<CallPath>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct CallPath {
+    /// `write`, `read`, or the raw contention flags.
+    pub rw: String,
+    /// Kernel functions, outermost first.
+    pub frames: Vec<String>,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+    pub wait_ns_max: u64,
+}
+
+pub fn lock_name(kind: u32) -> &'static str {
+    match kind {
+        lock_kind::I_MMAP_RWSEM => "i_mmap_rwsem",
+        lock_kind::MMAP_LOCK => "mmap_lock",
+        _ => "other",
+    }
+}
+
+fn rw_name(flags: u32) -> String {
+    match flags {
+        lcb_flags::WRITE => "write".into(),
+        lcb_flags::READ => "read".into(),
+        f => format!("flags={f:#x}"),
+    }
+}
+
+/// What `build` needs besides the snapshot.
+pub struct Context<'a> {
+    pub mode: &'a str,
+    pub duration_ns: u64,
+    pub command: Option<Vec<String>>,
+    pub pid: Option<u32>,
+    pub probes: Vec<ProbeStatus>,
+    pub selected: &'a [Selected],
+    pub index: &'a FileIndex,
+    pub symbols: &'a KernelSymbols,
+}
+
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Attributes a snapshot: lock classes, then one entry per file with its call paths.
+pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
+    let mut locks: BTreeMap<u32, (Waits, Vec<u64>)> = BTreeMap::new();
+    let mut files: BTreeMap<FileId, FileReport> = BTreeMap::new();
+    let mut paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
+    let wanted = |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.ids.contains(id));
+
+    for (key, stats) in &snap.waits {
+        let ContentionKey { target, flags, stack_id } = *key;
+        locks.entry(target.kind).or_default().0.add(stats);
+        if target.kind != lock_kind::I_MMAP_RWSEM {
+            continue;
+        }
+        let id = FileId { dev: target.dev, ino: target.ino };
+        if !wanted(&id) {
+            continue;
+        }
+        let f = files.entry(id).or_default();
+        f.contentions += stats.count;
+        f.wait_ns_total += stats.total_ns;
+        f.wait_ns_max = f.wait_ns_max.max(stats.max_ns);
+        match flags {
+            lcb_flags::WRITE => f.write.add(stats),
+            lcb_flags::READ => f.read.add(stats),
+            _ => {}
+        }
+        paths.entry((id, stack_id, flags)).or_default().add(stats);
+    }
+    for (target, hist) in &snap.hists {
+        let LockTarget { kind, dev, ino } = *target;
+        let l = locks.entry(kind).or_default();
+        add_hist(&mut l.1, &hist.buckets);
+        if let Some(f) = files.get_mut(&FileId { dev, ino }) {
+            add_hist(&mut f.wait_hist_log2, &hist.buckets);
+        }
+    }
+    // Selected files with no contention are reported with zeros: "none" is a result.
+    for s in ctx.selected {
+        if !s.ids.iter().any(|id| files.contains_key(id)) {
+            files.insert(s.ids[0], FileReport::default());
+        }
+    }
+    for ((id, stack_id, flags), w) in paths {
+        let frames = match snap.stacks.get(&stack_id) {
+            Some(ips) => ips.iter().rev().map(|ip| ctx.symbols.name(*ip)).collect(),
+            None => vec!["[stack not recorded]".to_owned()],
+        };
+        files.get_mut(&id).unwrap().call_paths.push(CallPath {
+            rw: rw_name(flags),
+            frames,
+            contentions: w.contentions,
+            wait_ns_total: w.wait_ns_total,
+            wait_ns_max: w.wait_ns_max,
+        });
+    }
+    let mut files: Vec<FileReport> = files
+        .into_iter()
+        .map(|(id, mut f)| {
+            let selected = ctx.selected.iter().find(|s| s.ids.contains(&id));
+            f.path = selected
+                .map(|s| s.path.clone())
+                .or_else(|| ctx.index.path(id).map(Into::into))
+                .map(|p| p.display().to_string());
+            f.dev = id.dev_string();
+            f.ino = id.ino;
+            f.wait_hist_log2.resize(HIST_BUCKETS, 0);
+            f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+            f
+        })
+        .collect();
+    files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total).then(a.path.cmp(&b.path)));
+
+    let locks = [lock_kind::I_MMAP_RWSEM, lock_kind::MMAP_LOCK, lock_kind::OTHER]
+        .into_iter()
+        .map(|k| {
+            let (w, mut hist) = locks.remove(&k).unwrap_or_default();
+            hist.resize(HIST_BUCKETS, 0);
+            LockSummary {
+                lock: lock_name(k).into(),
+                contentions: w.contentions,
+                wait_ns_total: w.wait_ns_total,
+                wait_ns_max: w.wait_ns_max,
+                wait_hist_log2: hist,
+            }
+        })
+        .collect();
+    Report {
+        tool: "rmapprof".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        mode: ctx.mode.into(),
+        kernel: kernel_release(),
+        duration_ns: ctx.duration_ns,
+        command: ctx.command.clone(),
+        pid: ctx.pid,
+        selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
+        probes: ctx.probes.clone(),
+        lost: snap.lost.clone(),
+        locks,
+        files,
+    }
+}
+
+fn add_hist(into: &mut Vec<u64>, buckets: &[u64]) {
+    into.resize(into.len().max(buckets.len()), 0);
+    for (a, b) in into.iter_mut().zip(buckets) {
+        *a += b;
+    }
+}
+
+/// What happened between two reports of one run (for --interval): counts and totals subtract;
+/// maxima and histograms stay cumulative.
+pub fn delta(prev: &Report, cur: &Report) -> Report {
+    let mut d = cur.clone();
+    d.duration_ns = cur.duration_ns.saturating_sub(prev.duration_ns);
+    for f in &mut d.files {
+        if let Some(p) = prev.files.iter().find(|p| p.dev == f.dev && p.ino == f.ino) {
+            f.contentions = f.contentions.saturating_sub(p.contentions);
+            f.wait_ns_total = f.wait_ns_total.saturating_sub(p.wait_ns_total);
+            f.write.contentions = f.write.contentions.saturating_sub(p.write.contentions);
+            f.read.contentions = f.read.contentions.saturating_sub(p.read.contentions);
+        }
+    }
+    d.files.retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));
+    d.files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+    for l in &mut d.locks {
+        if let Some(p) = prev.locks.iter().find(|p| p.lock == l.lock) {
+            l.contentions = l.contentions.saturating_sub(p.contentions);
+            l.wait_ns_total = l.wait_ns_total.saturating_sub(p.wait_ns_total);
+        }
+    }
+    d
+}

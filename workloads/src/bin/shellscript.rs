@@ -1,0 +1,11 @@
+//! shellscript COUNT [-j JOBS]: COUNT × `sh -c` running a small pipeline, as UnixBench's
+//! shellscript test does (many short-lived dynamically linked processes).
+fn main() {
+    let a = rmapprof_workloads::parse("shellscript COUNT [-j JOBS]");
+    let sh = c"/bin/sh";
+    let script = c"echo a b c | tr a-z A-Z | sort | wc -c > /dev/null";
+    rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
+        let argv = [sh.as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
+        (0..n).all(|_| rmapprof_workloads::fork_exec_wait(sh, &argv))
+    });
+}

@@ -1,0 +1,10 @@
+//! spawn COUNT [-j JOBS]: COUNT × (fork + exec /bin/true + wait), as UnixBench's spawn/execl
+//! mix does; each cycle maps and unmaps libc.so.6 and ld.so in a new process.
+fn main() {
+    let a = rmapprof_workloads::parse("spawn COUNT [-j JOBS]");
+    let path = c"/bin/true";
+    rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
+        let argv = [path.as_ptr(), std::ptr::null()];
+        (0..n).all(|_| rmapprof_workloads::fork_exec_wait(path, &argv))
+    });
+}

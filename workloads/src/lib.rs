@@ -1,0 +1,83 @@
+//! Shared argument handling for the bundled workloads: `NAME COUNT [-j JOBS]`.
+//! COUNT cycles in total, split over JOBS parallel workers (processes).
+
+pub struct Args {
+    pub count: u64,
+    pub jobs: u64,
+    pub rest: Vec<String>,
+}
+
+pub fn parse(usage: &str) -> Args {
+    let mut count = None;
+    let mut jobs = 1;
+    let mut rest = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-j" => jobs = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| die(usage)),
+            "-h" | "--help" => {
+                println!("usage: {usage}");
+                std::process::exit(0);
+            }
+            _ if count.is_none() && a.parse::<u64>().is_ok() => count = a.parse().ok(),
+            _ => rest.push(a),
+        }
+    }
+    let jobs: u64 = jobs;
+    if jobs == 0 {
+        die(usage);
+    }
+    Args { count: count.unwrap_or_else(|| die(usage)), jobs, rest }
+}
+
+pub fn die(usage: &str) -> ! {
+    eprintln!("usage: {usage}");
+    std::process::exit(2);
+}
+
+/// Runs `work(worker, cycles)` in `jobs` forked processes, cycles split evenly; waits for all.
+/// Fails (exit 1) if any worker does.
+pub fn run_parallel(count: u64, jobs: u64, work: impl Fn(u64, u64) -> bool) {
+    let mut pids = Vec::new();
+    for w in 0..jobs {
+        let n = count / jobs + u64::from(w < count % jobs);
+        match unsafe { libc::fork() } {
+            0 => {
+                let ok = work(w, n);
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            pid if pid > 0 => pids.push(pid),
+            _ => {
+                eprintln!("fork: {}", std::io::Error::last_os_error());
+                std::process::exit(1);
+            }
+        }
+    }
+    let mut failed = false;
+    for pid in pids {
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        failed |= !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+/// fork + execv(path, argv) + wait, as the shell and UnixBench's spawn do; true if it exited 0.
+pub fn fork_exec_wait(path: &std::ffi::CStr, argv: &[*const libc::c_char]) -> bool {
+    unsafe {
+        match libc::fork() {
+            0 => {
+                libc::execv(path.as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+            pid if pid > 0 => {
+                let mut st = 0;
+                libc::waitpid(pid, &mut st, 0);
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0
+            }
+            _ => false,
+        }
+    }
+}
