@@ -45,6 +45,7 @@ impl OutputDir {
         Ok(Self { dir: dir.to_owned(), owner })
     }
 
+    #[cfg(test)]
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }

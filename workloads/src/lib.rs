@@ -36,8 +36,8 @@ pub fn die(usage: &str) -> ! {
 }
 
 /// Runs `work(worker, cycles)` in `jobs` forked processes, cycles split evenly; waits for all.
-/// Fails (exit 1) if any worker does.
-pub fn run_parallel(count: u64, jobs: u64, work: impl Fn(u64, u64) -> bool) {
+/// True if every worker succeeded.
+pub fn run_parallel(count: u64, jobs: u64, work: impl Fn(u64, u64) -> bool) -> bool {
     let mut pids = Vec::new();
     for w in 0..jobs {
         let n = count / jobs + u64::from(w < count % jobs);
@@ -49,7 +49,7 @@ pub fn run_parallel(count: u64, jobs: u64, work: impl Fn(u64, u64) -> bool) {
             pid if pid > 0 => pids.push(pid),
             _ => {
                 eprintln!("fork: {}", std::io::Error::last_os_error());
-                std::process::exit(1);
+                return false;
             }
         }
     }
@@ -59,9 +59,7 @@ pub fn run_parallel(count: u64, jobs: u64, work: impl Fn(u64, u64) -> bool) {
         unsafe { libc::waitpid(pid, &mut st, 0) };
         failed |= !(libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0);
     }
-    if failed {
-        std::process::exit(1);
-    }
+    !failed
 }
 
 /// fork + execv(path, argv) + wait, as the shell and UnixBench's spawn do; true if it exited 0.
@@ -80,4 +78,25 @@ pub fn fork_exec_wait(path: &std::ffi::CStr, argv: &[*const libc::c_char]) -> bo
             _ => false,
         }
     }
+}
+
+/// `count` × (mmap 4 KiB of `fd` MAP_SHARED, read a byte, munmap) in `jobs` processes. Each
+/// cycle write-locks the file's i_mmap_rwsem twice: vma_link_file (mmap) and
+/// unlink_file_vma_batch (munmap), so the jobs contend on exactly that inode.
+pub fn mmap_churn(fd: std::os::fd::RawFd, count: u64, jobs: u64) -> bool {
+    run_parallel(count, jobs, |_, n| {
+        (0..n).all(|_| unsafe {
+            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+            if p == libc::MAP_FAILED {
+                return false;
+            }
+            std::ptr::read_volatile(p as *const u8);
+            libc::munmap(p, 4096) == 0
+        })
+    })
+}
+
+/// Exit status of a workload binary.
+pub fn exit(ok: bool) -> ! {
+    std::process::exit(if ok { 0 } else { 1 })
 }

@@ -1,1 +1,117 @@
-fn main(){}
+//! Developer workflows: `cargo xtask setup | build | demo | test`.
+//!
+//! Everything a fresh machine needs is installed here, so the README's two commands
+//! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
+
+mod setup;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain: nightly rust-src and bpf-linker built against nightly's LLVM.
+    Setup,
+    /// setup, then build rmapprof (eBPF object embedded) and the workloads, release mode.
+    Build,
+    /// build, then profile the bundled spawn workload and show where the outputs are.
+    Demo {
+        /// fork+exec cycles to run.
+        #[arg(long, default_value_t = 4000)]
+        cycles: u64,
+        /// Parallel workers.
+        #[arg(short, long, default_value_t = 8)]
+        jobs: u64,
+    },
+    /// setup, then run every test (unit tests and tests that load BPF into this kernel).
+    Test {
+        /// Extra arguments for `cargo test`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Setup => setup::ensure(),
+        Cmd::Build => build(),
+        Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
+        Cmd::Test { args } => test(&args),
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Runs a command in the repository root, echoing it; fails if it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", format!("{cmd:?}").replace('"', ""));
+    let st = cmd.current_dir(root()).status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build() -> Result<()> {
+    setup::ensure()?;
+    sh(cargo().args(["build", "--release", "-p", "rmapprof", "-p", "rmapprof-workloads"]))
+}
+
+/// Root or sudo in front of `cmd`: rmapprof loads BPF programs.
+fn as_root(program: &Path) -> Command {
+    if unsafe { libc::geteuid() } == 0 {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(program);
+        c
+    }
+}
+
+fn demo(cycles: u64, jobs: u64) -> Result<()> {
+    build()?;
+    let rel = root().join("target/release");
+    let out = root().join("rmapprof-out");
+    eprintln!("xtask: profiling {cycles} x (fork + exec /bin/true + exit) in {jobs} workers");
+    sh(as_root(&rel.join("rmapprof"))
+        .args(["--inode", "libc.so.6", "--inode", "ld-linux-x86-64.so.2", "--output"])
+        .arg(&out)
+        .arg("--")
+        .arg(rel.join("spawn"))
+        .args([cycles.to_string(), "-j".into(), jobs.to_string()]))?;
+    eprintln!("\nxtask: outputs in {}:", out.display());
+    for f in ["report.txt", "report.json", "stacks.folded", "flamegraph.svg"] {
+        eprintln!("  {}", out.join(f).display());
+    }
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    setup::ensure()?;
+    // Integration tests load BPF into this kernel: one at a time, they share tracepoints.
+    sh(cargo().args(["test", "--workspace"]).args(args))
+}

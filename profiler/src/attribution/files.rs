@@ -76,10 +76,6 @@ impl FileIndex {
         }
     }
 
-    pub fn insert(&mut self, id: FileId, path: PathBuf) {
-        self.paths.insert(id, path);
-    }
-
     pub fn path(&self, id: FileId) -> Option<&Path> {
         self.paths.get(&id).map(PathBuf::as_path)
     }
@@ -95,7 +91,6 @@ impl FileIndex {
 /// A file named on the command line with `--inode`.
 #[derive(Clone, Debug)]
 pub struct Selected {
-    pub arg: String,
     pub path: PathBuf,
     /// Every identity the kernel may use for it (stat's and the mappings' dev can differ).
     pub ids: Vec<FileId>,
@@ -124,7 +119,7 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
                 ids.push(id);
             }
         }
-        return Ok(Selected { arg: arg.to_owned(), path, ids });
+        return Ok(Selected { path, ids });
     }
     if arg.contains('/') {
         bail!("--inode {arg}: no such file");
@@ -161,7 +156,7 @@ mod tests {
         index.add_maps(&maps(concat!(
             "7f1c2a000000-7f1c2a028000 r--p 00000000 fe:01 1835023                    /usr/lib/x86_64-linux-gnu/libc.so.6\n",
             "7ffd-7ffe rw-p 00000000 00:00 0  [stack]\n",
-            "55d0-55d1 rw-p 00000000 00:00 0\n",
+            "55d0-55d1 rw-p 00000000 00:00 0 \n",
         )));
         let id = FileId::from_major_minor(0xfe, 1, 1835023);
         assert_eq!(index.path(id), Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));

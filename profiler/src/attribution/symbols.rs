@@ -16,6 +16,7 @@ impl KernelSymbols {
         Self { by_addr }
     }
 
+    #[cfg(test)]
     pub fn from_map(by_addr: BTreeMap<u64, String>) -> Self {
         Self { by_addr }
     }

@@ -13,12 +13,12 @@ fn main() {
         return;
     }
     let a = rmapprof_workloads::parse("execl COUNT [-j JOBS]");
-    rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
+    rmapprof_workloads::exit(rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
         if n > 0 {
             reexec(n - 1);
         }
         true
-    });
+    }));
 }
 
 fn reexec(left: u64) -> ! {

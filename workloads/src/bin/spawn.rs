@@ -3,8 +3,8 @@
 fn main() {
     let a = rmapprof_workloads::parse("spawn COUNT [-j JOBS]");
     let path = c"/bin/true";
-    rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
+    rmapprof_workloads::exit(rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
         let argv = [path.as_ptr(), std::ptr::null()];
         (0..n).all(|_| rmapprof_workloads::fork_exec_wait(path, &argv))
-    });
+    }));
 }

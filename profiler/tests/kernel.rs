@@ -1,0 +1,271 @@
+//! rmapprof against the running kernel: loads the real eBPF programs and checks what they count
+//! against a workload whose lock traffic is known. Needs root (CI runs as root).
+//!
+//! Tests run one at a time (`SERIAL`): they share tracepoints, tracefs and the CPUs that make
+//! contention happen.
+
+use serde_json::Value;
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
+
+/// A file mapped shared by this process for the whole test, so /proc/self/maps names it.
+struct MappedFile {
+    path: PathBuf,
+    file: File,
+    _map: *mut libc::c_void,
+}
+
+impl MappedFile {
+    fn new(dir: &Path, name: &str) -> Self {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let file = File::open(&path).unwrap();
+        let map = unsafe { libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0) };
+        assert_ne!(map, libc::MAP_FAILED);
+        Self { path: std::fs::canonicalize(&path).unwrap(), file, _map: map }
+    }
+
+    fn ino(&self) -> u64 {
+        std::fs::metadata(&self.path).unwrap().ino()
+    }
+
+    /// 16 processes × mmap/munmap: far more runnable tasks than the 2 CPUs, so lock holders get
+    /// preempted and waiters sleep (what the tracepoints see), round after round.
+    fn churn(&self, rounds: u32) {
+        for _ in 0..rounds {
+            assert!(rmapprof_workloads::mmap_churn(self.file.as_raw_fd(), 200_000, 16));
+        }
+    }
+}
+
+/// rmapprof running in the background, attached.
+struct Running {
+    child: Child,
+    out: tempfile::TempDir,
+}
+
+impl Running {
+    /// Starts rmapprof with `args` and waits until it says it is profiling (probes attached).
+    fn start(args: &[&str]) -> Self {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = Command::new(RMAPPROF)
+            .args(args)
+            .arg("--output")
+            .arg(out.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("rmapprof exited before attaching: {:?}", child.wait());
+            }
+            if line.contains("rmapprof: profiling") {
+                break;
+            }
+        }
+        // Drain the rest of stderr so rmapprof never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Self { child, out }
+    }
+
+    /// Sends `sig`, waits, and returns the exit code and report.json.
+    fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let st = self.child.wait().unwrap();
+        let json = std::fs::read_to_string(self.out.path().join("report.json")).expect("report.json written");
+        (st.code().unwrap_or(-1), serde_json::from_str(&json).expect("report.json parses"), self.out)
+    }
+}
+
+fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
+    report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+fn churned_file_gets_contention_and_untouched_file_none() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MappedFile::new(dir.path(), "hot.dat");
+    let cold = MappedFile::new(dir.path(), "cold.dat");
+    let hot_arg = hot.path.to_str().unwrap();
+    let cold_arg = cold.path.to_str().unwrap();
+    let run = Running::start(&["--inode", hot_arg, "--inode", cold_arg]);
+    hot.churn(3);
+    let (code, r, out) = run.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+
+    assert_eq!(r["mode"], "tracepoint");
+    assert_eq!(r["kernel"].as_str().unwrap(), std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+    assert!(u(&r, "duration_ns") > 0);
+    assert!(r["probes"].as_array().unwrap().iter().all(|p| p["attached"] == true));
+
+    let h = file_entry(&r, hot.ino()).expect("churned file reported");
+    assert_eq!(h["path"], hot_arg);
+    let n = u(h, "contentions");
+    assert!(n > 0, "no i_mmap_rwsem contention seen on the churned file: {h}");
+    assert!(u(h, "wait_ns_total") >= u(h, "wait_ns_max") && u(h, "wait_ns_max") > 0);
+    let hist: u64 = h["wait_hist_log2"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(hist, n, "histogram counts every wait");
+    // mmap and munmap write-lock the rwsem; nothing in this workload read-locks it.
+    assert_eq!(u(&h["write"], "contentions"), n);
+    let paths = h["call_paths"].as_array().unwrap();
+    let calls: u64 = paths.iter().map(|p| u(p, "contentions")).sum();
+    assert_eq!(calls, n, "call paths add up to the file's total");
+    let frames: Vec<&str> = paths.iter().flat_map(|p| p["frames"].as_array().unwrap()).filter_map(|f| f.as_str()).collect();
+    assert!(frames.contains(&"down_write"), "{frames:?}");
+    assert!(frames.iter().any(|f| f.contains("munmap") || f.contains("mmap")), "{frames:?}");
+    // Only the tracepoints' view: what they cannot see is null, not 0.
+    assert!(h["spin_ns_total"].is_null() && h["acquisitions"].is_null());
+
+    let c = file_entry(&r, cold.ino()).expect("selected file listed even without contention");
+    assert_eq!(c["path"], cold_arg);
+    assert_eq!(u(c, "contentions"), 0);
+    assert_eq!(u(c, "wait_ns_total"), 0);
+
+    let i_mmap = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "i_mmap_rwsem").unwrap();
+    assert!(u(i_mmap, "contentions") >= n);
+
+    let folded = std::fs::read_to_string(out.path().join("stacks.folded")).unwrap();
+    assert!(folded.lines().all(|l| l.starts_with("i_mmap_rwsem hot.dat;write;")), "{folded}");
+    let weight: u64 = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(weight, u(h, "wait_ns_total"), "flame graph width is the ns waited");
+    let svg = std::fs::read_to_string(out.path().join("flamegraph.svg")).unwrap();
+    assert!(svg.contains("hot.dat") && svg.contains("tracepoint mode") && svg.contains("down_write"));
+    let txt = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
+    assert!(txt.contains(hot_arg) && txt.contains(cold_arg));
+}
+
+#[test]
+fn pid_filter_counts_only_that_process() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MappedFile::new(dir.path(), "hot.dat");
+    let mut idle = Command::new("sleep").arg("60").spawn().unwrap();
+    let all = Running::start(&[]);
+    let only_idle = Running::start(&["-p", &idle.id().to_string()]);
+    hot.churn(3);
+    let (_, filtered, _) = only_idle.stop(libc::SIGTERM);
+    let (_, everything, _) = all.stop(libc::SIGTERM);
+    let _ = idle.kill();
+    let _ = idle.wait();
+
+    // The unfiltered run names the file by the path this process maps it at.
+    let h = file_entry(&everything, hot.ino()).expect("system-wide run sees the churned file");
+    assert!(u(h, "contentions") > 0);
+    assert_eq!(h["path"], hot.path.to_str().unwrap());
+    assert_eq!(filtered["pid"].as_u64(), Some(idle.id() as u64));
+    assert!(file_entry(&filtered, hot.ino()).is_none(), "the sleeping process never waited on it");
+}
+
+#[test]
+fn command_runs_and_its_exit_status_passes_through() {
+    let _g = serial();
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(RMAPPROF)
+        .args(["--output", out.path().to_str().unwrap(), "--", "sh", "-c", "exit 3"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(3), "{}", String::from_utf8_lossy(&st.stderr));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["command"], serde_json::json!(["sh", "-c", "exit 3"]));
+    for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
+        assert!(out.path().join(f).exists(), "{f}");
+    }
+    // The summary table goes to stdout too.
+    assert!(String::from_utf8_lossy(&st.stdout).contains("i_mmap_rwsem contention by file"));
+}
+
+#[test]
+fn duration_ends_the_run() {
+    let _g = serial();
+    let out = tempfile::tempdir().unwrap();
+    let t = std::time::Instant::now();
+    let st = Command::new(RMAPPROF).args(["-d", "300ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    assert!(u(&r, "duration_ns") >= 300_000_000);
+}
+
+/// Runs rmapprof expecting failure: returns (exit code, stderr), checks one line and no panic.
+fn fails(cmd: &mut Command) -> (i32, String) {
+    let o = cmd.stdout(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    (o.status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn errors_are_one_line_with_the_right_exit_code() {
+    let _g = serial();
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let rm = || {
+        let mut c = Command::new(RMAPPROF);
+        c.args(["-o", o, "-d", "1"]);
+        c
+    };
+
+    let (code, err) = fails(rm().args(["--inode", "libnosuchlib.so.77"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("libnosuchlib.so.77") && err.contains("not mapped by any process") && err.contains("/usr/lib"), "{err}");
+    let (code, err) = fails(rm().args(["--inode", "/tmp"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("directory"), "{err}");
+
+    let (code, err) = fails(rm().args(["--btf", "/nonexistent/vmlinux"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("BTF not found"), "{err}");
+
+    let (code, err) = fails(rm().args(["--", "/no/such/command"]));
+    assert_eq!(code, 127);
+    assert!(err.contains("command not found"), "{err}");
+
+    let (code, err) = fails(Command::new(RMAPPROF).args(["-o", "/proc/version/x", "-d", "1"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("/proc/version/x"), "{err}");
+
+    // Without privileges: as nobody, with no capabilities.
+    let (code, err) = fails(Command::new("setpriv").args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"]).arg(RMAPPROF).args(["-o", "/tmp/x", "-d", "1"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("needs root") && err.contains("CAP_BPF"), "{err}");
+}
+
+#[test]
+fn tracefs_is_mounted_when_missing() {
+    let _g = serial();
+    let tracing = Path::new("/sys/kernel/tracing");
+    if tracing.join("events").is_dir() {
+        assert!(Command::new("umount").arg("-l").arg(tracing).status().unwrap().success());
+    }
+    let debugfs_has_it = Path::new("/sys/kernel/debug/tracing/events").is_dir();
+    let out = tempfile::tempdir().unwrap();
+    let st = Command::new(RMAPPROF).args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    assert!(debugfs_has_it || tracing.join("events/lock/contention_begin").is_dir());
+}
