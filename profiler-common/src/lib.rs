@@ -95,7 +95,9 @@ pub struct WaitHist {
 
 impl Default for WaitHist {
     fn default() -> Self {
-        Self { buckets: [0; HIST_BUCKETS] }
+        Self {
+            buckets: [0; HIST_BUCKETS],
+        }
     }
 }
 

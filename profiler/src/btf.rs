@@ -9,7 +9,9 @@ use std::path::Path;
 /// Byte offset of `field` in `struct strukt`, looking through anonymous struct/union members
 /// (mm_struct keeps mmap_lock inside an anonymous struct).
 pub fn offset_of(btf: &Btf, strukt: &str, field: &str) -> Result<u64> {
-    let types = btf.resolve_types_by_name(strukt).with_context(|| format!("no `{strukt}` in BTF"))?;
+    let types = btf
+        .resolve_types_by_name(strukt)
+        .with_context(|| format!("no `{strukt}` in BTF"))?;
     for t in types {
         if let Type::Struct(s) = t {
             if let Some(bits) = find_member(btf, &s, field)? {
@@ -20,7 +22,9 @@ pub fn offset_of(btf: &Btf, strukt: &str, field: &str) -> Result<u64> {
             }
         }
     }
-    Err(anyhow!("struct {strukt} has no member {field} in this kernel's BTF"))
+    Err(anyhow!(
+        "struct {strukt} has no member {field} in this kernel's BTF"
+    ))
 }
 
 fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
@@ -45,7 +49,9 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
     loop {
         t = match &t {
             Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => btf.resolve_chained_type(x)?,
+            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
+                btf.resolve_chained_type(x)?
+            }
             _ => return Ok(t),
         };
     }
@@ -99,7 +105,9 @@ mod tests {
 
     #[test]
     fn missing_btf_says_so() {
-        let e = lock_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
+        let e = lock_offsets(Path::new("/nonexistent/vmlinux"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("BTF not found") && e.contains("--btf"), "{e}");
     }
 }

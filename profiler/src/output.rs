@@ -36,13 +36,18 @@ impl OutputDir {
     pub fn create(dir: &Path) -> Result<Self> {
         let owner = invoking_user();
         if !dir.is_dir() {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create output directory {}", dir.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create output directory {}", dir.display()))?;
             chown(dir, owner)?;
         }
         let probe = dir.join(format!(".rmapprof-probe-{}", std::process::id()));
-        std::fs::write(&probe, b"").with_context(|| format!("output directory {} is not writable", dir.display()))?;
+        std::fs::write(&probe, b"")
+            .with_context(|| format!("output directory {} is not writable", dir.display()))?;
         let _ = std::fs::remove_file(&probe);
-        Ok(Self { dir: dir.to_owned(), owner })
+        Ok(Self {
+            dir: dir.to_owned(),
+            owner,
+        })
     }
 
     #[cfg(test)]
@@ -81,7 +86,10 @@ mod tests {
         out.write("report.txt", b"hello").unwrap();
         out.write("report.txt", b"again").unwrap();
         assert_eq!(std::fs::read(out.path("report.txt")).unwrap(), b"again");
-        let names: Vec<_> = std::fs::read_dir(d.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(d.path().join("a/b"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["report.txt"]);
     }
 

@@ -71,7 +71,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let mut sighup = signal(SignalKind::hangup())?;
 
     let collector = Collector::start(cli.mode, &cli.btf, cli.pid)?;
-    let run = Run { cli: &cli, mode: collector.mode.name(), probes: collector.probes.clone(), started: Instant::now(), selected: &selected };
+    let run = Run {
+        cli: &cli,
+        mode: collector.mode.name(),
+        probes: collector.probes.clone(),
+        started: Instant::now(),
+        selected: &selected,
+    };
     let mut child = match spawn(&cli.command) {
         Ok(c) => c,
         Err(e) => {
@@ -87,7 +93,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
             ([], None) => "system-wide".into(),
             (c, _) => format!("system-wide while `{}` runs", c.join(" ")),
         },
-        if child.is_none() && cli.duration.is_none() { "; Ctrl-C to stop" } else { "" }
+        if child.is_none() && cli.duration.is_none() {
+            "; Ctrl-C to stop"
+        } else {
+            ""
+        }
     );
 
     let deadline = cli.duration.map(|d| TokioInstant::now() + d);
@@ -129,7 +139,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let report = run.report(&snap, &index, &KernelSymbols::load());
     write_outputs(&out, &report)?;
     print!("{}", render::text::summary(&report));
-    eprintln!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}", cli.output.display());
+    eprintln!(
+        "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}",
+        cli.output.display()
+    );
 
     Ok(match end {
         End::Command(st) => exit_code(st),
@@ -185,13 +198,18 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
     out.write("report.json", render::json(report).as_bytes())?;
     out.write("report.txt", render::text::full(report).as_bytes())?;
     out.write("stacks.folded", folded.as_bytes())?;
-    out.write("flamegraph.svg", &render::folded::flamegraph_svg(report, &folded)?)?;
+    out.write(
+        "flamegraph.svg",
+        &render::folded::flamegraph_svg(report, &folded)?,
+    )?;
     Ok(())
 }
 
 /// Starts COMMAND as the user who ran sudo (root otherwise).
 fn spawn(command: &[String]) -> Result<Option<Child>> {
-    let Some((prog, args)) = command.split_first() else { return Ok(None) };
+    let Some((prog, args)) = command.split_first() else {
+        return Ok(None);
+    };
     let mut cmd = Command::new(prog);
     cmd.args(args);
     if let Some((uid, gid)) = invoking_user() {
@@ -199,8 +217,12 @@ fn spawn(command: &[String]) -> Result<Option<Child>> {
     }
     match cmd.spawn() {
         Ok(c) => Ok(Some(c)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(anyhow!(Exit(127, format!("{prog}: command not found")))),
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(anyhow!(Exit(126, format!("{prog}: permission denied")))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(anyhow!(Exit(127, format!("{prog}: command not found"))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(anyhow!(Exit(126, format!("{prog}: permission denied"))))
+        }
         Err(e) => Err(anyhow!(Exit(126, format!("{prog}: {e}")))),
     }
 }
@@ -228,4 +250,3 @@ fn exit_code(st: std::process::ExitStatus) -> u8 {
         _ => 1,
     }
 }
-

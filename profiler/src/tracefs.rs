@@ -33,7 +33,11 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 
 /// Byte offset of `field` in the record of tracepoint `category:event`.
 pub fn field_offset(tracefs: &Path, category: &str, event: &str, field: &str) -> Result<u64> {
-    let path = tracefs.join("events").join(category).join(event).join("format");
+    let path = tracefs
+        .join("events")
+        .join(category)
+        .join(event)
+        .join("format");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("tracepoint {category}:{event} not found ({}): kernel too old or CONFIG_LOCKDEP/CONFIG_LOCK_STAT tracepoints missing", path.display())
     })?;
@@ -68,12 +72,21 @@ mod tests {
         assert_eq!(parse_field_offset(BEGIN, "common_pid"), Some(4));
         assert_eq!(parse_field_offset(BEGIN, "lock"), None);
         assert_eq!(parse_field_offset("", "flags"), None);
-        assert_eq!(parse_field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"), Some(8));
+        assert_eq!(
+            parse_field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"),
+            Some(8)
+        );
     }
 
     #[test]
     fn garbage_never_panics() {
-        for s in ["field:", "field:;offset:x;", ";;;;", "field:int a;\toffset:;", "\u{0}field:a b;offset:99999999999999999999999;"] {
+        for s in [
+            "field:",
+            "field:;offset:x;",
+            ";;;;",
+            "field:int a;\toffset:;",
+            "\u{0}field:a b;offset:99999999999999999999999;",
+        ] {
             let _ = parse_field_offset(s, "a");
             let _ = parse_field_offset(s, "b");
         }
