@@ -4,9 +4,7 @@
 use std::{path::Path, process::Command};
 
 fn missing(what: &str) -> ! {
-    println!(
-        "cargo::error={what}: run `cargo xtask setup` (installs nightly rust-src and bpf-linker)"
-    );
+    println!("cargo::error={what}: run `cargo xtask setup` (installs nightly rust-src and bpf-linker)");
     std::process::exit(1);
 }
 
@@ -19,13 +17,8 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-        let Some(sysroot) = sysroot else {
-            missing("no nightly Rust toolchain")
-        };
-        if !Path::new(&sysroot)
-            .join("lib/rustlib/src/rust/library/core")
-            .is_dir()
-        {
+        let Some(sysroot) = sysroot else { missing("no nightly Rust toolchain") };
+        if !Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir() {
             missing("nightly has no rust-src component");
         }
         let on_path = std::env::var_os("PATH")
@@ -38,11 +31,7 @@ fn main() -> anyhow::Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiler-ebpf");
     let root = root.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "profiler-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "profiler-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Nightly,
     )
 }

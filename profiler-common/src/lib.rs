@@ -42,14 +42,8 @@ pub mod lost {
     /// slowpath): only the outer wait is measured, as perf lock contention does.
     pub const NESTED: u32 = 5;
     pub const COUNT: u32 = 6;
-    pub const NAMES: [&str; COUNT as usize] = [
-        "stack_collision",
-        "stack_failed",
-        "task_map_full",
-        "stats_map_full",
-        "hist_map_full",
-        "nested",
-    ];
+    pub const NAMES: [&str; COUNT as usize] =
+        ["stack_collision", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
 }
 
 /// Number of log2 buckets in a wait histogram: bucket `b` holds waits of `[2^b, 2^(b+1))` ns,
@@ -95,9 +89,7 @@ pub struct WaitHist {
 
 impl Default for WaitHist {
     fn default() -> Self {
-        Self {
-            buckets: [0; HIST_BUCKETS],
-        }
+        Self { buckets: [0; HIST_BUCKETS] }
     }
 }
 

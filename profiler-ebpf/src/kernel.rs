@@ -34,28 +34,19 @@ fn read<T>(addr: u64) -> Option<T> {
 /// embedded in an address_space yields garbage or a fault, and fails the back-pointer check.
 #[inline(always)]
 pub fn classify(lock: u64, flags: u32) -> LockTarget {
-    let other = LockTarget {
-        kind: lock_kind::OTHER,
-        dev: 0,
-        ino: 0,
-    };
+    let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
     if global(&AS_I_MMAP_RWSEM) == 0 {
         return other;
     }
     // Only rwsems can be i_mmap_rwsem or mmap_lock: skip spinlocks and mutexes.
-    if flags & (lcb_flags::SPIN | lcb_flags::MUTEX) != 0
-        || flags & (lcb_flags::READ | lcb_flags::WRITE) == 0
+    if flags & (lcb_flags::SPIN | lcb_flags::MUTEX) != 0 || flags & (lcb_flags::READ | lcb_flags::WRITE) == 0
     {
         return other;
     }
     let task = unsafe { bpf_get_current_task() };
     if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
         if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {
-            return LockTarget {
-                kind: lock_kind::MMAP_LOCK,
-                dev: 0,
-                ino: 0,
-            };
+            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: 0 };
         }
     }
     // a = container_of(lock, struct address_space, i_mmap_rwsem); it is one iff
@@ -71,9 +62,5 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
     let dev = read::<u64>(host + global(&INODE_I_SB))
         .and_then(|sb| read::<u32>(sb + global(&SB_S_DEV)))
         .unwrap_or(0);
-    LockTarget {
-        kind: lock_kind::I_MMAP_RWSEM,
-        dev,
-        ino,
-    }
+    LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino }
 }

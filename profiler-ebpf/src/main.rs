@@ -90,11 +90,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         Ok(id) => id as i32,
         Err(e) => {
             // -EEXIST: a different stack already owns the hash bucket.
-            count_lost(if e == -17 {
-                lost::STACK_COLLISION
-            } else {
-                lost::STACK_FAILED
-            });
+            count_lost(if e == -17 { lost::STACK_COLLISION } else { lost::STACK_FAILED });
             -1
         }
     };
@@ -103,9 +99,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         lock,
         key: ContentionKey {
             target,
-            flags: if flags & lcb_flags::SPIN == 0
-                && flags & (lcb_flags::READ | lcb_flags::WRITE) != 0
-            {
+            flags: if flags & lcb_flags::SPIN == 0 && flags & (lcb_flags::READ | lcb_flags::WRITE) != 0 {
                 flags & (lcb_flags::READ | lcb_flags::WRITE)
             } else {
                 flags

@@ -9,9 +9,7 @@ use std::path::Path;
 /// Byte offset of `field` in `struct strukt`, looking through anonymous struct/union members
 /// (mm_struct keeps mmap_lock inside an anonymous struct).
 pub fn offset_of(btf: &Btf, strukt: &str, field: &str) -> Result<u64> {
-    let types = btf
-        .resolve_types_by_name(strukt)
-        .with_context(|| format!("no `{strukt}` in BTF"))?;
+    let types = btf.resolve_types_by_name(strukt).with_context(|| format!("no `{strukt}` in BTF"))?;
     for t in types {
         if let Type::Struct(s) = t {
             if let Some(bits) = find_member(btf, &s, field)? {
@@ -22,9 +20,7 @@ pub fn offset_of(btf: &Btf, strukt: &str, field: &str) -> Result<u64> {
             }
         }
     }
-    Err(anyhow!(
-        "struct {strukt} has no member {field} in this kernel's BTF"
-    ))
+    Err(anyhow!("struct {strukt} has no member {field} in this kernel's BTF"))
 }
 
 fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
@@ -49,9 +45,7 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
     loop {
         t = match &t {
             Type::Typedef(x) => btf.resolve_chained_type(x)?,
-            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => {
-                btf.resolve_chained_type(x)?
-            }
+            Type::Const(x) | Type::Volatile(x) | Type::Restrict(x) => btf.resolve_chained_type(x)?,
             _ => return Ok(t),
         };
     }
@@ -65,8 +59,8 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
             btf_path.display()
         );
     }
-    let btf = Btf::from_file(btf_path)
-        .map_err(|e| anyhow!("cannot parse BTF {}: {e}", btf_path.display()))?;
+    let btf =
+        Btf::from_file(btf_path).map_err(|e| anyhow!("cannot parse BTF {}: {e}", btf_path.display()))?;
     let wanted = [
         ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
         ("AS_HOST", "address_space", "host"),
@@ -77,10 +71,7 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
         ("TASK_MM", "task_struct", "mm"),
         ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
     ];
-    wanted
-        .into_iter()
-        .map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?)))
-        .collect()
+    wanted.into_iter().map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?))).collect()
 }
 
 #[cfg(test)]
@@ -105,9 +96,7 @@ mod tests {
 
     #[test]
     fn missing_btf_says_so() {
-        let e = lock_offsets(Path::new("/nonexistent/vmlinux"))
-            .unwrap_err()
-            .to_string();
+        let e = lock_offsets(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
         assert!(e.contains("BTF not found") && e.contains("--btf"), "{e}");
     }
 }

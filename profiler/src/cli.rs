@@ -25,12 +25,7 @@ pub struct Cli {
     pub inodes: Vec<String>,
 
     /// Count only waits of this process's tasks.
-    #[arg(
-        short = 'p',
-        long = "pid",
-        value_name = "PID",
-        conflicts_with = "command"
-    )]
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
 
     /// Stop after this long (10s, 500ms, 2m; a bare number is seconds).
@@ -82,33 +77,15 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2.5"), Ok(Duration::from_millis(2500)));
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        for bad in [
-            "",
-            "0",
-            "0s",
-            "-1",
-            "abc",
-            "NaN",
-            "inf",
-            "1e99",
-            "10 parsecs",
-        ] {
+        for bad in ["", "0", "0s", "-1", "abc", "NaN", "inf", "1e99", "10 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn command_after_double_dash() {
-        let c = Cli::try_parse_from([
-            "rmapprof",
-            "--inode",
-            "libc.so.6",
-            "--",
-            "sh",
-            "-c",
-            "true --x",
-        ])
-        .unwrap();
+        let c =
+            Cli::try_parse_from(["rmapprof", "--inode", "libc.so.6", "--", "sh", "-c", "true --x"]).unwrap();
         assert_eq!(c.inodes, ["libc.so.6"]);
         assert_eq!(c.command, ["sh", "-c", "true --x"]);
         assert_eq!(c.mode, Mode::Auto);

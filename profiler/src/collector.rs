@@ -64,22 +64,15 @@ pub struct Collector {
     pub probes: Vec<ProbeStatus>,
 }
 
-const TRACEPOINTS: [(&str, &str); 2] = [
-    ("contention_begin", "contention_begin"),
-    ("contention_end", "contention_end"),
-];
+const TRACEPOINTS: [(&str, &str); 2] =
+    [("contention_begin", "contention_begin"), ("contention_end", "contention_end")];
 
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
     pub fn start(mode: Mode, btf_path: &Path, tgid: Option<u32>) -> Result<Self> {
         let mode = match mode {
             Mode::Auto | Mode::Tracepoint => Mode::Tracepoint,
-            m => {
-                return Err(anyhow!(
-                    "--mode {} is not available yet; use --mode tracepoint",
-                    m.name()
-                ))
-            }
+            m => return Err(anyhow!("--mode {} is not available yet; use --mode tracepoint", m.name())),
         };
         let offsets = btf::lock_offsets(btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
@@ -95,19 +88,15 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .context("loading the eBPF object")?;
+        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
         let mut probes = Vec::new();
         for (prog, event) in TRACEPOINTS {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
                 .try_into()?;
-            p.load()
-                .with_context(|| format!("verifier rejected {prog}"))?;
-            p.attach("lock", event)
-                .with_context(|| format!("attaching lock:{event}"))?;
+            p.load().with_context(|| format!("verifier rejected {prog}"))?;
+            p.attach("lock", event).with_context(|| format!("attaching lock:{event}"))?;
             probes.push(ProbeStatus {
                 probe: format!("tracepoint:lock:{event}"),
                 attached: true,
@@ -119,10 +108,8 @@ impl Collector {
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
     pub fn snapshot(&self, with_stacks: bool) -> Result<Snapshot> {
-        let waits: HashMap<&MapData, ContentionKey, WaitStats> =
-            HashMap::try_from(self.map("CONTENTION")?)?;
-        let hists: HashMap<&MapData, LockTarget, WaitHist> =
-            HashMap::try_from(self.map("WAIT_HIST")?)?;
+        let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map("CONTENTION")?)?;
+        let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map("WAIT_HIST")?)?;
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map("LOST")?)?;
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
@@ -130,10 +117,7 @@ impl Collector {
             ..Default::default()
         };
         for (i, name) in lost::NAMES.iter().enumerate() {
-            snap.lost.insert(
-                (*name).to_owned(),
-                lost_map.get(&(i as u32), 0).unwrap_or(0),
-            );
+            snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
         }
         if with_stacks {
             let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(self.map("STACKS")?)?;
@@ -161,8 +145,6 @@ impl Collector {
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
-        self.ebpf
-            .map(name)
-            .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+        self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
 }

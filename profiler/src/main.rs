@@ -31,10 +31,7 @@ impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rmapprof: cannot start: {e}");
@@ -49,11 +46,7 @@ fn main() -> ExitCode {
             if let Some(code) = e.downcast_ref::<session::Exit>() {
                 return ExitCode::from(code.0);
             }
-            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() {
-                2
-            } else {
-                1
-            })
+            ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
     }
 }

@@ -44,10 +44,7 @@ impl OutputDir {
         std::fs::write(&probe, b"")
             .with_context(|| format!("output directory {} is not writable", dir.display()))?;
         let _ = std::fs::remove_file(&probe);
-        Ok(Self {
-            dir: dir.to_owned(),
-            owner,
-        })
+        Ok(Self { dir: dir.to_owned(), owner })
     }
 
     #[cfg(test)]
@@ -86,10 +83,8 @@ mod tests {
         out.write("report.txt", b"hello").unwrap();
         out.write("report.txt", b"again").unwrap();
         assert_eq!(std::fs::read(out.path("report.txt")).unwrap(), b"again");
-        let names: Vec<_> = std::fs::read_dir(d.path().join("a/b"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> =
+            std::fs::read_dir(d.path().join("a/b")).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["report.txt"]);
     }
 

@@ -8,9 +8,7 @@ const CAP_BPF: u32 = 39;
 
 /// Effective capability mask from /proc/self/status (`CapEff:` hex).
 pub fn effective_caps(status: &str) -> Option<u64> {
-    status
-        .lines()
-        .find_map(|l| u64::from_str_radix(l.strip_prefix("CapEff:")?.trim(), 16).ok())
+    status.lines().find_map(|l| u64::from_str_radix(l.strip_prefix("CapEff:")?.trim(), 16).ok())
 }
 
 /// Loading tracing programs needs CAP_BPF + CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
@@ -30,10 +28,7 @@ mod tests {
 
     #[test]
     fn parses_capeff() {
-        assert_eq!(
-            effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n"),
-            Some(0x1ffffffffff)
-        );
+        assert_eq!(effective_caps("Name:\tx\nCapEff:\t000001ffffffffff\n"), Some(0x1ffffffffff));
         assert_eq!(effective_caps("CapEff:\t0000000000000000"), Some(0));
         assert_eq!(effective_caps("CapEff: zz"), None);
         assert_eq!(effective_caps(""), None);

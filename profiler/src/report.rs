@@ -125,9 +125,7 @@ pub struct Context<'a> {
 }
 
 pub fn kernel_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
 /// Attributes a snapshot: lock classes, then one entry per file with its call paths.
@@ -135,23 +133,15 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let mut locks: BTreeMap<u32, (Waits, Vec<u64>)> = BTreeMap::new();
     let mut files: BTreeMap<FileId, FileReport> = BTreeMap::new();
     let mut paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
-    let wanted =
-        |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.ids.contains(id));
+    let wanted = |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.ids.contains(id));
 
     for (key, stats) in &snap.waits {
-        let ContentionKey {
-            target,
-            flags,
-            stack_id,
-        } = *key;
+        let ContentionKey { target, flags, stack_id } = *key;
         locks.entry(target.kind).or_default().0.add(stats);
         if target.kind != lock_kind::I_MMAP_RWSEM {
             continue;
         }
-        let id = FileId {
-            dev: target.dev,
-            ino: target.ino,
-        };
+        let id = FileId { dev: target.dev, ino: target.ino };
         if !wanted(&id) {
             continue;
         }
@@ -204,35 +194,26 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.dev = id.dev_string();
             f.ino = id.ino;
             f.wait_hist_log2.resize(HIST_BUCKETS, 0);
-            f.call_paths
-                .sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+            f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
             f
         })
         .collect();
-    files.sort_by(|a, b| {
-        b.wait_ns_total
-            .cmp(&a.wait_ns_total)
-            .then(a.path.cmp(&b.path))
-    });
+    files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total).then(a.path.cmp(&b.path)));
 
-    let locks = [
-        lock_kind::I_MMAP_RWSEM,
-        lock_kind::MMAP_LOCK,
-        lock_kind::OTHER,
-    ]
-    .into_iter()
-    .map(|k| {
-        let (w, mut hist) = locks.remove(&k).unwrap_or_default();
-        hist.resize(HIST_BUCKETS, 0);
-        LockSummary {
-            lock: lock_name(k).into(),
-            contentions: w.contentions,
-            wait_ns_total: w.wait_ns_total,
-            wait_ns_max: w.wait_ns_max,
-            wait_hist_log2: hist,
-        }
-    })
-    .collect();
+    let locks = [lock_kind::I_MMAP_RWSEM, lock_kind::MMAP_LOCK, lock_kind::OTHER]
+        .into_iter()
+        .map(|k| {
+            let (w, mut hist) = locks.remove(&k).unwrap_or_default();
+            hist.resize(HIST_BUCKETS, 0);
+            LockSummary {
+                lock: lock_name(k).into(),
+                contentions: w.contentions,
+                wait_ns_total: w.wait_ns_total,
+                wait_ns_max: w.wait_ns_max,
+                wait_hist_log2: hist,
+            }
+        })
+        .collect();
     Report {
         tool: "rmapprof".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -241,11 +222,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         duration_ns: ctx.duration_ns,
         command: ctx.command.clone(),
         pid: ctx.pid,
-        selected: ctx
-            .selected
-            .iter()
-            .map(|s| s.path.display().to_string())
-            .collect(),
+        selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),
         locks,
@@ -273,10 +250,8 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
             f.read.contentions = f.read.contentions.saturating_sub(p.read.contentions);
         }
     }
-    d.files
-        .retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));
-    d.files
-        .sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+    d.files.retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));
+    d.files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
     for l in &mut d.locks {
         if let Some(p) = prev.locks.iter().find(|p| p.lock == l.lock) {
             l.contentions = l.contentions.saturating_sub(p.contentions);

@@ -93,11 +93,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             ([], None) => "system-wide".into(),
             (c, _) => format!("system-wide while `{}` runs", c.join(" ")),
         },
-        if child.is_none() && cli.duration.is_none() {
-            "; Ctrl-C to stop"
-        } else {
-            ""
-        }
+        if child.is_none() && cli.duration.is_none() { "; Ctrl-C to stop" } else { "" }
     );
 
     let deadline = cli.duration.map(|d| TokioInstant::now() + d);
@@ -198,10 +194,7 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
     out.write("report.json", render::json(report).as_bytes())?;
     out.write("report.txt", render::text::full(report).as_bytes())?;
     out.write("stacks.folded", folded.as_bytes())?;
-    out.write(
-        "flamegraph.svg",
-        &render::folded::flamegraph_svg(report, &folded)?,
-    )?;
+    out.write("flamegraph.svg", &render::folded::flamegraph_svg(report, &folded)?)?;
     Ok(())
 }
 

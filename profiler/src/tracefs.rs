@@ -15,15 +15,8 @@ pub fn ensure_mounted() -> Result<PathBuf> {
         }
     }
     let target = std::ffi::CString::new(TRACEFS).unwrap();
-    let rc = unsafe {
-        libc::mount(
-            c"nodev".as_ptr(),
-            target.as_ptr(),
-            c"tracefs".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
+    let rc =
+        unsafe { libc::mount(c"nodev".as_ptr(), target.as_ptr(), c"tracefs".as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         bail!("tracefs is not mounted and mounting it at {TRACEFS} failed ({e}): run `mount -t tracefs nodev {TRACEFS}`");
@@ -33,11 +26,7 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 
 /// Byte offset of `field` in the record of tracepoint `category:event`.
 pub fn field_offset(tracefs: &Path, category: &str, event: &str, field: &str) -> Result<u64> {
-    let path = tracefs
-        .join("events")
-        .join(category)
-        .join(event)
-        .join("format");
+    let path = tracefs.join("events").join(category).join(event).join("format");
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("tracepoint {category}:{event} not found ({}): kernel too old or CONFIG_LOCKDEP/CONFIG_LOCK_STAT tracepoints missing", path.display())
     })?;
@@ -72,10 +61,7 @@ mod tests {
         assert_eq!(parse_field_offset(BEGIN, "common_pid"), Some(4));
         assert_eq!(parse_field_offset(BEGIN, "lock"), None);
         assert_eq!(parse_field_offset("", "flags"), None);
-        assert_eq!(
-            parse_field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"),
-            Some(8)
-        );
+        assert_eq!(parse_field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"), Some(8));
     }
 
     #[test]

@@ -36,21 +36,10 @@ impl MappedFile {
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
         let file = File::open(&path).unwrap();
         let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                file.as_raw_fd(),
-                0,
-            )
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
         };
         assert_ne!(map, libc::MAP_FAILED);
-        Self {
-            path: std::fs::canonicalize(&path).unwrap(),
-            file,
-            _map: map,
-        }
+        Self { path: std::fs::canonicalize(&path).unwrap(), file, _map: map }
     }
 
     fn ino(&self) -> u64 {
@@ -61,11 +50,7 @@ impl MappedFile {
     /// preempted and waiters sleep (what the tracepoints see), round after round.
     fn churn(&self, rounds: u32) {
         for _ in 0..rounds {
-            assert!(rmapprof_workloads::mmap_churn(
-                self.file.as_raw_fd(),
-                200_000,
-                16
-            ));
+            assert!(rmapprof_workloads::mmap_churn(self.file.as_raw_fd(), 200_000, 16));
         }
     }
 }
@@ -108,27 +93,17 @@ impl Running {
     fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
         unsafe { libc::kill(self.child.id() as i32, sig) };
         let st = self.child.wait().unwrap();
-        let json = std::fs::read_to_string(self.out.path().join("report.json"))
-            .expect("report.json written");
-        (
-            st.code().unwrap_or(-1),
-            serde_json::from_str(&json).expect("report.json parses"),
-            self.out,
-        )
+        let json = std::fs::read_to_string(self.out.path().join("report.json")).expect("report.json written");
+        (st.code().unwrap_or(-1), serde_json::from_str(&json).expect("report.json parses"), self.out)
     }
 }
 
 fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
-    report["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["ino"].as_u64() == Some(ino))
+    report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
 }
 
 fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64()
-        .unwrap_or_else(|| panic!("{k} missing in {v}"))
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
 #[test]
@@ -147,49 +122,27 @@ fn churned_file_gets_contention_and_untouched_file_none() {
     assert_eq!(r["mode"], "tracepoint");
     assert_eq!(
         r["kernel"].as_str().unwrap(),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap()
-            .trim()
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim()
     );
     assert!(u(&r, "duration_ns") > 0);
-    assert!(r["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["attached"] == true));
+    assert!(r["probes"].as_array().unwrap().iter().all(|p| p["attached"] == true));
 
     let h = file_entry(&r, hot.ino()).expect("churned file reported");
     assert_eq!(h["path"], hot_arg);
     let n = u(h, "contentions");
-    assert!(
-        n > 0,
-        "no i_mmap_rwsem contention seen on the churned file: {h}"
-    );
+    assert!(n > 0, "no i_mmap_rwsem contention seen on the churned file: {h}");
     assert!(u(h, "wait_ns_total") >= u(h, "wait_ns_max") && u(h, "wait_ns_max") > 0);
-    let hist: u64 = h["wait_hist_log2"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .sum();
+    let hist: u64 = h["wait_hist_log2"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(hist, n, "histogram counts every wait");
     // mmap and munmap write-lock the rwsem; nothing in this workload read-locks it.
     assert_eq!(u(&h["write"], "contentions"), n);
     let paths = h["call_paths"].as_array().unwrap();
     let calls: u64 = paths.iter().map(|p| u(p, "contentions")).sum();
     assert_eq!(calls, n, "call paths add up to the file's total");
-    let frames: Vec<&str> = paths
-        .iter()
-        .flat_map(|p| p["frames"].as_array().unwrap())
-        .filter_map(|f| f.as_str())
-        .collect();
+    let frames: Vec<&str> =
+        paths.iter().flat_map(|p| p["frames"].as_array().unwrap()).filter_map(|f| f.as_str()).collect();
     assert!(frames.contains(&"down_write"), "{frames:?}");
-    assert!(
-        frames
-            .iter()
-            .any(|f| f.contains("munmap") || f.contains("mmap")),
-        "{frames:?}"
-    );
+    assert!(frames.iter().any(|f| f.contains("munmap") || f.contains("mmap")), "{frames:?}");
     // Only the tracepoints' view: what they cannot see is null, not 0.
     assert!(h["spin_ns_total"].is_null() && h["acquisitions"].is_null());
 
@@ -198,34 +151,15 @@ fn churned_file_gets_contention_and_untouched_file_none() {
     assert_eq!(u(c, "contentions"), 0);
     assert_eq!(u(c, "wait_ns_total"), 0);
 
-    let i_mmap = r["locks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["lock"] == "i_mmap_rwsem")
-        .unwrap();
+    let i_mmap = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "i_mmap_rwsem").unwrap();
     assert!(u(i_mmap, "contentions") >= n);
 
     let folded = std::fs::read_to_string(out.path().join("stacks.folded")).unwrap();
-    assert!(
-        folded
-            .lines()
-            .all(|l| l.starts_with("i_mmap_rwsem hot.dat;write;")),
-        "{folded}"
-    );
-    let weight: u64 = folded
-        .lines()
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum();
-    assert_eq!(
-        weight,
-        u(h, "wait_ns_total"),
-        "flame graph width is the ns waited"
-    );
+    assert!(folded.lines().all(|l| l.starts_with("i_mmap_rwsem hot.dat;write;")), "{folded}");
+    let weight: u64 = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert_eq!(weight, u(h, "wait_ns_total"), "flame graph width is the ns waited");
     let svg = std::fs::read_to_string(out.path().join("flamegraph.svg")).unwrap();
-    assert!(
-        svg.contains("hot.dat") && svg.contains("tracepoint mode") && svg.contains("down_write")
-    );
+    assert!(svg.contains("hot.dat") && svg.contains("tracepoint mode") && svg.contains("down_write"));
     let txt = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
     assert!(txt.contains(hot_arg) && txt.contains(cold_arg));
 }
@@ -249,10 +183,7 @@ fn pid_filter_counts_only_that_process() {
     assert!(u(h, "contentions") > 0);
     assert_eq!(h["path"], hot.path.to_str().unwrap());
     assert_eq!(filtered["pid"].as_u64(), Some(idle.id() as u64));
-    assert!(
-        file_entry(&filtered, hot.ino()).is_none(),
-        "the sleeping process never waited on it"
-    );
+    assert!(file_entry(&filtered, hot.ino()).is_none(), "the sleeping process never waited on it");
 }
 
 #[test]
@@ -260,25 +191,12 @@ fn command_runs_and_its_exit_status_passes_through() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
     let st = Command::new(RMAPPROF)
-        .args([
-            "--output",
-            out.path().to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-            "exit 3",
-        ])
+        .args(["--output", out.path().to_str().unwrap(), "--", "sh", "-c", "exit 3"])
         .output()
         .unwrap();
-    assert_eq!(
-        st.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    assert_eq!(st.status.code(), Some(3), "{}", String::from_utf8_lossy(&st.stderr));
     let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     assert_eq!(r["command"], serde_json::json!(["sh", "-c", "exit 3"]));
     for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
         assert!(out.path().join(f).exists(), "{f}");
@@ -288,24 +206,77 @@ fn command_runs_and_its_exit_status_passes_through() {
 }
 
 #[test]
-fn duration_ends_the_run() {
+fn duration_ends_the_run_and_interval_prints_tables() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
     let t = std::time::Instant::now();
     let st = Command::new(RMAPPROF)
-        .args(["-d", "300ms", "-o", out.path().to_str().unwrap()])
+        .args(["-d", "1300ms", "-i", "400ms", "-o", out.path().to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(t.elapsed() < Duration::from_secs(20));
     let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
-            .unwrap();
-    assert!(u(&r, "duration_ns") >= 300_000_000);
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    assert!(u(&r, "duration_ns") >= 1_300_000_000);
+    // Three interval tables (0.4, 0.8, 1.2 s), then the final summary.
+    let stdout = String::from_utf8_lossy(&st.stdout);
+    assert_eq!(stdout.matches("i_mmap_rwsem contention by file").count(), 4, "{stdout}");
+}
+
+#[test]
+fn under_sudo_command_and_outputs_belong_to_the_invoking_user() {
+    let _g = serial();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("sub");
+    let st = Command::new(RMAPPROF)
+        .env("SUDO_UID", "65534")
+        .env("SUDO_GID", "65534")
+        .args(["-o", dir.to_str().unwrap(), "--", "sh", "-c", "test \"$(id -u):$(id -g)\" = 65534:65534"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        st.status.code(),
+        Some(0),
+        "COMMAND did not run as SUDO_UID: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for f in ["", "report.txt", "report.json", "stacks.folded", "flamegraph.svg"] {
+        let m = std::fs::metadata(dir.join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534), "{f}");
+    }
+}
+
+#[test]
+fn mmap_lock_contention_is_told_apart() {
+    let _g = serial();
+    let run = Running::start(&[]);
+    // Threads of one process mapping and unmapping anonymous memory write-lock its mmap_lock.
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for _ in 0..20_000 {
+                    unsafe {
+                        let p = libc::mmap(
+                            std::ptr::null_mut(),
+                            8192,
+                            libc::PROT_READ | libc::PROT_WRITE,
+                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                            -1,
+                            0,
+                        );
+                        assert_ne!(p, libc::MAP_FAILED);
+                        *(p as *mut u8) = 1;
+                        libc::munmap(p, 8192);
+                    }
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let (_, r, _) = run.stop(libc::SIGINT);
+    let mmap_lock = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "mmap_lock").unwrap();
+    assert!(u(mmap_lock, "contentions") > 0, "{mmap_lock}");
 }
 
 /// Runs rmapprof expecting failure: returns (exit code, stderr), checks one line and no panic.
@@ -313,10 +284,7 @@ fn fails(cmd: &mut Command) -> (i32, String) {
     let o = cmd.stdout(Stdio::null()).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert!(!o.status.success(), "expected failure: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     (o.status.code().unwrap_or(-1), err)
 }
@@ -359,20 +327,12 @@ fn errors_are_one_line_with_the_right_exit_code() {
     // Without privileges: as nobody, with no capabilities.
     let (code, err) = fails(
         Command::new("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
             .arg(RMAPPROF)
             .args(["-o", "/tmp/x", "-d", "1"]),
     );
     assert_eq!(code, 1);
-    assert!(
-        err.contains("needs root") && err.contains("CAP_BPF"),
-        "{err}"
-    );
+    assert!(err.contains("needs root") && err.contains("CAP_BPF"), "{err}");
 }
 
 #[test]
@@ -380,23 +340,12 @@ fn tracefs_is_mounted_when_missing() {
     let _g = serial();
     let tracing = Path::new("/sys/kernel/tracing");
     if tracing.join("events").is_dir() {
-        assert!(Command::new("umount")
-            .arg("-l")
-            .arg(tracing)
-            .status()
-            .unwrap()
-            .success());
+        assert!(Command::new("umount").arg("-l").arg(tracing).status().unwrap().success());
     }
     let debugfs_has_it = Path::new("/sys/kernel/debug/tracing/events").is_dir();
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(RMAPPROF)
-        .args(["-d", "200ms", "-o", out.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "{}",
-        String::from_utf8_lossy(&st.stderr)
-    );
+    let st =
+        Command::new(RMAPPROF).args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(debugfs_has_it || tracing.join("events/lock/contention_begin").is_dir());
 }

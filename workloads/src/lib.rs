@@ -14,12 +14,7 @@ pub fn parse(usage: &str) -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-j" => {
-                jobs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| die(usage))
-            }
+            "-j" => jobs = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| die(usage)),
             "-h" | "--help" => {
                 println!("usage: {usage}");
                 std::process::exit(0);
@@ -32,11 +27,7 @@ pub fn parse(usage: &str) -> Args {
     if jobs == 0 {
         die(usage);
     }
-    Args {
-        count: count.unwrap_or_else(|| die(usage)),
-        jobs,
-        rest,
-    }
+    Args { count: count.unwrap_or_else(|| die(usage)), jobs, rest }
 }
 
 pub fn die(usage: &str) -> ! {
@@ -95,14 +86,7 @@ pub fn fork_exec_wait(path: &std::ffi::CStr, argv: &[*const libc::c_char]) -> bo
 pub fn mmap_churn(fd: std::os::fd::RawFd, count: u64, jobs: u64) -> bool {
     run_parallel(count, jobs, |_, n| {
         (0..n).all(|_| unsafe {
-            let p = libc::mmap(
-                std::ptr::null_mut(),
-                4096,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            );
+            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
             if p == libc::MAP_FAILED {
                 return false;
             }

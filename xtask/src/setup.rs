@@ -15,33 +15,19 @@ fn output(cmd: &mut Command) -> Option<String> {
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {
-    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
-        .map(PathBuf::from)
+    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])).map(PathBuf::from)
 }
 
 pub fn ensure() -> Result<()> {
     let sysroot = match nightly_sysroot() {
         Some(s) => s,
         None => {
-            sh(Command::new("rustup").args([
-                "toolchain",
-                "install",
-                "nightly",
-                "--profile",
-                "minimal",
-            ]))?;
-            nightly_sysroot()
-                .ok_or_else(|| anyhow!("nightly toolchain still missing after install"))?
+            sh(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+            nightly_sysroot().ok_or_else(|| anyhow!("nightly toolchain still missing after install"))?
         }
     };
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
-        sh(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if !have.contains(BPF_LINKER_VERSION) {
@@ -58,43 +44,16 @@ fn install_bpf_linker(sysroot: &std::path::Path) -> Result<()> {
         .flatten()
         .filter_map(|e| e.file_name().into_string().ok())
         .find(|n| n.starts_with("libLLVM-") && n.ends_with(".so"))
-        .ok_or_else(|| {
-            anyhow!(
-                "no libLLVM-*.so in {}: is the nightly toolchain complete?",
-                lib.display()
-            )
-        })?;
-    let name = llvm
-        .trim_start_matches("lib")
-        .trim_end_matches(".so")
-        .to_owned(); // LLVM-22-rust-1.97.0-nightly
-    let major = name
-        .split('-')
-        .nth(1)
-        .ok_or_else(|| anyhow!("cannot read LLVM version from {llvm}"))?;
+        .ok_or_else(|| anyhow!("no libLLVM-*.so in {}: is the nightly toolchain complete?", lib.display()))?;
+    let name = llvm.trim_start_matches("lib").trim_end_matches(".so").to_owned(); // LLVM-22-rust-1.97.0-nightly
+    let major = name.split('-').nth(1).ok_or_else(|| anyhow!("cannot read LLVM version from {llvm}"))?;
     if major.parse::<u32>().is_err() {
         bail!("cannot read LLVM version from {llvm}");
     }
-    eprintln!(
-        "xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's {llvm} (about a minute)"
-    );
-    let rustflags = format!(
-        "-L {0} -l dylib={name} -C link-arg=-Wl,-rpath,{0}",
-        lib.display()
-    );
+    eprintln!("xtask: building bpf-linker {BPF_LINKER_VERSION} against nightly's {llvm} (about a minute)");
+    let rustflags = format!("-L {0} -l dylib={name} -C link-arg=-Wl,-rpath,{0}", lib.display());
     sh(Command::new("cargo")
         .env("RUSTFLAGS", rustflags)
-        .args([
-            "install",
-            "--locked",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-            "--force",
-        ])
-        .args([
-            "--no-default-features",
-            "--features",
-            &format!("llvm-{major},no-llvm-linking"),
-        ]))
+        .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
+        .args(["--no-default-features", "--features", &format!("llvm-{major},no-llvm-linking")]))
 }

@@ -27,10 +27,7 @@ impl FileId {
         self.dev & 0xfffff
     }
     pub fn from_major_minor(major: u32, minor: u32, ino: u64) -> Self {
-        Self {
-            dev: (major << 20) | (minor & 0xfffff),
-            ino,
-        }
+        Self { dev: (major << 20) | (minor & 0xfffff), ino }
     }
     /// From `stat`'s st_dev, which glibc encodes differently from the kernel's s_dev.
     pub fn from_stat(st_dev: u64, ino: u64) -> Self {
@@ -87,12 +84,8 @@ impl FileIndex {
 
     /// Mapped files whose path is `path` or whose name is `name`.
     fn matching(&self, pred: impl Fn(&Path) -> bool) -> Vec<(FileId, PathBuf)> {
-        let mut v: Vec<_> = self
-            .paths
-            .iter()
-            .filter(|(_, p)| pred(p))
-            .map(|(i, p)| (*i, p.clone()))
-            .collect();
+        let mut v: Vec<_> =
+            self.paths.iter().filter(|(_, p)| pred(p)).map(|(i, p)| (*i, p.clone())).collect();
         v.sort();
         v
     }
@@ -122,10 +115,7 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
             continue;
         };
         if meta.is_dir() {
-            bail!(
-                "--inode {arg}: {} is a directory, not a file",
-                cand.display()
-            );
+            bail!("--inode {arg}: {} is a directory, not a file", cand.display());
         }
         let path = std::fs::canonicalize(cand).unwrap_or_else(|_| cand.clone());
         let mut ids = vec![FileId::from_stat(meta.dev(), meta.ino())];
@@ -139,10 +129,7 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
     if arg.contains('/') {
         bail!("--inode {arg}: no such file");
     }
-    bail!(
-        "--inode {arg}: not mapped by any process and not found in {}",
-        LIBRARY_DIRS.join(", ")
-    );
+    bail!("--inode {arg}: not mapped by any process and not found in {}", LIBRARY_DIRS.join(", "));
 }
 
 #[cfg(test)]
@@ -174,10 +161,7 @@ mod tests {
             "55d0-55d1 rw-p 00000000 00:00 0 \n",
         )));
         let id = FileId::from_major_minor(0xfe, 1, 1835023);
-        assert_eq!(
-            index.path(id),
-            Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6"))
-        );
+        assert_eq!(index.path(id), Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));
         assert_eq!(index.paths.len(), 1);
     }
 
@@ -190,11 +174,7 @@ mod tests {
         let mut index = FileIndex::default();
         // The mapping reports another dev for the same inode (as btrfs does).
         let other = FileId::from_major_minor(0, 99, meta.ino());
-        index.add_maps(&maps(&format!(
-            "1000-2000 r--p 00000000 00:63 {} {}\n",
-            meta.ino(),
-            f.display()
-        )));
+        index.add_maps(&maps(&format!("1000-2000 r--p 00000000 00:63 {} {}\n", meta.ino(), f.display())));
         let s = resolve("libfake.so.1", &index).unwrap();
         assert_eq!(s.path, std::fs::canonicalize(&f).unwrap());
         assert!(s.ids.contains(&FileId::from_stat(meta.dev(), meta.ino())));
@@ -207,13 +187,8 @@ mod tests {
     #[test]
     fn unknown_and_directories_fail_with_what_was_searched() {
         let index = FileIndex::default();
-        let e = resolve("libdoesnotexist.so.9", &index)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("not mapped by any process") && e.contains("/usr/lib"),
-            "{e}"
-        );
+        let e = resolve("libdoesnotexist.so.9", &index).unwrap_err().to_string();
+        assert!(e.contains("not mapped by any process") && e.contains("/usr/lib"), "{e}");
         let e = resolve("/tmp", &index).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
         let e = resolve("/no/such/file", &index).unwrap_err().to_string();
@@ -226,9 +201,6 @@ mod tests {
         index.scan_proc();
         let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
         let meta = std::fs::metadata(&exe).unwrap();
-        assert!(index
-            .paths
-            .iter()
-            .any(|(id, p)| *p == exe && id.ino == meta.ino()));
+        assert!(index.paths.iter().any(|(id, p)| *p == exe && id.ino == meta.ino()));
     }
 }

@@ -23,10 +23,7 @@ fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
 pub fn folded(r: &Report) -> String {
     let mut out = String::new();
     for f in &r.files {
-        let root = frame(&format!(
-            "i_mmap_rwsem {}",
-            file_label(f.path.as_deref(), &f.dev, f.ino)
-        ));
+        let root = frame(&format!("i_mmap_rwsem {}", file_label(f.path.as_deref(), &f.dev, f.ino)));
         for p in &f.call_paths {
             if p.wait_ns_total == 0 {
                 continue;
@@ -44,22 +41,10 @@ pub fn folded(r: &Report) -> String {
 
 /// The title names the files and the mode, so a graph pasted alone still says what it is.
 pub fn title(r: &Report) -> String {
-    let names: Vec<String> = r
-        .files
-        .iter()
-        .take(4)
-        .map(|f| file_label(f.path.as_deref(), &f.dev, f.ino))
-        .collect();
-    let more = if r.files.len() > 4 {
-        format!(" +{}", r.files.len() - 4)
-    } else {
-        String::new()
-    };
-    let files = if names.is_empty() {
-        "no contention seen".to_owned()
-    } else {
-        names.join(", ") + &more
-    };
+    let names: Vec<String> =
+        r.files.iter().take(4).map(|f| file_label(f.path.as_deref(), &f.dev, f.ino)).collect();
+    let more = if r.files.len() > 4 { format!(" +{}", r.files.len() - 4) } else { String::new() };
+    let files = if names.is_empty() { "no contention seen".to_owned() } else { names.join(", ") + &more };
     format!("i_mmap_rwsem wait: {files} ({} mode)", r.mode)
 }
 
@@ -67,10 +52,7 @@ pub fn title(r: &Report) -> String {
 pub fn flamegraph_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
     let mut opts = Options::default();
     opts.title = title(r);
-    opts.subtitle = Some(format!(
-        "Linux {} - kernel stacks of contended waits, width = ns waited",
-        r.kernel
-    ));
+    opts.subtitle = Some(format!("Linux {} - kernel stacks of contended waits, width = ns waited", r.kernel));
     opts.count_name = "ns".into();
     opts.name_type = "Function:".into();
     if folded.is_empty() {
@@ -84,10 +66,7 @@ pub fn flamegraph_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
 }
 
 fn empty_svg(title: &str) -> String {
-    let esc = title
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let esc = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     format!(
         "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
          <text x=\"600\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{esc}</text>\n\
@@ -103,10 +82,7 @@ mod tests {
     #[test]
     fn folds_root_first_with_ns_weights() {
         let r = sample();
-        assert_eq!(
-            folded(&r),
-            "i_mmap_rwsem libc.so.6;write;entry_SYSCALL_64;dup_mmap;down_write 7000\n"
-        );
+        assert_eq!(folded(&r), "i_mmap_rwsem libc.so.6;write;entry_SYSCALL_64;dup_mmap;down_write 7000\n");
     }
 
     #[test]

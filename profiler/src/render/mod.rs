@@ -44,15 +44,7 @@ mod tests {
             assert!(v.get(k).is_some(), "{k}");
         }
         let f = &v["files"][0];
-        for k in [
-            "path",
-            "dev",
-            "ino",
-            "contentions",
-            "wait_ns_total",
-            "wait_ns_max",
-            "wait_hist_log2",
-        ] {
+        for k in ["path", "dev", "ino", "contentions", "wait_ns_total", "wait_ns_max", "wait_hist_log2"] {
             assert!(f.get(k).is_some(), "{k}");
         }
         // What tracepoint mode cannot see is null, not 0.

@@ -15,48 +15,26 @@ fn mode_note(mode: &str) -> &'static str {
 }
 
 fn short_path(f: &FileReport, width: usize) -> String {
-    let p = f
-        .path
-        .clone()
-        .unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
+    let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
     if p.len() <= width {
         return p;
     }
     // Keep the file name: "...x86_64-linux-gnu/libc.so.6".
-    let tail: String = p
-        .chars()
-        .rev()
-        .take(width - 3)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
+    let tail: String = p.chars().rev().take(width - 3).collect::<Vec<_>>().into_iter().rev().collect();
     format!("...{tail}")
 }
 
 /// The per-file table and lock-class comparison: stdout summary and --interval output.
 pub fn summary(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "i_mmap_rwsem contention by file ({} mode, {:.2} s)",
-        r.mode,
-        r.duration_ns as f64 / 1e9
-    );
-    let _ = writeln!(
-        s,
-        "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}",
-        "FILE", "WAITS", "TOTAL", "MAX", "AVG", "W%"
-    );
+    let _ =
+        writeln!(s, "i_mmap_rwsem contention by file ({} mode, {:.2} s)", r.mode, r.duration_ns as f64 / 1e9);
+    let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}", "FILE", "WAITS", "TOTAL", "MAX", "AVG", "W%");
     if r.files.is_empty() {
         let _ = writeln!(s, "  (no i_mmap_rwsem contention seen)");
     }
     for f in &r.files {
-        let avg = if f.contentions > 0 {
-            f.wait_ns_total / f.contentions
-        } else {
-            0
-        };
+        let avg = if f.contentions > 0 { f.wait_ns_total / f.contentions } else { 0 };
         let wpct = if f.contentions > 0 {
             format!("{}", f.write.contentions * 100 / f.contentions)
         } else {
@@ -74,11 +52,7 @@ pub fn summary(r: &Report) -> String {
         );
     }
     let _ = writeln!(s, "\nall lock contention in the same run:");
-    let _ = writeln!(
-        s,
-        "{:<36} {:>7} {:>9} {:>9}",
-        "LOCK", "WAITS", "TOTAL", "MAX"
-    );
+    let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9}", "LOCK", "WAITS", "TOTAL", "MAX");
     for l in &r.locks {
         let _ = writeln!(
             s,
@@ -111,21 +85,8 @@ pub fn full(r: &Report) -> String {
         };
         let _ = writeln!(s, "probe {}: {state}", p.probe);
     }
-    let lost: Vec<String> = r
-        .lost
-        .iter()
-        .filter(|(_, n)| **n > 0)
-        .map(|(k, n)| format!("{k}={n}"))
-        .collect();
-    let _ = writeln!(
-        s,
-        "lost: {}\n",
-        if lost.is_empty() {
-            "none".to_owned()
-        } else {
-            lost.join(" ")
-        }
-    );
+    let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
+    let _ = writeln!(s, "lost: {}\n", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
     s.push_str(&summary(r));
     for f in &r.files {
         let _ = writeln!(
@@ -144,13 +105,7 @@ pub fn full(r: &Report) -> String {
             fmt_ns(f.read.wait_ns_total)
         );
         for p in f.call_paths.iter().take(10) {
-            let _ = writeln!(
-                s,
-                "   {:>6} waits {:>10} {:<5}",
-                p.contentions,
-                fmt_ns(p.wait_ns_total),
-                p.rw
-            );
+            let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
             // Innermost first: the lock call, then who took it.
             for fr in p.frames.iter().rev().take(12) {
                 let _ = writeln!(s, "        {fr}");
@@ -164,10 +119,8 @@ pub fn full(r: &Report) -> String {
 /// bpftrace-style log2 histogram of wait times.
 pub fn histogram(buckets: &[u64]) -> String {
     let mut s = String::new();
-    let (Some(lo), Some(hi)) = (
-        buckets.iter().position(|&n| n > 0),
-        buckets.iter().rposition(|&n| n > 0),
-    ) else {
+    let (Some(lo), Some(hi)) = (buckets.iter().position(|&n| n > 0), buckets.iter().rposition(|&n| n > 0))
+    else {
         return s;
     };
     let max = buckets[lo..=hi].iter().copied().max().unwrap_or(1).max(1);
@@ -175,14 +128,7 @@ pub fn histogram(buckets: &[u64]) -> String {
     for (b, &n) in buckets.iter().enumerate().take(hi + 1).skip(lo) {
         let from = if b == 0 { 0 } else { 1u64 << b };
         let bar = "@".repeat((n * 40 / max) as usize);
-        let _ = writeln!(
-            s,
-            "   [{:>5}, {:>5}) {:>8} |{:<40}|",
-            pow2(from),
-            pow2(1u64 << (b + 1)),
-            n,
-            bar
-        );
+        let _ = writeln!(s, "   [{:>5}, {:>5}) {:>8} |{:<40}|", pow2(from), pow2(1u64 << (b + 1)), n, bar);
     }
     s
 }
@@ -232,23 +178,11 @@ pub(crate) mod tests {
                 wait_ns_total: 8000,
                 wait_ns_max: 5000,
                 wait_hist_log2: hist,
-                write: Waits {
-                    contentions: 3,
-                    wait_ns_total: 7000,
-                    wait_ns_max: 5000,
-                },
-                read: Waits {
-                    contentions: 1,
-                    wait_ns_total: 1000,
-                    wait_ns_max: 1000,
-                },
+                write: Waits { contentions: 3, wait_ns_total: 7000, wait_ns_max: 5000 },
+                read: Waits { contentions: 1, wait_ns_total: 1000, wait_ns_max: 1000 },
                 call_paths: vec![CallPath {
                     rw: "write".into(),
-                    frames: vec![
-                        "entry_SYSCALL_64".into(),
-                        "dup_mmap".into(),
-                        "down_write".into(),
-                    ],
+                    frames: vec!["entry_SYSCALL_64".into(), "dup_mmap".into(), "down_write".into()],
                     contentions: 3,
                     wait_ns_total: 7000,
                     wait_ns_max: 5000,
@@ -276,14 +210,8 @@ pub(crate) mod tests {
         assert!(s.contains("lost: nested=2"));
         let i = s.find("down_write").unwrap();
         assert!(i < s.find("dup_mmap").unwrap(), "innermost frame first");
-        assert!(
-            s.contains("[   1K,    2K)        3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"),
-            "{s}"
-        );
-        assert!(
-            s.contains(&format!("[   4K,    8K)        1 |{:<40}|", "@".repeat(13))),
-            "{s}"
-        );
+        assert!(s.contains("[   1K,    2K)        3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"), "{s}");
+        assert!(s.contains(&format!("[   4K,    8K)        1 |{:<40}|", "@".repeat(13))), "{s}");
         assert!(s.lines().all(|l| l.len() <= 80), "{s}");
     }
 
@@ -292,8 +220,6 @@ pub(crate) mod tests {
         let mut r = sample();
         r.files[0].path = Some(format!("/{}/libc.so.6", "x".repeat(60)));
         let s = summary(&r);
-        assert!(s
-            .lines()
-            .any(|l| l.starts_with("...") && l.contains("libc.so.6 ")));
+        assert!(s.lines().any(|l| l.starts_with("...") && l.contains("libc.so.6 ")));
     }
 }

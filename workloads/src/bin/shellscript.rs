@@ -5,12 +5,7 @@ fn main() {
     let sh = c"/bin/sh";
     let script = c"echo a b c | tr a-z A-Z | sort | wc -c > /dev/null";
     rmapprof_workloads::exit(rmapprof_workloads::run_parallel(a.count, a.jobs, |_, n| {
-        let argv = [
-            sh.as_ptr(),
-            c"-c".as_ptr(),
-            script.as_ptr(),
-            std::ptr::null(),
-        ];
+        let argv = [sh.as_ptr(), c"-c".as_ptr(), script.as_ptr(), std::ptr::null()];
         (0..n).all(|_| rmapprof_workloads::fork_exec_wait(sh, &argv))
     }));
 }
