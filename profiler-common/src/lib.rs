@@ -46,6 +46,68 @@ pub mod lost {
         ["stack_collision", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
 }
 
+/// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel
+/// stack; userspace turns the stack into a caller class (fork, mmap, split/merge, teardown).
+pub mod op {
+    /// i_mmap_rwsem taken for write (`down_write`), contended or not; ns = hold time.
+    pub const ACQUIRE_WRITE: u32 = 1;
+    /// i_mmap_rwsem taken for read (`down_read`); ns = hold time.
+    pub const ACQUIRE_READ: u32 = 2;
+    /// `rwsem_down_{write,read}_slowpath` entry to return; ns = spin + sleep.
+    pub const SLOWPATH_WRITE: u32 = 3;
+    pub const SLOWPATH_READ: u32 = 4;
+    /// Slowpath time not spent asleep: optimistic spinning (osq_lock, owner spinning); ns.
+    pub const SPIN: u32 = 5;
+    /// Time inside `osq_lock` (part of SPIN); ns.
+    pub const OSQ: u32 = 6;
+    /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree.
+    pub const RMAP_INSERT: u32 = 7;
+    /// `vma_interval_tree_remove`.
+    pub const RMAP_REMOVE: u32 = 8;
+}
+
+/// Key of the `OPS` map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OpKey {
+    pub target: LockTarget,
+    pub op: u32,
+    pub stack_id: i32,
+}
+
+/// A task inside an rwsem slowpath (kprobe/fentry modes), keyed by tid.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slowpath {
+    pub sem: u64,
+    pub start_ns: u64,
+    pub target: LockTarget,
+    pub op: u32,
+    pub stack_id: i32,
+    /// Slept in this slowpath (from lock:contention_end), ns.
+    pub sleep_ns: u64,
+    /// `osq_lock` entry time while inside it, else 0.
+    pub osq_start_ns: u64,
+    pub osq_ns: u64,
+}
+
+/// Key of `HOLDS`: one held i_mmap_rwsem per (task, lock).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HoldKey {
+    pub tid: u32,
+    pub _pad: u32,
+    pub sem: u64,
+}
+
+/// Value of `HOLDS`: when the lock was acquired and as which `OPS` row.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Hold {
+    pub start_ns: u64,
+    pub key: OpKey,
+}
+
 /// Number of log2 buckets in a wait histogram: bucket `b` holds waits of `[2^b, 2^(b+1))` ns,
 /// bucket 0 also holds 0 and 1 ns; 2^39 ns is about 9 minutes.
 pub const HIST_BUCKETS: usize = 40;
@@ -143,6 +205,7 @@ mod pod {
     unsafe impl aya::Pod for super::ContentionKey {}
     unsafe impl aya::Pod for super::WaitStats {}
     unsafe impl aya::Pod for super::WaitHist {}
+    unsafe impl aya::Pod for super::OpKey {}
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use crate::global;
 #[no_mangle]
 static AS_I_MMAP_RWSEM: u64 = 0; // offsetof(struct address_space, i_mmap_rwsem)
 #[no_mangle]
+static AS_I_MMAP: u64 = 0; // offsetof(struct address_space, i_mmap)
+#[no_mangle]
 static AS_HOST: u64 = 0; // offsetof(struct address_space, host)
 #[no_mangle]
 static INODE_I_MAPPING: u64 = 0; // offsetof(struct inode, i_mapping)
@@ -49,18 +51,40 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
             return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: 0 };
         }
     }
-    // a = container_of(lock, struct address_space, i_mmap_rwsem); it is one iff
-    // a->host->i_mapping == a (an inode's own mapping points back at the inode).
-    let a = lock.wrapping_sub(global(&AS_I_MMAP_RWSEM));
-    let Some(host) = read::<u64>(a + global(&AS_HOST)) else {
-        return other;
-    };
+    file_of(lock.wrapping_sub(global(&AS_I_MMAP_RWSEM))).unwrap_or(other)
+}
+
+/// The file whose `address_space` is at `a`, if `a` really is an inode's own mapping:
+/// `a->host->i_mapping == a`. Anything else (a lock embedded elsewhere) fails the check.
+#[inline(always)]
+fn file_of(a: u64) -> Option<LockTarget> {
+    let host = read::<u64>(a + global(&AS_HOST))?;
     if host == 0 || read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
-        return other;
+        return None;
     }
     let ino = read::<u64>(host + global(&INODE_I_INO)).unwrap_or(0);
     let dev = read::<u64>(host + global(&INODE_I_SB))
         .and_then(|sb| read::<u32>(sb + global(&SB_S_DEV)))
         .unwrap_or(0);
-    LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino }
+    Some(LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino })
+}
+
+/// An rwsem handed to down_write()/the slowpaths: an i_mmap_rwsem, or "other".
+#[inline(always)]
+pub fn classify_rwsem(sem: u64) -> LockTarget {
+    let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
+    if global(&AS_I_MMAP_RWSEM) == 0 {
+        return other;
+    }
+    file_of(sem.wrapping_sub(global(&AS_I_MMAP_RWSEM))).unwrap_or(other)
+}
+
+/// The `root` argument of vma_interval_tree_*(): `&mapping->i_mmap`.
+#[inline(always)]
+pub fn classify_i_mmap_root(root: u64) -> LockTarget {
+    let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
+    if global(&AS_I_MMAP_RWSEM) == 0 {
+        return other;
+    }
+    file_of(root.wrapping_sub(global(&AS_I_MMAP))).unwrap_or(other)
 }

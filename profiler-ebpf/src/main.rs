@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 
 mod kernel;
+mod probes;
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -32,7 +33,7 @@ static TP_BEGIN_FLAGS: u64 = 16;
 static TP_END_LOCK: u64 = 8;
 /// Only this process's tasks (tgid), or every task when 0.
 #[no_mangle]
-static FILTER_TGID: u32 = 0;
+pub static FILTER_TGID: u32 = 0;
 
 #[map]
 static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_entries(16384, 0);
@@ -41,12 +42,12 @@ static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096
 #[map]
 static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
 
 #[inline(always)]
-fn global<T: Copy>(v: &T) -> T {
+pub fn global<T: Copy>(v: &T) -> T {
     // Globals live in .rodata, which the loader rewrites before load; a plain read would be
     // constant-folded by the compiler.
     unsafe { core::ptr::read_volatile(v) }
@@ -54,12 +55,12 @@ fn global<T: Copy>(v: &T) -> T {
 
 /// Atomic `*p += v` across CPUs.
 #[inline(always)]
-fn add(p: *mut u64, v: u64) {
+pub fn add(p: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
 }
 
 #[inline(always)]
-fn count_lost(cause: u32) {
+pub fn count_lost(cause: u32) {
     if let Some(p) = LOST.get_ptr_mut(cause) {
         add(p, 1);
     }
@@ -129,6 +130,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let key = w.key;
     let _ = TASK_WAIT.remove(&tid);
     record(&key, delta);
+    probes::slowpath_slept(tid, lock, delta);
     0
 }
 
@@ -158,7 +160,7 @@ fn record(key: &ContentionKey, delta: u64) {
 }
 
 #[inline(always)]
-fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
+pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
     if let Some(p) = map.get_ptr_mut(key) {
         return Some(p);
     }

@@ -64,6 +64,7 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
     let wanted = [
         ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
         ("AS_HOST", "address_space", "host"),
+        ("AS_I_MMAP", "address_space", "i_mmap"),
         ("INODE_I_MAPPING", "inode", "i_mapping"),
         ("INODE_I_INO", "inode", "i_ino"),
         ("INODE_I_SB", "inode", "i_sb"),

@@ -36,6 +36,11 @@ pub struct Cli {
     #[arg(short = 'i', long, value_name = "DUR", value_parser = parse_duration)]
     pub interval: Option<Duration>,
 
+    /// Workload cycles the run covers, for per-cycle numbers. Default: the COUNT argument of a
+    /// bundled workload (spawn, execl, shellscript, mmap-churn) run as COMMAND.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub cycles: Option<u64>,
+
     /// Directory for report.txt, report.json, stacks.folded, flamegraph.svg.
     #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-out")]
     pub output: PathBuf,
@@ -51,6 +56,29 @@ pub struct Cli {
     /// Command to run and profile (as the invoking user under sudo).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+impl Cli {
+    /// --cycles, or COUNT when COMMAND is one of the bundled workloads (`spawn 1000 -j 4`).
+    pub fn cycles(&self) -> Option<u64> {
+        if self.cycles.is_some() {
+            return self.cycles;
+        }
+        let (prog, args) = self.command.split_first()?;
+        let name = std::path::Path::new(prog).file_name()?.to_str()?;
+        if !["spawn", "execl", "shellscript", "mmap-churn"].contains(&name) {
+            return None;
+        }
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            if a == "-j" {
+                it.next();
+            } else if let Ok(n) = a.parse() {
+                return Some(n);
+            }
+        }
+        None
+    }
 }
 
 /// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
@@ -91,5 +119,17 @@ mod tests {
         assert_eq!(c.mode, Mode::Auto);
         assert!(Cli::try_parse_from(["rmapprof", "-p", "1", "--", "true"]).is_err());
         assert!(Cli::try_parse_from(["rmapprof", "--mode", "magic"]).is_err());
+        assert!(Cli::try_parse_from(["rmapprof", "--cycles", "0"]).is_err());
+    }
+
+    #[test]
+    fn cycles_from_bundled_workloads() {
+        let c = |args: &[&str]| Cli::try_parse_from(["rmapprof"].iter().chain(args)).unwrap().cycles();
+        assert_eq!(c(&["--", "./target/release/spawn", "-j", "4", "100"]), Some(100));
+        assert_eq!(c(&["--", "execl", "250"]), Some(250));
+        assert_eq!(c(&["--", "mmap-churn", "/tmp/f", "1000", "-j", "8"]), Some(1000));
+        assert_eq!(c(&["--", "sh", "-c", "100"]), None);
+        assert_eq!(c(&["--cycles", "7", "--", "sh"]), Some(7));
+        assert_eq!(c(&[]), None);
     }
 }

@@ -3,10 +3,10 @@
 use anyhow::{anyhow, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData, StackTraceMap},
-    programs::TracePoint,
-    Ebpf, EbpfLoader,
+    programs::{Program, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
-use profiler_common::{lost, ContentionKey, LockTarget, WaitHist, WaitStats};
+use profiler_common::{lost, ContentionKey, LockTarget, OpKey, WaitHist, WaitStats};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
@@ -52,6 +52,8 @@ pub struct ProbeStatus {
 #[derive(Default)]
 pub struct Snapshot {
     pub waits: Vec<(ContentionKey, WaitStats)>,
+    /// kprobe/fentry modes: acquisitions, slowpaths, spin, rmap operations.
+    pub ops: Vec<(OpKey, WaitStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
     pub lost: BTreeMap<String, u64>,
     /// Kernel stacks by id, leaf first, as the kernel records them.
@@ -64,16 +66,13 @@ pub struct Collector {
     pub probes: Vec<ProbeStatus>,
 }
 
-const TRACEPOINTS: [(&str, &str); 2] =
+pub const TRACEPOINTS: [(&str, &str); 2] =
     [("contention_begin", "contention_begin"), ("contention_end", "contention_end")];
 
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
+    /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
     pub fn start(mode: Mode, btf_path: &Path, tgid: Option<u32>) -> Result<Self> {
-        let mode = match mode {
-            Mode::Auto | Mode::Tracepoint => Mode::Tracepoint,
-            m => return Err(anyhow!("--mode {} is not available yet; use --mode tracepoint", m.name())),
-        };
         let offsets = btf::lock_offsets(btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
         let tp = |event, field| tracefs::field_offset(&tracefs, "lock", event, field);
@@ -91,10 +90,7 @@ impl Collector {
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
         let mut probes = Vec::new();
         for (prog, event) in TRACEPOINTS {
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
-                .ok_or_else(|| anyhow!("program {prog} missing from the eBPF object"))?
-                .try_into()?;
+            let p: &mut TracePoint = program(&mut ebpf, prog)?.try_into()?;
             p.load().with_context(|| format!("verifier rejected {prog}"))?;
             p.attach("lock", event).with_context(|| format!("attaching lock:{event}"))?;
             probes.push(ProbeStatus {
@@ -103,7 +99,31 @@ impl Collector {
                 error: None,
             });
         }
-        Ok(Self { ebpf, mode, probes })
+        let families: &[Mode] = match mode {
+            Mode::Auto => &[Mode::Fentry, Mode::Kprobe],
+            Mode::Tracepoint => &[],
+            Mode::Kprobe => &[Mode::Kprobe],
+            Mode::Fentry => &[Mode::Fentry],
+        };
+        let mut used = Mode::Tracepoint;
+        for &family in families {
+            match attach_family(&mut ebpf, family, btf_path) {
+                Ok(statuses) => {
+                    probes.extend(statuses);
+                    used = family;
+                    break;
+                }
+                Err(e) if mode == Mode::Auto => probes.push(ProbeStatus {
+                    probe: format!("{} mode", family.name()),
+                    attached: false,
+                    error: Some(format!("{e:#}")),
+                }),
+                Err(e) => {
+                    return Err(e.context(format!("--mode {} is not available on this kernel", family.name())))
+                }
+            }
+        }
+        Ok(Self { ebpf, mode: used, probes })
     }
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
@@ -111,8 +131,10 @@ impl Collector {
         let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map("CONTENTION")?)?;
         let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map("WAIT_HIST")?)?;
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map("LOST")?)?;
+        let ops: HashMap<&MapData, OpKey, WaitStats> = HashMap::try_from(self.map("OPS")?)?;
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
+            ops: ops.iter().filter_map(|r| r.ok()).collect(),
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
@@ -121,11 +143,12 @@ impl Collector {
         }
         if with_stacks {
             let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(self.map("STACKS")?)?;
-            for (key, _) in &snap.waits {
-                if key.stack_id >= 0 && !snap.stacks.contains_key(&key.stack_id) {
-                    if let Ok(st) = stacks.get(&(key.stack_id as u32), 0) {
-                        let ips = st.frames().iter().map(|f| f.ip).collect();
-                        snap.stacks.insert(key.stack_id, ips);
+            let ids =
+                snap.waits.iter().map(|(k, _)| k.stack_id).chain(snap.ops.iter().map(|(k, _)| k.stack_id));
+            for id in ids {
+                if id >= 0 && !snap.stacks.contains_key(&id) {
+                    if let Ok(st) = stacks.get(&(id as u32), 0) {
+                        snap.stacks.insert(id, st.frames().iter().map(|f| f.ip).collect());
                     }
                 }
             }
@@ -135,11 +158,8 @@ impl Collector {
 
     /// Detaches every probe, then reads the maps one last time.
     pub fn stop(mut self) -> Result<Snapshot> {
-        for (prog, _) in TRACEPOINTS {
-            if let Some(p) = self.ebpf.program_mut(prog) {
-                let p: &mut TracePoint = p.try_into()?;
-                let _ = p.unload();
-            }
+        for (_, p) in self.ebpf.programs_mut() {
+            let _ = unload(p);
         }
         self.snapshot(true)
     }
@@ -147,4 +167,94 @@ impl Collector {
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
     }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
+}
+
+fn unload(p: &mut Program) -> Result<(), aya::programs::ProgramError> {
+    match p {
+        Program::TracePoint(p) => p.unload(),
+        Program::KProbe(p) => p.unload(),
+        Program::FEntry(p) => p.unload(),
+        Program::FExit(p) => p.unload(),
+        _ => Ok(()),
+    }
+}
+
+/// (kprobe program, fentry program, kernel function). A kprobe program may serve several
+/// functions; an fentry program is bound to one function at load.
+const KERNEL_PROBES: &[(&str, &str, &str)] = &[
+    ("kp_down_write_slowpath", "fe_down_write_slowpath", "rwsem_down_write_slowpath"),
+    ("kr_down_write_slowpath", "fx_down_write_slowpath", "rwsem_down_write_slowpath"),
+    ("kp_down_read_slowpath", "fe_down_read_slowpath", "rwsem_down_read_slowpath"),
+    ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
+    ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
+    ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
+    ("kp_down_write", "fe_down_write", "down_write"),
+    ("kr_down", "fx_down_write", "down_write"),
+    ("kp_down_read", "fe_down_read", "down_read"),
+    ("kr_down", "fx_down_read", "down_read"),
+    ("kp_up", "fe_up_write", "up_write"),
+    ("kp_up", "fe_up_read", "up_read"),
+    ("kp_rmap_insert", "fe_rmap_insert", "vma_interval_tree_insert"),
+    ("kp_rmap_insert_after", "fe_rmap_insert_after", "vma_interval_tree_insert_after"),
+    ("kp_rmap_remove", "fe_rmap_remove", "vma_interval_tree_remove"),
+];
+
+/// Attaches one probe family. The first probe failing means the family is unusable here (no
+/// kprobes, fentry refused) and is an error; a later one failing (function missing, renamed or
+/// inlined on this kernel) is recorded and skipped.
+fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<ProbeStatus>> {
+    let btf = match family {
+        Mode::Fentry => {
+            Some(Btf::parse_file(btf_path, aya::Endianness::default()).context("reading BTF for fentry")?)
+        }
+        _ => None,
+    };
+    let mut statuses = Vec::new();
+    let mut loaded = std::collections::HashSet::new();
+    for (i, &(kp, fe, func)) in KERNEL_PROBES.iter().enumerate() {
+        let (prog, kind) = match family {
+            Mode::Fentry => (fe, if fe.starts_with("fx_") { "fexit" } else { "fentry" }),
+            _ => (kp, if kp.starts_with("kr_") { "kretprobe" } else { "kprobe" }),
+        };
+        let res: Result<()> = (|| {
+            let p = program(ebpf, prog)?;
+            match p {
+                Program::KProbe(p) => {
+                    if loaded.insert(prog) {
+                        p.load()?;
+                    }
+                    p.attach(func, 0)?;
+                }
+                Program::FEntry(p) => {
+                    p.load(func, btf.as_ref().unwrap())?;
+                    p.attach()?;
+                }
+                Program::FExit(p) => {
+                    p.load(func, btf.as_ref().unwrap())?;
+                    p.attach()?;
+                }
+                _ => return Err(anyhow!("{prog} is not a {kind} program")),
+            }
+            Ok(())
+        })();
+        let probe = format!("{kind}:{func}");
+        match res {
+            Ok(()) => statuses.push(ProbeStatus { probe, attached: true, error: None }),
+            Err(e) if i == 0 => {
+                // Leave nothing of this family behind before the caller falls back.
+                for (_, p) in ebpf.programs_mut() {
+                    if !matches!(p, Program::TracePoint(_)) {
+                        let _ = unload(p);
+                    }
+                }
+                return Err(e.context(probe));
+            }
+            Err(e) => statuses.push(ProbeStatus { probe, attached: false, error: Some(format!("{e:#}")) }),
+        }
+    }
+    Ok(statuses)
 }

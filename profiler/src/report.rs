@@ -2,12 +2,13 @@
 //! this one structure; `report.json` is its serialisation. A field the mode cannot observe is
 //! `None` (JSON null), never 0.
 
-use profiler_common::{lcb_flags, lock_kind, ContentionKey, LockTarget, WaitStats, HIST_BUCKETS};
+use profiler_common::{lcb_flags, lock_kind, op, ContentionKey, LockTarget, OpKey, WaitStats, HIST_BUCKETS};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::{
     attribution::{
+        callers,
         files::{FileId, FileIndex, Selected},
         symbols::KernelSymbols,
     },
@@ -24,6 +25,9 @@ pub struct Report {
     pub duration_ns: u64,
     pub command: Option<Vec<String>>,
     pub pid: Option<u32>,
+    /// Workload cycles (fork+exec+exit, exec, mmap+munmap...) the run covered, when known:
+    /// --cycles, or the COUNT of a bundled workload. Per-cycle numbers divide by it.
+    pub cycles: Option<u64>,
     /// Paths given with --inode; empty means every file.
     pub selected: Vec<String>,
     pub probes: Vec<ProbeStatus>,
@@ -81,8 +85,57 @@ pub struct FileReport {
     /// vma_interval_tree insertions/removals: needs kprobe/fentry mode.
     pub rmap_inserts: Option<u64>,
     pub rmap_removes: Option<u64>,
+    /// Time in rwsem_down_*_slowpath (spin + sleep), in osq_lock, and held (acquire→release).
+    pub slowpath_ns_total: Option<u64>,
+    pub osq_ns_total: Option<u64>,
+    pub hold_ns_total: Option<u64>,
+    /// The same per caller class (fork, mmap, split/merge, teardown, other).
+    pub by_class: Vec<ClassRow>,
+    /// Kernel call paths of optimistic spinning (kprobe/fentry modes), most spun first.
+    pub spin_paths: Vec<CallPath>,
     /// Kernel call paths of the waits, most waited first.
     pub call_paths: Vec<CallPath>,
+}
+
+/// One caller class of one file. Probe-only fields are None in tracepoint mode.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ClassRow {
+    pub class: String,
+    pub write_acquisitions: Option<u64>,
+    pub read_acquisitions: Option<u64>,
+    pub hold_ns: Option<u64>,
+    pub rmap_inserts: Option<u64>,
+    pub rmap_removes: Option<u64>,
+    pub slowpath_ns: Option<u64>,
+    pub spin_ns: Option<u64>,
+    /// Sleeping waits seen by lock:contention_begin/end (every mode).
+    pub contentions: u64,
+    pub sleep_ns: u64,
+    /// Everything above divided by the run's cycles, when known.
+    pub per_cycle: Option<BTreeMap<String, f64>>,
+}
+
+impl ClassRow {
+    fn per_cycle(&self, cycles: u64) -> BTreeMap<String, f64> {
+        let c = cycles as f64;
+        let mut m = BTreeMap::new();
+        let fields = [
+            ("write_acquisitions", self.write_acquisitions),
+            ("read_acquisitions", self.read_acquisitions),
+            ("hold_ns", self.hold_ns),
+            ("rmap_inserts", self.rmap_inserts),
+            ("rmap_removes", self.rmap_removes),
+            ("spin_ns", self.spin_ns),
+            ("contentions", Some(self.contentions)),
+            ("sleep_ns", Some(self.sleep_ns)),
+        ];
+        for (k, v) in fields {
+            if let Some(v) = v {
+                m.insert(k.to_owned(), v as f64 / c);
+            }
+        }
+        m
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -116,6 +169,7 @@ fn rw_name(flags: u32) -> String {
 pub struct Context<'a> {
     pub mode: &'a str,
     pub duration_ns: u64,
+    pub cycles: Option<u64>,
     pub command: Option<Vec<String>>,
     pub pid: Option<u32>,
     pub probes: Vec<ProbeStatus>,
@@ -164,17 +218,89 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             add_hist(&mut f.wait_hist_log2, &hist.buckets);
         }
     }
+    let probed = matches!(ctx.mode, "kprobe" | "fentry");
+    let frames_of = |stack_id: i32| -> Vec<String> {
+        match snap.stacks.get(&stack_id) {
+            Some(ips) => ips.iter().rev().map(|ip| ctx.symbols.name(*ip)).collect(),
+            None => vec!["[stack not recorded]".to_owned()],
+        }
+    };
+    let mut classes: BTreeMap<(FileId, &'static str), ClassRow> = BTreeMap::new();
+    let mut spin_paths: BTreeMap<(FileId, i32), Waits> = BTreeMap::new();
+    if probed {
+        for (key, stats) in &snap.ops {
+            let OpKey { target, op, stack_id } = *key;
+            let id = FileId { dev: target.dev, ino: target.ino };
+            if target.kind != lock_kind::I_MMAP_RWSEM || !wanted(&id) {
+                continue;
+            }
+            let f = files.entry(id).or_default();
+            let row = classes.entry((id, callers::classify(&frames_of(stack_id)))).or_default();
+            let add = |o: &mut Option<u64>, v: u64| *o = Some(o.unwrap_or(0) + v);
+            match op {
+                op::ACQUIRE_WRITE | op::ACQUIRE_READ => {
+                    add(&mut f.acquisitions, stats.count);
+                    add(&mut f.hold_ns_total, stats.total_ns);
+                    add(&mut row.hold_ns, stats.total_ns);
+                    let which = if op == op::ACQUIRE_WRITE {
+                        &mut row.write_acquisitions
+                    } else {
+                        &mut row.read_acquisitions
+                    };
+                    add(which, stats.count);
+                }
+                op::SLOWPATH_WRITE | op::SLOWPATH_READ => {
+                    add(&mut f.slowpath_ns_total, stats.total_ns);
+                    add(&mut row.slowpath_ns, stats.total_ns);
+                }
+                op::SPIN => {
+                    add(&mut f.spin_ns_total, stats.total_ns);
+                    add(&mut row.spin_ns, stats.total_ns);
+                    spin_paths.entry((id, stack_id)).or_default().add(stats);
+                }
+                op::OSQ => add(&mut f.osq_ns_total, stats.total_ns),
+                op::RMAP_INSERT => {
+                    add(&mut f.rmap_inserts, stats.count);
+                    add(&mut row.rmap_inserts, stats.count);
+                }
+                op::RMAP_REMOVE => {
+                    add(&mut f.rmap_removes, stats.count);
+                    add(&mut row.rmap_removes, stats.count);
+                }
+                _ => {}
+            }
+        }
+    }
+    // Sleeping waits per class, in every mode.
+    for ((id, stack_id, _), w) in &paths {
+        let row = classes.entry((*id, callers::classify(&frames_of(*stack_id)))).or_default();
+        row.contentions += w.contentions;
+        row.sleep_ns += w.wait_ns_total;
+    }
     // Selected files with no contention are reported with zeros: "none" is a result.
     for s in ctx.selected {
         if !s.ids.iter().any(|id| files.contains_key(id)) {
             files.insert(s.ids[0], FileReport::default());
         }
     }
+    for ((id, stack_id), w) in spin_paths {
+        files.get_mut(&id).unwrap().spin_paths.push(CallPath {
+            rw: "spin".into(),
+            frames: frames_of(stack_id),
+            contentions: w.contentions,
+            wait_ns_total: w.wait_ns_total,
+            wait_ns_max: w.wait_ns_max,
+        });
+    }
+    for ((id, class), mut row) in classes {
+        if let Some(f) = files.get_mut(&id) {
+            row.class = class.into();
+            row.per_cycle = ctx.cycles.filter(|c| *c > 0).map(|c| row.per_cycle(c));
+            f.by_class.push(row);
+        }
+    }
     for ((id, stack_id, flags), w) in paths {
-        let frames = match snap.stacks.get(&stack_id) {
-            Some(ips) => ips.iter().rev().map(|ip| ctx.symbols.name(*ip)).collect(),
-            None => vec!["[stack not recorded]".to_owned()],
-        };
+        let frames = frames_of(stack_id);
         files.get_mut(&id).unwrap().call_paths.push(CallPath {
             rw: rw_name(flags),
             frames,
@@ -195,10 +321,29 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.ino = id.ino;
             f.wait_hist_log2.resize(HIST_BUCKETS, 0);
             f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+            f.spin_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+            f.by_class.sort_by_key(|r| callers::ALL.iter().position(|c| *c == r.class));
+            if probed {
+                // Observed, so a file with none of them says 0, not null.
+                for v in [
+                    &mut f.acquisitions,
+                    &mut f.rmap_inserts,
+                    &mut f.rmap_removes,
+                    &mut f.spin_ns_total,
+                    &mut f.slowpath_ns_total,
+                    &mut f.osq_ns_total,
+                    &mut f.hold_ns_total,
+                ] {
+                    v.get_or_insert(0);
+                }
+            }
             f
         })
         .collect();
-    files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total).then(a.path.cmp(&b.path)));
+    // Most time lost first (sleep + spin), then most acquisitions.
+    let weight =
+        |f: &FileReport| (f.wait_ns_total + f.spin_ns_total.unwrap_or(0), f.acquisitions.unwrap_or(0));
+    files.sort_by(|a, b| weight(b).cmp(&weight(a)).then(a.path.cmp(&b.path)));
 
     let locks = [lock_kind::I_MMAP_RWSEM, lock_kind::MMAP_LOCK, lock_kind::OTHER]
         .into_iter()
@@ -222,6 +367,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         duration_ns: ctx.duration_ns,
         command: ctx.command.clone(),
         pid: ctx.pid,
+        cycles: ctx.cycles,
         selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),

@@ -134,7 +134,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     index.scan_proc();
     let report = run.report(&snap, &index, &KernelSymbols::load());
     write_outputs(&out, &report)?;
-    print!("{}", render::text::summary(&report));
+    print!("{}{}", render::text::summary(&report), render::text::classes(&report));
     eprintln!(
         "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}",
         cli.output.display()
@@ -178,6 +178,7 @@ impl Run<'_> {
             &report::Context {
                 mode: self.mode,
                 duration_ns: self.started.elapsed().as_nanos() as u64,
+                cycles: self.cli.cycles(),
                 command: (!self.cli.command.is_empty()).then(|| self.cli.command.clone()),
                 pid: self.cli.pid,
                 probes: self.probes.clone(),
@@ -195,6 +196,16 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
     out.write("report.txt", render::text::full(report).as_bytes())?;
     out.write("stacks.folded", folded.as_bytes())?;
     out.write("flamegraph.svg", &render::folded::flamegraph_svg(report, &folded)?)?;
+    if matches!(report.mode.as_str(), "kprobe" | "fentry") {
+        // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
+        use render::folded::{flamegraph_svg_titled, folded_waits, title, Waits};
+        for (which, name) in [(Waits::Spin, "spin"), (Waits::Sleep, "sleep")] {
+            let f = folded_waits(report, which);
+            out.write(&format!("stacks-{name}.folded"), f.as_bytes())?;
+            let t = format!("{} - {name} only", title(report));
+            out.write(&format!("flamegraph-{name}.svg"), &flamegraph_svg_titled(report, &f, t)?)?;
+        }
+    }
     Ok(())
 }
 

@@ -125,7 +125,16 @@ fn churned_file_gets_contention_and_untouched_file_none() {
         std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim()
     );
     assert!(u(&r, "duration_ns") > 0);
-    assert!(r["probes"].as_array().unwrap().iter().all(|p| p["attached"] == true));
+    let probes = r["probes"].as_array().unwrap();
+    for tp in ["tracepoint:lock:contention_begin", "tracepoint:lock:contention_end"] {
+        assert!(probes.iter().any(|p| p["probe"] == tp && p["attached"] == true), "{tp}: {probes:?}");
+    }
+    // auto fell back to tracepoints here (no kprobes, fentry refused) and says why.
+    for family in ["fentry mode", "kprobe mode"] {
+        let p = probes.iter().find(|p| p["probe"] == family).expect(family);
+        assert_eq!(p["attached"], false);
+        assert!(!p["error"].as_str().unwrap().is_empty());
+    }
 
     let h = file_entry(&r, hot.ino()).expect("churned file reported");
     assert_eq!(h["path"], hot_arg);

@@ -4,6 +4,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
 mod setup;
+mod vm;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -34,6 +35,23 @@ enum Cmd {
         #[arg(short, long, default_value_t = 8)]
         jobs: u64,
     },
+    /// Build our 6.12 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
+    Vm {
+        /// Boot the kernel with patches/ applied (a separate cached build).
+        #[arg(long)]
+        patched: bool,
+        /// Virtual CPUs.
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Guest memory.
+        #[arg(long, default_value = "2G")]
+        memory: String,
+        /// Only build the kernel.
+        #[arg(long)]
+        build_only: bool,
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
     /// setup, then run every test (unit tests and tests that load BPF into this kernel).
     Test {
         /// Extra arguments for `cargo test`.
@@ -55,6 +73,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
         Cmd::Test { args } => test(&args),
+        Cmd::Vm { patched, cpus, memory, build_only, command } => {
+            if build_only {
+                vm::build_kernel(patched).map(|_| ())
+            } else {
+                if command.is_empty() {
+                    anyhow::bail!("nothing to run: cargo xtask vm [--patched] [--cpus N] -- COMMAND...");
+                }
+                let code = vm::run(&vm::VmOpts { patched, cpus, memory }, &command)?;
+                std::process::exit(code);
+            }
+        }
     }
 }
 

@@ -19,12 +19,32 @@ fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
     }
 }
 
+/// Which waits a folded file holds.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Waits {
+    /// Off-CPU: sleeping in the rwsem slowpath (lock:contention_begin/end).
+    Sleep,
+    /// On-CPU: optimistic spinning (kprobe/fentry modes).
+    Spin,
+    /// Both: the main flame graph.
+    All,
+}
+
 /// One line per (file, direction, call path), heaviest files first.
 pub fn folded(r: &Report) -> String {
+    folded_waits(r, Waits::All)
+}
+
+pub fn folded_waits(r: &Report, which: Waits) -> String {
     let mut out = String::new();
     for f in &r.files {
         let root = frame(&format!("i_mmap_rwsem {}", file_label(f.path.as_deref(), &f.dev, f.ino)));
-        for p in &f.call_paths {
+        let paths = match which {
+            Waits::Sleep => f.call_paths.iter().collect::<Vec<_>>(),
+            Waits::Spin => f.spin_paths.iter().collect(),
+            Waits::All => f.spin_paths.iter().chain(&f.call_paths).collect(),
+        };
+        for p in paths {
             if p.wait_ns_total == 0 {
                 continue;
             }
@@ -50,8 +70,12 @@ pub fn title(r: &Report) -> String {
 
 /// SVG flame graph; width is nanoseconds waited.
 pub fn flamegraph_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
+    flamegraph_svg_titled(r, folded, title(r))
+}
+
+pub fn flamegraph_svg_titled(r: &Report, folded: &str, title: String) -> Result<Vec<u8>> {
     let mut opts = Options::default();
-    opts.title = title(r);
+    opts.title = title;
     opts.subtitle = Some(format!("Linux {} - kernel stacks of contended waits, width = ns waited", r.kernel));
     opts.count_name = "ns".into();
     opts.name_type = "Function:".into();

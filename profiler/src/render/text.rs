@@ -66,6 +66,55 @@ pub fn summary(r: &Report) -> String {
     s
 }
 
+/// Per file and caller class: acquisitions, rmap operations, hold, spin and sleep time — per
+/// cycle when the cycles are known. The table mm reviewers ask for.
+pub fn classes(r: &Report) -> String {
+    let mut s = String::new();
+    if r.files.iter().all(|f| f.by_class.is_empty()) {
+        return s;
+    }
+    let per = r.cycles.filter(|c| *c > 0);
+    match per {
+        Some(c) => {
+            let _ = writeln!(s, "\ni_mmap_rwsem per cycle by caller ({c} cycles):");
+        }
+        None => {
+            let _ = writeln!(s, "\ni_mmap_rwsem by caller (totals; --cycles N gives per cycle):");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+        "CALLER", "W-ACQ", "R-ACQ", "INS", "REM", "HOLD", "SPIN", "SLEEP"
+    );
+    let div = per.unwrap_or(1) as f64;
+    let count = |v: Option<u64>| match v {
+        None => "-".to_owned(),
+        Some(v) if per.is_some() => format!("{:.2}", v as f64 / div),
+        Some(v) => v.to_string(),
+    };
+    let ns =
+        |v: Option<u64>| v.map(|v| fmt_ns((v as f64 / div).round() as u64)).unwrap_or_else(|| "-".into());
+    for f in r.files.iter().filter(|f| !f.by_class.is_empty()) {
+        let _ = writeln!(s, "  {}", short_path(f, 76));
+        for c in &f.by_class {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+                c.class,
+                count(c.write_acquisitions),
+                count(c.read_acquisitions),
+                count(c.rmap_inserts),
+                count(c.rmap_removes),
+                ns(c.hold_ns),
+                ns(c.spin_ns),
+                ns(Some(c.sleep_ns))
+            );
+        }
+    }
+    s
+}
+
 /// `report.txt`: header, summary, then per file its call paths and wait histogram.
 pub fn full(r: &Report) -> String {
     let mut s = String::new();
@@ -88,6 +137,7 @@ pub fn full(r: &Report) -> String {
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}\n", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
     s.push_str(&summary(r));
+    s.push_str(&classes(r));
     for f in &r.files {
         let _ = writeln!(
             s,
@@ -107,6 +157,12 @@ pub fn full(r: &Report) -> String {
         for p in f.call_paths.iter().take(10) {
             let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
             // Innermost first: the lock call, then who took it.
+            for fr in p.frames.iter().rev().take(12) {
+                let _ = writeln!(s, "        {fr}");
+            }
+        }
+        for p in f.spin_paths.iter().take(5) {
+            let _ = writeln!(s, "   spun {:>10} in {} slowpaths", fmt_ns(p.wait_ns_total), p.contentions);
             for fr in p.frames.iter().rev().take(12) {
                 let _ = writeln!(s, "        {fr}");
             }
@@ -160,6 +216,7 @@ pub(crate) mod tests {
             duration_ns: 2_000_000_000,
             command: Some(vec!["spawn".into(), "100".into()]),
             pid: None,
+            cycles: None,
             selected: vec![],
             probes: vec![],
             lost: [("nested".to_owned(), 2)].into_iter().collect(),
@@ -213,6 +270,37 @@ pub(crate) mod tests {
         assert!(s.contains("[   1K,    2K)        3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"), "{s}");
         assert!(s.contains(&format!("[   4K,    8K)        1 |{:<40}|", "@".repeat(13))), "{s}");
         assert!(s.lines().all(|l| l.len() <= 80), "{s}");
+    }
+
+    #[test]
+    fn per_cycle_table_by_caller() {
+        use crate::report::ClassRow;
+        let mut r = sample();
+        assert_eq!(classes(&r), "", "no caller rows, no table");
+        r.cycles = Some(100);
+        r.files[0].by_class = vec![ClassRow {
+            class: "fork".into(),
+            write_acquisitions: Some(500),
+            read_acquisitions: Some(0),
+            hold_ns: Some(150_000),
+            rmap_inserts: Some(500),
+            rmap_removes: Some(0),
+            slowpath_ns: Some(0),
+            spin_ns: Some(20_000),
+            contentions: 3,
+            sleep_ns: 7000,
+            per_cycle: None,
+        }];
+        let t = classes(&r);
+        assert!(t.contains("per cycle by caller (100 cycles)"), "{t}");
+        let row: Vec<&str> =
+            t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["fork", "5.00", "0.00", "5.00", "0.00", "1.50", "us", "200", "ns", "70", "ns"]);
+        r.files[0].by_class[0].write_acquisitions = None; // tracepoint mode: not observed
+        r.cycles = None;
+        let t = classes(&r);
+        assert!(t.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["fork", "-"]), "{t}");
+        assert!(t.lines().all(|l| l.len() <= 80), "{t}");
     }
 
     #[test]

@@ -1,0 +1,337 @@
+//! kprobe and fentry modes: what the lock tracepoints cannot see.
+//!
+//! - `rwsem_down_{write,read}_slowpath` entry→return: slowpath time per lock; minus the sleep
+//!   that lock:contention_end adds to the same task's record = optimistic spinning;
+//! - `osq_lock` entry→return inside a slowpath: MCS queue spinning, charged to that rwsem;
+//! - `down_write`/`down_read` → `up_write`/`up_read` on an i_mmap_rwsem: every acquisition and
+//!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace);
+//! - `vma_interval_tree_insert{,_after}` / `_remove`: rmap tree operations per file.
+//!
+//! Each kernel function has a kprobe/kretprobe pair and an fentry/fexit pair calling the same
+//! logic; userspace attaches one family.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::HashMap,
+    programs::{tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use profiler_common::{lock_kind, op, Hold, HoldKey, OpKey, Slowpath, WaitStats};
+
+use crate::{add, count_lost, get_or_insert, global, kernel, STACKS};
+
+#[map]
+pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
+/// Between `down_*` entry and return (kretprobes have no arguments): the sem being taken.
+#[map]
+static ACQUIRING: HashMap<u32, Hold> = HashMap::with_max_entries(16384, 0);
+#[map]
+static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
+#[map]
+static OPS: HashMap<OpKey, WaitStats> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+#[inline(always)]
+fn wanted() -> bool {
+    let filter = global(&crate::FILTER_TGID);
+    filter == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 == filter
+}
+
+#[inline(always)]
+fn stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            count_lost(if e == -17 {
+                profiler_common::lost::STACK_COLLISION
+            } else {
+                profiler_common::lost::STACK_FAILED
+            });
+            -1
+        }
+    }
+}
+
+#[inline(always)]
+fn record_op(key: &OpKey, ns: u64) {
+    match get_or_insert(&OPS, key, &WaitStats::default()) {
+        Some(s) => unsafe {
+            add(&mut (*s).count, 1);
+            add(&mut (*s).total_ns, ns);
+            if ns > (*s).max_ns {
+                (*s).max_ns = ns; // racy max, as in record()
+            }
+        },
+        None => count_lost(profiler_common::lost::STATS_MAP_FULL),
+    }
+}
+
+// ---- slowpaths and osq_lock
+
+#[inline(always)]
+fn slowpath_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+    if !wanted() {
+        return;
+    }
+    let target = kernel::classify_rwsem(sem);
+    if target.kind != lock_kind::I_MMAP_RWSEM {
+        return;
+    }
+    let s = Slowpath {
+        sem,
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        target,
+        op,
+        stack_id: stack(ctx),
+        ..Default::default()
+    };
+    if SLOWPATH.insert(&tid(), &s, 0).is_err() {
+        count_lost(profiler_common::lost::TASK_MAP_FULL);
+    }
+}
+
+#[inline(always)]
+fn slowpath_exit() {
+    let tid = tid();
+    let Some(s) = (unsafe { SLOWPATH.get(&tid) }) else { return };
+    let s = *s;
+    let _ = SLOWPATH.remove(&tid);
+    let total = unsafe { bpf_ktime_get_ns() }.saturating_sub(s.start_ns);
+    let key = |op| OpKey { target: s.target, op, stack_id: s.stack_id };
+    record_op(&key(s.op), total);
+    record_op(&key(op::SPIN), total.saturating_sub(s.sleep_ns));
+    if s.osq_ns > 0 {
+        record_op(&key(op::OSQ), s.osq_ns);
+    }
+}
+
+/// Called by lock:contention_end: the sleep part of a slowpath we are timing.
+#[inline(always)]
+pub fn slowpath_slept(tid: u32, lock: u64, ns: u64) {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid) {
+        unsafe {
+            if (*s).sem == lock {
+                (*s).sleep_ns += ns;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn osq_enter() {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid()) {
+        unsafe { (*s).osq_start_ns = bpf_ktime_get_ns() };
+    }
+}
+
+#[inline(always)]
+fn osq_exit() {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid()) {
+        unsafe {
+            if (*s).osq_start_ns != 0 {
+                (*s).osq_ns += bpf_ktime_get_ns().saturating_sub((*s).osq_start_ns);
+                (*s).osq_start_ns = 0;
+            }
+        }
+    }
+}
+
+// ---- acquisitions and hold times
+
+#[inline(always)]
+fn acquire_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+    if !wanted() {
+        return;
+    }
+    let target = kernel::classify_rwsem(sem);
+    if target.kind != lock_kind::I_MMAP_RWSEM {
+        return;
+    }
+    let h = Hold { start_ns: sem, key: OpKey { target, op, stack_id: stack(ctx) } };
+    let _ = ACQUIRING.insert(&tid(), &h, 0);
+}
+
+/// `down_*` returned: the lock is held from now.
+#[inline(always)]
+fn acquire_exit() {
+    let tid = tid();
+    let Some(a) = (unsafe { ACQUIRING.get(&tid) }) else { return };
+    let sem = a.start_ns;
+    let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key: a.key };
+    let _ = ACQUIRING.remove(&tid);
+    if HOLDS.insert(&HoldKey { tid, _pad: 0, sem }, &hold, 0).is_err() {
+        count_lost(profiler_common::lost::TASK_MAP_FULL);
+    }
+}
+
+#[inline(always)]
+fn release(sem: u64) {
+    let key = HoldKey { tid: tid(), _pad: 0, sem };
+    let Some(h) = (unsafe { HOLDS.get(&key) }) else { return };
+    let h = *h;
+    let _ = HOLDS.remove(&key);
+    record_op(&h.key, unsafe { bpf_ktime_get_ns() }.saturating_sub(h.start_ns));
+}
+
+// ---- rmap tree operations
+
+#[inline(always)]
+fn rmap_op<C: StackIdContext>(ctx: &C, root: u64, op: u32) {
+    if !wanted() {
+        return;
+    }
+    let target = kernel::classify_i_mmap_root(root);
+    if target.kind == lock_kind::I_MMAP_RWSEM {
+        record_op(&OpKey { target, op, stack_id: stack(ctx) }, 0);
+    }
+}
+
+// ---- kprobe family
+
+#[kprobe]
+pub fn kp_down_write_slowpath(ctx: ProbeContext) -> u32 {
+    slowpath_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::SLOWPATH_WRITE);
+    0
+}
+#[kretprobe]
+pub fn kr_down_write_slowpath(_ctx: RetProbeContext) -> u32 {
+    slowpath_exit();
+    0
+}
+#[kprobe]
+pub fn kp_down_read_slowpath(ctx: ProbeContext) -> u32 {
+    slowpath_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::SLOWPATH_READ);
+    0
+}
+#[kretprobe]
+pub fn kr_down_read_slowpath(_ctx: RetProbeContext) -> u32 {
+    slowpath_exit();
+    0
+}
+#[kprobe]
+pub fn kp_osq_lock(_ctx: ProbeContext) -> u32 {
+    osq_enter();
+    0
+}
+#[kretprobe]
+pub fn kr_osq_lock(_ctx: RetProbeContext) -> u32 {
+    osq_exit();
+    0
+}
+#[kprobe]
+pub fn kp_down_write(ctx: ProbeContext) -> u32 {
+    acquire_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_WRITE);
+    0
+}
+#[kprobe]
+pub fn kp_down_read(ctx: ProbeContext) -> u32 {
+    acquire_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_READ);
+    0
+}
+#[kretprobe]
+pub fn kr_down(_ctx: RetProbeContext) -> u32 {
+    acquire_exit();
+    0
+}
+#[kprobe]
+pub fn kp_up(ctx: ProbeContext) -> u32 {
+    release(ctx.arg::<u64>(0).unwrap_or(0));
+    0
+}
+#[kprobe]
+pub fn kp_rmap_insert(ctx: ProbeContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_INSERT);
+    0
+}
+#[kprobe]
+pub fn kp_rmap_insert_after(ctx: ProbeContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(2).unwrap_or(0), op::RMAP_INSERT);
+    0
+}
+#[kprobe]
+pub fn kp_rmap_remove(ctx: ProbeContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_REMOVE);
+    0
+}
+
+// ---- fentry family (same logic; userspace names the target function at load)
+
+#[fentry]
+pub fn fe_down_write_slowpath(ctx: FEntryContext) -> u32 {
+    slowpath_enter(&ctx, ctx.arg::<u64>(0), op::SLOWPATH_WRITE);
+    0
+}
+#[fexit]
+pub fn fx_down_write_slowpath(_ctx: FExitContext) -> u32 {
+    slowpath_exit();
+    0
+}
+#[fentry]
+pub fn fe_down_read_slowpath(ctx: FEntryContext) -> u32 {
+    slowpath_enter(&ctx, ctx.arg::<u64>(0), op::SLOWPATH_READ);
+    0
+}
+#[fexit]
+pub fn fx_down_read_slowpath(_ctx: FExitContext) -> u32 {
+    slowpath_exit();
+    0
+}
+#[fentry]
+pub fn fe_osq_lock(_ctx: FEntryContext) -> u32 {
+    osq_enter();
+    0
+}
+#[fexit]
+pub fn fx_osq_lock(_ctx: FExitContext) -> u32 {
+    osq_exit();
+    0
+}
+#[fentry]
+pub fn fe_down_write(ctx: FEntryContext) -> u32 {
+    acquire_enter(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_WRITE);
+    0
+}
+#[fentry]
+pub fn fe_down_read(ctx: FEntryContext) -> u32 {
+    acquire_enter(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_READ);
+    0
+}
+#[fexit]
+pub fn fx_down_write(_ctx: FExitContext) -> u32 {
+    acquire_exit();
+    0
+}
+#[fexit]
+pub fn fx_down_read(_ctx: FExitContext) -> u32 {
+    acquire_exit();
+    0
+}
+#[fentry]
+pub fn fe_up_write(ctx: FEntryContext) -> u32 {
+    release(ctx.arg::<u64>(0));
+    0
+}
+#[fentry]
+pub fn fe_up_read(ctx: FEntryContext) -> u32 {
+    release(ctx.arg::<u64>(0));
+    0
+}
+#[fentry]
+pub fn fe_rmap_insert(ctx: FEntryContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(1), op::RMAP_INSERT);
+    0
+}
+#[fentry]
+pub fn fe_rmap_insert_after(ctx: FEntryContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(2), op::RMAP_INSERT);
+    0
+}
+#[fentry]
+pub fn fe_rmap_remove(ctx: FEntryContext) -> u32 {
+    rmap_op(&ctx, ctx.arg::<u64>(1), op::RMAP_REMOVE);
+    0
+}
