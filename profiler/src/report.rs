@@ -93,6 +93,9 @@ pub struct FileReport {
     pub by_class: Vec<ClassRow>,
     /// Kernel call paths of optimistic spinning (kprobe/fentry modes), most spun first.
     pub spin_paths: Vec<CallPath>,
+    /// Kernel call paths that took the lock (kprobe/fentry modes), most acquisitions first;
+    /// `contentions` counts acquisitions and `wait_ns_*` is hold time.
+    pub acquire_paths: Vec<CallPath>,
     /// Kernel call paths of the waits, most waited first.
     pub call_paths: Vec<CallPath>,
 }
@@ -187,7 +190,8 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let mut locks: BTreeMap<u32, (Waits, Vec<u64>)> = BTreeMap::new();
     let mut files: BTreeMap<FileId, FileReport> = BTreeMap::new();
     let mut paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
-    let wanted = |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.ids.contains(id));
+    let wanted =
+        |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.matches(*id, ctx.index));
 
     for (key, stats) in &snap.waits {
         let ContentionKey { target, flags, stack_id } = *key;
@@ -221,12 +225,13 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let probed = matches!(ctx.mode, "kprobe" | "fentry");
     let frames_of = |stack_id: i32| -> Vec<String> {
         match snap.stacks.get(&stack_id) {
-            Some(ips) => ips.iter().rev().map(|ip| ctx.symbols.name(*ip)).collect(),
+            Some(ips) => ctx.symbols.frames(ips),
             None => vec!["[stack not recorded]".to_owned()],
         }
     };
     let mut classes: BTreeMap<(FileId, &'static str), ClassRow> = BTreeMap::new();
     let mut spin_paths: BTreeMap<(FileId, i32), Waits> = BTreeMap::new();
+    let mut acquire_paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
     if probed {
         for (key, stats) in &snap.ops {
             let OpKey { target, op, stack_id } = *key;
@@ -248,6 +253,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                         &mut row.read_acquisitions
                     };
                     add(which, stats.count);
+                    acquire_paths.entry((id, stack_id, op)).or_default().add(stats);
                 }
                 op::SLOWPATH_WRITE | op::SLOWPATH_READ => {
                     add(&mut f.slowpath_ns_total, stats.total_ns);
@@ -279,7 +285,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     }
     // Selected files with no contention are reported with zeros: "none" is a result.
     for s in ctx.selected {
-        if !s.ids.iter().any(|id| files.contains_key(id)) {
+        if !files.keys().any(|id| s.matches(*id, ctx.index)) {
             files.insert(s.ids[0], FileReport::default());
         }
     }
@@ -292,9 +298,31 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             wait_ns_max: w.wait_ns_max,
         });
     }
+    for ((id, stack_id, op), w) in acquire_paths {
+        files.get_mut(&id).unwrap().acquire_paths.push(CallPath {
+            rw: if op == op::ACQUIRE_WRITE { "write" } else { "read" }.into(),
+            frames: frames_of(stack_id),
+            contentions: w.contentions,
+            wait_ns_total: w.wait_ns_total,
+            wait_ns_max: w.wait_ns_max,
+        });
+    }
     for ((id, class), mut row) in classes {
         if let Some(f) = files.get_mut(&id) {
             row.class = class.into();
+            if probed {
+                for v in [
+                    &mut row.write_acquisitions,
+                    &mut row.read_acquisitions,
+                    &mut row.hold_ns,
+                    &mut row.rmap_inserts,
+                    &mut row.rmap_removes,
+                    &mut row.slowpath_ns,
+                    &mut row.spin_ns,
+                ] {
+                    v.get_or_insert(0);
+                }
+            }
             row.per_cycle = ctx.cycles.filter(|c| *c > 0).map(|c| row.per_cycle(c));
             f.by_class.push(row);
         }
@@ -312,7 +340,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let mut files: Vec<FileReport> = files
         .into_iter()
         .map(|(id, mut f)| {
-            let selected = ctx.selected.iter().find(|s| s.ids.contains(&id));
+            let selected = ctx.selected.iter().find(|s| s.matches(id, ctx.index));
             f.path = selected
                 .map(|s| s.path.clone())
                 .or_else(|| ctx.index.path(id).map(Into::into))
@@ -322,6 +350,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.wait_hist_log2.resize(HIST_BUCKETS, 0);
             f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
             f.spin_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+            f.acquire_paths.sort_by(|a, b| b.contentions.cmp(&a.contentions));
             f.by_class.sort_by_key(|r| callers::ALL.iter().position(|c| *c == r.class));
             if probed {
                 // Observed, so a file with none of them says 0, not null.

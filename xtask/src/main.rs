@@ -52,6 +52,11 @@ enum Cmd {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// Build the VM kernel and run the kprobe/fentry tests (profiler/tests/vm.rs) inside it.
+    TestVm {
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+    },
     /// setup, then run every test (unit tests and tests that load BPF into this kernel).
     Test {
         /// Extra arguments for `cargo test`.
@@ -73,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
         Cmd::Test { args } => test(&args),
+        Cmd::TestVm { cpus } => test_vm(cpus),
         Cmd::Vm { patched, cpus, memory, build_only, command } => {
             if build_only {
                 vm::build_kernel(patched).map(|_| ())
@@ -143,4 +149,29 @@ fn test(args: &[String]) -> Result<()> {
     setup::ensure()?;
     // Integration tests load BPF into this kernel: one at a time, they share tracepoints.
     sh(cargo().args(["test", "--workspace", "--exclude", "profiler-ebpf"]).args(args))
+}
+
+/// Builds everything on the host, then runs the VM test binary inside our kernel.
+fn test_vm(cpus: u32) -> Result<()> {
+    let t = std::time::Instant::now();
+    build()?;
+    let out = cargo()
+        .args(["test", "-p", "rmapprof", "--test", "vm", "--no-run", "--message-format=json"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let bin = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"executable\":\"") && l.contains("\"name\":\"vm\""))
+        .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(str::to_owned))
+        .ok_or_else(|| anyhow::anyhow!("could not find the vm test binary"))?;
+    let code = vm::run(
+        &vm::VmOpts { patched: false, cpus, memory: "2G".into() },
+        &[bin, "--ignored".into(), "--test-threads=1".into()],
+    )?;
+    eprintln!("xtask: VM tests took {} s in all", t.elapsed().as_secs());
+    if code != 0 {
+        bail!("VM tests failed (exit {code})");
+    }
+    Ok(())
 }

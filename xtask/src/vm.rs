@@ -23,6 +23,7 @@ const APT_PACKAGES: &[&str] = &[
     "dwarves",
     "qemu-system-x86",
     "busybox-static",
+    "udev", // virtme-ng-init needs udevd in the guest for its virtio-serial script ports
 ];
 
 pub struct VmOpts {
@@ -51,7 +52,7 @@ fn have(cmd: &str) -> bool {
 /// Debian packages and virtme-ng, installed only when missing.
 pub fn ensure_tools() -> Result<()> {
     let missing = !Path::new(SOURCE_TARBALL).exists()
-        || !["qemu-system-x86_64", "pahole", "bison", "flex", "bc"].iter().all(|c| have(c));
+        || !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c));
     if missing {
         eprintln!("xtask: installing kernel build and VM packages (apt)");
         sh(Command::new("apt-get").args(["update", "-q"]))?;

@@ -14,7 +14,8 @@ pub const ALL: [&str; 5] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, OTHER];
 fn class_of_frame(f: &str) -> Option<&'static str> {
     let f = f.split('.').next().unwrap_or(f); // vms_clear_ptes.part.0 → vms_clear_ptes
     Some(match f {
-        "dup_mmap" => FORK,
+        // dup_mmap is often inlined into dup_mm/copy_process.
+        "dup_mmap" | "dup_mm" | "copy_process" => FORK,
         "vma_link_file" | "vma_link" | "__mmap_region" | "mmap_region" | "__mmap_new_vma" => MMAP,
         "vma_prepare"
         | "vma_complete"
@@ -74,6 +75,7 @@ mod tests {
             SPLIT_MERGE
         );
         assert_eq!(classify(&s(&["ksys_mmap_pgoff", "do_mmap", "__mmap_region", "down_write"])), MMAP);
+        assert_eq!(classify(&s(&["__do_sys_clone", "kernel_clone", "copy_process", "down_write"])), FORK);
         assert_eq!(classify(&s(&["kswapd", "shrink_folio_list", "rmap_walk_file", "down_read"])), OTHER);
         assert_eq!(classify(&[]), OTHER);
     }

@@ -78,8 +78,20 @@ impl FileIndex {
         }
     }
 
+    /// The path of the file the kernel calls `id`. If no mapping shows that exact (dev, ino),
+    /// falls back to the one path mapped with that inode number: overlayfs (and btrfs
+    /// subvolumes) show userspace another dev than the inode's own `s_dev`, with the same ino.
     pub fn path(&self, id: FileId) -> Option<&Path> {
-        self.paths.get(&id).map(PathBuf::as_path)
+        if let Some(p) = self.paths.get(&id) {
+            return Some(p);
+        }
+        let mut same_ino = self.paths.iter().filter(|(k, _)| k.ino == id.ino).map(|(_, p)| p);
+        let first = same_ino.next()?;
+        same_ino.all(|p| p == first).then_some(first.as_path())
+    }
+
+    fn knows(&self, id: FileId) -> bool {
+        self.paths.contains_key(&id)
     }
 
     /// Mapped files whose path is `path` or whose name is `name`.
@@ -97,6 +109,14 @@ pub struct Selected {
     pub path: PathBuf,
     /// Every identity the kernel may use for it (stat's and the mappings' dev can differ).
     pub ids: Vec<FileId>,
+}
+
+impl Selected {
+    /// Whether the kernel's `id` is this file: one of its identities, or its inode number on a
+    /// dev no mapping shows (the overlayfs/btrfs case of `FileIndex::path`).
+    pub fn matches(&self, id: FileId, index: &FileIndex) -> bool {
+        self.ids.contains(&id) || (self.ids.iter().any(|s| s.ino == id.ino) && !index.knows(id))
+    }
 }
 
 /// Resolves `--inode ARG`: a path, or a bare name looked up among mapped files, then in
@@ -182,6 +202,25 @@ mod tests {
         // By path too.
         let s2 = resolve(f.to_str().unwrap(), &index).unwrap();
         assert_eq!(s2.path, s.path);
+    }
+
+    #[test]
+    fn overlay_devs_fall_back_to_the_inode_number() {
+        let mut index = FileIndex::default();
+        index.add_maps(&maps("1000-2000 r--p 00000000 00:26 652561 /usr/lib/x86_64-linux-gnu/libc.so.6\n2000-3000 r--p 00000000 00:26 7 /a\n3000-4000 r--p 00000000 00:27 7 /b\n"));
+        let kernel_id = FileId::from_major_minor(0, 18, 652561);
+        assert_eq!(index.path(kernel_id), Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));
+        // Ambiguous inode numbers stay unresolved rather than guessed.
+        assert_eq!(index.path(FileId::from_major_minor(0, 18, 7)), None);
+        let sel = Selected {
+            path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
+            ids: vec![FileId::from_major_minor(0, 40, 652561)],
+        };
+        assert!(sel.matches(kernel_id, &index));
+        assert!(!sel.matches(FileId::from_major_minor(0, 18, 1), &index));
+        // A known, different file with the same inode number is not this one.
+        index.add_maps(&maps("1000-2000 r--p 00000000 00:12 652561 /tmp/other\n"));
+        assert!(!sel.matches(kernel_id, &index));
     }
 
     #[test]

@@ -1,0 +1,100 @@
+//! Tests for our own 6.12 kernel, where kprobes and fentry work: `cargo xtask test-vm` builds
+//! the kernel, boots it under QEMU and runs these inside (they are #[ignore]d on the host,
+//! whose kernel has no kprobes and refuses fentry). Counts here are exact: the kernel's work
+//! for these workloads is deterministic.
+
+use serde_json::Value;
+use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
+
+const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
+
+fn workload(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
+    assert!(p.exists(), "{} missing: cargo xtask test-vm builds it", p.display());
+    p
+}
+
+/// Runs rmapprof with `args`, returns report.json.
+fn profile(args: &[&str]) -> Value {
+    let out = tempfile::tempdir().unwrap();
+    let o = Command::new(RMAPPROF).args(["-o", out.path().to_str().unwrap()]).args(args).output().unwrap();
+    assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap()
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn every_mode_loads_and_attaches() {
+    for mode in ["fentry", "kprobe", "tracepoint"] {
+        let r = profile(&["--mode", mode, "-d", "300ms"]);
+        assert_eq!(r["mode"], mode);
+        let probes = r["probes"].as_array().unwrap();
+        let missing: Vec<_> = probes.iter().filter(|p| p["attached"] != true).collect();
+        assert!(missing.is_empty(), "{mode}: {missing:?}");
+        assert_eq!(probes.len(), if mode == "tracepoint" { 2 } else { 17 }, "{mode}: {probes:?}");
+    }
+    // auto prefers fentry.
+    assert_eq!(profile(&["-d", "300ms"])["mode"], "fentry");
+}
+
+/// P processes × M (mmap + munmap) of one file: exactly P×M rmap inserts and removes on its
+/// inode, and 2·P×M write acquisitions (vma_link_file, unlink_file_vma_batch).
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn rmap_operations_are_exact() {
+    let (p, m) = (4u64, 500u64);
+    for mode in ["fentry", "kprobe"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("churn.dat");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let count = (p * m).to_string();
+        let r = profile(&[
+            "--mode",
+            mode,
+            "--inode",
+            path.to_str().unwrap(),
+            "--",
+            workload("mmap-churn").to_str().unwrap(),
+            path.to_str().unwrap(),
+            &count,
+            "-j",
+            &p.to_string(),
+        ]);
+        assert_eq!(u(&r, "cycles"), p * m);
+        let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
+        assert_eq!(u(f, "rmap_inserts"), p * m, "{mode}: {f}");
+        assert_eq!(u(f, "rmap_removes"), p * m, "{mode}: {f}");
+        assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+        let class = |c: &str| f["by_class"].as_array().unwrap().iter().find(|r| r["class"] == c).cloned();
+        assert_eq!(u(&class("mmap").expect("mmap row"), "write_acquisitions"), p * m, "{mode}: {f}");
+        assert_eq!(u(&class("teardown").expect("teardown row"), "write_acquisitions"), p * m, "{mode}: {f}");
+    }
+}
+
+/// fork + exec + exit of a dynamically linked binary takes libc's lock the same number of times
+/// per cycle, run after run.
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn spawn_acquisitions_per_cycle_are_stable() {
+    let spawn = workload("spawn");
+    let per_cycle = || {
+        let r = profile(&["--inode", "libc.so.6", "--", spawn.to_str().unwrap(), "50"]);
+        let f = &r["files"][0];
+        assert!(f["path"].as_str().unwrap().ends_with("libc.so.6"), "{f}");
+        let rows = f["by_class"].as_array().unwrap();
+        let fork = rows.iter().find(|c| c["class"] == "fork").expect("fork row");
+        assert!(
+            fork["per_cycle"]["write_acquisitions"].as_f64().unwrap() >= 1.0,
+            "fork takes libc's lock: {fork}"
+        );
+        rows.iter().map(|c| c["per_cycle"]["write_acquisitions"].as_f64().unwrap()).sum::<f64>()
+    };
+    let (a, b) = (per_cycle(), per_cycle());
+    assert!(a >= 10.0, "libc write acquisitions per spawn cycle: {a}");
+    assert!((a - b).abs() <= 1.0, "{a} vs {b}");
+}
