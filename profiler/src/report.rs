@@ -150,6 +150,9 @@ pub struct CallPath {
     pub contentions: u64,
     pub wait_ns_total: u64,
     pub wait_ns_max: u64,
+    /// Spin paths only: the part of `wait_ns_total` spent queued in osq_lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub osq_ns: Option<u64>,
 }
 
 pub fn lock_name(kind: u32) -> &'static str {
@@ -230,7 +233,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         }
     };
     let mut classes: BTreeMap<(FileId, &'static str), ClassRow> = BTreeMap::new();
-    let mut spin_paths: BTreeMap<(FileId, i32), Waits> = BTreeMap::new();
+    let mut spin_paths: BTreeMap<(FileId, i32), (Waits, u64)> = BTreeMap::new();
     let mut acquire_paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
     if probed {
         for (key, stats) in &snap.ops {
@@ -262,9 +265,12 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                 op::SPIN => {
                     add(&mut f.spin_ns_total, stats.total_ns);
                     add(&mut row.spin_ns, stats.total_ns);
-                    spin_paths.entry((id, stack_id)).or_default().add(stats);
+                    spin_paths.entry((id, stack_id)).or_default().0.add(stats);
                 }
-                op::OSQ => add(&mut f.osq_ns_total, stats.total_ns),
+                op::OSQ => {
+                    add(&mut f.osq_ns_total, stats.total_ns);
+                    spin_paths.entry((id, stack_id)).or_default().1 += stats.total_ns;
+                }
                 op::RMAP_INSERT => {
                     add(&mut f.rmap_inserts, stats.count);
                     add(&mut row.rmap_inserts, stats.count);
@@ -289,13 +295,14 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             files.insert(s.ids[0], FileReport::default());
         }
     }
-    for ((id, stack_id), w) in spin_paths {
+    for ((id, stack_id), (w, osq_ns)) in spin_paths {
         files.get_mut(&id).unwrap().spin_paths.push(CallPath {
             rw: "spin".into(),
             frames: frames_of(stack_id),
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
+            osq_ns: Some(osq_ns),
         });
     }
     for ((id, stack_id, op), w) in acquire_paths {
@@ -305,6 +312,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
+            osq_ns: None,
         });
     }
     for ((id, class), mut row) in classes {
@@ -335,6 +343,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
+            osq_ns: None,
         });
     }
     let mut files: Vec<FileReport> = files

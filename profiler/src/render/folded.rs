@@ -48,12 +48,31 @@ pub fn folded_waits(r: &Report, which: Waits) -> String {
             if p.wait_ns_total == 0 {
                 continue;
             }
-            let mut line = format!("{root};{}", frame(&p.rw));
+            // Beside spin (on CPU), say that the other waits are sleeps (off CPU).
+            let label = if which == Waits::All && !f.spin_paths.is_empty() && p.osq_ns.is_none() {
+                format!("sleep {}", p.rw)
+            } else {
+                p.rw.clone()
+            };
+            let mut line = format!("{root};{}", frame(&label));
             for fr in &p.frames {
                 line.push(';');
                 line.push_str(&frame(fr));
             }
-            out.push_str(&format!("{line} {}\n", p.wait_ns_total));
+            match p.osq_ns {
+                // Spin splits into its two parts as leaf frames: queued in the MCS lock, and
+                // spinning on the owner (or stealing the lock) after it.
+                Some(osq) => {
+                    let osq = osq.min(p.wait_ns_total);
+                    if osq > 0 {
+                        out.push_str(&format!("{line};osq_lock {osq}\n"));
+                    }
+                    if p.wait_ns_total > osq {
+                        out.push_str(&format!("{line};[owner spinning] {}\n", p.wait_ns_total - osq));
+                    }
+                }
+                None => out.push_str(&format!("{line} {}\n", p.wait_ns_total)),
+            }
         }
     }
     out
@@ -107,6 +126,26 @@ mod tests {
     fn folds_root_first_with_ns_weights() {
         let r = sample();
         assert_eq!(folded(&r), "i_mmap_rwsem libc.so.6;write;entry_SYSCALL_64;dup_mmap;down_write 7000\n");
+    }
+
+    #[test]
+    fn spin_splits_into_osq_and_owner_spinning() {
+        let mut r = sample();
+        let mut spin = r.files[0].call_paths[0].clone();
+        spin.rw = "spin".into();
+        spin.wait_ns_total = 1000;
+        spin.osq_ns = Some(600);
+        r.files[0].spin_paths = vec![spin];
+        let s = folded_waits(&r, Waits::Spin);
+        assert_eq!(
+            s,
+            "i_mmap_rwsem libc.so.6;spin;entry_SYSCALL_64;dup_mmap;down_write;osq_lock 600\n\
+             i_mmap_rwsem libc.so.6;spin;entry_SYSCALL_64;dup_mmap;down_write;[owner spinning] 400\n"
+        );
+        let all = folded_waits(&r, Waits::All);
+        assert_eq!(all.lines().count(), 3);
+        assert!(all.lines().last().unwrap().starts_with("i_mmap_rwsem libc.so.6;sleep write;"), "{all}");
+        assert_eq!(folded_waits(&r, Waits::Sleep), folded(&sample()));
     }
 
     #[test]

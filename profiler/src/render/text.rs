@@ -243,6 +243,7 @@ pub(crate) mod tests {
                     contentions: 3,
                     wait_ns_total: 7000,
                     wait_ns_max: 5000,
+                    osq_ns: None,
                 }],
                 ..Default::default()
             }],
