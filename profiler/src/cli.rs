@@ -1,6 +1,6 @@
 //! Command line, in the shape of perf and bpftrace tools: options, then `-- COMMAND ARGS...`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::{path::PathBuf, time::Duration};
 
 use crate::collector::Mode;
@@ -16,9 +16,14 @@ use crate::collector::Mode;
         the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
         while COMMAND runs and exits with COMMAND's status.",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
-        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6"
+        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6\n  \
+        rmapprof diff base/report.json patched/report.json",
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub sub: Option<Sub>,
+
     /// Report only this file: a path, or a bare name such as libc.so.6 looked up among the files
     /// processes map and the standard library directories. Repeatable. Default: every file.
     #[arg(long = "inode", value_name = "FILE")]
@@ -81,6 +86,18 @@ impl Cli {
     }
 }
 
+#[derive(Debug, Subcommand)]
+pub enum Sub {
+    /// Compare two reports (say, base and patched kernel): an 80-column delta table on stdout
+    /// and in DIR/diff.txt, and a differential flame graph in DIR/diff-flamegraph.svg.
+    Diff {
+        before: PathBuf,
+        after: PathBuf,
+        #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-diff")]
+        output: PathBuf,
+    },
+}
+
 /// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.trim().parse::<f64>() {
@@ -120,6 +137,12 @@ mod tests {
         assert!(Cli::try_parse_from(["rmapprof", "-p", "1", "--", "true"]).is_err());
         assert!(Cli::try_parse_from(["rmapprof", "--mode", "magic"]).is_err());
         assert!(Cli::try_parse_from(["rmapprof", "--cycles", "0"]).is_err());
+        let d = Cli::try_parse_from(["rmapprof", "diff", "a.json", "b.json"]).unwrap();
+        assert!(matches!(d.sub, Some(Sub::Diff { .. })));
+        // A command named diff is still a command after --.
+        let c = Cli::try_parse_from(["rmapprof", "--", "diff", "a", "b"]).unwrap();
+        assert!(c.sub.is_none() && c.command == ["diff", "a", "b"]);
+        assert!(Cli::try_parse_from(["rmapprof", "--inode", "x", "diff", "a", "b"]).is_err());
     }
 
     #[test]

@@ -38,7 +38,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(session::run(cli)) {
+    let result = match cli.sub {
+        Some(cli::Sub::Diff { ref before, ref after, ref output }) => diff(before, after, output),
+        None => rt.block_on(session::run(cli)),
+    };
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the error and its causes, "outer: inner".
@@ -49,4 +53,21 @@ fn main() -> ExitCode {
             ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
     }
+}
+
+/// `rmapprof diff BEFORE AFTER`: needs no privileges, only the two report.json files.
+fn diff(before: &std::path::Path, after: &std::path::Path, out: &std::path::Path) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    let read = |p: &std::path::Path| -> anyhow::Result<report::Report> {
+        let text = std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not an rmapprof report.json", p.display()))
+    };
+    let (b, a) = (read(before)?, read(after)?);
+    let table = render::diff::table(&b, &a);
+    let dir = output::OutputDir::create(out)?;
+    dir.write("diff.txt", table.as_bytes())?;
+    dir.write("diff-flamegraph.svg", &render::diff::flamegraph(&b, &a)?)?;
+    print!("{table}");
+    eprintln!("rmapprof: wrote diff.txt diff-flamegraph.svg in {}", out.display());
+    Ok(0)
 }

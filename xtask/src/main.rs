@@ -3,6 +3,7 @@
 //! Everything a fresh machine needs is installed here, so the README's two commands
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
+mod patches;
 mod setup;
 mod vm;
 
@@ -40,6 +41,9 @@ enum Cmd {
         /// Boot the kernel with patches/ applied (a separate cached build).
         #[arg(long)]
         patched: bool,
+        /// Lockdep + DEBUG_VM kernel (vm/debug.config), another cached build.
+        #[arg(long)]
+        debug: bool,
         /// Virtual CPUs.
         #[arg(long, default_value_t = 2)]
         cpus: u32,
@@ -54,6 +58,21 @@ enum Cmd {
     },
     /// Build the VM kernel and run the kprobe/fentry tests (profiler/tests/vm.rs) inside it.
     TestVm {
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+    },
+    /// checkpatch --strict the series, then stress it and run mm selftests on the patched
+    /// kernel with lockdep and DEBUG_VM; any kernel warning fails.
+    PatchesCheck {
+        #[arg(long, default_value_t = 2)]
+        cpus: u32,
+        /// Seconds of fork/truncate stress.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
+    /// Base vs patched kernel under rmapprof: before/after tables, differential flame graphs,
+    /// and the cover letter's numbers (target/patches-report/, patches/0000-cover-letter.patch).
+    PatchesReport {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
     },
@@ -79,14 +98,16 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
         Cmd::Test { args } => test(&args),
         Cmd::TestVm { cpus } => test_vm(cpus),
-        Cmd::Vm { patched, cpus, memory, build_only, command } => {
+        Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
+        Cmd::PatchesReport { cpus } => patches::report(cpus),
+        Cmd::Vm { patched, debug, cpus, memory, build_only, command } => {
             if build_only {
-                vm::build_kernel(patched).map(|_| ())
+                vm::build_kernel(patched, debug).map(|_| ())
             } else {
                 if command.is_empty() {
                     anyhow::bail!("nothing to run: cargo xtask vm [--patched] [--cpus N] -- COMMAND...");
                 }
-                let code = vm::run(&vm::VmOpts { patched, cpus, memory }, &command)?;
+                let code = vm::run(&vm::VmOpts { patched, debug, cpus, memory }, &command)?;
                 std::process::exit(code);
             }
         }
@@ -166,7 +187,7 @@ fn test_vm(cpus: u32) -> Result<()> {
         .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(str::to_owned))
         .ok_or_else(|| anyhow::anyhow!("could not find the vm test binary"))?;
     let code = vm::run(
-        &vm::VmOpts { patched: false, cpus, memory: "2G".into() },
+        &vm::VmOpts { patched: false, debug: false, cpus, memory: "2G".into() },
         &[bin, "--ignored".into(), "--test-threads=1".into()],
     )?;
     eprintln!("xtask: VM tests took {} s in all", t.elapsed().as_secs());

@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
 
 pub struct VmOpts {
     pub patched: bool,
+    /// Lockdep and DEBUG_VM on top (vm/debug.config), in a build of its own.
+    pub debug: bool,
     pub cpus: u32,
     pub memory: String,
 }
@@ -137,14 +139,21 @@ fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
-/// Builds bzImage in `<cache>/build-{base,patched}`; incremental after the first time.
-pub fn build_kernel(patched: bool) -> Result<PathBuf> {
+/// Builds bzImage in `<cache>/build-{base,patched}[-debug]`; incremental after the first time.
+pub fn build_kernel(patched: bool, debug: bool) -> Result<PathBuf> {
     ensure_tools()?;
     let src = source(patched)?;
-    let out = cache_dir().join(if patched { "build-patched" } else { "build-base" });
+    let what = format!("{}{}", if patched { "patched" } else { "base" }, if debug { "-debug" } else { "" });
+    let out = cache_dir().join(format!("build-{what}"));
     std::fs::create_dir_all(&out)?;
-    let fragment = root().join("vm/kernel.config");
-    let frag_text = std::fs::read_to_string(&fragment)?;
+    let mut fragments = vec![root().join("vm/kernel.config")];
+    if debug {
+        fragments.push(root().join("vm/debug.config"));
+    }
+    let mut frag_text = String::new();
+    for f in &fragments {
+        frag_text += &std::fs::read_to_string(f)?;
+    }
     let stamp = format!("{:x}", fnv(frag_text.as_bytes()));
     let make = |args: &[&str]| {
         let mut c = Command::new("make");
@@ -158,7 +167,7 @@ pub fn build_kernel(patched: bool) -> Result<PathBuf> {
             .args(["-m", "-O"])
             .arg(&out)
             .arg(out.join(".config"))
-            .arg(&fragment)
+            .args(&fragments)
             .stdout(Stdio::null()))?;
         sh(&mut make(&["-s", "olddefconfig"]))?;
         std::fs::write(out.join(".rmapprof-config"), &stamp)?;
@@ -170,7 +179,7 @@ pub fn build_kernel(patched: bool) -> Result<PathBuf> {
         "xtask: building the {what} kernel in {} (first time ~15 min on 2 cores; then incremental)",
         out.display()
     );
-    run_with_progress(make(&["-j", &jobs, "bzImage"]), what)?;
+    run_with_progress(make(&["-j", &jobs, "bzImage"]), &what)?;
     if !image.exists() {
         bail!("kernel build produced no {}", image.display());
     }
@@ -207,7 +216,7 @@ fn run_with_progress(mut cmd: Command, what: &str) -> Result<()> {
 /// Boots the kernel and runs `command` inside with the repository as working directory.
 /// Returns the command's exit status.
 pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
-    let image = build_kernel(opts.patched)?;
+    let image = build_kernel(opts.patched, opts.debug)?;
     let repo = root();
     let script = format!(
         "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",

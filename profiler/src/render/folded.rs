@@ -8,7 +8,7 @@ use inferno::flamegraph::{self, Options};
 use crate::report::Report;
 
 /// Folded frames may not contain ';' (the separator) or end in " <number>".
-fn frame(s: &str) -> String {
+pub(crate) fn frame(s: &str) -> String {
     s.replace(';', ":").replace('\n', " ")
 }
 
@@ -108,7 +108,7 @@ pub fn flamegraph_svg_titled(r: &Report, folded: &str, title: String) -> Result<
     Ok(svg)
 }
 
-fn empty_svg(title: &str) -> String {
+pub(crate) fn empty_svg(title: &str) -> String {
     let esc = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     format!(
         "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\

@@ -1,4 +1,5 @@
 //! Renderers: each turns a `Report` into one output, and only formats.
+pub mod diff;
 pub mod folded;
 pub mod text;
 

@@ -1,0 +1,166 @@
+//! fork-truncate-stress SECONDS: checks that fork never leaves a child mapping a page that
+//! truncate has removed (the rule dup_mmap must keep: the child VMA is in the file's rmap
+//! before its page tables are copied).
+//!
+//! - The parent maps FILE MAP_PRIVATE, dirties page 0 (so the VMA has an anon_vma and fork
+//!   copies its page tables) and keeps pages 1..N mapped, then forks children in a loop.
+//! - A truncator process writes generation k into every page, truncates the file to one page
+//!   (publishing "truncated k"), and extends it again (the pages read back as zero).
+//! - Each child reads "truncated" (g), then a page through the inherited mapping: it must be
+//!   0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale data.
+//! - A thread of the parent keeps splitting and merging another mapping of the file
+//!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
+//!
+//! Exit 0 when no child saw stale data; prints what happened.
+use std::{
+    os::fd::AsRawFd,
+    sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst},
+    time::{Duration, Instant},
+};
+
+const PAGE: usize = 4096;
+const PAGES: usize = 16;
+
+fn main() {
+    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: fork-truncate-stress SECONDS");
+        std::process::exit(2)
+    });
+    let dir = std::env::temp_dir().join(format!("fork-truncate-stress.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("data");
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let fd = file.as_raw_fd();
+    file.set_len((PAGES * PAGE) as u64).unwrap();
+
+    // Shared between processes: the last truncation completed.
+    let shared = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(shared, libc::MAP_FAILED);
+    let truncated = unsafe { &*(shared as *const AtomicU32) };
+
+    let truncator = unsafe { libc::fork() };
+    if truncator == 0 {
+        let mut k = 1u32;
+        loop {
+            for p in 1..PAGES {
+                let b = k.to_ne_bytes();
+                unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
+            }
+            unsafe { libc::ftruncate(fd, PAGE as i64) };
+            truncated.store(k, SeqCst);
+            unsafe { libc::ftruncate(fd, (PAGES * PAGE) as i64) };
+            k += 1;
+        }
+    }
+
+    // The mapping children inherit: private, with an anon_vma so its page tables are copied.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            PAGES * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE,
+            fd,
+            0,
+        )
+    } as *mut u8;
+    assert_ne!(map as *mut libc::c_void, libc::MAP_FAILED);
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let splitter = {
+        let stop = stop.clone();
+        std::thread::spawn(move || split_and_merge(fd, &stop))
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let (mut forks, mut ok, mut sigbus, mut stale, mut other) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    while Instant::now() < deadline {
+        unsafe {
+            *map = 1; // keep page 0 private: the VMA keeps its anon_vma
+                      // Map the file pages into the parent; past EOF this fails (EFAULT) rather than
+                      // raising SIGBUS as a plain read would.
+            libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
+        }
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let g = truncated.load(SeqCst);
+            let p = 1 + (g as usize % (PAGES - 1));
+            let v = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u32) };
+            // v was written by generation v, and removed by truncation v.
+            unsafe { libc::_exit(if v == 0 || v > g { 0 } else { 3 }) };
+        }
+        forks += 1;
+        let mut st = 0;
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+        match (
+            libc::WIFEXITED(st),
+            libc::WEXITSTATUS(st),
+            libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGBUS,
+        ) {
+            (true, 0, _) => ok += 1,
+            (true, 3, _) => stale += 1,
+            (_, _, true) => sigbus += 1,
+            _ => other += 1,
+        }
+    }
+    stop.store(true, SeqCst);
+    let splits = splitter.join().unwrap();
+    unsafe { libc::kill(truncator, libc::SIGKILL) };
+    unsafe { libc::waitpid(truncator, std::ptr::null_mut(), 0) };
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "fork-truncate-stress: {forks} forks: {ok} read current data, {sigbus} SIGBUS beyond EOF, {stale} STALE, {other} other; {splits} split/merge rounds"
+    );
+    std::process::exit(if stale == 0 && other == 0 { 0 } else { 1 });
+}
+
+/// Splits and merges a second shared mapping of the file while fork runs: mprotect every
+/// other page, punch a hole with munmap and refill it with MAP_FIXED, move a page with mremap.
+fn split_and_merge(fd: i32, stop: &AtomicBool) -> u64 {
+    let len = PAGES * PAGE;
+    let base =
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, 0) } as *mut u8;
+    assert_ne!(base as *mut libc::c_void, libc::MAP_FAILED);
+    let mut rounds = 0;
+    while !stop.load(SeqCst) {
+        unsafe {
+            for p in (0..PAGES).step_by(2) {
+                libc::mprotect(base.add(p * PAGE).cast(), PAGE, libc::PROT_NONE);
+            }
+            libc::mprotect(base.cast(), len, libc::PROT_READ);
+            libc::munmap(base.add(4 * PAGE).cast(), 2 * PAGE);
+            libc::mmap(
+                base.add(4 * PAGE).cast(),
+                2 * PAGE,
+                libc::PROT_READ,
+                libc::MAP_SHARED | libc::MAP_FIXED,
+                fd,
+                4 * PAGE as i64,
+            );
+            let moved = libc::mremap(base.add(8 * PAGE).cast(), PAGE, PAGE, libc::MREMAP_MAYMOVE);
+            if moved != libc::MAP_FAILED {
+                libc::munmap(moved, PAGE);
+                libc::mmap(
+                    base.add(8 * PAGE).cast(),
+                    PAGE,
+                    libc::PROT_READ,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd,
+                    8 * PAGE as i64,
+                );
+            }
+        }
+        rounds += 1;
+    }
+    rounds
+}

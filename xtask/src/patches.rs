@@ -1,0 +1,157 @@
+//! patches/: checking the series (`patches-check`) and measuring it (`patches-report`).
+
+use anyhow::{bail, Context, Result};
+use std::{path::Path, process::Command};
+
+use crate::{build, root, sh, vm};
+
+/// Cycles and parallel jobs of each workload in the report.
+const CYCLES: u32 = 100;
+
+fn series() -> Result<Vec<std::path::PathBuf>> {
+    let mut v: Vec<_> = std::fs::read_dir(root().join("patches"))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "patch"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// checkpatch --strict on every patch, then the stress test and selftests under lockdep and
+/// DEBUG_VM on the patched kernel.
+pub fn check(cpus: u32, seconds: u32) -> Result<()> {
+    build()?;
+    vm::ensure_tools()?;
+    let src = vm::cache_dir().join("src/linux-source-6.12");
+    vm::build_kernel(false, false)?; // unpacks the source if needed
+    for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
+        sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
+        eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
+    }
+    let selftests = build_selftests()?;
+    let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
+    cmd.extend(selftests);
+    let code = vm::run(&vm::VmOpts { patched: true, debug: true, cpus, memory: "2G".into() }, &cmd)?;
+    if code != 0 {
+        bail!("patched kernel failed its checks (exit {code})");
+    }
+    Ok(())
+}
+
+/// The mm selftests that exercise fork, mremap, MAP_FIXED and splits, built from the patched
+/// tree's tools/testing/selftests/mm against its UAPI headers; paths relative to the repo.
+const SELFTESTS: &[&str] =
+    &["cow", "mremap_test", "mremap_dontunmap", "map_fixed_noreplace", "madv_populate", "mseal_test"];
+
+fn build_selftests() -> Result<Vec<String>> {
+    let src = vm::cache_dir().join("src/linux-patched");
+    let out = root().join("target/selftests-mm");
+    std::fs::create_dir_all(&out)?;
+    let hdr = vm::cache_dir().join("build-patched-debug");
+    sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
+    let mut built = Vec::new();
+    for t in SELFTESTS {
+        let st = Command::new("make")
+            .arg("-C")
+            .arg(src.join("tools/testing/selftests/mm"))
+            .arg(format!("OUTPUT={}", out.display()))
+            .arg(format!("KHDR_INCLUDES=-isystem {}/usr/include", hdr.display()))
+            .arg(out.join(t))
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if st.success() {
+            built.push(format!("target/selftests-mm/{t}"));
+        } else {
+            eprintln!("xtask: selftest {t} did not build here; left out");
+        }
+    }
+    eprintln!("xtask: mm selftests to run: {}", built.join(" "));
+    Ok(built)
+}
+
+/// Base vs patched, same config and vCPUs: each bundled workload under rmapprof, rmapprof diff
+/// of the two, and the cover letter's numbers from that output.
+pub fn report(cpus: u32) -> Result<()> {
+    build()?;
+    let out = root().join("target/patches-report");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    for (patched, name) in [(false, "base"), (true, "patched")] {
+        let dir = format!("target/patches-report/{name}");
+        let cmd = ["scripts/patches-report-guest.sh".to_owned(), dir, CYCLES.to_string(), cpus.to_string()];
+        let code = vm::run(&vm::VmOpts { patched, debug: false, cpus, memory: "2G".into() }, &cmd)?;
+        if code != 0 {
+            bail!("workloads failed on the {name} kernel (exit {code})");
+        }
+    }
+    let rmapprof = root().join("target/release/rmapprof");
+    let mut summary = String::new();
+    for w in ["spawn", "execl", "shellscript"] {
+        let o = Command::new(&rmapprof)
+            .arg("diff")
+            .arg(out.join(format!("base/{w}/report.json")))
+            .arg(out.join(format!("patched/{w}/report.json")))
+            .arg("-o")
+            .arg(out.join(format!("diff-{w}")))
+            .output()?;
+        if !o.status.success() {
+            bail!("rmapprof diff {w}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        summary += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n", String::from_utf8_lossy(&o.stdout));
+    }
+    summary += &throughput(&out, cpus)?;
+    std::fs::write(out.join("summary.txt"), &summary)?;
+    print!("{summary}");
+    write_cover_letter(&summary)?;
+    eprintln!("xtask: wrote {} and patches/0000-cover-letter.patch", out.join("summary.txt").display());
+    Ok(())
+}
+
+/// Workload throughput, cycles per second, unprofiled, base vs patched.
+fn throughput(out: &Path, cpus: u32) -> Result<String> {
+    let read = |k: &str| -> Result<Vec<(String, f64)>> {
+        let t = std::fs::read_to_string(out.join(k).join("throughput.txt"))?;
+        Ok(t.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let (n, ns): (f64, f64) = (f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?);
+                Some((f[0].to_owned(), n / (ns / 1e9)))
+            })
+            .collect())
+    };
+    let (b, p) = (read("base")?, read("patched")?);
+    let mut s = format!("workload throughput, cycles/s, unprofiled, {cpus} vCPUs under QEMU TCG\n");
+    s += &format!("{:<14} {:>10} {:>10} {:>7}\n", "WORKLOAD", "BASE", "PATCHED", "DELTA");
+    for ((w, x), (_, y)) in b.iter().zip(&p) {
+        s += &format!("{w:<14} {x:>10.1} {y:>10.1} {:>+6.1}%\n", (y - x) * 100.0 / x);
+    }
+    Ok(s)
+}
+
+/// Regenerates the cover letter with `git format-patch --cover-letter` layout: the blurb from
+/// xtask/cover-letter.in, the measured numbers, then the shortlog and diffstat already there.
+fn write_cover_letter(numbers: &str) -> Result<()> {
+    let path = root().join("patches/0000-cover-letter.patch");
+    let old = std::fs::read_to_string(&path).context("patches/0000-cover-letter.patch")?;
+    let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
+    let (subject, blurb) =
+        template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
+    let version = vm::kernel_version(&vm::cache_dir().join("src/linux-source-6.12"))?;
+    let blurb = blurb
+        .replace("@BASE@", &format!("Debian linux-source-6.12 ({version})"))
+        .replace("@NUMBERS@", numbers.trim_end());
+    // Keep git's header lines and the shortlog/diffstat tail (from the first "rmapprof developers (" line).
+    let header_end = old.find("Subject:").context("cover letter without Subject")?;
+    let tail = old.find("\nrmapprof developers (").map(|i| &old[i + 1..]).unwrap_or("");
+    let n = series()?.len() - 1;
+    let text = format!(
+        "{}Subject: [PATCH 0/{n}] {}\n\n{}\n\n{}",
+        &old[..header_end],
+        subject.trim(),
+        blurb.trim_end(),
+        tail
+    );
+    std::fs::write(&path, text)?;
+    Ok(())
+}
