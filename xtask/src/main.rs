@@ -76,8 +76,12 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
     },
-    /// setup, then run every test (unit tests and tests that load BPF into this kernel).
+    /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
+    /// the kprobe/fentry tests inside our 6.12 kernel (test-vm).
     Test {
+        /// Only the tests on this machine's kernel (skip the VM).
+        #[arg(long)]
+        host: bool,
         /// Extra arguments for `cargo test`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -96,7 +100,14 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup => setup::ensure(),
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
-        Cmd::Test { args } => test(&args),
+        Cmd::Test { host, args } => {
+            test(&args)?;
+            if host {
+                Ok(())
+            } else {
+                test_vm(2)
+            }
+        }
         Cmd::TestVm { cpus } => test_vm(cpus),
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus } => patches::report(cpus),

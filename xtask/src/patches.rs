@@ -29,10 +29,12 @@ pub fn check(cpus: u32, seconds: u32) -> Result<()> {
         sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
         eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
     }
+    vm::build_kernel(true, true)?;
     let selftests = build_selftests()?;
     let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
     cmd.extend(selftests);
-    let code = vm::run(&vm::VmOpts { patched: true, debug: true, cpus, memory: "2G".into() }, &cmd)?;
+    // 4G: mremap_test moves 2GB regions.
+    let code = vm::run(&vm::VmOpts { patched: true, debug: true, cpus, memory: "4G".into() }, &cmd)?;
     if code != 0 {
         bail!("patched kernel failed its checks (exit {code})");
     }
