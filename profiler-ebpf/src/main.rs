@@ -134,20 +134,26 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Adds one event of `ns` to `map[key]`, creating the row; a full map is counted as lost.
 #[inline(always)]
-fn record(key: &ContentionKey, delta: u64) {
-    match get_or_insert(&CONTENTION, key, &WaitStats::default()) {
+pub fn add_stats<K>(map: &HashMap<K, WaitStats>, key: &K, ns: u64) {
+    match get_or_insert(map, key, &WaitStats::default()) {
         Some(s) => unsafe {
             add(&mut (*s).count, 1);
-            add(&mut (*s).total_ns, delta);
+            add(&mut (*s).total_ns, ns);
             // Racy maximum: two CPUs may both store; one larger value can be lost, never
             // a wrong one invented. BPF has no atomic max before cmpxchg (v3 ISA).
-            if delta > (*s).max_ns {
-                (*s).max_ns = delta;
+            if ns > (*s).max_ns {
+                (*s).max_ns = ns;
             }
         },
         None => count_lost(lost::STATS_MAP_FULL),
     }
+}
+
+#[inline(always)]
+fn record(key: &ContentionKey, delta: u64) {
+    add_stats(&CONTENTION, key, delta);
     match get_or_insert(&WAIT_HIST, &key.target, &WaitHist::default()) {
         Some(h) => unsafe {
             let b = log2_bucket(delta);

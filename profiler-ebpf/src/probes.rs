@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use profiler_common::{lock_kind, op, Hold, HoldKey, OpKey, Slowpath, WaitStats};
 
-use crate::{add, count_lost, get_or_insert, global, kernel, STACKS};
+use crate::{add_stats, count_lost, global, kernel, STACKS};
 
 #[map]
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
@@ -58,16 +58,7 @@ fn stack<C: StackIdContext>(ctx: &C) -> i32 {
 
 #[inline(always)]
 fn record_op(key: &OpKey, ns: u64) {
-    match get_or_insert(&OPS, key, &WaitStats::default()) {
-        Some(s) => unsafe {
-            add(&mut (*s).count, 1);
-            add(&mut (*s).total_ns, ns);
-            if ns > (*s).max_ns {
-                (*s).max_ns = ns; // racy max, as in record()
-            }
-        },
-        None => count_lost(profiler_common::lost::STATS_MAP_FULL),
-    }
+    add_stats(&OPS, key, ns);
 }
 
 // ---- slowpaths and osq_lock
