@@ -6,7 +6,7 @@ set -u
 secs=$1
 shift
 fail=0
-dmesg -C
+# The kernel log is checked whole, boot included: fork and exec run there too.
 echo "== fork-truncate-stress ${secs}s on $(uname -r), $(nproc) CPUs"
 target/release/fork-truncate-stress "$secs" || fail=1
 for t in "$@"; do
@@ -20,8 +20,16 @@ for t in "$@"; do
 		fail=1
 	fi
 done
+echo "== lockdep"
+# After a report lockdep turns itself off (debug_locks: 0): that is a failure too.
+if grep -q "debug_locks: *1" /proc/lockdep_stats; then
+	echo "lockdep active, $(grep -E "lock-classes:" /proc/lockdep_stats | tr -s ' ')"
+else
+	echo "lockdep is off (it reported something, or the kernel lacks PROVE_LOCKING)"
+	fail=1
+fi
 echo "== kernel log"
-if dmesg | grep -E "WARNING:|BUG:|INFO: possible|circular locking|lockdep|Oops|general protection|rcu_sched self-detected|blocked for more than"; then
+if dmesg | grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|self-detected stall|blocked for more than"; then
 	echo "kernel warnings: FAIL"
 	fail=1
 else

@@ -21,7 +21,7 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 use profiler_common::{
-    lcb_flags, log2_bucket, lost, ContentionKey, LockTarget, TaskWait, WaitHist, WaitStats,
+    lcb_flags, lock_kind, log2_bucket, lost, ContentionKey, LockTarget, TaskWait, WaitHist, WaitStats,
 };
 
 /// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
@@ -42,7 +42,7 @@ static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096
 #[map]
 static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(8192, 0);
+pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
 
@@ -63,6 +63,19 @@ pub fn add(p: *mut u64, v: u64) {
 pub fn count_lost(cause: u32) {
     if let Some(p) = LOST.get_ptr_mut(cause) {
         add(p, 1);
+    }
+}
+
+/// The current kernel stack's id in `STACKS`, or -1 (counted as lost) when it cannot be kept.
+#[inline(always)]
+pub fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, 0) {
+        Ok(id) => id as i32,
+        Err(e) => {
+            // -EEXIST: a different stack already owns the hash bucket.
+            count_lost(if e == -17 { lost::STACK_COLLISION } else { lost::STACK_FAILED });
+            -1
+        }
     }
 }
 
@@ -87,14 +100,9 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let target = kernel::classify(lock, flags);
-    let stack_id = match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            // -EEXIST: a different stack already owns the hash bucket.
-            count_lost(if e == -17 { lost::STACK_COLLISION } else { lost::STACK_FAILED });
-            -1
-        }
-    };
+    // Stacks only for the locks whose call paths are reported: the stack map is a hash table
+    // whose collisions lose stacks, and other locks would fill it.
+    let stack_id = if target.kind == lock_kind::OTHER { -1 } else { stack_id(&ctx) };
     let wait = TaskWait {
         start_ns: unsafe { bpf_ktime_get_ns() },
         lock,

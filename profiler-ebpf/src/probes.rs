@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use profiler_common::{lock_kind, op, Hold, HoldKey, OpKey, Slowpath, WaitStats};
 
-use crate::{add_stats, count_lost, global, kernel, STACKS};
+use crate::{add_stats, count_lost, global, kernel, stack_id};
 
 #[map]
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
@@ -42,21 +42,6 @@ fn wanted() -> bool {
 }
 
 #[inline(always)]
-fn stack<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            count_lost(if e == -17 {
-                profiler_common::lost::STACK_COLLISION
-            } else {
-                profiler_common::lost::STACK_FAILED
-            });
-            -1
-        }
-    }
-}
-
-#[inline(always)]
 fn record_op(key: &OpKey, ns: u64) {
     add_stats(&OPS, key, ns);
 }
@@ -77,7 +62,7 @@ fn slowpath_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
         start_ns: unsafe { bpf_ktime_get_ns() },
         target,
         op,
-        stack_id: stack(ctx),
+        stack_id: stack_id(ctx),
         ..Default::default()
     };
     if SLOWPATH.insert(&tid(), &s, 0).is_err() {
@@ -142,7 +127,7 @@ fn acquire_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
     if target.kind != lock_kind::I_MMAP_RWSEM {
         return;
     }
-    let h = Hold { start_ns: sem, key: OpKey { target, op, stack_id: stack(ctx) } };
+    let h = Hold { start_ns: sem, key: OpKey { target, op, stack_id: stack_id(ctx) } };
     let _ = ACQUIRING.insert(&tid(), &h, 0);
 }
 
@@ -177,7 +162,7 @@ fn rmap_op<C: StackIdContext>(ctx: &C, root: u64, op: u32) {
     }
     let target = kernel::classify_i_mmap_root(root);
     if target.kind == lock_kind::I_MMAP_RWSEM {
-        record_op(&OpKey { target, op, stack_id: stack(ctx) }, 0);
+        record_op(&OpKey { target, op, stack_id: stack_id(ctx) }, 0);
     }
 }
 

@@ -229,7 +229,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let frames_of = |stack_id: i32| -> Vec<String> {
         match snap.stacks.get(&stack_id) {
             Some(ips) => ctx.symbols.frames(ips),
-            None => vec!["[stack not recorded]".to_owned()],
+            None => vec![callers::NO_STACK_FRAME.to_owned()],
         }
     };
     let mut classes: BTreeMap<(FileId, &'static str), ClassRow> = BTreeMap::new();

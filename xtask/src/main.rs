@@ -75,6 +75,9 @@ enum Cmd {
     PatchesReport {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
+        /// Only rewrite the cover letter from the last report's summary.
+        #[arg(long)]
+        cover_letter_only: bool,
     },
     /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
     /// the kprobe/fentry tests inside our 6.12 kernel (test-vm).
@@ -110,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::TestVm { cpus } => test_vm(cpus),
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
-        Cmd::PatchesReport { cpus } => patches::report(cpus),
+        Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
         Cmd::Vm { patched, debug, cpus, memory, build_only, command } => {
             if build_only {
                 vm::build_kernel(patched, debug).map(|_| ())

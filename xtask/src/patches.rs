@@ -74,9 +74,15 @@ fn build_selftests() -> Result<Vec<String>> {
 
 /// Base vs patched, same config and vCPUs: each bundled workload under rmapprof, rmapprof diff
 /// of the two, and the cover letter's numbers from that output.
-pub fn report(cpus: u32) -> Result<()> {
-    build()?;
+pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
     let out = root().join("target/patches-report");
+    if cover_letter_only {
+        // After `git format-patch` regenerated patches/, put the last measurements back in.
+        let summary =
+            std::fs::read_to_string(out.join("summary.txt")).context("no earlier patches-report")?;
+        return write_cover_letter(&summary);
+    }
+    build()?;
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     for (patched, name) in [(false, "base"), (true, "patched")] {
@@ -110,20 +116,30 @@ pub fn report(cpus: u32) -> Result<()> {
     Ok(())
 }
 
-/// Workload throughput, cycles per second, unprofiled, base vs patched.
+/// Workload throughput, cycles per second, unprofiled: the median of three runs per kernel.
 fn throughput(out: &Path, cpus: u32) -> Result<String> {
     let read = |k: &str| -> Result<Vec<(String, f64)>> {
         let t = std::fs::read_to_string(out.join(k).join("throughput.txt"))?;
-        Ok(t.lines()
-            .filter_map(|l| {
-                let f: Vec<&str> = l.split_whitespace().collect();
-                let (n, ns): (f64, f64) = (f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?);
-                Some((f[0].to_owned(), n / (ns / 1e9)))
+        let mut runs: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for l in t.lines() {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if let (Some(w), Some(Ok(n)), Some(Ok(ns))) =
+                (f.first(), f.get(1).map(|v| v.parse::<f64>()), f.get(2).map(|v| v.parse::<f64>()))
+            {
+                runs.entry((*w).to_owned()).or_default().push(n / (ns / 1e9));
+            }
+        }
+        Ok(runs
+            .into_iter()
+            .map(|(w, mut v)| {
+                v.sort_by(|a, b| a.total_cmp(b));
+                (w, v[v.len() / 2])
             })
             .collect())
     };
     let (b, p) = (read("base")?, read("patched")?);
-    let mut s = format!("workload throughput, cycles/s, unprofiled, {cpus} vCPUs under QEMU TCG\n");
+    let mut s =
+        format!("workload throughput, cycles/s, unprofiled, median of 3, {cpus} vCPUs under QEMU TCG\n");
     s += &format!("{:<14} {:>10} {:>10} {:>7}\n", "WORKLOAD", "BASE", "PATCHED", "DELTA");
     for ((w, x), (_, y)) in b.iter().zip(&p) {
         s += &format!("{w:<14} {x:>10.1} {y:>10.1} {:>+6.1}%\n", (y - x) * 100.0 / x);

@@ -8,8 +8,12 @@ pub const MMAP: &str = "mmap";
 pub const SPLIT_MERGE: &str = "split/merge";
 pub const TEARDOWN: &str = "teardown";
 pub const OTHER: &str = "other";
+/// The kernel stack was not kept (stack map collision or full: see `lost`).
+pub const NO_STACK: &str = "no stack";
+/// What report.rs puts in place of the frames of a stack that was not kept.
+pub const NO_STACK_FRAME: &str = "[stack not recorded]";
 
-pub const ALL: [&str; 5] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, OTHER];
+pub const ALL: [&str; 6] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, OTHER, NO_STACK];
 
 fn class_of_frame(f: &str) -> Option<&'static str> {
     let f = f.split('.').next().unwrap_or(f); // vms_clear_ptes.part.0 → vms_clear_ptes
@@ -41,6 +45,9 @@ fn class_of_frame(f: &str) -> Option<&'static str> {
 
 /// The class of a stack given outermost frame first (as reports store it).
 pub fn classify(frames_outermost_first: &[String]) -> &'static str {
+    if frames_outermost_first.iter().any(|f| f == NO_STACK_FRAME) {
+        return NO_STACK;
+    }
     frames_outermost_first.iter().rev().find_map(|f| class_of_frame(f)).unwrap_or(OTHER)
 }
 
@@ -78,5 +85,6 @@ mod tests {
         assert_eq!(classify(&s(&["__do_sys_clone", "kernel_clone", "copy_process", "down_write"])), FORK);
         assert_eq!(classify(&s(&["kswapd", "shrink_folio_list", "rmap_walk_file", "down_read"])), OTHER);
         assert_eq!(classify(&[]), OTHER);
+        assert_eq!(classify(&s(&[NO_STACK_FRAME])), NO_STACK);
     }
 }
