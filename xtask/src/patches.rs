@@ -156,8 +156,15 @@ fn write_cover_letter(numbers: &str) -> Result<()> {
     let (subject, blurb) =
         template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
     let version = vm::kernel_version(&vm::cache_dir().join("src/linux-source-6.12"))?;
+    let package = Command::new("dpkg-query")
+        .args(["-W", "-f", "${Version}", "linux-source-6.12"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| "?".into());
     let blurb = blurb
-        .replace("@BASE@", &format!("Debian linux-source-6.12 ({version})"))
+        .replace("@BASE@", &format!("Debian linux-source-6.12 {package} (Linux {version})"))
         .replace("@NUMBERS@", numbers.trim_end());
     // Keep git's header lines and the shortlog/diffstat tail (from the first "rmapprof developers (" line).
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
