@@ -3,6 +3,7 @@
 //! Everything a fresh machine needs is installed here, so the README's two commands
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
+mod bench;
 mod patches;
 mod setup;
 mod vm;
@@ -34,6 +35,17 @@ enum Cmd {
         cycles: u64,
         /// Parallel workers.
         #[arg(short, long, default_value_t = 8)]
+        jobs: u64,
+    },
+    /// Profiling overhead on this kernel: workload throughput alone vs under each tool,
+    /// alternating, plus attach/detach time, events/s, lost events and peak RSS.
+    Bench {
+        /// Alternating (unprofiled, profiled) pairs per workload.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        #[arg(long, default_value_t = 1000)]
+        cycles: u64,
+        #[arg(short, long, default_value_t = 2)]
         jobs: u64,
     },
     /// Build our 6.12 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
@@ -112,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::TestVm { cpus } => test_vm(cpus),
+        Cmd::Bench { pairs, cycles, jobs } => bench::run(pairs, cycles, jobs),
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
         Cmd::Vm { patched, debug, cpus, memory, build_only, command } => {
