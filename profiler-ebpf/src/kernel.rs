@@ -51,7 +51,7 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
             return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: 0 };
         }
     }
-    file_of(lock.wrapping_sub(global(&AS_I_MMAP_RWSEM))).unwrap_or(other)
+    owner(lock, global(&AS_I_MMAP_RWSEM))
 }
 
 /// The file whose `address_space` is at `a`, if `a` really is an inode's own mapping:
@@ -69,22 +69,25 @@ fn file_of(a: u64) -> Option<LockTarget> {
     Some(LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino })
 }
 
-/// An rwsem handed to down_write()/the slowpaths: an i_mmap_rwsem, or "other".
+/// The file owning the `address_space` field at `addr`, `offset` bytes into the struct;
+/// "other" if it is not an inode's own mapping or the offsets were never set.
 #[inline(always)]
-pub fn classify_rwsem(sem: u64) -> LockTarget {
+fn owner(addr: u64, offset: u64) -> LockTarget {
     let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
     if global(&AS_I_MMAP_RWSEM) == 0 {
         return other;
     }
-    file_of(sem.wrapping_sub(global(&AS_I_MMAP_RWSEM))).unwrap_or(other)
+    file_of(addr.wrapping_sub(offset)).unwrap_or(other)
+}
+
+/// An rwsem handed to down_write()/the slowpaths: an i_mmap_rwsem, or "other".
+#[inline(always)]
+pub fn classify_rwsem(sem: u64) -> LockTarget {
+    owner(sem, global(&AS_I_MMAP_RWSEM))
 }
 
 /// The `root` argument of vma_interval_tree_*(): `&mapping->i_mmap`.
 #[inline(always)]
 pub fn classify_i_mmap_root(root: u64) -> LockTarget {
-    let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
-    if global(&AS_I_MMAP_RWSEM) == 0 {
-        return other;
-    }
-    file_of(root.wrapping_sub(global(&AS_I_MMAP))).unwrap_or(other)
+    owner(root, global(&AS_I_MMAP))
 }

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{build, root, sh};
+use crate::{build, root, sh, vm::have};
 
 /// A bpftrace script doing what tracepoint mode does: per-task wait start, per-stack totals.
 const BPFTRACE: &str = "tracepoint:lock:contention_begin { @start[tid] = nsecs; }
@@ -103,14 +103,6 @@ fn median(mut v: Vec<f64>) -> f64 {
         return f64::NAN;
     }
     v[v.len() / 2]
-}
-
-fn have(cmd: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {cmd}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 pub fn run(pairs: usize, cycles: u64, jobs: u64) -> Result<()> {

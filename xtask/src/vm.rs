@@ -43,7 +43,7 @@ pub fn cache_dir() -> PathBuf {
     Path::new(&home).join(".cache/rmapprof")
 }
 
-fn have(cmd: &str) -> bool {
+pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])
         .stdout(Stdio::null())
