@@ -96,6 +96,18 @@ pub enum Sub {
         #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-diff")]
         output: PathBuf,
     },
+    /// Estimate the throughput ceiling that i_mmap_rwsem write holds put on the profiled
+    /// workload at other CPU counts; two reports (before, after a patch) side by side.
+    Model {
+        #[arg(required = true, num_args = 1..=2, value_name = "REPORT.json")]
+        reports: Vec<PathBuf>,
+        #[arg(long, value_name = "N,N,...", default_value = "64,128,384", value_parser = crate::render::model::parse_cpus)]
+        cpus: std::vec::Vec<u32>,
+        /// Cost of moving the lock to its next owner, per write acquisition (a cache-line
+        /// transfer between sockets is ~100 ns); 0 models hold times alone.
+        #[arg(long, value_name = "NS", default_value_t = 100.0)]
+        handoff_ns: f64,
+    },
 }
 
 /// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.

@@ -40,6 +40,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.sub {
         Some(cli::Sub::Diff { ref before, ref after, ref output }) => diff(before, after, output),
+        Some(cli::Sub::Model { ref reports, ref cpus, handoff_ns }) => model(reports, cpus, handoff_ns),
         None => rt.block_on(session::run(cli)),
     };
     match result {
@@ -55,14 +56,34 @@ fn main() -> ExitCode {
     }
 }
 
+fn read_report(p: &std::path::Path) -> anyhow::Result<report::Report> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not an rmapprof report.json", p.display()))
+}
+
+/// `rmapprof model REPORT [AFTER]`: the serialised ceiling per CPU count.
+fn model(reports: &[std::path::PathBuf], cpus: &[u32], handoff_ns: f64) -> anyhow::Result<u8> {
+    if !(handoff_ns >= 0.0 && handoff_ns.is_finite()) {
+        return Err(UsageError(format!("--handoff-ns {handoff_ns}: must be a number of ns >= 0")).into());
+    }
+    let loaded: Vec<(String, report::Report)> = reports
+        .iter()
+        .map(|p| Ok((p.display().to_string(), read_report(p)?)))
+        .collect::<anyhow::Result<_>>()?;
+    let names = ["before", "after"];
+    let runs: Vec<(&str, &report::Report)> = loaded
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (if loaded.len() == 1 { "estimate" } else { names[i] }, r))
+        .collect();
+    print!("{}", render::model::table(&runs, cpus, handoff_ns)?);
+    Ok(0)
+}
+
 /// `rmapprof diff BEFORE AFTER`: needs no privileges, only the two report.json files.
 fn diff(before: &std::path::Path, after: &std::path::Path, out: &std::path::Path) -> anyhow::Result<u8> {
-    use anyhow::Context;
-    let read = |p: &std::path::Path| -> anyhow::Result<report::Report> {
-        let text = std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not an rmapprof report.json", p.display()))
-    };
-    let (b, a) = (read(before)?, read(after)?);
+    let (b, a) = (read_report(before)?, read_report(after)?);
     let table = render::diff::table(&b, &a);
     let dir = output::OutputDir::create(out)?;
     dir.write("diff.txt", table.as_bytes())?;

@@ -28,6 +28,9 @@ pub struct Report {
     /// Workload cycles (fork+exec+exit, exec, mmap+munmap...) the run covered, when known:
     /// --cycles, or the COUNT of a bundled workload. Per-cycle numbers divide by it.
     pub cycles: Option<u64>,
+    /// CPUs online during the run (for `rmapprof model`'s per-CPU rate).
+    #[serde(default)]
+    pub cpus: Option<u32>,
     /// Paths given with --inode; empty means every file.
     pub selected: Vec<String>,
     pub probes: Vec<ProbeStatus>,
@@ -406,6 +409,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         command: ctx.command.clone(),
         pid: ctx.pid,
         cycles: ctx.cycles,
+        cpus: std::thread::available_parallelism().ok().map(|n| n.get() as u32),
         selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),

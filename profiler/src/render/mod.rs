@@ -1,6 +1,7 @@
 //! Renderers: each turns a `Report` into one output, and only formats.
 pub mod diff;
 pub mod folded;
+pub mod model;
 pub mod text;
 
 use crate::report::Report;

@@ -217,6 +217,7 @@ pub(crate) mod tests {
             command: Some(vec!["spawn".into(), "100".into()]),
             pid: None,
             cycles: None,
+            cpus: None,
             selected: vec![],
             probes: vec![],
             lost: [("nested".to_owned(), 2)].into_iter().collect(),
