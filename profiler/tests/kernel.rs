@@ -50,7 +50,7 @@ impl MappedFile {
     /// preempted and waiters sleep (what the tracepoints see), round after round.
     fn churn(&self, rounds: u32) {
         for _ in 0..rounds {
-            assert!(rmapprof_workloads::mmap_churn(self.file.as_raw_fd(), 200_000, 16));
+            assert!(rmapprof_workloads::mmap_churn(&[self.file.as_raw_fd()], 200_000, 16));
         }
     }
 }

@@ -80,12 +80,14 @@ pub fn fork_exec_wait(path: &std::ffi::CStr, argv: &[*const libc::c_char]) -> bo
     }
 }
 
-/// `count` × (mmap 4 KiB of `fd` MAP_SHARED, read a byte, munmap) in `jobs` processes. Each
-/// cycle write-locks the file's i_mmap_rwsem twice: vma_link_file (mmap) and
-/// unlink_file_vma_batch (munmap), so the jobs contend on exactly that inode.
-pub fn mmap_churn(fd: std::os::fd::RawFd, count: u64, jobs: u64) -> bool {
+/// `count` × (mmap 4 KiB of a file MAP_SHARED, read a byte, munmap) in `jobs` processes, cycle
+/// i on `fds[i % fds.len()]`. Each cycle write-locks the file's i_mmap_rwsem twice:
+/// vma_link_file (mmap) and unlink_file_vma_batch (munmap). The jobs walk the files in step, so
+/// they contend on exactly these inodes (on one, given one).
+pub fn mmap_churn(fds: &[std::os::fd::RawFd], count: u64, jobs: u64) -> bool {
     run_parallel(count, jobs, |_, n| {
-        (0..n).all(|_| unsafe {
+        (0..n).all(|i| unsafe {
+            let fd = fds[(i % fds.len() as u64) as usize];
             let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
             if p == libc::MAP_FAILED {
                 return false;

@@ -5,6 +5,7 @@
 
 mod bench;
 mod patches;
+mod perf;
 mod setup;
 mod vm;
 
@@ -43,10 +44,21 @@ enum Cmd {
         /// Alternating (unprofiled, profiled) pairs per workload.
         #[arg(long, default_value_t = 5)]
         pairs: usize,
-        #[arg(long, default_value_t = 1000)]
-        cycles: u64,
+        /// Cycles per timed run (default 1000 on the host, 200 under QEMU).
+        #[arg(long)]
+        cycles: Option<u64>,
         #[arg(short, long, default_value_t = 2)]
         jobs: u64,
+        /// Run inside our 6.12 kernel under QEMU with N vCPUs: every rmapprof mode and
+        /// perf lock contention -b load there.
+        #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2")]
+        vm: Option<u32>,
+        /// Then find where rmapprof starts losing events (distinct files, parallel jobs).
+        #[arg(long)]
+        stress: bool,
+        /// Set by --vm for the run inside the guest (no build, no apt).
+        #[arg(long, hide = true)]
+        guest: bool,
     },
     /// Build our 6.12 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
     Vm {
@@ -124,7 +136,9 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::TestVm { cpus } => test_vm(cpus),
-        Cmd::Bench { pairs, cycles, jobs } => bench::run(pairs, cycles, jobs),
+        Cmd::Bench { pairs, cycles, jobs, vm, stress, guest } => {
+            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress })
+        }
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
         Cmd::Vm { patched, debug, cpus, memory, build_only, command } => {

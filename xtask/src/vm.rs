@@ -70,7 +70,7 @@ pub fn ensure_tools() -> Result<()> {
 }
 
 /// The unpacked kernel source, `<cache>/src/linux-source-6.12`, extracted once.
-fn base_source() -> Result<PathBuf> {
+pub fn base_source() -> Result<PathBuf> {
     let src = cache_dir().join("src");
     let tree = src.join("linux-source-6.12");
     if !tree.join("Makefile").exists() {
