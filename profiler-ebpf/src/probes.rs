@@ -10,6 +10,7 @@
 //! Each kernel function has a kprobe/kretprobe pair and an fentry/fexit pair calling the same
 //! logic; userspace attaches one family.
 
+use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{fentry, fexit, kprobe, kretprobe, map},
@@ -27,8 +28,11 @@ pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0
 static ACQUIRING: HashMap<u32, Hold> = HashMap::with_max_entries(16384, 0);
 #[map]
 static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
+/// About 4 rows per file a workload maps (rmap insert, remove, write acquisition, on the map
+/// and unmap stacks): 65536 rows keep ~16k files (`cargo xtask bench --stress`). Not
+/// preallocated, so a short run on a few libraries does not pin 6 MB of kernel memory.
 #[map]
-static OPS: HashMap<OpKey, WaitStats> = HashMap::with_max_entries(16384, 0);
+static OPS: HashMap<OpKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 #[inline(always)]
 fn tid() -> u32 {

@@ -58,6 +58,15 @@ pub struct Snapshot {
     pub lost: BTreeMap<String, u64>,
     /// Kernel stacks by id, leaf first, as the kernel records them.
     pub stacks: BTreeMap<i32, Vec<u64>>,
+    /// Rows in use and capacity of each aggregation map: bounded by construction; a full one
+    /// shows up in `lost`.
+    pub map_rows: BTreeMap<String, MapRows>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MapRows {
+    pub rows: u32,
+    pub max: u32,
 }
 
 pub struct Collector {
@@ -138,6 +147,15 @@ impl Collector {
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
+        for (name, rows) in
+            [("CONTENTION", snap.waits.len()), ("WAIT_HIST", snap.hists.len()), ("OPS", snap.ops.len())]
+        {
+            let max = match self.map(name)? {
+                aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
+                _ => 0,
+            };
+            snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
+        }
         for (i, name) in lost::NAMES.iter().enumerate() {
             snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
         }
@@ -215,7 +233,17 @@ fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<P
     };
     let mut statuses = Vec::new();
     let mut loaded = std::collections::HashSet::new();
+    // Fault injection for the tests: probe a name this kernel lacks instead of FUNC, as if it
+    // had been renamed or inlined (RMAPPROF_FAULT_MISSING_PROBE=FUNC).
+    let missing = std::env::var("RMAPPROF_FAULT_MISSING_PROBE").ok();
     for (i, &(kp, fe, func)) in KERNEL_PROBES.iter().enumerate() {
+        let renamed;
+        let func = if missing.as_deref() == Some(func) {
+            renamed = format!("{func}_renamed_by_rmapprof_test");
+            renamed.as_str()
+        } else {
+            func
+        };
         let (prog, kind) = match family {
             Mode::Fentry => (fe, if fe.starts_with("fx_") { "fexit" } else { "fentry" }),
             _ => (kp, if kp.starts_with("kr_") { "kretprobe" } else { "kprobe" }),

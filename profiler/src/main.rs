@@ -12,9 +12,10 @@ mod preflight;
 mod render;
 mod report;
 mod session;
+mod signals;
 mod tracefs;
 
-use clap::Parser;
+use clap::Parser as _;
 use std::process::ExitCode;
 
 /// An error in what the user asked for (exit 2), as opposed to one in running it (exit 1).
@@ -30,7 +31,17 @@ impl std::fmt::Display for UsageError {
 impl std::error::Error for UsageError {}
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // clap's several lines (usage, tips) in one, as every other error here.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
+            eprintln!("rmapprof: {first} (see rmapprof --help)");
+            return ExitCode::from(2);
+        }
+    };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

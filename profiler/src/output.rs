@@ -1,5 +1,7 @@
-//! Writing the output directory: each file appears whole or not at all (write to a temporary
-//! name, fsync, rename), and under sudo belongs to the user who ran sudo.
+//! Writing the output directory: the files of one run appear whole or not at all (each written
+//! to a temporary name and fsynced; renamed into place only when all are written), and under
+//! sudo belong to the user who ran sudo. A disk that fills up, or a second Ctrl-C, leaves the
+//! previous outputs as they were and no temporary files.
 
 use anyhow::{Context, Result};
 use std::{
@@ -52,23 +54,40 @@ impl OutputDir {
         self.dir.join(name)
     }
 
-    /// Writes `name` atomically. On failure the temporary file is removed and nothing is left.
+    /// Writes `name` atomically.
     pub fn write(&self, name: &str, data: &[u8]) -> Result<PathBuf> {
-        let dst = self.dir.join(name);
-        let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        self.write_all(&[(name.to_owned(), data.to_vec())])?;
+        Ok(self.dir.join(name))
+    }
+
+    /// Writes every (name, contents) or none: all to temporary names first, then the renames.
+    /// On failure every temporary file is removed.
+    pub fn write_all(&self, files: &[(String, Vec<u8>)]) -> Result<()> {
+        let tmp = |name: &str| self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let mut written: Vec<PathBuf> = Vec::new();
         let res = (|| -> Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            chown(&tmp, self.owner)?;
-            std::fs::rename(&tmp, &dst)?;
+            for (name, data) in files {
+                let t = tmp(name);
+                crate::signals::add_temp(&t);
+                written.push(t.clone());
+                let mut f = std::fs::File::create(&t)?;
+                f.write_all(data).and_then(|_| f.sync_all()).with_context(|| format!("writing {name}"))?;
+                chown(&t, self.owner)?;
+            }
             Ok(())
         })();
         if let Err(e) = res {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e.context(format!("writing {}", dst.display())));
+            for t in &written {
+                let _ = std::fs::remove_file(t);
+                crate::signals::remove_temp(t);
+            }
+            return Err(e.context(format!("output directory {}: nothing written", self.dir.display())));
         }
-        Ok(dst)
+        for ((name, _), t) in files.iter().zip(&written) {
+            std::fs::rename(t, self.dir.join(name)).with_context(|| format!("renaming into {name}"))?;
+            crate::signals::remove_temp(t);
+        }
+        Ok(())
     }
 }
 

@@ -33,4 +33,17 @@ mod tests {
         assert_eq!(effective_caps("CapEff: zz"), None);
         assert_eq!(effective_caps(""), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn capeff_garbage_never_panics(text in "\\PC{0,200}") {
+            let _ = effective_caps(&text);
+        }
+
+        #[test]
+        fn capeff_found_among_other_lines(caps: u64, before in "[A-Za-z]{1,8}:\t[0-9a-z ]{0,10}") {
+            let status = format!("{before}\nCapInh:\t0000000000000000\nCapEff:\t{caps:016x}\nCapBnd:\t1\n");
+            proptest::prop_assert_eq!(effective_caps(&status), Some(caps));
+        }
+    }
 }

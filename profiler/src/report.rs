@@ -36,6 +36,9 @@ pub struct Report {
     pub probes: Vec<ProbeStatus>,
     /// Dropped events and stacks, by cause.
     pub lost: BTreeMap<String, u64>,
+    /// Rows used / capacity of the in-kernel aggregation maps.
+    #[serde(default)]
+    pub map_rows: BTreeMap<String, crate::collector::MapRows>,
     /// Contention of every lock class in the same run, for comparison.
     pub locks: Vec<LockSummary>,
     /// i_mmap_rwsem contention per file, most waited first.
@@ -413,6 +416,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),
+        map_rows: snap.map_rows.clone(),
         locks,
         files,
     }

@@ -8,7 +8,6 @@ use std::{
 };
 use tokio::{
     process::{Child, Command},
-    signal::unix::{signal, SignalKind},
     time::{interval_at, Instant as TokioInstant},
 };
 
@@ -22,7 +21,7 @@ use crate::{
     output::{invoking_user, OutputDir},
     preflight, render,
     report::{self, Report},
-    UsageError,
+    signals, UsageError,
 };
 
 /// An error that carries its own exit status (127: COMMAND not found, as a shell says).
@@ -63,14 +62,19 @@ pub async fn run(cli: Cli) -> Result<u8> {
         .iter()
         .map(|a| files::resolve(a, &index).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
+    for s in selected.iter().filter(|s| !s.mapped) {
+        eprintln!(
+            "rmapprof: note: no process maps {} now; it is reported if one maps it during the run",
+            s.path.display()
+        );
+    }
     let out = OutputDir::create(&cli.output)?;
 
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
+    signals::install();
 
     let collector = Collector::start(cli.mode, &cli.btf, cli.pid)?;
+    let mut signal_poll = tokio::time::interval(Duration::from_millis(20));
     let run = Run {
         cli: &cli,
         mode: collector.mode.name(),
@@ -103,9 +107,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let mut last = Report::default();
     let end = loop {
         tokio::select! {
-            _ = sigint.recv() => break End::Signal(libc::SIGINT),
-            _ = sigterm.recv() => break End::Signal(libc::SIGTERM),
-            _ = sighup.recv() => break End::Signal(libc::SIGHUP),
+            _ = signal_poll.tick() => if let Some(sig) = signals::first() {
+                break End::Signal(sig);
+            },
             st = wait_child(&mut child), if child.is_some() => break End::Command(st?),
             _ = sleep_until_opt(deadline), if deadline.is_some() => break End::Duration,
             _ = ticks.tick(), if cli.interval.is_some() => {
@@ -122,14 +126,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
             }
         }
     };
-    if let End::Signal(_) = end {
-        // A second Ctrl-C/SIGTERM ends us at once; the kernel detaches the probes with our fds,
-        // and outputs are written atomically, so nothing is left half-done.
-        for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-            unsafe { libc::signal(s, libc::SIG_DFL) };
-        }
-    }
-
+    // From here a signal (the first, if the run ended otherwise) is noted and the outputs are
+    // still written whole; a second one exits at once (signals.rs).
     let snap = collector.stop()?;
     index.scan_proc();
     let report = run.report(&snap, &index, &KernelSymbols::load());
@@ -192,21 +190,23 @@ impl Run<'_> {
 
 fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
     let folded = render::folded::folded(report);
-    out.write("report.json", render::json(report).as_bytes())?;
-    out.write("report.txt", render::text::full(report).as_bytes())?;
-    out.write("stacks.folded", folded.as_bytes())?;
-    out.write("flamegraph.svg", &render::folded::flamegraph_svg(report, &folded)?)?;
+    let mut files = vec![
+        ("report.json".to_owned(), render::json(report).into_bytes()),
+        ("report.txt".to_owned(), render::text::full(report).into_bytes()),
+        ("flamegraph.svg".to_owned(), render::folded::flamegraph_svg(report, &folded)?),
+        ("stacks.folded".to_owned(), folded.into_bytes()),
+    ];
     if matches!(report.mode.as_str(), "kprobe" | "fentry") {
         // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
         use render::folded::{flamegraph_svg_titled, folded_waits, title, Waits};
         for (which, name) in [(Waits::Spin, "spin"), (Waits::Sleep, "sleep")] {
             let f = folded_waits(report, which);
-            out.write(&format!("stacks-{name}.folded"), f.as_bytes())?;
             let t = format!("{} - {name} only", title(report));
-            out.write(&format!("flamegraph-{name}.svg"), &flamegraph_svg_titled(report, &f, t)?)?;
+            files.push((format!("flamegraph-{name}.svg"), flamegraph_svg_titled(report, &f, t)?));
+            files.push((format!("stacks-{name}.folded"), f.into_bytes()));
         }
     }
-    Ok(())
+    out.write_all(&files)
 }
 
 /// Starts COMMAND as the user who ran sudo (root otherwise).

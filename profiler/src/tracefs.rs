@@ -64,6 +64,26 @@ mod tests {
         assert_eq!(parse_field_offset("\tfield:char comm[16];\toffset:8;\tsize:16;", "comm"), Some(8));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn format_garbage_never_panics(text in "\\PC{0,300}", field in "\\PC{0,12}") {
+            let _ = parse_field_offset(&text, &field);
+        }
+
+        // Any field list in tracefs' layout: each field is found at its own offset.
+        #[test]
+        fn finds_every_field(fields in proptest::collection::btree_map("[a-z_]{1,12}", 0u64..4096, 1..12)) {
+            let text: String = fields
+                .iter()
+                .map(|(n, off)| format!("\tfield:unsigned long {n};\toffset:{off};\tsize:8;\tsigned:0;\n"))
+                .collect();
+            let text = format!("name: x\nID: 1\nformat:\n{text}\nprint fmt: \"\"\n");
+            for (n, off) in &fields {
+                proptest::prop_assert_eq!(parse_field_offset(&text, n), Some(*off));
+            }
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         for s in [

@@ -4,107 +4,11 @@
 //! Tests run one at a time (`SERIAL`): they share tracepoints, tracefs and the CPUs that make
 //! contention happen.
 
+mod common;
+
+use common::*;
 use serde_json::Value;
-use std::{
-    fs::File,
-    io::{BufRead, BufReader},
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::Mutex,
-    time::Duration,
-};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
-
-/// A file mapped shared by this process for the whole test, so /proc/self/maps names it.
-struct MappedFile {
-    path: PathBuf,
-    file: File,
-    _map: *mut libc::c_void,
-}
-
-impl MappedFile {
-    fn new(dir: &Path, name: &str) -> Self {
-        let path = dir.join(name);
-        std::fs::write(&path, vec![7u8; 8192]).unwrap();
-        let file = File::open(&path).unwrap();
-        let map = unsafe {
-            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
-        };
-        assert_ne!(map, libc::MAP_FAILED);
-        Self { path: std::fs::canonicalize(&path).unwrap(), file, _map: map }
-    }
-
-    fn ino(&self) -> u64 {
-        std::fs::metadata(&self.path).unwrap().ino()
-    }
-
-    /// 16 processes × mmap/munmap: far more runnable tasks than the 2 CPUs, so lock holders get
-    /// preempted and waiters sleep (what the tracepoints see), round after round.
-    fn churn(&self, rounds: u32) {
-        for _ in 0..rounds {
-            assert!(rmapprof_workloads::mmap_churn(&[self.file.as_raw_fd()], 200_000, 16));
-        }
-    }
-}
-
-/// rmapprof running in the background, attached.
-struct Running {
-    child: Child,
-    out: tempfile::TempDir,
-}
-
-impl Running {
-    /// Starts rmapprof with `args` and waits until it says it is profiling (probes attached).
-    fn start(args: &[&str]) -> Self {
-        let out = tempfile::tempdir().unwrap();
-        let mut child = Command::new(RMAPPROF)
-            .args(args)
-            .arg("--output")
-            .arg(out.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if err.read_line(&mut line).unwrap() == 0 {
-                panic!("rmapprof exited before attaching: {:?}", child.wait());
-            }
-            if line.contains("rmapprof: profiling") {
-                break;
-            }
-        }
-        // Drain the rest of stderr so rmapprof never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        Self { child, out }
-    }
-
-    /// Sends `sig`, waits, and returns the exit code and report.json.
-    fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        let st = self.child.wait().unwrap();
-        let json = std::fs::read_to_string(self.out.path().join("report.json")).expect("report.json written");
-        (st.code().unwrap_or(-1), serde_json::from_str(&json).expect("report.json parses"), self.out)
-    }
-}
-
-fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
-    report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
-}
+use std::{os::unix::fs::MetadataExt, path::Path, process::Command, time::Duration};
 
 #[test]
 fn churned_file_gets_contention_and_untouched_file_none() {
@@ -199,7 +103,7 @@ fn pid_filter_counts_only_that_process() {
 fn command_runs_and_its_exit_status_passes_through() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
-    let st = Command::new(RMAPPROF)
+    let st = rmapprof()
         .args(["--output", out.path().to_str().unwrap(), "--", "sh", "-c", "exit 3"])
         .output()
         .unwrap();
@@ -219,7 +123,7 @@ fn duration_ends_the_run_and_interval_prints_tables() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
     let t = std::time::Instant::now();
-    let st = Command::new(RMAPPROF)
+    let st = rmapprof()
         .args(["-d", "1300ms", "-i", "400ms", "-o", out.path().to_str().unwrap()])
         .output()
         .unwrap();
@@ -238,7 +142,7 @@ fn under_sudo_command_and_outputs_belong_to_the_invoking_user() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("sub");
-    let st = Command::new(RMAPPROF)
+    let st = rmapprof()
         .env("SUDO_UID", "65534")
         .env("SUDO_GID", "65534")
         .args(["-o", dir.to_str().unwrap(), "--", "sh", "-c", "test \"$(id -u):$(id -g)\" = 65534:65534"])
@@ -289,22 +193,13 @@ fn mmap_lock_contention_is_told_apart() {
 }
 
 /// Runs rmapprof expecting failure: returns (exit code, stderr), checks one line and no panic.
-fn fails(cmd: &mut Command) -> (i32, String) {
-    let o = cmd.stdout(Stdio::null()).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "expected failure: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    (o.status.code().unwrap_or(-1), err)
-}
-
 #[test]
 fn errors_are_one_line_with_the_right_exit_code() {
     let _g = serial();
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
     let rm = || {
-        let mut c = Command::new(RMAPPROF);
+        let mut c = rmapprof();
         c.args(["-o", o, "-d", "1"]);
         c
     };
@@ -329,7 +224,7 @@ fn errors_are_one_line_with_the_right_exit_code() {
     assert_eq!(code, 127);
     assert!(err.contains("command not found"), "{err}");
 
-    let (code, err) = fails(Command::new(RMAPPROF).args(["-o", "/proc/version/x", "-d", "1"]));
+    let (code, err) = fails(rmapprof().args(["-o", "/proc/version/x", "-d", "1"]));
     assert_eq!(code, 1);
     assert!(err.contains("/proc/version/x"), "{err}");
 
@@ -353,8 +248,7 @@ fn tracefs_is_mounted_when_missing() {
     }
     let debugfs_has_it = Path::new("/sys/kernel/debug/tracing/events").is_dir();
     let out = tempfile::tempdir().unwrap();
-    let st =
-        Command::new(RMAPPROF).args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
+    let st = rmapprof().args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(debugfs_has_it || tracing.join("events/lock/contention_begin").is_dir());
 }

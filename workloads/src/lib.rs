@@ -85,17 +85,19 @@ pub fn fork_exec_wait(path: &std::ffi::CStr, argv: &[*const libc::c_char]) -> bo
 /// vma_link_file (mmap) and unlink_file_vma_batch (munmap). The jobs walk the files in step, so
 /// they contend on exactly these inodes (on one, given one).
 pub fn mmap_churn(fds: &[std::os::fd::RawFd], count: u64, jobs: u64) -> bool {
-    run_parallel(count, jobs, |_, n| {
-        (0..n).all(|i| unsafe {
-            let fd = fds[(i % fds.len() as u64) as usize];
-            let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
-            if p == libc::MAP_FAILED {
-                return false;
-            }
-            std::ptr::read_volatile(p as *const u8);
-            libc::munmap(p, 4096) == 0
-        })
-    })
+    run_parallel(count, jobs, |_, n| (0..n).all(|i| map_touch_unmap(fds[(i % fds.len() as u64) as usize])))
+}
+
+/// One cycle of mmap-churn on `fd`: mmap 4 KiB shared, read a byte, munmap.
+pub fn map_touch_unmap(fd: std::os::fd::RawFd) -> bool {
+    unsafe {
+        let p = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, fd, 0);
+        if p == libc::MAP_FAILED {
+            return false;
+        }
+        std::ptr::read_volatile(p as *const u8);
+        libc::munmap(p, 4096) == 0
+    }
 }
 
 /// Exit status of a workload binary.

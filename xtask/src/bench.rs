@@ -17,7 +17,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{build, perf, root, sh, vm::{self, have}};
+use crate::{
+    build, perf, root, sh,
+    vm::{self, have},
+};
 
 pub struct Opts {
     pub pairs: usize,
@@ -65,13 +68,16 @@ struct Sample {
     detach_ms: f64,
     rss_kb: i64,
     events: u64,
-    lost: u64,
+    lost: std::collections::BTreeMap<String, u64>,
     secs: f64,
 }
 
 fn time_workload(bin: &Path, cycles: u64, jobs: u64) -> Result<f64> {
     let t = Instant::now();
-    let st = Command::new(bin).args([cycles.to_string(), "-j".into(), jobs.to_string()]).status()?;
+    let st = Command::new(bin)
+        .args([cycles.to_string(), "-j".into(), jobs.to_string()])
+        .status()
+        .with_context(|| format!("running {}", bin.display()))?;
     if !st.success() {
         bail!("{} failed", bin.display());
     }
@@ -83,7 +89,9 @@ fn bpf_links(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| {
             d.flatten()
-                .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf_link"))
+                .filter(|e| {
+                    std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == "anon_inode:bpf_link")
+                })
                 .count()
         })
         .unwrap_or(0)
@@ -143,8 +151,9 @@ fn start(tool: &Tool) -> Result<(Child, f64, std::sync::mpsc::Receiver<String>)>
 }
 
 /// SIGINT, then wait4 for the exit and the peak RSS (KiB). bpftrace drops a SIGINT that
-/// arrives while it is still attaching, so it is repeated each second; after 60 s, SIGKILL.
-fn stop(child: Child) -> Result<(f64, i64)> {
+/// arrives while it is still attaching, so for it the signal is repeated each second (not for
+/// rmapprof: a second SIGINT means "exit at once, no outputs"); after 60 s, SIGKILL.
+fn stop(child: Child, kind: Kind) -> Result<(f64, i64)> {
     let pid = child.id() as i32;
     let t = Instant::now();
     let mut status = 0;
@@ -152,8 +161,11 @@ fn stop(child: Child) -> Result<(f64, i64)> {
     let mut next_signal = Instant::now();
     loop {
         if Instant::now() >= next_signal {
-            let sig = if t.elapsed() > Duration::from_secs(60) { libc::SIGKILL } else { libc::SIGINT };
-            unsafe { libc::kill(pid, sig) };
+            if t.elapsed() > Duration::from_secs(60) {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            } else if kind != Kind::Rmapprof || t.elapsed() < Duration::from_millis(500) {
+                unsafe { libc::kill(pid, libc::SIGINT) };
+            }
             next_signal += Duration::from_secs(1);
         }
         match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) } {
@@ -193,7 +205,8 @@ pub fn run(o: &Opts) -> Result<()> {
         if o.stress {
             cmd.push("--stress".into());
         }
-        let opts = vm::VmOpts { patched: false, debug: false, cpus, memory: "2G".into() };
+        let opts =
+            vm::VmOpts { kernel: vm::KERNELS[0], patched: false, debug: false, cpus, memory: "2G".into() };
         let code = vm::run(&opts, &cmd)?;
         if code != 0 {
             bail!("bench in the VM failed (exit {code})");
@@ -246,7 +259,13 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
         let dir = out.join(format!("rmapprof-{mode}"));
         candidates.push(Tool {
             name: format!("rmapprof ({mode})"),
-            argv: vec![rmapprof.clone(), "--mode".into(), mode.into(), "-o".into(), dir.display().to_string()],
+            argv: vec![
+                rmapprof.clone(),
+                "--mode".into(),
+                mode.into(),
+                "-o".into(),
+                dir.display().to_string(),
+            ],
             ready: Ready::Line("rmapprof: profiling"),
             kind: Kind::Rmapprof,
         });
@@ -255,7 +274,13 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     match perf::binary() {
         Some(perf) => candidates.push(Tool {
             name: "perf lock con -ab".into(),
-            argv: vec![perf.display().to_string(), "lock".into(), "contention".into(), "-a".into(), "-b".into()],
+            argv: vec![
+                perf.display().to_string(),
+                "lock".into(),
+                "contention".into(),
+                "-a".into(),
+                "-b".into(),
+            ],
             ready: Ready::BpfLinks(2),
             kind: Kind::Perf,
         }),
@@ -274,7 +299,7 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     let mut tools = Vec::new();
     for t in candidates {
         eprintln!("xtask: bench: does {} attach here?", t.name);
-        match start(&t).and_then(|(child, _, _)| stop(child)) {
+        match start(&t).and_then(|(child, _, _)| stop(child, t.kind)) {
             Ok(_) => tools.push(t),
             Err(e) => {
                 let why = format!("{e:#}");
@@ -304,14 +329,19 @@ fn compare(
         for (i, tool) in tools.iter().enumerate() {
             let (child, attach_ms, rx) = start(tool)?;
             let secs = time_workload(&bin, cycles, jobs)?;
-            let (detach_ms, rss_kb) = stop(child)?;
+            let (detach_ms, rss_kb) = stop(child, tool.kind)?;
             let (events, lost) = match tool.kind {
                 Kind::Rmapprof => rmapprof_events(Path::new(&tool.argv[4]))?,
                 Kind::Bpftrace => (
-                    rx.iter().find_map(|l| l.strip_prefix("@n: ").and_then(|n| n.trim().parse().ok())).unwrap_or(0),
-                    0,
+                    rx.iter()
+                        .find_map(|l| l.strip_prefix("@n: ").and_then(|n| n.trim().parse().ok()))
+                        .unwrap_or(0),
+                    std::collections::BTreeMap::new(),
                 ),
-                Kind::Perf => perf::events(rx.iter()),
+                Kind::Perf => {
+                    let (events, bad) = perf::events(rx.iter());
+                    (events, [("bad".to_owned(), bad)].into_iter().filter(|(_, n)| *n > 0).collect())
+                }
             };
             samples[i].push(Sample { ratio: b / secs, attach_ms, detach_ms, rss_kb, events, lost, secs });
         }
@@ -328,7 +358,11 @@ fn compare(
     for (tool, s) in tools.iter().zip(&samples) {
         let ratio = median(s.iter().map(|x| x.ratio).collect());
         let eps = median(s.iter().map(|x| x.events as f64 / x.secs).collect());
-        let lost: u64 = s.iter().map(|x| x.lost).sum();
+        let mut by_cause = std::collections::BTreeMap::<String, u64>::new();
+        for (k, v) in s.iter().flat_map(|x| x.lost.iter()) {
+            *by_cause.entry(k.clone()).or_default() += v;
+        }
+        let lost: u64 = by_cause.values().sum();
         let attach = median(s.iter().map(|x| x.attach_ms).collect());
         let detach = median(s.iter().map(|x| x.detach_ms).collect());
         let rss = s.iter().map(|x| x.rss_kb).max().unwrap_or(0);
@@ -342,9 +376,13 @@ fn compare(
             detach,
             rss as f64 / 1024.0
         );
+        if lost > 0 {
+            let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
+        }
         json.push(serde_json::json!({
             "workload": workload, "tool": tool.name, "throughput_ratio": ratio, "events_per_s": eps,
-            "lost": lost, "attach_ms": attach, "detach_ms": detach, "peak_rss_kb": rss, "pairs": pairs,
+            "lost": lost, "lost_by_cause": by_cause, "attach_ms": attach, "detach_ms": detach, "peak_rss_kb": rss, "pairs": pairs,
             "ratios": s.iter().map(|x| x.ratio).collect::<Vec<_>>(),
         }));
     }
@@ -353,16 +391,25 @@ fn compare(
 
 /// Events rmapprof handled, from its report.json: contentions of every lock class, plus, in
 /// kprobe/fentry modes, i_mmap_rwsem acquisitions and rmap tree operations; and what it lost.
-fn rmapprof_events(dir: &Path) -> Result<(u64, u64)> {
-    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json"))?)?;
+fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTreeMap<String, u64>)> {
+    let r = read_report(dir)?;
     let Some(locks) = r["locks"].as_array() else {
         return Err(anyhow!("{}: no locks in report", dir.display()));
     };
     let mut events: u64 = locks.iter().filter_map(|l| l["contentions"].as_u64()).sum();
     for f in r["files"].as_array().into_iter().flatten() {
-        events += ["acquisitions", "rmap_inserts", "rmap_removes"].iter().filter_map(|k| f[k].as_u64()).sum::<u64>();
+        events += ["acquisitions", "rmap_inserts", "rmap_removes"]
+            .iter()
+            .filter_map(|k| f[k].as_u64())
+            .sum::<u64>();
     }
-    Ok((events, lost_of(&r).values().sum()))
+    Ok((events, lost_of(&r)))
+}
+
+fn read_report(dir: &Path) -> Result<serde_json::Value> {
+    let p = dir.join("report.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
 /// Lost events by cause. "nested" waits (a spinlock inside an rwsem wait) are left out by
@@ -413,9 +460,8 @@ fn stress(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
         let t = Instant::now();
         sh(Command::new(&churn).arg(&sub).arg(cycles.to_string()).args(["-j", &jobs.to_string()]))?;
         let secs = t.elapsed().as_secs_f64();
-        stop(child)?;
-        let report: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(Path::new(&tool.argv[4]).join("report.json"))?)?;
+        stop(child, tool.kind)?;
+        let report = read_report(Path::new(&tool.argv[4]))?;
         let (events, _) = rmapprof_events(Path::new(&tool.argv[4]))?;
         let lost = lost_of(&report);
         let nrows = report["files"].as_array().map_or(0, |f| f.len());

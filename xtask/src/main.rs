@@ -60,8 +60,17 @@ enum Cmd {
         #[arg(long, hide = true)]
         guest: bool,
     },
+    /// The long soak: rmapprof --interval under the contention workload for MINUTES, its RSS
+    /// sampled each second (the short version runs in the tests).
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u64,
+    },
     /// Build our 6.12 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
     Vm {
+        /// Kernel series: 6.12 (ours) or 6.1 (Debian's older one).
+        #[arg(long, default_value = "6.12", value_parser = kernel_series)]
+        kernel: &'static str,
         /// Boot the kernel with patches/ applied (a separate cached build).
         #[arg(long)]
         patched: bool,
@@ -84,6 +93,9 @@ enum Cmd {
     TestVm {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
+        /// Kernel series: 6.12 (ours) or 6.1; default both, in turn.
+        #[arg(long, value_parser = kernel_series)]
+        kernel: Option<&'static str>,
     },
     /// checkpatch --strict the series, then stress it and run mm selftests on the patched
     /// kernel with lockdep and DEBUG_VM; any kernel warning fails.
@@ -132,23 +144,42 @@ fn run(cli: Cli) -> Result<()> {
             if host {
                 Ok(())
             } else {
-                test_vm(2)
+                vm::KERNELS.iter().try_for_each(|k| test_vm(2, k))
             }
         }
-        Cmd::TestVm { cpus } => test_vm(cpus),
+        Cmd::TestVm { cpus, kernel } => match kernel {
+            Some(k) => test_vm(cpus, k),
+            None => vm::KERNELS.iter().try_for_each(|k| test_vm(cpus, k)),
+        },
+        Cmd::Soak { minutes } => {
+            setup::ensure()?;
+            let mut c = cargo();
+            c.args([
+                "test",
+                "--release",
+                "-p",
+                "rmapprof",
+                "--test",
+                "reliability",
+                "soak",
+                "--",
+                "--nocapture",
+            ]);
+            sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))
+        }
         Cmd::Bench { pairs, cycles, jobs, vm, stress, guest } => {
             bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress })
         }
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
-        Cmd::Vm { patched, debug, cpus, memory, build_only, command } => {
+        Cmd::Vm { kernel, patched, debug, cpus, memory, build_only, command } => {
             if build_only {
-                vm::build_kernel(patched, debug).map(|_| ())
+                vm::build_kernel(kernel, patched, debug).map(|_| ())
             } else {
                 if command.is_empty() {
                     anyhow::bail!("nothing to run: cargo xtask vm [--patched] [--cpus N] -- COMMAND...");
                 }
-                let code = vm::run(&vm::VmOpts { patched, debug, cpus, memory }, &command)?;
+                let code = vm::run(&vm::VmOpts { kernel, patched, debug, cpus, memory }, &command)?;
                 std::process::exit(code);
             }
         }
@@ -213,8 +244,12 @@ fn test(args: &[String]) -> Result<()> {
     sh(cargo().args(["test", "--workspace", "--exclude", "profiler-ebpf"]).args(args))
 }
 
-/// Builds everything on the host, then runs the VM test binary inside our kernel.
-fn test_vm(cpus: u32) -> Result<()> {
+fn kernel_series(s: &str) -> Result<&'static str, String> {
+    vm::KERNELS.iter().find(|k| **k == s).copied().ok_or_else(|| format!("one of {}", vm::KERNELS.join(", ")))
+}
+
+/// Builds everything on the host, then runs the VM test binary inside `kernel`.
+fn test_vm(cpus: u32, kernel: &'static str) -> Result<()> {
     let t = std::time::Instant::now();
     build()?;
     let out = cargo()
@@ -228,12 +263,12 @@ fn test_vm(cpus: u32) -> Result<()> {
         .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(str::to_owned))
         .ok_or_else(|| anyhow::anyhow!("could not find the vm test binary"))?;
     let code = vm::run(
-        &vm::VmOpts { patched: false, debug: false, cpus, memory: "2G".into() },
+        &vm::VmOpts { kernel, patched: false, debug: false, cpus, memory: "2G".into() },
         &[bin, "--ignored".into(), "--test-threads=1".into()],
     )?;
-    eprintln!("xtask: VM tests took {} s in all", t.elapsed().as_secs());
+    eprintln!("xtask: VM tests on {kernel} took {} s in all", t.elapsed().as_secs());
     if code != 0 {
-        bail!("VM tests failed (exit {code})");
+        bail!("VM tests on {kernel} failed (exit {code})");
     }
     Ok(())
 }

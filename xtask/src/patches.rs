@@ -22,19 +22,22 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
 /// DEBUG_VM on the patched kernel.
 pub fn check(cpus: u32, seconds: u32) -> Result<()> {
     build()?;
-    vm::ensure_tools()?;
+    vm::ensure_tools(vm::KERNELS[0])?;
     let src = vm::cache_dir().join("src/linux-source-6.12");
-    vm::build_kernel(false, false)?; // unpacks the source if needed
+    vm::build_kernel(vm::KERNELS[0], false, false)?; // unpacks the source if needed
     for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
         sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
         eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
     }
-    vm::build_kernel(true, true)?;
+    vm::build_kernel(vm::KERNELS[0], true, true)?;
     let selftests = build_selftests()?;
     let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
     cmd.extend(selftests);
     // 4G: mremap_test moves 2GB regions.
-    let code = vm::run(&vm::VmOpts { patched: true, debug: true, cpus, memory: "4G".into() }, &cmd)?;
+    let code = vm::run(
+        &vm::VmOpts { kernel: vm::KERNELS[0], patched: true, debug: true, cpus, memory: "4G".into() },
+        &cmd,
+    )?;
     if code != 0 {
         bail!("patched kernel failed its checks (exit {code})");
     }
@@ -88,13 +91,18 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
     for (patched, name) in [(false, "base"), (true, "patched")] {
         let dir = format!("target/patches-report/{name}");
         let cmd = ["scripts/patches-report-guest.sh".to_owned(), dir, CYCLES.to_string(), cpus.to_string()];
-        let code = vm::run(&vm::VmOpts { patched, debug: false, cpus, memory: "2G".into() }, &cmd)?;
+        let code = vm::run(
+            &vm::VmOpts { kernel: vm::KERNELS[0], patched, debug: false, cpus, memory: "2G".into() },
+            &cmd,
+        )?;
         if code != 0 {
             bail!("workloads failed on the {name} kernel (exit {code})");
         }
     }
     let rmapprof = root().join("target/release/rmapprof");
     let mut summary = String::new();
+    let mut models =
+        "Scaling model (rmapprof model; upper bounds, TCG hold times, compare ratios):\n".to_owned();
     for w in ["spawn", "execl", "shellscript"] {
         let o = Command::new(&rmapprof)
             .arg("diff")
@@ -107,7 +115,19 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
             bail!("rmapprof diff {w}: {}", String::from_utf8_lossy(&o.stderr));
         }
         summary += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n", String::from_utf8_lossy(&o.stdout));
+        // The serialised ceiling at large CPU counts, before and after (README: Scaling model).
+        let m = Command::new(&rmapprof)
+            .arg("model")
+            .arg(out.join(format!("base/{w}/report.json")))
+            .arg(out.join(format!("patched/{w}/report.json")))
+            .output()?;
+        if !m.status.success() {
+            bail!("rmapprof model {w}: {}", String::from_utf8_lossy(&m.stderr));
+        }
+        std::fs::write(out.join(format!("model-{w}.txt")), &m.stdout)?;
+        models += &format!("--- {w} ---\n{}\n", String::from_utf8_lossy(&m.stdout));
     }
+    summary += &models;
     summary += &throughput(&out, cpus)?;
     std::fs::write(out.join("summary.txt"), &summary)?;
     print!("{summary}");

@@ -7,8 +7,16 @@ use std::{path::PathBuf, process::Command};
 
 use crate::{sh, vm};
 
-const APT_PACKAGES: &[&str] =
-    &["clang", "llvm", "libtraceevent-dev", "libelf-dev", "libdw-dev", "libcap-dev", "zlib1g-dev", "pkg-config"];
+const APT_PACKAGES: &[&str] = &[
+    "clang",
+    "llvm",
+    "libtraceevent-dev",
+    "libelf-dev",
+    "libdw-dev",
+    "libcap-dev",
+    "zlib1g-dev",
+    "pkg-config",
+];
 
 /// `<cache>/perf/perf`, when built.
 pub fn binary() -> Option<PathBuf> {
@@ -21,7 +29,7 @@ pub fn ensure() -> Result<PathBuf> {
     if let Some(p) = binary() {
         return Ok(p);
     }
-    vm::ensure_tools()?;
+    vm::ensure_tools(vm::KERNELS[0])?;
     if !["clang", "llvm-strip"].iter().all(|c| vm::have(c))
         || !std::path::Path::new("/usr/include/traceevent/event-parse.h").exists()
     {

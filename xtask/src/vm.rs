@@ -1,6 +1,7 @@
-//! `cargo xtask vm`: our own kernel (Debian's linux-source-6.12, optionally with patches/),
-//! trimmed by vm/kernel.config, built once into a cache outside the clone, booted under QEMU
-//! (TCG) with virtme-ng, running a command with the repository visible.
+//! `cargo xtask vm`: our own kernel (Debian's linux-source-6.12, optionally with patches/; or
+//! Debian's linux-source-6.1, the older kernel the probes must also load on), trimmed by
+//! vm/kernel.config, built once into a cache outside the clone, booted under QEMU (TCG) with
+//! virtme-ng, running a command with the repository visible.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::{
@@ -12,9 +13,9 @@ use std::{
 
 use crate::{root, sh};
 
-pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// Debian's kernel source packages the harness builds: our kernel first, then the older one.
+pub const KERNELS: [&str; 2] = ["6.12", "6.1"];
 const APT_PACKAGES: &[&str] = &[
-    "linux-source-6.12",
     "bc",
     "bison",
     "flex",
@@ -27,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 pub struct VmOpts {
+    /// Kernel series, one of `KERNELS`.
+    pub kernel: &'static str,
     pub patched: bool,
     /// Lockdep and DEBUG_VM on top (vm/debug.config), in a build of its own.
     pub debug: bool,
@@ -51,15 +54,19 @@ pub fn have(cmd: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+fn tarball(kernel: &str) -> PathBuf {
+    PathBuf::from(format!("/usr/src/linux-source-{kernel}.tar.xz"))
+}
+
 /// Debian packages and virtme-ng, installed only when missing.
-pub fn ensure_tools() -> Result<()> {
-    let missing = !Path::new(SOURCE_TARBALL).exists()
+pub fn ensure_tools(kernel: &str) -> Result<()> {
+    let missing = !tarball(kernel).exists()
         || !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c));
     if missing {
         eprintln!("xtask: installing kernel build and VM packages (apt)");
         sh(Command::new("apt-get").args(["update", "-q"]))?;
         sh(Command::new("apt-get")
-            .args(["install", "-y", "-q"])
+            .args(["install", "-y", "-q", &format!("linux-source-{kernel}")])
             .args(APT_PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
@@ -69,14 +76,20 @@ pub fn ensure_tools() -> Result<()> {
     Ok(())
 }
 
-/// The unpacked kernel source, `<cache>/src/linux-source-6.12`, extracted once.
+/// Our kernel's unpacked source, `<cache>/src/linux-source-6.12`.
 pub fn base_source() -> Result<PathBuf> {
+    unpacked_source(KERNELS[0])
+}
+
+/// `<cache>/src/linux-source-KERNEL`, extracted once.
+fn unpacked_source(kernel: &str) -> Result<PathBuf> {
     let src = cache_dir().join("src");
-    let tree = src.join("linux-source-6.12");
+    let tree = src.join(format!("linux-source-{kernel}"));
     if !tree.join("Makefile").exists() {
         std::fs::create_dir_all(&src)?;
-        eprintln!("xtask: unpacking {SOURCE_TARBALL} (a minute)");
-        sh(Command::new("tar").args(["-xaf", SOURCE_TARBALL, "-C"]).arg(&src))?;
+        let tar = tarball(kernel);
+        eprintln!("xtask: unpacking {} (a minute)", tar.display());
+        sh(Command::new("tar").args(["-xaf"]).arg(&tar).arg("-C").arg(&src))?;
     }
     Ok(tree)
 }
@@ -139,11 +152,20 @@ fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
 }
 
-/// Builds bzImage in `<cache>/build-{base,patched}[-debug]`; incremental after the first time.
-pub fn build_kernel(patched: bool, debug: bool) -> Result<PathBuf> {
-    ensure_tools()?;
-    let src = source(patched)?;
-    let what = format!("{}{}", if patched { "patched" } else { "base" }, if debug { "-debug" } else { "" });
+/// Builds bzImage in `<cache>/build-{base,patched}[-debug]` (6.12) or `build-6.1`;
+/// incremental after the first time.
+pub fn build_kernel(kernel: &str, patched: bool, debug: bool) -> Result<PathBuf> {
+    ensure_tools(kernel)?;
+    let (src, what) = if kernel == KERNELS[0] {
+        let what =
+            format!("{}{}", if patched { "patched" } else { "base" }, if debug { "-debug" } else { "" });
+        (source(patched)?, what)
+    } else {
+        if patched || debug {
+            bail!("patches/ and the debug build are for {} only", KERNELS[0]);
+        }
+        (unpacked_source(kernel)?, kernel.to_owned())
+    };
     let out = cache_dir().join(format!("build-{what}"));
     std::fs::create_dir_all(&out)?;
     let mut fragments = vec![root().join("vm/kernel.config")];
@@ -174,7 +196,13 @@ pub fn build_kernel(patched: bool, debug: bool) -> Result<PathBuf> {
     }
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
     let image = out.join("arch/x86/boot/bzImage");
-    let what = if patched { "patched" } else { "base" };
+    let what = if kernel != KERNELS[0] {
+        kernel
+    } else if patched {
+        "patched"
+    } else {
+        "base"
+    };
     eprintln!(
         "xtask: building the {what} kernel in {} (first time ~15 min on 2 cores; then incremental)",
         out.display()
@@ -216,7 +244,7 @@ fn run_with_progress(mut cmd: Command, what: &str) -> Result<()> {
 /// Boots the kernel and runs `command` inside with the repository as working directory.
 /// Returns the command's exit status.
 pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
-    let image = build_kernel(opts.patched, opts.debug)?;
+    let image = build_kernel(opts.kernel, opts.patched, opts.debug)?;
     let repo = root();
     let script = format!(
         "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",

@@ -109,6 +109,9 @@ pub struct Selected {
     pub path: PathBuf,
     /// Every identity the kernel may use for it (stat's and the mappings' dev can differ).
     pub ids: Vec<FileId>,
+    /// Some process maps it now. A file nobody maps yet is still accepted (COMMAND may map
+    /// it); rmapprof says so in one line.
+    pub mapped: bool,
 }
 
 impl Selected {
@@ -144,7 +147,8 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
                 ids.push(id);
             }
         }
-        return Ok(Selected { path, ids });
+        let mapped = index.paths.keys().any(|id| id.ino == meta.ino());
+        return Ok(Selected { path, ids, mapped });
     }
     if arg.contains('/') {
         bail!("--inode {arg}: no such file");
@@ -185,6 +189,39 @@ mod tests {
         assert_eq!(index.paths.len(), 1);
     }
 
+    proptest::proptest! {
+        // /proc/PID/maps text of any shape: procfs parses or refuses it, add_maps never panics.
+        #[test]
+        fn maps_garbage_never_panics(text in "\\PC{0,300}") {
+            use procfs::FromBufRead;
+            if let Ok(m) = MemoryMaps::from_buf_read(text.as_bytes()) {
+                FileIndex::default().add_maps(&m);
+            }
+        }
+
+        // Well-formed lines: each file mapping is indexed by its kernel (dev, ino), in any order.
+        #[test]
+        fn maps_index_every_file_mapping(
+            rows in proptest::collection::vec((0u32..4096, 0u32..256, 1u64.., "/[a-z]{1,8}/[a-z.]{1,12}"), 1..20)
+        ) {
+            let text: String = rows
+                .iter()
+                .enumerate()
+                .map(|(i, (maj, min, ino, path))| {
+                    format!("{:x}-{:x} r--p 00000000 {maj:02x}:{min:02x} {ino} {path}\n", i * 0x1000, i * 0x1000 + 0x1000)
+                })
+                .collect();
+            let mut index = FileIndex::default();
+            index.add_maps(&maps(&text));
+            for (maj, min, ino, _) in &rows {
+                let got = index.paths.get(&FileId::from_major_minor(*maj, *min, *ino)).unwrap();
+                // The first mapping of a (dev, ino) names it.
+                let first = rows.iter().find(|r| (r.0, r.1, r.2) == (*maj, *min, *ino)).unwrap();
+                proptest::prop_assert_eq!(got, Path::new(&first.3));
+            }
+        }
+    }
+
     #[test]
     fn resolves_bare_names_among_mapped_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -215,6 +252,7 @@ mod tests {
         let sel = Selected {
             path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
             ids: vec![FileId::from_major_minor(0, 40, 652561)],
+            mapped: true,
         };
         assert!(sel.matches(kernel_id, &index));
         assert!(!sel.matches(FileId::from_major_minor(0, 18, 1), &index));

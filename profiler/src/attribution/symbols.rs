@@ -1,4 +1,7 @@
-//! Kernel stack addresses → function names, from /proc/kallsyms via aya's helper.
+//! Kernel stack addresses → function names, from /proc/kallsyms.
+//!
+//! Parsed here rather than with `aya::util::kernel_symbols`, which fails the whole file on one
+//! line it cannot read: a kernel or module with an odd symbol would cost every frame its name.
 
 use std::collections::BTreeMap;
 
@@ -14,18 +17,33 @@ impl KernelSymbols {
     /// Loads /proc/kallsyms. Addresses read as 0 without CAP_SYSLOG (kptr_restrict); then every
     /// frame prints as its address.
     pub fn load() -> Self {
-        let mut by_addr = aya::util::kernel_symbols().unwrap_or_default();
-        by_addr.remove(&0);
-        let mut s = Self::from_map(by_addr);
-        // The map keeps one name per address, and _etext shares its address with others.
-        s.etext = std::fs::read_to_string("/proc/kallsyms").ok().and_then(|t| {
-            t.lines()
-                .find_map(|l| u64::from_str_radix(l.strip_suffix(" T _etext")?, 16).ok())
-                .filter(|a| *a != 0)
-        });
-        s
+        Self::parse(&std::fs::read_to_string("/proc/kallsyms").unwrap_or_default())
     }
 
+    /// `ADDR TYPE NAME[\t[MODULE]]` lines; a line that does not read so is skipped, and
+    /// address 0 (hidden by kptr_restrict) is dropped.
+    pub fn parse(kallsyms: &str) -> Self {
+        let mut by_addr = BTreeMap::new();
+        let mut etext = None;
+        for line in kallsyms.lines() {
+            let mut parts = line.splitn(3, ' ');
+            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
+            if addr == 0 || kind.len() != 1 || name.is_empty() {
+                continue;
+            }
+            // _etext shares its address with other symbols; keep it apart.
+            if name == "_etext" {
+                etext = Some(addr);
+            }
+            by_addr.insert(addr, name.to_owned());
+        }
+        Self { by_addr, etext }
+    }
+
+    #[cfg(test)]
     pub fn from_map(by_addr: BTreeMap<u64, String>) -> Self {
         let etext = by_addr.iter().find(|(_, n)| n.as_str() == "_etext").map(|(a, _)| *a);
         Self { by_addr, etext }
@@ -61,6 +79,45 @@ impl KernelSymbols {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn parses_kallsyms_lines() {
+        let s = KernelSymbols::parse(
+            "ffffffff81000000 T _stext\nffffffff81001000 T down_write\nffffffff81002000 T _etext\n\
+             ffffffffc0000000 t bpf_prog_1_x\t[bpf]\n0000000000000000 T hidden\nnonsense\nzz T bad\n",
+        );
+        assert_eq!(s.name(0xffffffff81001010), "down_write");
+        assert_eq!(s.name(0xffffffffc0000004), "bpf_prog_1_x");
+        assert_eq!(s.etext, Some(0xffffffff81002000));
+        assert_eq!(s.by_addr.len(), 4);
+    }
+
+    proptest! {
+        // Any text, any address: no panic, and a name only from a line that said it.
+        #[test]
+        fn kallsyms_garbage_never_panics(text in "\\PC{0,400}", ip: u64) {
+            let s = KernelSymbols::parse(&text);
+            let name = s.name(ip);
+            prop_assert!(name.starts_with("0x") || name == "[unknown]" || text.contains(&name));
+            let _ = s.frames(&[ip, ip.wrapping_add(1)]);
+        }
+
+        // Well-formed lines, shuffled with junk: every symbol is found at its address.
+        #[test]
+        fn kallsyms_keeps_every_good_line(
+            syms in proptest::collection::btree_map(1u64.., "[a-z_][a-z0-9_.]{0,20}", 1..40),
+            junk in proptest::collection::vec("[^\n]{0,30}", 0..10),
+        ) {
+            prop_assume!(!syms.values().any(|n| n == "_etext"));
+            let mut lines: Vec<String> = syms.iter().map(|(a, n)| format!("{a:016x} t {n}")).collect();
+            lines.extend(junk.iter().filter(|j| j.split(' ').nth(2).is_none()).cloned());
+            let s = KernelSymbols::parse(&lines.join("\n"));
+            for (a, n) in &syms {
+                prop_assert_eq!(&s.name(*a), n);
+            }
+        }
+    }
 
     #[test]
     fn nearest_below() {

@@ -221,6 +221,7 @@ pub(crate) mod tests {
             selected: vec![],
             probes: vec![],
             lost: [("nested".to_owned(), 2)].into_iter().collect(),
+            map_rows: Default::default(),
             locks: vec![LockSummary {
                 lock: "i_mmap_rwsem".into(),
                 contentions: 4,

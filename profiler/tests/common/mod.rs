@@ -1,0 +1,145 @@
+//! Shared by the kernel test binaries: serialisation, a mapped test file, rmapprof running in
+//! the background, and report accessors.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use serde_json::Value;
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Mutex,
+};
+
+pub static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
+
+/// rmapprof as a terminal would start it: SIGINT, SIGTERM and SIGHUP at their defaults (a
+/// background shell job inherits SIGINT ignored), and killed if the test process dies, so a
+/// failed or interrupted test leaves nothing attached.
+pub fn rmapprof() -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut c = Command::new(RMAPPROF);
+    unsafe {
+        c.pre_exec(|| {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    c
+}
+
+/// A file mapped shared by this process for the whole test, so /proc/self/maps names it.
+pub struct MappedFile {
+    pub path: PathBuf,
+    pub file: File,
+    _map: *mut libc::c_void,
+}
+
+impl MappedFile {
+    pub fn new(dir: &Path, name: &str) -> Self {
+        let path = dir.join(name);
+        std::fs::write(&path, vec![7u8; 8192]).unwrap();
+        let file = File::open(&path).unwrap();
+        let map = unsafe {
+            libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+        };
+        assert_ne!(map, libc::MAP_FAILED);
+        Self { path: std::fs::canonicalize(&path).unwrap(), file, _map: map }
+    }
+
+    pub fn ino(&self) -> u64 {
+        std::fs::metadata(&self.path).unwrap().ino()
+    }
+
+    /// 16 processes × mmap/munmap: far more runnable tasks than the 2 CPUs, so lock holders get
+    /// preempted and waiters sleep (what the tracepoints see), round after round.
+    pub fn churn(&self, rounds: u32) {
+        for _ in 0..rounds {
+            assert!(rmapprof_workloads::mmap_churn(&[self.file.as_raw_fd()], 200_000, 16));
+        }
+    }
+}
+
+/// rmapprof running in the background, attached.
+pub struct Running {
+    pub child: Child,
+    pub out: tempfile::TempDir,
+}
+
+/// A test that fails must not leave rmapprof attached for the tests after it.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Starts rmapprof with `args` and waits until it says it is profiling (probes attached).
+    pub fn start(args: &[&str]) -> Self {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = rmapprof()
+            .args(args)
+            .arg("--output")
+            .arg(out.path())
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if err.read_line(&mut line).unwrap() == 0 {
+                panic!("rmapprof exited before attaching: {:?}", child.wait());
+            }
+            if line.contains("rmapprof: profiling") {
+                break;
+            }
+        }
+        // Drain the rest of stderr so rmapprof never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        Self { child, out }
+    }
+
+    /// Sends `sig`, waits, and returns the exit code and report.json.
+    pub fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
+        let code = self.signal_and_wait(sig);
+        let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
+        let json = std::fs::read_to_string(out.path().join("report.json")).expect("report.json written");
+        (code, serde_json::from_str(&json).expect("report.json parses"), out)
+    }
+
+    /// Sends `sig`, waits, returns the exit code (-1 if killed by a signal).
+    pub fn signal_and_wait(&mut self, sig: i32) -> i32 {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.child.wait().unwrap().code().unwrap_or(-1)
+    }
+}
+
+pub fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
+    report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
+}
+
+pub fn u(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+}
+
+pub fn fails(cmd: &mut Command) -> (i32, String) {
+    let o = cmd.stdout(Stdio::null()).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected failure: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    (o.status.code().unwrap_or(-1), err)
+}
