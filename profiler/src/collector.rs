@@ -96,6 +96,11 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
+        // Fault injection for the tests: a stack map this small makes distinct stacks collide
+        // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
+        if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
+            loader.set_max_entries("STACKS", n);
+        }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
         let mut probes = Vec::new();
         for (prog, event) in TRACEPOINTS {

@@ -209,3 +209,43 @@ fn soak_rss_flat_maps_bounded_nothing_lost() {
     let churned = file_entry(&report, hot.ino()).expect("the soak file is reported");
     assert!(u(churned, "contentions") > 0);
 }
+
+/// Stack-id collisions (injected with a one-bucket stack map): every wait still counts, under
+/// the "no stack" class, and lost.stack_collision says how many stacks were not kept.
+#[test]
+fn stack_collisions_are_counted_and_waits_kept() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MappedFile::new(dir.path(), "collide.dat");
+    let out = tempfile::tempdir().unwrap();
+    let mut child = rmapprof()
+        .env("RMAPPROF_FAULT_STACK_MAP_ENTRIES", "1")
+        .args(["--inode", hot.path.to_str().unwrap(), "-o", out.path().to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Attached once it says so.
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0 && !line.contains("profiling") {
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    hot.churn(3);
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    assert!(child.wait().unwrap().success());
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let h = file_entry(&r, hot.ino()).expect("churned file reported");
+    let n = u(h, "contentions");
+    assert!(n > 1, "{h}");
+    let paths = h["call_paths"].as_array().unwrap();
+    assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), n, "every wait kept");
+    let unrecorded: u64 = paths
+        .iter()
+        .filter(|p| p["frames"].as_array().unwrap().iter().any(|f| f == "[stack not recorded]"))
+        .map(|p| u(p, "contentions"))
+        .sum();
+    assert!(unrecorded > 0 && u(&r["lost"], "stack_collision") > 0, "{}", r["lost"]);
+}

@@ -20,8 +20,12 @@ fn class_of_frame(f: &str) -> Option<&'static str> {
     Some(match f {
         // dup_mmap is often inlined into dup_mm/copy_process.
         "dup_mmap" | "dup_mm" | "copy_process" => FORK,
-        "vma_link_file" | "vma_link" | "__mmap_region" | "mmap_region" | "__mmap_new_vma" => MMAP,
-        "vma_prepare"
+        "vma_link_file" | "vma_link" | "__vma_link_file" | "__mmap_region" | "mmap_region"
+        | "__mmap_new_vma" => MMAP,
+        // 6.1 splits and merges in __vma_adjust; 6.12 in vma_prepare/vma_complete.
+        "__vma_adjust"
+        | "vma_adjust"
+        | "vma_prepare"
         | "vma_complete"
         | "__split_vma"
         | "split_vma"
@@ -82,6 +86,16 @@ mod tests {
             SPLIT_MERGE
         );
         assert_eq!(classify(&s(&["ksys_mmap_pgoff", "do_mmap", "__mmap_region", "down_write"])), MMAP);
+        // 6.1's names for the same paths.
+        assert_eq!(classify(&s(&["do_mmap", "mmap_region", "vma_link", "down_write"])), MMAP);
+        assert_eq!(
+            classify(&s(&["mprotect_fixup", "__split_vma", "__vma_adjust", "down_write"])),
+            SPLIT_MERGE
+        );
+        assert_eq!(
+            classify(&s(&["unmap_region", "free_pgtables", "unlink_file_vma", "down_write"])),
+            TEARDOWN
+        );
         assert_eq!(classify(&s(&["__do_sys_clone", "kernel_clone", "copy_process", "down_write"])), FORK);
         assert_eq!(classify(&s(&["kswapd", "shrink_folio_list", "rmap_walk_file", "down_read"])), OTHER);
         assert_eq!(classify(&[]), OTHER);
