@@ -57,6 +57,10 @@ pub struct Cli {
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
+    /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of
+    /// each of our programs) while profiling. Adds two clock reads per program run.
+    #[arg(long)]
+    pub bpf_stats: bool,
 
     /// Command to run and profile (as the invoking user under sudo).
     #[arg(last = true, value_name = "COMMAND")]

@@ -61,6 +61,8 @@ pub struct Snapshot {
     /// Rows in use and capacity of each aggregation map: bounded by construction; a full one
     /// shows up in `lost`.
     pub map_rows: BTreeMap<String, MapRows>,
+    /// `--bpf-stats`: what our programs cost (final snapshot only).
+    pub cost: Option<Vec<ProgramCost>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -73,6 +75,16 @@ pub struct Collector {
     ebpf: Ebpf,
     pub mode: Mode,
     pub probes: Vec<ProbeStatus>,
+    /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
+    stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// rmapprof's own cost, per program, from the kernel's BPF statistics (`--bpf-stats`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns: u64,
 }
 
 pub const TRACEPOINTS: [(&str, &str); 2] =
@@ -81,7 +93,16 @@ pub const TRACEPOINTS: [(&str, &str); 2] =
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
     /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
-    pub fn start(mode: Mode, btf_path: &Path, tgid: Option<u32>) -> Result<Self> {
+    pub fn start(mode: Mode, btf_path: &Path, tgid: Option<u32>, bpf_stats: bool) -> Result<Self> {
+        // Before attaching, so every run is counted.
+        let stats = if bpf_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .context("--bpf-stats: the kernel refused BPF_ENABLE_STATS")?,
+            )
+        } else {
+            None
+        };
         let offsets = btf::lock_offsets(btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
         let tp = |event, field| tracefs::field_offset(&tracefs, "lock", event, field);
@@ -99,7 +120,7 @@ impl Collector {
         // Fault injection for the tests: a stack map this small makes distinct stacks collide
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
-            loader.set_max_entries("STACKS", n);
+            loader.map_max_entries("STACKS", n);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
         let mut probes = Vec::new();
@@ -137,7 +158,7 @@ impl Collector {
                 }
             }
         }
-        Ok(Self { ebpf, mode: used, probes })
+        Ok(Self { ebpf, mode: used, probes, stats })
     }
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
@@ -181,10 +202,32 @@ impl Collector {
 
     /// Detaches every probe, then reads the maps one last time.
     pub fn stop(mut self) -> Result<Snapshot> {
+        let cost = self.stats.is_some().then(|| self.program_costs());
         for (_, p) in self.ebpf.programs_mut() {
             let _ = unload(p);
         }
-        self.snapshot(true)
+        let mut snap = self.snapshot(true)?;
+        snap.cost = cost;
+        Ok(snap)
+    }
+
+    /// Runs and run time of each loaded program of ours, most expensive first.
+    fn program_costs(&self) -> Vec<ProgramCost> {
+        let mut v: Vec<ProgramCost> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramCost {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    ns: info.run_time().as_nanos() as u64,
+                })
+            })
+            .filter(|c| c.runs > 0)
+            .collect();
+        v.sort_by(|a, b| b.ns.cmp(&a.ns));
+        v
     }
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {

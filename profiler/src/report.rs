@@ -39,6 +39,9 @@ pub struct Report {
     /// Rows used / capacity of the in-kernel aggregation maps.
     #[serde(default)]
     pub map_rows: BTreeMap<String, crate::collector::MapRows>,
+    /// `--bpf-stats`: runs and ns of each of rmapprof's programs (its own cost); else null.
+    #[serde(default)]
+    pub bpf_cost: Option<Vec<crate::collector::ProgramCost>>,
     /// Contention of every lock class in the same run, for comparison.
     pub locks: Vec<LockSummary>,
     /// i_mmap_rwsem contention per file, most waited first.
@@ -417,6 +420,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),
         map_rows: snap.map_rows.clone(),
+        bpf_cost: snap.cost.clone(),
         locks,
         files,
     }

@@ -380,13 +380,49 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
+        let cost = if tool.kind == Kind::Rmapprof { Some(bpf_cost(tool, &bin, cycles, jobs)?) } else { None };
+        if let Some((runs, ns, share)) = cost {
+            text += &format!(
+                "  {} own BPF cost (--bpf-stats run): {:.1} program runs, {:.1} us per cycle, {:.2}% of CPU time\n",
+                tool.name,
+                runs as f64 / cycles as f64,
+                ns as f64 / cycles as f64 / 1e3,
+                share * 100.0
+            );
+        }
         json.push(serde_json::json!({
+            "bpf_runs_per_cycle": cost.map(|c| c.0 as f64 / cycles as f64),
+            "bpf_ns_per_cycle": cost.map(|c| c.1 as f64 / cycles as f64),
+            "bpf_cpu_share": cost.map(|c| c.2),
             "workload": workload, "tool": tool.name, "throughput_ratio": ratio, "events_per_s": eps,
             "lost": lost, "lost_by_cause": by_cause, "attach_ms": attach, "detach_ms": detach, "peak_rss_kb": rss, "pairs": pairs,
             "ratios": s.iter().map(|x| x.ratio).collect::<Vec<_>>(),
         }));
     }
     Ok((text, json))
+}
+
+/// rmapprof's own cost in one more run with `--bpf-stats`: total program runs and ns, from
+/// the kernel's BPF statistics, and their share of the CPU time the run had (wall time x
+/// CPUs). A direct measure where throughput ratios drown in noise.
+fn bpf_cost(tool: &Tool, bin: &Path, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
+    let mut t = Tool {
+        name: tool.name.clone(),
+        argv: tool.argv.clone(),
+        ready: Ready::Line("rmapprof: profiling"),
+        kind: tool.kind,
+    };
+    t.argv.push("--bpf-stats".into());
+    let (child, _, _) = start(&t)?;
+    let secs = time_workload(bin, cycles, jobs)?;
+    stop(child, t.kind)?;
+    let r = read_report(Path::new(&t.argv[4]))?;
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let cost = r["bpf_cost"].as_array().context("no bpf_cost in the --bpf-stats report")?;
+    let (runs, ns) = cost.iter().fold((0, 0), |(runs, ns), c| {
+        (runs + c["runs"].as_u64().unwrap_or(0), ns + c["ns"].as_u64().unwrap_or(0))
+    });
+    Ok((runs, ns, ns as f64 / (secs * cpus * 1e9)))
 }
 
 /// Events rmapprof handled, from its report.json: contentions of every lock class, plus, in

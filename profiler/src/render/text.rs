@@ -136,6 +136,16 @@ pub fn full(r: &Report) -> String {
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}\n", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    if let Some(cost) = &r.bpf_cost {
+        let (runs, ns) = cost.iter().fold((0, 0), |(r, n), c| (r + c.runs, n + c.ns));
+        let per_cycle =
+            r.cycles.map(|c| format!(", {} per cycle", fmt_ns(ns / c.max(1)))).unwrap_or_default();
+        let _ = writeln!(s, "rmapprof's own BPF cost: {runs} program runs, {}{per_cycle}", fmt_ns(ns));
+        for c in cost.iter().take(6) {
+            let _ = writeln!(s, "  {:<24} {:>10} runs {:>10}", c.program, c.runs, fmt_ns(c.ns));
+        }
+        s.push('\n');
+    }
     s.push_str(&summary(r));
     s.push_str(&classes(r));
     for f in &r.files {
@@ -222,6 +232,7 @@ pub(crate) mod tests {
             probes: vec![],
             lost: [("nested".to_owned(), 2)].into_iter().collect(),
             map_rows: Default::default(),
+            bpf_cost: None,
             locks: vec![LockSummary {
                 lock: "i_mmap_rwsem".into(),
                 contentions: 4,
