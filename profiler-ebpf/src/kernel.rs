@@ -86,6 +86,12 @@ pub fn classify_rwsem(sem: u64) -> LockTarget {
     owner(sem, global(&AS_I_MMAP_RWSEM))
 }
 
+/// `&mapping->i_mmap_rwsem` for a `root` of `&mapping->i_mmap` (no memory read).
+#[inline(always)]
+pub fn i_mmap_rwsem_of_root(root: u64) -> u64 {
+    root.wrapping_sub(global(&AS_I_MMAP)).wrapping_add(global(&AS_I_MMAP_RWSEM))
+}
+
 /// The `root` argument of vma_interval_tree_*(): `&mapping->i_mmap`.
 #[inline(always)]
 pub fn classify_i_mmap_root(root: u64) -> LockTarget {

@@ -148,6 +148,23 @@ fn acquire_exit() {
     }
 }
 
+/// fentry family: `down_*` returned holding `sem`; classify it and start the hold now.
+#[inline(always)]
+fn acquired<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+    if !wanted() {
+        return;
+    }
+    let target = kernel::classify_rwsem(sem);
+    if target.kind != lock_kind::I_MMAP_RWSEM {
+        return;
+    }
+    let key = OpKey { target, op, stack_id: stack_id(ctx) };
+    let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key };
+    if HOLDS.insert(&HoldKey { tid: tid(), _pad: 0, sem }, &hold, 0).is_err() {
+        count_lost(profiler_common::lost::TASK_MAP_FULL);
+    }
+}
+
 #[inline(always)]
 fn release(sem: u64) {
     let key = HoldKey { tid: tid(), _pad: 0, sem };
@@ -159,9 +176,19 @@ fn release(sem: u64) {
 
 // ---- rmap tree operations
 
+/// An insert or remove is done with the file's i_mmap_rwsem held for write by this task, and
+/// comes from the same call path as that acquisition: reuse its target and stack instead of
+/// classifying the root and unwinding the stack again (`--bpf-stats` showed the unwind of
+/// each rmap operation as a third of rmapprof's cost on fork/exec). Only when the lock was
+/// taken before rmapprof attached is there no hold to reuse.
 #[inline(always)]
 fn rmap_op<C: StackIdContext>(ctx: &C, root: u64, op: u32) {
     if !wanted() {
+        return;
+    }
+    let sem = kernel::i_mmap_rwsem_of_root(root);
+    if let Some(h) = unsafe { HOLDS.get(&HoldKey { tid: tid(), _pad: 0, sem }) } {
+        record_op(&OpKey { target: h.key.target, op, stack_id: h.key.stack_id }, 0);
         return;
     }
     let target = kernel::classify_i_mmap_root(root);
@@ -270,24 +297,16 @@ pub fn fx_osq_lock(_ctx: FExitContext) -> u32 {
     osq_exit();
     0
 }
-#[fentry]
-pub fn fe_down_write(ctx: FEntryContext) -> u32 {
-    acquire_enter(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_WRITE);
-    0
-}
-#[fentry]
-pub fn fe_down_read(ctx: FEntryContext) -> u32 {
-    acquire_enter(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_READ);
+// fexit sees the arguments: one program per acquisition instead of an fentry/fexit pair
+// and the ACQUIRING hand-over the kprobe family needs.
+#[fexit]
+pub fn fx_down_write(ctx: FExitContext) -> u32 {
+    acquired(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_WRITE);
     0
 }
 #[fexit]
-pub fn fx_down_write(_ctx: FExitContext) -> u32 {
-    acquire_exit();
-    0
-}
-#[fexit]
-pub fn fx_down_read(_ctx: FExitContext) -> u32 {
-    acquire_exit();
+pub fn fx_down_read(ctx: FExitContext) -> u32 {
+    acquired(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_READ);
     0
 }
 #[fentry]

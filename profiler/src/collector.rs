@@ -250,7 +250,8 @@ fn unload(p: &mut Program) -> Result<(), aya::programs::ProgramError> {
 }
 
 /// (kprobe program, fentry program, kernel function). A kprobe program may serve several
-/// functions; an fentry program is bound to one function at load.
+/// functions; an fentry program is bound to one function at load. An empty fentry program:
+/// that family needs no probe there (fexit sees the arguments, so `down_*` need no fentry).
 const KERNEL_PROBES: &[(&str, &str, &str)] = &[
     ("kp_down_write_slowpath", "fe_down_write_slowpath", "rwsem_down_write_slowpath"),
     ("kr_down_write_slowpath", "fx_down_write_slowpath", "rwsem_down_write_slowpath"),
@@ -258,9 +259,9 @@ const KERNEL_PROBES: &[(&str, &str, &str)] = &[
     ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
     ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
     ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
-    ("kp_down_write", "fe_down_write", "down_write"),
+    ("kp_down_write", "", "down_write"),
     ("kr_down", "fx_down_write", "down_write"),
-    ("kp_down_read", "fe_down_read", "down_read"),
+    ("kp_down_read", "", "down_read"),
     ("kr_down", "fx_down_read", "down_read"),
     ("kp_up", "fe_up_write", "up_write"),
     ("kp_up", "fe_up_read", "up_read"),
@@ -293,6 +294,7 @@ fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<P
             func
         };
         let (prog, kind) = match family {
+            Mode::Fentry if fe.is_empty() => continue,
             Mode::Fentry => (fe, if fe.starts_with("fx_") { "fexit" } else { "fentry" }),
             _ => (kp, if kp.starts_with("kr_") { "kretprobe" } else { "kprobe" }),
         };
