@@ -169,6 +169,10 @@ pub fn build_kernel(kernel: &str, patched: bool, debug: bool) -> Result<PathBuf>
     let out = cache_dir().join(format!("build-{what}"));
     std::fs::create_dir_all(&out)?;
     let mut fragments = vec![root().join("vm/kernel.config")];
+    let per_kernel = root().join(format!("vm/kernel-{kernel}.config"));
+    if per_kernel.exists() {
+        fragments.push(per_kernel);
+    }
     if debug {
         fragments.push(root().join("vm/debug.config"));
     }
