@@ -17,7 +17,7 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
-use profiler_common::{lock_kind, op, Hold, HoldKey, OpKey, Slowpath, WaitStats};
+use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, Slowpath, WaitStats};
 
 use crate::{add_stats, count_lost, global, kernel, stack_id};
 
@@ -52,15 +52,28 @@ fn record_op(key: &OpKey, ns: u64) {
 
 // ---- slowpaths and osq_lock
 
+/// The file whose i_mmap_rwsem `sem` is, if it is one and this task is profiled.
 #[inline(always)]
-fn slowpath_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+fn wanted_i_mmap(sem: u64) -> Option<LockTarget> {
     if !wanted() {
-        return;
+        return None;
     }
     let target = kernel::classify_rwsem(sem);
-    if target.kind != lock_kind::I_MMAP_RWSEM {
-        return;
+    (target.kind == lock_kind::I_MMAP_RWSEM).then_some(target)
+}
+
+/// The task holds `sem` from now, as the `key` row.
+#[inline(always)]
+fn hold_from_now(tid: u32, sem: u64, key: OpKey) {
+    let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key };
+    if HOLDS.insert(&HoldKey { tid, _pad: 0, sem }, &hold, 0).is_err() {
+        count_lost(profiler_common::lost::TASK_MAP_FULL);
     }
+}
+
+#[inline(always)]
+fn slowpath_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+    let Some(target) = wanted_i_mmap(sem) else { return };
     let s = Slowpath {
         sem,
         start_ns: unsafe { bpf_ktime_get_ns() },
@@ -124,13 +137,7 @@ fn osq_exit() {
 
 #[inline(always)]
 fn acquire_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
-    if !wanted() {
-        return;
-    }
-    let target = kernel::classify_rwsem(sem);
-    if target.kind != lock_kind::I_MMAP_RWSEM {
-        return;
-    }
+    let Some(target) = wanted_i_mmap(sem) else { return };
     let h = Hold { start_ns: sem, key: OpKey { target, op, stack_id: stack_id(ctx) } };
     let _ = ACQUIRING.insert(&tid(), &h, 0);
 }
@@ -140,29 +147,16 @@ fn acquire_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
 fn acquire_exit() {
     let tid = tid();
     let Some(a) = (unsafe { ACQUIRING.get(&tid) }) else { return };
-    let sem = a.start_ns;
-    let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key: a.key };
+    let (sem, key) = (a.start_ns, a.key);
     let _ = ACQUIRING.remove(&tid);
-    if HOLDS.insert(&HoldKey { tid, _pad: 0, sem }, &hold, 0).is_err() {
-        count_lost(profiler_common::lost::TASK_MAP_FULL);
-    }
+    hold_from_now(tid, sem, key);
 }
 
 /// fentry family: `down_*` returned holding `sem`; classify it and start the hold now.
 #[inline(always)]
 fn acquired<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
-    if !wanted() {
-        return;
-    }
-    let target = kernel::classify_rwsem(sem);
-    if target.kind != lock_kind::I_MMAP_RWSEM {
-        return;
-    }
-    let key = OpKey { target, op, stack_id: stack_id(ctx) };
-    let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key };
-    if HOLDS.insert(&HoldKey { tid: tid(), _pad: 0, sem }, &hold, 0).is_err() {
-        count_lost(profiler_common::lost::TASK_MAP_FULL);
-    }
+    let Some(target) = wanted_i_mmap(sem) else { return };
+    hold_from_now(tid(), sem, OpKey { target, op, stack_id: stack_id(ctx) });
 }
 
 #[inline(always)]
