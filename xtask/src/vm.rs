@@ -256,7 +256,7 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
         command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     );
     eprintln!("xtask: booting {} with {} vCPUs under QEMU (TCG, no KVM)", image.display(), opts.cpus);
-    let st = Command::new("vng")
+    let mut st = Command::new("vng")
         .arg("--run")
         .arg(&image)
         .args(["--disable-kvm", "--force-9p", "--user", "root"])
@@ -266,8 +266,24 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
         .arg("--exec")
         .arg(&script)
         .current_dir(&repo)
-        .status()
+        // Through pipes: QEMU reopens /proc/self/fd/1 for the guest's output, which truncates
+        // a log file our stdout may be (a CI log would lose everything before the VM).
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .map_err(|e| anyhow!("running vng: {e}"))?;
+    let out = st
+        .stdout
+        .take()
+        .map(|mut o| std::thread::spawn(move || std::io::copy(&mut o, &mut std::io::stdout())));
+    let err = st
+        .stderr
+        .take()
+        .map(|mut e| std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::stderr())));
+    let st = st.wait()?;
+    for t in [out, err].into_iter().flatten() {
+        let _ = t.join();
+    }
     Ok(st.code().unwrap_or(1))
 }
 
