@@ -73,6 +73,13 @@ impl OutputDir {
                 let mut f = std::fs::File::create(&t)?;
                 f.write_all(data).and_then(|_| f.sync_all()).with_context(|| format!("writing {name}"))?;
                 chown(&t, self.owner)?;
+                // Fault injection for the tests: time to land a signal mid-write
+                // (RMAPPROF_FAULT_WRITE_DELAY_MS=N after each file).
+                if let Some(ms) =
+                    std::env::var("RMAPPROF_FAULT_WRITE_DELAY_MS").ok().and_then(|v| v.parse().ok())
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(ms));
+                }
             }
             Ok(())
         })();

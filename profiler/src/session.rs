@@ -62,11 +62,16 @@ pub async fn run(cli: Cli) -> Result<u8> {
         .iter()
         .map(|a| files::resolve(a, &index).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>>>()?;
+    // A file nobody maps has no rmap to contend on: without a COMMAND that may map it, that is
+    // a mistake (wrong copy, wrong name); with one, it is the usual `--inode ./lib.so -- ./prog`.
     for s in selected.iter().filter(|s| !s.mapped) {
-        eprintln!(
-            "rmapprof: note: no process maps {} now; it is reported if one maps it during the run",
-            s.path.display()
-        );
+        if cli.command.is_empty() {
+            return Err(usage(format!(
+                "--inode {}: no process maps it; give the command that does after `--`",
+                s.path.display()
+            )));
+        }
+        eprintln!("rmapprof: note: no process maps {} yet; COMMAND may", s.path.display());
     }
     let out = OutputDir::create(&cli.output)?;
 

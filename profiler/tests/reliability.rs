@@ -54,19 +54,64 @@ fn bad_arguments_are_one_line_exit_2() {
 }
 
 #[test]
-fn a_file_nobody_maps_is_accepted_with_a_note() {
+fn a_file_nobody_maps_is_refused_unless_command_may_map_it() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("unmapped.dat");
     std::fs::write(&f, b"x").unwrap();
+    let out = dir.path().join("out");
+    let (code, err) = fails(rmapprof().args(["-d", "200ms", "--inode", f.to_str().unwrap(), "-o"]).arg(&out));
+    assert_eq!(code, 2);
+    assert!(err.contains("no process maps") && err.contains("unmapped.dat"), "{err}");
+    // With a COMMAND that may map it: accepted, with a one-line note.
     let o = rmapprof()
-        .args(["-d", "200ms", "--inode", f.to_str().unwrap(), "-o"])
-        .arg(dir.path().join("out"))
+        .args(["--inode", f.to_str().unwrap(), "-o"])
+        .arg(&out)
+        .args(["--", "true"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("no process maps") && err.contains("unmapped.dat"), "{err}");
+    assert!(err.contains("note: no process maps") && err.contains("unmapped.dat"), "{err}");
+}
+
+/// A signal while the outputs are being written (slowed by fault injection): the first is
+/// only noted and the outputs are whole; a second exits at once and leaves no temporary file.
+#[test]
+fn a_signal_while_writing() {
+    let _g = serial();
+    for (signals, want_code) in [(1, 0), (2, 128 + libc::SIGTERM)] {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = rmapprof()
+            .env("RMAPPROF_FAULT_WRITE_DELAY_MS", "400")
+            .args(["-d", "300ms", "-o", out.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the first temporary output exists: writing has begun.
+        let t = Instant::now();
+        let writing = || {
+            std::fs::read_dir(out.path())
+                .unwrap()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        };
+        while !writing() {
+            assert!(t.elapsed() < Duration::from_secs(20), "never started writing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for _ in 0..signals {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(want_code), "{signals} signal(s): {st}");
+        nothing_half_written(out.path());
+        let whole = out.path().join("report.json").exists();
+        assert_eq!(whole, signals == 1, "{signals} signal(s): outputs whole after one, absent after two");
+        assert_eq!(our_programs(), 0);
+    }
 }
 
 #[test]
@@ -211,41 +256,49 @@ fn soak_rss_flat_maps_bounded_nothing_lost() {
 }
 
 /// Stack-id collisions (injected with a one-bucket stack map): every wait still counts, under
-/// the "no stack" class, and lost.stack_collision says how many stacks were not kept.
+/// the "no stack" class, and lost.stack_collision says how many stacks were not kept. A
+/// collision needs two distinct contended call paths (mmap's and munmap's, or another lock's);
+/// a run where all waits took one path is retried, up to 5 runs.
 #[test]
 fn stack_collisions_are_counted_and_waits_kept() {
     let _g = serial();
     let dir = tempfile::tempdir().unwrap();
     let hot = MappedFile::new(dir.path(), "collide.dat");
-    let out = tempfile::tempdir().unwrap();
-    let mut child = rmapprof()
-        .env("RMAPPROF_FAULT_STACK_MAP_ENTRIES", "1")
-        .args(["--inode", hot.path.to_str().unwrap(), "-o", out.path().to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Attached once it says so.
-    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    while std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0 && !line.contains("profiling") {
-        line.clear();
+    for attempt in 1..=5 {
+        let out = tempfile::tempdir().unwrap();
+        let mut child = rmapprof()
+            .env("RMAPPROF_FAULT_STACK_MAP_ENTRIES", "1")
+            .args(["--inode", hot.path.to_str().unwrap(), "-o", out.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Attached once it says so.
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while std::io::BufRead::read_line(&mut err, &mut line).unwrap() > 0 && !line.contains("profiling") {
+            line.clear();
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        hot.churn(3);
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        assert!(child.wait().unwrap().success());
+        let r: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        let h = file_entry(&r, hot.ino()).expect("churned file reported");
+        let n = u(h, "contentions");
+        let paths = h["call_paths"].as_array().unwrap();
+        assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), n, "every wait kept");
+        let unrecorded: u64 = paths
+            .iter()
+            .filter(|p| p["frames"].as_array().unwrap().iter().any(|f| f == "[stack not recorded]"))
+            .map(|p| u(p, "contentions"))
+            .sum();
+        // The one bucket may go to another lock's stack: then this file's waits all collide.
+        if u(&r["lost"], "stack_collision") > 0 && unrecorded > 0 {
+            return;
+        }
+        eprintln!("attempt {attempt}: {n} waits, no collision on this file's paths; again");
     }
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    hot.churn(3);
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    assert!(child.wait().unwrap().success());
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
-    let h = file_entry(&r, hot.ino()).expect("churned file reported");
-    let n = u(h, "contentions");
-    assert!(n > 1, "{h}");
-    let paths = h["call_paths"].as_array().unwrap();
-    assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), n, "every wait kept");
-    let unrecorded: u64 = paths
-        .iter()
-        .filter(|p| p["frames"].as_array().unwrap().iter().any(|f| f == "[stack not recorded]"))
-        .map(|p| u(p, "contentions"))
-        .sum();
-    assert!(unrecorded > 0 && u(&r["lost"], "stack_collision") > 0, "{}", r["lost"]);
+    panic!("5 runs without two distinct contended call paths");
 }
