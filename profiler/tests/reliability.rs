@@ -302,3 +302,22 @@ fn stack_collisions_are_counted_and_waits_kept() {
     }
     panic!("5 runs without two distinct contended call paths");
 }
+
+/// `--btf FILE`: struct layouts from a BTF file elsewhere (a kernel without
+/// /sys/kernel/btf/vmlinux, given its BTF by hand) work as the default does.
+#[test]
+fn btf_from_a_file() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let btf = dir.path().join("vmlinux.btf");
+    std::fs::copy("/sys/kernel/btf/vmlinux", &btf).unwrap();
+    let out = dir.path().join("out");
+    let o =
+        rmapprof().args(["-d", "200ms", "--btf", btf.to_str().unwrap(), "-o"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.join("report.json").exists());
+    // And a file that is not BTF: one line, exit 1.
+    std::fs::write(&btf, b"not btf").unwrap();
+    let (code, err) = fails(rmapprof().args(["-d", "200ms", "--btf", btf.to_str().unwrap(), "-o"]).arg(&out));
+    assert_eq!(code, 1, "{err}");
+}
