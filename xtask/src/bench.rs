@@ -38,13 +38,13 @@ const BPFTRACE: &str = "tracepoint:lock:contention_begin { @start[tid] = nsecs; 
 tracepoint:lock:contention_end /@start[tid]/ { @ns[kstack] = sum(nsecs - @start[tid]); @n = count(); delete(@start[tid]); }
 END { clear(@start); clear(@ns); print(@n); clear(@n); }";
 
-struct Tool {
-    name: String,
+pub(crate) struct Tool {
+    pub name: String,
     /// Command line; the workload is not part of it (the tool runs system-wide).
-    argv: Vec<String>,
+    pub argv: Vec<String>,
     ready: Ready,
     /// How to read events handled and lost from its output (rmapprof: its report.json).
-    kind: Kind,
+    pub kind: Kind,
 }
 
 /// How a tool says it is attached.
@@ -56,7 +56,7 @@ enum Ready {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Rmapprof,
     Bpftrace,
     Perf,
@@ -98,7 +98,7 @@ fn bpf_links(pid: u32) -> usize {
 }
 
 /// Starts `tool`, returns it once attached, with the attach time.
-fn start(tool: &Tool) -> Result<(Child, f64, std::sync::mpsc::Receiver<String>)> {
+pub(crate) fn start(tool: &Tool) -> Result<(Child, f64, std::sync::mpsc::Receiver<String>)> {
     let t = Instant::now();
     let mut child = Command::new(&tool.argv[0])
         .args(&tool.argv[1..])
@@ -153,7 +153,7 @@ fn start(tool: &Tool) -> Result<(Child, f64, std::sync::mpsc::Receiver<String>)>
 /// SIGINT, then wait4 for the exit and the peak RSS (KiB). bpftrace drops a SIGINT that
 /// arrives while it is still attaching, so for it the signal is repeated each second (not for
 /// rmapprof: a second SIGINT means "exit at once, no outputs"); after 60 s, SIGKILL.
-fn stop(child: Child, kind: Kind) -> Result<(f64, i64)> {
+pub(crate) fn stop(child: Child, kind: Kind) -> Result<(f64, i64)> {
     let pid = child.id() as i32;
     let t = Instant::now();
     let mut status = 0;
@@ -238,7 +238,7 @@ pub fn run(o: &Opts) -> Result<()> {
         "kernel": kernel.trim(), "cpus": cpus, "vm": o.guest, "not_compared": unavailable, "results": json,
     });
     if o.stress {
-        let (t, j) = stress(&tools, o.jobs)?;
+        let (t, j) = crate::stress::run(&tools, o.jobs)?;
         text += &t;
         doc["stress"] = j;
     }
@@ -427,7 +427,7 @@ fn bpf_cost(tool: &Tool, bin: &Path, cycles: u64, jobs: u64) -> Result<(u64, u64
 
 /// Events rmapprof handled, from its report.json: contentions of every lock class, plus, in
 /// kprobe/fentry modes, i_mmap_rwsem acquisitions and rmap tree operations; and what it lost.
-fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTreeMap<String, u64>)> {
+pub(crate) fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTreeMap<String, u64>)> {
     let r = read_report(dir)?;
     let Some(locks) = r["locks"].as_array() else {
         return Err(anyhow!("{}: no locks in report", dir.display()));
@@ -442,7 +442,7 @@ fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTreeMap<String
     Ok((events, lost_of(&r)))
 }
 
-fn read_report(dir: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_report(dir: &Path) -> Result<serde_json::Value> {
     let p = dir.join("report.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
@@ -450,7 +450,7 @@ fn read_report(dir: &Path) -> Result<serde_json::Value> {
 
 /// Lost events by cause. "nested" waits (a spinlock inside an rwsem wait) are left out by
 /// design, as perf does: they are reported, but nothing was lost to a full map or a stack.
-fn lost_of(r: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
+pub(crate) fn lost_of(r: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
     r["lost"]
         .as_object()
         .into_iter()
@@ -458,68 +458,4 @@ fn lost_of(r: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
         .filter(|(k, v)| *k != "nested" && v.as_u64().unwrap_or(0) > 0)
         .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
         .collect()
-}
-
-/// Where loss starts, under the most detailed rmapprof mode this kernel attaches: mmap-churn
-/// over 1 to 16384 distinct files (every file adds map rows: capacity), then over one file with
-/// 1 to 16 jobs (event rate). Files live in the temp dir: tmpfs or disk, never 9p.
-fn stress(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
-    let tool = tools.iter().rev().find(|t| t.kind == Kind::Rmapprof).context("no rmapprof mode attaches")?;
-    let churn = root().join("target/release/mmap-churn");
-    let dir = std::env::temp_dir().join("rmapprof-stress");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    let page = vec![0u8; 4096];
-    let mut rows = Vec::new();
-    let mut plan: Vec<(u64, u64)> = [1u64, 256, 1024, 4096, 16384].iter().map(|f| (*f, jobs)).collect();
-    plan.extend([1u64, 2, 4, 8, 16].iter().map(|j| (1, *j)));
-    let mut text = format!(
-        "\nstress: {} under mmap-churn (mmap+touch+munmap), files x jobs\n{:>6} {:>5} {:>8} {:>10} {:>10} {:>7}  LOST\n",
-        tool.name, "FILES", "JOBS", "CYCLES", "EVENTS", "EVENTS/S", "ROWS"
-    );
-    for (files, jobs) in plan {
-        // One directory per file count (mmap-churn takes every file in it), links to one pool.
-        let sub = dir.join(format!("set-{files}"));
-        if !sub.exists() {
-            std::fs::create_dir_all(&sub)?;
-            for i in 0..files {
-                let f = dir.join(format!("{i:05}"));
-                if !f.exists() {
-                    std::fs::write(&f, &page)?;
-                }
-                std::fs::hard_link(&f, sub.join(format!("{i:05}")))?;
-            }
-        }
-        let cycles = (files * 4).max(20_000);
-        eprintln!("xtask: stress: {files} files, {jobs} jobs, {cycles} cycles");
-        let (child, _, _) = start(tool)?;
-        let t = Instant::now();
-        sh(Command::new(&churn).arg(&sub).arg(cycles.to_string()).args(["-j", &jobs.to_string()]))?;
-        let secs = t.elapsed().as_secs_f64();
-        stop(child, tool.kind)?;
-        let report = read_report(Path::new(&tool.argv[4]))?;
-        let (events, _) = rmapprof_events(Path::new(&tool.argv[4]))?;
-        let lost = lost_of(&report);
-        let nrows = report["files"].as_array().map_or(0, |f| f.len());
-        let lost_s = if lost.is_empty() {
-            "0".to_owned()
-        } else {
-            lost.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
-        };
-        text += &format!(
-            "{files:>6} {jobs:>5} {cycles:>8} {events:>10} {:>10.0} {nrows:>7}  {lost_s}\n",
-            events as f64 / secs
-        );
-        rows.push(serde_json::json!({
-            "files": files, "jobs": jobs, "cycles": cycles, "secs": secs, "events": events,
-            "events_per_s": events as f64 / secs, "file_rows": nrows, "lost": lost,
-        }));
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    let onset = rows.iter().find(|r| r["lost"].as_object().is_some_and(|l| !l.is_empty()));
-    text += &match onset {
-        Some(r) => format!("loss starts at {} files x {} jobs\n", r["files"], r["jobs"]),
-        None => "no loss at any step\n".into(),
-    };
-    Ok((text, serde_json::json!({ "tool": tool.name, "rows": rows })))
 }

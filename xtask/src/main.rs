@@ -7,6 +7,7 @@ mod bench;
 mod patches;
 mod perf;
 mod setup;
+mod stress;
 mod vm;
 
 use anyhow::{bail, Context, Result};
