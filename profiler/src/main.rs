@@ -78,16 +78,10 @@ fn model(reports: &[std::path::PathBuf], cpus: &[u32], handoff_ns: f64) -> anyho
     if !(handoff_ns >= 0.0 && handoff_ns.is_finite()) {
         return Err(UsageError(format!("--handoff-ns {handoff_ns}: must be a number of ns >= 0")).into());
     }
-    let loaded: Vec<(String, report::Report)> = reports
-        .iter()
-        .map(|p| Ok((p.display().to_string(), read_report(p)?)))
-        .collect::<anyhow::Result<_>>()?;
-    let names = ["before", "after"];
-    let runs: Vec<(&str, &report::Report)> = loaded
-        .iter()
-        .enumerate()
-        .map(|(i, (_, r))| (if loaded.len() == 1 { "estimate" } else { names[i] }, r))
-        .collect();
+    let loaded: Vec<report::Report> =
+        reports.iter().map(|p| read_report(p)).collect::<anyhow::Result<_>>()?;
+    let names: &[&str] = if loaded.len() == 1 { &["estimate"] } else { &["before", "after"] };
+    let runs: Vec<(&str, &report::Report)> = names.iter().copied().zip(&loaded).collect();
     print!("{}", render::model::table(&runs, cpus, handoff_ns)?);
     Ok(0)
 }

@@ -38,6 +38,7 @@ const BPFTRACE: &str = "tracepoint:lock:contention_begin { @start[tid] = nsecs; 
 tracepoint:lock:contention_end /@start[tid]/ { @ns[kstack] = sum(nsecs - @start[tid]); @n = count(); delete(@start[tid]); }
 END { clear(@start); clear(@ns); print(@n); clear(@n); }";
 
+#[derive(Clone)]
 pub(crate) struct Tool {
     pub name: String,
     /// Command line; the workload is not part of it (the tool runs system-wide).
@@ -48,6 +49,7 @@ pub(crate) struct Tool {
 }
 
 /// How a tool says it is attached.
+#[derive(Clone)]
 enum Ready {
     /// A line on its stdout or stderr.
     Line(&'static str),
@@ -406,12 +408,7 @@ fn compare(
 /// the kernel's BPF statistics, and their share of the CPU time the run had (wall time x
 /// CPUs). A direct measure where throughput ratios drown in noise.
 fn bpf_cost(tool: &Tool, bin: &Path, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
-    let mut t = Tool {
-        name: tool.name.clone(),
-        argv: tool.argv.clone(),
-        ready: Ready::Line("rmapprof: profiling"),
-        kind: tool.kind,
-    };
+    let mut t = tool.clone();
     t.argv.push("--bpf-stats".into());
     let (child, _, _) = start(&t)?;
     let secs = time_workload(bin, cycles, jobs)?;
