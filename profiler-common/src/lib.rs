@@ -27,10 +27,9 @@ pub mod lcb_flags {
 
 /// Causes under which an event or a stack was dropped; index into the `LOST` array map.
 pub mod lost {
-    /// `bpf_get_stackid` found another stack in the bucket (hash collision): the wait is still
-    /// counted, under stack id -1.
-    pub const STACK_COLLISION: u32 = 0;
-    /// `bpf_get_stackid` failed otherwise (stack map full, fault): wait counted under -1.
+    /// The `STACKS` table was full: the event is still counted, under "no stack" (key 0).
+    pub const STACK_MAP_FULL: u32 = 0;
+    /// `bpf_get_stack` failed (a fault while unwinding): the event is counted under "no stack".
     pub const STACK_FAILED: u32 = 1;
     /// The per-task "waiting since" map was full: the wait was not measured.
     pub const TASK_MAP_FULL: u32 = 2;
@@ -43,7 +42,7 @@ pub mod lost {
     pub const NESTED: u32 = 5;
     pub const COUNT: u32 = 6;
     pub const NAMES: [&str; COUNT as usize] =
-        ["stack_collision", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
+        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
 }
 
 /// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel
@@ -72,7 +71,9 @@ pub mod op {
 pub struct OpKey {
     pub target: LockTarget,
     pub op: u32,
-    pub stack_id: i32,
+    pub _pad: u32,
+    /// Key of the kernel stack in `STACKS`, 0 when none was recorded.
+    pub stack: u64,
 }
 
 /// A task inside an rwsem slowpath (kprobe/fentry modes), keyed by tid.
@@ -83,7 +84,8 @@ pub struct Slowpath {
     pub start_ns: u64,
     pub target: LockTarget,
     pub op: u32,
-    pub stack_id: i32,
+    pub _pad: u32,
+    pub stack: u64,
     /// Slept in this slowpath (from lock:contention_end), ns.
     pub sleep_ns: u64,
     /// `osq_lock` entry time while inside it, else 0.
@@ -108,6 +110,40 @@ pub struct Hold {
     pub key: OpKey,
 }
 
+/// Frames kept of a kernel stack: the kernel's own limit (PERF_MAX_STACK_DEPTH).
+pub const STACK_DEPTH: usize = 127;
+
+/// Value of the `STACKS` map: return addresses, leaf first, zero after the last frame.
+///
+/// Why not a `BPF_MAP_TYPE_STACK_TRACE`: its bucket is the stack's hash modulo the map size,
+/// and a second stack landing in a taken bucket is refused, so with a few hundred distinct
+/// stacks in 16384 buckets some are lost on every long run (the birthday bound; the bench
+/// saw it). Here the key is a 64-bit hash of the frames ([`stack_key`]) in an ordinary hash
+/// map: distinct stacks only collide with probability ~n²/2⁶⁵.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelStack {
+    pub ips: [u64; STACK_DEPTH],
+}
+
+/// The `STACKS` key of the first `frames` return addresses of `ips`: FNV-1a over 64-bit
+/// words (each step a bijection, so stacks differing in one frame never collide), never 0.
+#[inline(always)]
+pub fn stack_key(ips: &[u64; STACK_DEPTH], frames: usize) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, ip) in ips.iter().enumerate() {
+        if i >= frames {
+            break;
+        }
+        h = (h ^ ip).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
 /// Number of log2 buckets in a wait histogram: bucket `b` holds waits of `[2^b, 2^(b+1))` ns,
 /// bucket 0 also holds 0 and 1 ns; 2^39 ns is about 9 minutes.
 pub const HIST_BUCKETS: usize = 40;
@@ -129,8 +165,9 @@ pub struct ContentionKey {
     pub target: LockTarget,
     /// `lcb_flags::READ` or `lcb_flags::WRITE` for rwsems, the raw flags otherwise.
     pub flags: u32,
-    /// Kernel stack id in the `STACKS` map, or -1 when it could not be taken.
-    pub stack_id: i32,
+    pub _pad: u32,
+    /// Key of the kernel stack in `STACKS`, 0 when none was recorded.
+    pub stack: u64,
 }
 
 /// Value of the `CONTENTION` map.
@@ -206,11 +243,34 @@ mod pod {
     unsafe impl aya::Pod for super::WaitStats {}
     unsafe impl aya::Pod for super::WaitHist {}
     unsafe impl aya::Pod for super::OpKey {}
+    unsafe impl aya::Pod for super::KernelStack {}
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stack_keys_tell_stacks_apart() {
+        let mut a = KernelStack { ips: [0; STACK_DEPTH] };
+        a.ips[..3].copy_from_slice(&[0xffff_ffff_8100_0010, 0xffff_ffff_8100_0020, 0xffff_ffff_8100_0030]);
+        let k = stack_key(&a.ips, 3);
+        assert_ne!(k, 0);
+        // Frames past the stack's length do not count; a prefix is another stack.
+        a.ips[5] = 42;
+        assert_eq!(stack_key(&a.ips, 3), k);
+        assert_ne!(stack_key(&a.ips, 2), k);
+        // One frame changed anywhere changes the key.
+        for i in 0..3 {
+            let mut b = a;
+            b.ips[i] ^= 8;
+            assert_ne!(stack_key(&b.ips, 3), k, "frame {i}");
+        }
+        // Two frames swapped too.
+        let mut c = a;
+        c.ips.swap(0, 1);
+        assert_ne!(stack_key(&c.ips, 3), k);
+    }
 
     #[test]
     fn buckets_are_floor_log2() {

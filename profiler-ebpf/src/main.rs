@@ -14,14 +14,17 @@ mod kernel;
 mod probes;
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     macros::{map, tracepoint},
-    maps::{Array, HashMap, StackTrace},
-    programs::{tracing::StackIdContext, TracePointContext},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, ContentionKey, LockTarget, TaskWait, WaitHist, WaitStats,
+    lcb_flags, lock_kind, log2_bucket, lost, stack_key, ContentionKey, KernelStack, LockTarget, TaskWait,
+    WaitHist, WaitStats, STACK_DEPTH,
 };
 
 /// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
@@ -41,8 +44,19 @@ static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_entries
 static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096, 0);
 #[map]
 static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
+/// Distinct kernel stacks by [`stack_key`]; grows with the stacks seen (not preallocated:
+/// 1 KiB a row).
 #[map]
-pub static STACKS: StackTrace = StackTrace::with_max_entries(16384, 0);
+static STACKS: HashMap<u64, KernelStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+/// Where `bpf_get_stack` writes (a stack is too big for the 512-byte BPF stack). One slot per
+/// program family: a tracepoint program can run inside a kprobe/fentry one on the same CPU
+/// (a contended spinlock in a map update), never inside another tracepoint one.
+#[map]
+static STACK_SCRATCH: PerCpuArray<KernelStack> = PerCpuArray::with_max_entries(2, 0);
+pub mod scratch {
+    pub const TRACEPOINT: u32 = 0;
+    pub const PROBE: u32 = 1;
+}
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
 
@@ -66,18 +80,32 @@ pub fn count_lost(cause: u32) {
     }
 }
 
-/// The current kernel stack's id in `STACKS`, or -1 (counted as lost) when it cannot be kept.
+/// The current kernel stack's key in `STACKS` (stored there on first sight), or 0 (counted as
+/// lost) when it cannot be kept.
 #[inline(always)]
-pub fn stack_id<C: StackIdContext>(ctx: &C) -> i32 {
-    match ctx.get_stackid(&STACKS, 0) {
-        Ok(id) => id as i32,
-        Err(e) => {
-            // -EEXIST: a different stack already owns the hash bucket.
-            count_lost(if e == -17 { lost::STACK_COLLISION } else { lost::STACK_FAILED });
-            -1
+pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
+    let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
+    let size = core::mem::size_of::<KernelStack>() as u32;
+    // Kernel stack (flags 0), leaf first; the rest of the buffer is zeroed by the helper.
+    let len = unsafe { bpf_get_stack(ctx.as_ptr(), buf as *mut _, size, 0) };
+    if len <= 0 {
+        count_lost(lost::STACK_FAILED);
+        return 0;
+    }
+    let key = stack_key(unsafe { &(*buf).ips }, len as usize / 8);
+    if unsafe { STACKS.get(&key) }.is_none() {
+        // -EEXIST: another CPU stored the same stack first.
+        if let Err(e) = STACKS.insert(&key, unsafe { &*buf }, BPF_NOEXIST as u64) {
+            if e != -17 {
+                count_lost(lost::STACK_MAP_FULL);
+                return 0;
+            }
         }
     }
+    key
 }
+
+const _: () = assert!(STACK_DEPTH * 8 <= u32::MAX as usize);
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {
@@ -100,9 +128,9 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let target = kernel::classify(lock, flags);
-    // Stacks only for the locks whose call paths are reported: the stack map is a hash table
-    // whose collisions lose stacks, and other locks would fill it.
-    let stack_id = if target.kind == lock_kind::OTHER { -1 } else { stack_id(&ctx) };
+    // Stacks only for the locks whose call paths are reported: other locks' would fill the
+    // table and cost an unwind each.
+    let stack = if target.kind == lock_kind::OTHER { 0 } else { stack(&ctx, scratch::TRACEPOINT) };
     let wait = TaskWait {
         start_ns: unsafe { bpf_ktime_get_ns() },
         lock,
@@ -113,7 +141,8 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             } else {
                 flags
             },
-            stack_id,
+            _pad: 0,
+            stack,
         },
     };
     if TASK_WAIT.insert(&tid, &wait, 0).is_err() {

@@ -4,28 +4,31 @@
 //!   that lock:contention_end adds to the same task's record = optimistic spinning;
 //! - `osq_lock` entry→return inside a slowpath: MCS queue spinning, charged to that rwsem;
 //! - `down_write`/`down_read` → `up_write`/`up_read` on an i_mmap_rwsem: every acquisition and
-//!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace);
+//!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace).
+//!   Entry probes only: the hold starts at `down_*` entry, and a slowpath's return moves it to
+//!   the moment the lock was really granted. Uncontended, `down_*` is a few instructions, so
+//!   the hold is the same to within nanoseconds, without a return probe on every `down_*` of
+//!   every rwsem in the kernel (the most frequent probe rmapprof has, ~270 per fork+exec+exit);
 //! - `vma_interval_tree_insert{,_after}` / `_remove`: rmap tree operations per file.
 //!
-//! Each kernel function has a kprobe/kretprobe pair and an fentry/fexit pair calling the same
-//! logic; userspace attaches one family.
+//! Each probe exists as a kprobe (kretprobe) and as an fentry (fexit) calling the same logic;
+//! userspace attaches one family. Return probes only where a duration ends there: the
+//! slowpaths and osq_lock.
 
 use aya_ebpf::bindings::BPF_F_NO_PREALLOC;
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::HashMap,
-    programs::{tracing::StackIdContext, FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext,
 };
 use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, Slowpath, WaitStats};
 
-use crate::{add_stats, count_lost, global, kernel, stack_id};
+use crate::{add_stats, count_lost, global, kernel, scratch};
 
 #[map]
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
-/// Between `down_*` entry and return (kretprobes have no arguments): the sem being taken.
-#[map]
-static ACQUIRING: HashMap<u32, Hold> = HashMap::with_max_entries(16384, 0);
 #[map]
 static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
 /// About 4 rows per file a workload maps (rmap insert, remove, write acquisition, on the map
@@ -72,14 +75,15 @@ fn hold_from_now(tid: u32, sem: u64, key: OpKey) {
 }
 
 #[inline(always)]
-fn slowpath_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+fn slowpath_enter<C: EbpfContext>(ctx: &C, sem: u64, op: u32) {
     let Some(target) = wanted_i_mmap(sem) else { return };
     let s = Slowpath {
         sem,
         start_ns: unsafe { bpf_ktime_get_ns() },
         target,
         op,
-        stack_id: stack_id(ctx),
+        _pad: 0,
+        stack: crate::stack(ctx, scratch::PROBE),
         ..Default::default()
     };
     if SLOWPATH.insert(&tid(), &s, 0).is_err() {
@@ -93,8 +97,13 @@ fn slowpath_exit() {
     let Some(s) = (unsafe { SLOWPATH.get(&tid) }) else { return };
     let s = *s;
     let _ = SLOWPATH.remove(&tid);
-    let total = unsafe { bpf_ktime_get_ns() }.saturating_sub(s.start_ns);
-    let key = |op| OpKey { target: s.target, op, stack_id: s.stack_id };
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The lock is granted now: the hold `down_*` started at its entry begins here.
+    if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
+        unsafe { (*h).start_ns = now };
+    }
+    let total = now.saturating_sub(s.start_ns);
+    let key = |op| OpKey { target: s.target, op, _pad: 0, stack: s.stack };
     record_op(&key(s.op), total);
     record_op(&key(op::SPIN), total.saturating_sub(s.sleep_ns));
     if s.osq_ns > 0 {
@@ -135,28 +144,12 @@ fn osq_exit() {
 
 // ---- acquisitions and hold times
 
+/// `down_*` entered for `sem`: if it is an i_mmap_rwsem, the task holds it from now (a
+/// slowpath, if taken, moves the start to when the lock is granted).
 #[inline(always)]
-fn acquire_enter<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
+fn acquired<C: EbpfContext>(ctx: &C, sem: u64, op: u32) {
     let Some(target) = wanted_i_mmap(sem) else { return };
-    let h = Hold { start_ns: sem, key: OpKey { target, op, stack_id: stack_id(ctx) } };
-    let _ = ACQUIRING.insert(&tid(), &h, 0);
-}
-
-/// `down_*` returned: the lock is held from now.
-#[inline(always)]
-fn acquire_exit() {
-    let tid = tid();
-    let Some(a) = (unsafe { ACQUIRING.get(&tid) }) else { return };
-    let (sem, key) = (a.start_ns, a.key);
-    let _ = ACQUIRING.remove(&tid);
-    hold_from_now(tid, sem, key);
-}
-
-/// fentry family: `down_*` returned holding `sem`; classify it and start the hold now.
-#[inline(always)]
-fn acquired<C: StackIdContext>(ctx: &C, sem: u64, op: u32) {
-    let Some(target) = wanted_i_mmap(sem) else { return };
-    hold_from_now(tid(), sem, OpKey { target, op, stack_id: stack_id(ctx) });
+    hold_from_now(tid(), sem, OpKey { target, op, _pad: 0, stack: crate::stack(ctx, scratch::PROBE) });
 }
 
 #[inline(always)]
@@ -176,18 +169,18 @@ fn release(sem: u64) {
 /// each rmap operation as a third of rmapprof's cost on fork/exec). Only when the lock was
 /// taken before rmapprof attached is there no hold to reuse.
 #[inline(always)]
-fn rmap_op<C: StackIdContext>(ctx: &C, root: u64, op: u32) {
+fn rmap_op<C: EbpfContext>(ctx: &C, root: u64, op: u32) {
     if !wanted() {
         return;
     }
     let sem = kernel::i_mmap_rwsem_of_root(root);
     if let Some(h) = unsafe { HOLDS.get(&HoldKey { tid: tid(), _pad: 0, sem }) } {
-        record_op(&OpKey { target: h.key.target, op, stack_id: h.key.stack_id }, 0);
+        record_op(&OpKey { op, ..h.key }, 0);
         return;
     }
     let target = kernel::classify_i_mmap_root(root);
     if target.kind == lock_kind::I_MMAP_RWSEM {
-        record_op(&OpKey { target, op, stack_id: stack_id(ctx) }, 0);
+        record_op(&OpKey { target, op, _pad: 0, stack: crate::stack(ctx, scratch::PROBE) }, 0);
     }
 }
 
@@ -225,17 +218,12 @@ pub fn kr_osq_lock(_ctx: RetProbeContext) -> u32 {
 }
 #[kprobe]
 pub fn kp_down_write(ctx: ProbeContext) -> u32 {
-    acquire_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_WRITE);
+    acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_WRITE);
     0
 }
 #[kprobe]
 pub fn kp_down_read(ctx: ProbeContext) -> u32 {
-    acquire_enter(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_READ);
-    0
-}
-#[kretprobe]
-pub fn kr_down(_ctx: RetProbeContext) -> u32 {
-    acquire_exit();
+    acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_READ);
     0
 }
 #[kprobe]
@@ -291,15 +279,13 @@ pub fn fx_osq_lock(_ctx: FExitContext) -> u32 {
     osq_exit();
     0
 }
-// fexit sees the arguments: one program per acquisition instead of an fentry/fexit pair
-// and the ACQUIRING hand-over the kprobe family needs.
-#[fexit]
-pub fn fx_down_write(ctx: FExitContext) -> u32 {
+#[fentry]
+pub fn fe_down_write(ctx: FEntryContext) -> u32 {
     acquired(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_WRITE);
     0
 }
-#[fexit]
-pub fn fx_down_read(ctx: FExitContext) -> u32 {
+#[fentry]
+pub fn fe_down_read(ctx: FEntryContext) -> u32 {
     acquired(&ctx, ctx.arg::<u64>(0), op::ACQUIRE_READ);
     0
 }

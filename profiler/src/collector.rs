@@ -2,11 +2,11 @@
 
 use anyhow::{anyhow, Context, Result};
 use aya::{
-    maps::{Array, HashMap, MapData, StackTraceMap},
+    maps::{Array, HashMap, MapData},
     programs::{Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use profiler_common::{lost, ContentionKey, LockTarget, OpKey, WaitHist, WaitStats};
+use profiler_common::{lost, ContentionKey, KernelStack, LockTarget, OpKey, WaitHist, WaitStats};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
@@ -56,8 +56,8 @@ pub struct Snapshot {
     pub ops: Vec<(OpKey, WaitStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
     pub lost: BTreeMap<String, u64>,
-    /// Kernel stacks by id, leaf first, as the kernel records them.
-    pub stacks: BTreeMap<i32, Vec<u64>>,
+    /// Kernel stacks by key, leaf first, as the kernel records them.
+    pub stacks: BTreeMap<u64, Vec<u64>>,
     /// Rows in use and capacity of each aggregation map: bounded by construction; a full one
     /// shows up in `lost`.
     pub map_rows: BTreeMap<String, MapRows>,
@@ -117,7 +117,7 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
-        // Fault injection for the tests: a stack map this small makes distinct stacks collide
+        // Fault injection for the tests: a stack table this small fills up
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
             loader.map_max_entries("STACKS", n);
@@ -173,9 +173,13 @@ impl Collector {
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
-        for (name, rows) in
-            [("CONTENTION", snap.waits.len()), ("WAIT_HIST", snap.hists.len()), ("OPS", snap.ops.len())]
-        {
+        let stack_rows = HashMap::<&MapData, u64, KernelStack>::try_from(self.map("STACKS")?)?.keys().count();
+        for (name, rows) in [
+            ("CONTENTION", snap.waits.len()),
+            ("WAIT_HIST", snap.hists.len()),
+            ("OPS", snap.ops.len()),
+            ("STACKS", stack_rows),
+        ] {
             let max = match self.map(name)? {
                 aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
                 _ => 0,
@@ -186,13 +190,13 @@ impl Collector {
             snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
         }
         if with_stacks {
-            let stacks: StackTraceMap<&MapData> = StackTraceMap::try_from(self.map("STACKS")?)?;
-            let ids =
-                snap.waits.iter().map(|(k, _)| k.stack_id).chain(snap.ops.iter().map(|(k, _)| k.stack_id));
-            for id in ids {
-                if id >= 0 && !snap.stacks.contains_key(&id) {
-                    if let Ok(st) = stacks.get(&(id as u32), 0) {
-                        snap.stacks.insert(id, st.frames().iter().map(|f| f.ip).collect());
+            let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
+            let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
+            for key in keys {
+                if key != 0 && !snap.stacks.contains_key(&key) {
+                    if let Ok(st) = stacks.get(&key, 0) {
+                        let frames = st.ips.iter().take_while(|&&ip| ip != 0).copied().collect();
+                        snap.stacks.insert(key, frames);
                     }
                 }
             }
@@ -250,8 +254,8 @@ fn unload(p: &mut Program) -> Result<(), aya::programs::ProgramError> {
 }
 
 /// (kprobe program, fentry program, kernel function). A kprobe program may serve several
-/// functions; an fentry program is bound to one function at load. An empty fentry program:
-/// that family needs no probe there (fexit sees the arguments, so `down_*` need no fentry).
+/// functions; an fentry program is bound to one function at load. `down_*` have entry probes
+/// only (the hold starts there; a slowpath's return corrects it), see profiler-ebpf's probes.rs.
 const KERNEL_PROBES: &[(&str, &str, &str)] = &[
     ("kp_down_write_slowpath", "fe_down_write_slowpath", "rwsem_down_write_slowpath"),
     ("kr_down_write_slowpath", "fx_down_write_slowpath", "rwsem_down_write_slowpath"),
@@ -259,10 +263,8 @@ const KERNEL_PROBES: &[(&str, &str, &str)] = &[
     ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
     ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
     ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
-    ("kp_down_write", "", "down_write"),
-    ("kr_down", "fx_down_write", "down_write"),
-    ("kp_down_read", "", "down_read"),
-    ("kr_down", "fx_down_read", "down_read"),
+    ("kp_down_write", "fe_down_write", "down_write"),
+    ("kp_down_read", "fe_down_read", "down_read"),
     ("kp_up", "fe_up_write", "up_write"),
     ("kp_up", "fe_up_read", "up_read"),
     ("kp_rmap_insert", "fe_rmap_insert", "vma_interval_tree_insert"),
@@ -294,7 +296,6 @@ fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<P
             func
         };
         let (prog, kind) = match family {
-            Mode::Fentry if fe.is_empty() => continue,
             Mode::Fentry => (fe, if fe.starts_with("fx_") { "fexit" } else { "fentry" }),
             _ => (kp, if kp.starts_with("kr_") { "kretprobe" } else { "kprobe" }),
         };

@@ -201,12 +201,12 @@ pub fn kernel_release() -> String {
 pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let mut locks: BTreeMap<u32, (Waits, Vec<u64>)> = BTreeMap::new();
     let mut files: BTreeMap<FileId, FileReport> = BTreeMap::new();
-    let mut paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
+    let mut paths: BTreeMap<(FileId, u64, u32), Waits> = BTreeMap::new();
     let wanted =
         |id: &FileId| ctx.selected.is_empty() || ctx.selected.iter().any(|s| s.matches(*id, ctx.index));
 
     for (key, stats) in &snap.waits {
-        let ContentionKey { target, flags, stack_id } = *key;
+        let ContentionKey { target, flags, stack, .. } = *key;
         locks.entry(target.kind).or_default().0.add(stats);
         if target.kind != lock_kind::I_MMAP_RWSEM {
             continue;
@@ -224,7 +224,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             lcb_flags::READ => f.read.add(stats),
             _ => {}
         }
-        paths.entry((id, stack_id, flags)).or_default().add(stats);
+        paths.entry((id, stack, flags)).or_default().add(stats);
     }
     for (target, hist) in &snap.hists {
         let LockTarget { kind, dev, ino } = *target;
@@ -235,24 +235,24 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         }
     }
     let probed = matches!(ctx.mode, "kprobe" | "fentry");
-    let frames_of = |stack_id: i32| -> Vec<String> {
-        match snap.stacks.get(&stack_id) {
+    let frames_of = |stack: u64| -> Vec<String> {
+        match snap.stacks.get(&stack) {
             Some(ips) => ctx.symbols.frames(ips),
             None => vec![callers::NO_STACK_FRAME.to_owned()],
         }
     };
     let mut classes: BTreeMap<(FileId, &'static str), ClassRow> = BTreeMap::new();
-    let mut spin_paths: BTreeMap<(FileId, i32), (Waits, u64)> = BTreeMap::new();
-    let mut acquire_paths: BTreeMap<(FileId, i32, u32), Waits> = BTreeMap::new();
+    let mut spin_paths: BTreeMap<(FileId, u64), (Waits, u64)> = BTreeMap::new();
+    let mut acquire_paths: BTreeMap<(FileId, u64, u32), Waits> = BTreeMap::new();
     if probed {
         for (key, stats) in &snap.ops {
-            let OpKey { target, op, stack_id } = *key;
+            let OpKey { target, op, stack, .. } = *key;
             let id = FileId { dev: target.dev, ino: target.ino };
             if target.kind != lock_kind::I_MMAP_RWSEM || !wanted(&id) {
                 continue;
             }
             let f = files.entry(id).or_default();
-            let row = classes.entry((id, callers::classify(&frames_of(stack_id)))).or_default();
+            let row = classes.entry((id, callers::classify(&frames_of(stack)))).or_default();
             let add = |o: &mut Option<u64>, v: u64| *o = Some(o.unwrap_or(0) + v);
             match op {
                 op::ACQUIRE_WRITE | op::ACQUIRE_READ => {
@@ -265,7 +265,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                         &mut row.read_acquisitions
                     };
                     add(which, stats.count);
-                    acquire_paths.entry((id, stack_id, op)).or_default().add(stats);
+                    acquire_paths.entry((id, stack, op)).or_default().add(stats);
                 }
                 op::SLOWPATH_WRITE | op::SLOWPATH_READ => {
                     add(&mut f.slowpath_ns_total, stats.total_ns);
@@ -274,11 +274,11 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                 op::SPIN => {
                     add(&mut f.spin_ns_total, stats.total_ns);
                     add(&mut row.spin_ns, stats.total_ns);
-                    spin_paths.entry((id, stack_id)).or_default().0.add(stats);
+                    spin_paths.entry((id, stack)).or_default().0.add(stats);
                 }
                 op::OSQ => {
                     add(&mut f.osq_ns_total, stats.total_ns);
-                    spin_paths.entry((id, stack_id)).or_default().1 += stats.total_ns;
+                    spin_paths.entry((id, stack)).or_default().1 += stats.total_ns;
                 }
                 op::RMAP_INSERT => {
                     add(&mut f.rmap_inserts, stats.count);
@@ -293,8 +293,8 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         }
     }
     // Sleeping waits per class, in every mode.
-    for ((id, stack_id, _), w) in &paths {
-        let row = classes.entry((*id, callers::classify(&frames_of(*stack_id)))).or_default();
+    for ((id, stack, _), w) in &paths {
+        let row = classes.entry((*id, callers::classify(&frames_of(*stack)))).or_default();
         row.contentions += w.contentions;
         row.sleep_ns += w.wait_ns_total;
     }
@@ -304,20 +304,20 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             files.insert(s.ids[0], FileReport::default());
         }
     }
-    for ((id, stack_id), (w, osq_ns)) in spin_paths {
+    for ((id, stack), (w, osq_ns)) in spin_paths {
         files.get_mut(&id).unwrap().spin_paths.push(CallPath {
             rw: "spin".into(),
-            frames: frames_of(stack_id),
+            frames: frames_of(stack),
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
             osq_ns: Some(osq_ns),
         });
     }
-    for ((id, stack_id, op), w) in acquire_paths {
+    for ((id, stack, op), w) in acquire_paths {
         files.get_mut(&id).unwrap().acquire_paths.push(CallPath {
             rw: if op == op::ACQUIRE_WRITE { "write" } else { "read" }.into(),
-            frames: frames_of(stack_id),
+            frames: frames_of(stack),
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
@@ -344,8 +344,8 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.by_class.push(row);
         }
     }
-    for ((id, stack_id, flags), w) in paths {
-        let frames = frames_of(stack_id);
+    for ((id, stack, flags), w) in paths {
+        let frames = frames_of(stack);
         files.get_mut(&id).unwrap().call_paths.push(CallPath {
             rw: rw_name(flags),
             frames,

@@ -382,10 +382,10 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
-        let cost = if tool.kind == Kind::Rmapprof { Some(bpf_cost(tool, &bin, cycles, jobs)?) } else { None };
+        let cost = Some(bpf_cost(tool, &bin, cycles, jobs)?);
         if let Some((runs, ns, share)) = cost {
             text += &format!(
-                "  {} own BPF cost (--bpf-stats run): {:.1} program runs, {:.1} us per cycle, {:.2}% of CPU time\n",
+                "  {} own BPF cost (run with bpf_stats_enabled): {:.1} program runs, {:.1} us per cycle, {:.2}% of CPU time\n",
                 tool.name,
                 runs as f64 / cycles as f64,
                 ns as f64 / cycles as f64 / 1e3,
@@ -404,22 +404,43 @@ fn compare(
     Ok((text, json))
 }
 
-/// rmapprof's own cost in one more run with `--bpf-stats`: total program runs and ns, from
-/// the kernel's BPF statistics, and their share of the CPU time the run had (wall time x
-/// CPUs). A direct measure where throughput ratios drown in noise.
+/// A tool's own BPF cost in one more run with the kernel's BPF statistics on
+/// (`kernel.bpf_stats_enabled`, restored after): total program runs and run time of every
+/// program the tool's process holds, read from `/proc/PID/fdinfo` (`run_cnt`, `run_time_ns`)
+/// while it is still attached, so rmapprof, perf and bpftrace are measured the same way; and
+/// their share of the CPU time the run had (wall time x CPUs). A direct measure where
+/// throughput ratios drown in noise. Not in it: the kprobe/trampoline entry itself.
 fn bpf_cost(tool: &Tool, bin: &Path, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
-    let mut t = tool.clone();
-    t.argv.push("--bpf-stats".into());
-    let (child, _, _) = start(&t)?;
-    let secs = time_workload(bin, cycles, jobs)?;
-    stop(child, t.kind)?;
-    let r = read_report(Path::new(&t.argv[4]))?;
+    const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+    let before = std::fs::read_to_string(SYSCTL).context("reading kernel.bpf_stats_enabled")?;
+    std::fs::write(SYSCTL, "1").context("enabling kernel.bpf_stats_enabled")?;
+    let res = (|| {
+        let (child, _, _) = start(tool)?;
+        let run = time_workload(bin, cycles, jobs);
+        let held = prog_stats(child.id());
+        stop(child, tool.kind)?;
+        Ok::<_, anyhow::Error>((run?, held))
+    })();
+    std::fs::write(SYSCTL, before.trim())?;
+    let (secs, (runs, ns)) = res?;
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-    let cost = r["bpf_cost"].as_array().context("no bpf_cost in the --bpf-stats report")?;
-    let (runs, ns) = cost.iter().fold((0, 0), |(runs, ns), c| {
-        (runs + c["runs"].as_u64().unwrap_or(0), ns + c["ns"].as_u64().unwrap_or(0))
-    });
     Ok((runs, ns, ns as f64 / (secs * cpus * 1e9)))
+}
+
+/// Sum of `run_cnt` and `run_time_ns` over the distinct BPF programs process `pid` holds.
+fn prog_stats(pid: u32) -> (u64, u64) {
+    let mut seen = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
+        let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+        let field = |name: &str| {
+            info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+        };
+        if let (Some(id), Some(runs), Some(ns)) = (field("prog_id:"), field("run_cnt:"), field("run_time_ns:")) {
+            // Links name their program too, without the counters; a program held twice counts once.
+            seen.insert(id, (runs, ns));
+        }
+    }
+    seen.values().fold((0, 0), |(r, n), (runs, ns)| (r + runs, n + ns))
 }
 
 /// Events rmapprof handled, from its report.json: contentions of every lock class, plus, in

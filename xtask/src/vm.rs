@@ -211,7 +211,7 @@ pub fn build_kernel(kernel: &str, patched: bool, debug: bool) -> Result<PathBuf>
         "xtask: building the {what} kernel in {} (first time ~15 min on 2 cores; then incremental)",
         out.display()
     );
-    run_with_progress(make(&["-j", &jobs, "bzImage"]), &what)?;
+    run_with_progress(make(&["-j", &jobs, "bzImage"]), what)?;
     if !image.exists() {
         bail!("kernel build produced no {}", image.display());
     }
@@ -232,7 +232,7 @@ fn run_with_progress(mut cmd: Command, what: &str) -> Result<()> {
             || t_line.starts_with("BTF")
         {
             n += 1;
-            if n % 200 == 0 || t_line.starts_with("BTF") || t_line.starts_with("LD ") {
+            if n.is_multiple_of(200) || t_line.starts_with("BTF") || t_line.starts_with("LD ") {
                 eprintln!("xtask: [{what} kernel {:>4}s] {n} objects, now {t_line}", t.elapsed().as_secs());
             }
         }

@@ -8,7 +8,7 @@ pub const MMAP: &str = "mmap";
 pub const SPLIT_MERGE: &str = "split/merge";
 pub const TEARDOWN: &str = "teardown";
 pub const OTHER: &str = "other";
-/// The kernel stack was not kept (stack map collision or full: see `lost`).
+/// The kernel stack was not kept (stack table full, or unwinding failed: see `lost`).
 pub const NO_STACK: &str = "no stack";
 /// What report.rs puts in place of the frames of a stack that was not kept.
 pub const NO_STACK_FRAME: &str = "[stack not recorded]";
