@@ -34,6 +34,9 @@ static TP_BEGIN_LOCK: u64 = 8;
 static TP_BEGIN_FLAGS: u64 = 16;
 #[no_mangle]
 static TP_END_LOCK: u64 = 8;
+/// Kernel frames to unwind per stack, 1..=STACK_DEPTH (`--max-stack`).
+#[no_mangle]
+static MAX_STACK: u64 = STACK_DEPTH as u64;
 /// Only this process's tasks (tgid), or every task when 0.
 #[no_mangle]
 pub static FILTER_TGID: u32 = 0;
@@ -85,7 +88,8 @@ pub fn count_lost(cause: u32) {
 #[inline(always)]
 pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
-    let size = core::mem::size_of::<KernelStack>() as u32;
+    // The unwinder stops at the buffer's size; the mask keeps the size provably in bounds.
+    let size = (global(&MAX_STACK) & STACK_DEPTH as u64) as u32 * 8;
     // Kernel stack (flags 0), leaf first; the rest of the buffer is zeroed by the helper.
     let len = unsafe { bpf_get_stack(ctx.as_ptr(), buf as *mut _, size, 0) };
     if len <= 0 {
@@ -105,7 +109,8 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
     key
 }
 
-const _: () = assert!(STACK_DEPTH * 8 <= u32::MAX as usize);
+// `& STACK_DEPTH` above is a bound only because it is all ones.
+const _: () = assert!((STACK_DEPTH + 1).is_power_of_two());
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {

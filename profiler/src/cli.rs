@@ -57,6 +57,12 @@ pub struct Cli {
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,
+    /// Kernel frames kept per stack (as perf's --max-stack). Unwinding is most of what an
+    /// acquisition costs in kprobe/fentry modes; the caller class needs the few innermost
+    /// frames, the flame graphs the rest.
+    #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
+    pub max_stack: u32,
     /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of
     /// each of our programs) while profiling. Adds two clock reads per program run.
     #[arg(long)]

@@ -93,7 +93,13 @@ pub const TRACEPOINTS: [(&str, &str); 2] =
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
     /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
-    pub fn start(mode: Mode, btf_path: &Path, tgid: Option<u32>, bpf_stats: bool) -> Result<Self> {
+    pub fn start(
+        mode: Mode,
+        btf_path: &Path,
+        tgid: Option<u32>,
+        max_stack: u32,
+        bpf_stats: bool,
+    ) -> Result<Self> {
         // Before attaching, so every run is counted.
         let stats = if bpf_stats {
             Some(
@@ -117,6 +123,8 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
+        let max_stack = max_stack as u64;
+        loader.override_global("MAX_STACK", &max_stack, true);
         // Fault injection for the tests: a stack table this small fills up
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what profiling costs the workload, on this machine's kernel or (`--vm`)
 //! in our 6.12 kernel under QEMU, where every rmapprof mode and `perf lock contention -b` load.
 //!
-//! For each workload, alternating run by run: the workload alone, then under each tool. A
+//! For each workload, alternating run by run: the workload alone, then under a tool; that
+//! pair once per tool per round, the tools' order rotated each round. A
 //! tool is started first and the workload timed only once the tool is attached, so the ratio
 //! is the steady-state slowdown; attach and detach time are measured apart. Peak RSS comes
 //! from wait4(). A tool that cannot attach on this kernel is listed with its reason.
@@ -179,12 +180,17 @@ pub(crate) fn stop(child: Child, kind: Kind) -> Result<(f64, i64)> {
     Ok((t.elapsed().as_secs_f64() * 1e3, ru.ru_maxrss))
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+fn median(v: Vec<f64>) -> f64 {
+    quantile(v, 0.5)
+}
+
+/// The `q` quantile of `v` (nearest rank, no interpolation); NaN when empty.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;
     }
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
 pub fn run(o: &Opts) -> Result<()> {
@@ -325,10 +331,15 @@ fn compare(
     let mut base = Vec::new();
     let mut samples: Vec<Vec<Sample>> = tools.iter().map(|_| Vec::new()).collect();
     for pair in 0..pairs {
-        eprintln!("xtask: bench {workload}: pair {}/{pairs}", pair + 1);
-        let b = time_workload(&bin, cycles, jobs)?;
-        base.push(b);
-        for (i, tool) in tools.iter().enumerate() {
+        eprintln!("xtask: bench {workload}: round {}/{pairs}", pair + 1);
+        // Every profiled run right after its own unprofiled run (a drift in the machine's speed
+        // cancels out of the ratio), and the tools' order rotated round by round (no tool always
+        // runs right after the same other tool's detach).
+        for k in 0..tools.len() {
+            let i = (k + pair) % tools.len();
+            let tool = &tools[i];
+            let b = time_workload(&bin, cycles, jobs)?;
+            base.push(b);
             let (child, attach_ms, rx) = start(tool)?;
             let secs = time_workload(&bin, cycles, jobs)?;
             let (detach_ms, rss_kb) = stop(child, tool.kind)?;
@@ -350,15 +361,18 @@ fn compare(
     }
     let base_rate = cycles as f64 / median(base.clone());
     let mut text = format!(
-        "\n{workload} {cycles} -j {jobs}: unprofiled median {base_rate:.0} cycles/s, {pairs} alternating pairs\n"
+        "\n{workload} {cycles} -j {jobs}: unprofiled median {base_rate:.0} cycles/s, {pairs} rounds of (unprofiled, profiled) pairs\n"
     );
     text += &format!(
-        "{:<24} {:>9} {:>10} {:>6} {:>10} {:>10} {:>9}\n",
-        "TOOL", "THRUPUT", "EVENTS/S", "LOST", "ATTACH", "DETACH", "PEAK RSS"
+        "{:<24} {:>9} {:>13} {:>10} {:>6} {:>10} {:>10} {:>9}\n",
+        "TOOL", "THRUPUT", "Q1-Q3", "EVENTS/S", "LOST", "ATTACH", "DETACH", "PEAK RSS"
     );
     let mut json = Vec::new();
     for (tool, s) in tools.iter().zip(&samples) {
-        let ratio = median(s.iter().map(|x| x.ratio).collect());
+        let ratios: Vec<f64> = s.iter().map(|x| x.ratio).collect();
+        let ratio = median(ratios.clone());
+        // The spread of the per-pair ratios: what separates a slowdown from this machine's noise.
+        let (q1, q3) = (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75));
         let eps = median(s.iter().map(|x| x.events as f64 / x.secs).collect());
         let mut by_cause = std::collections::BTreeMap::<String, u64>::new();
         for (k, v) in s.iter().flat_map(|x| x.lost.iter()) {
@@ -369,9 +383,10 @@ fn compare(
         let detach = median(s.iter().map(|x| x.detach_ms).collect());
         let rss = s.iter().map(|x| x.rss_kb).max().unwrap_or(0);
         text += &format!(
-            "{:<24} {:>9.3} {:>10.0} {:>6} {:>7.0} ms {:>7.0} ms {:>6.1} MB\n",
+            "{:<24} {:>9.3} {:>13} {:>10.0} {:>6} {:>7.0} ms {:>7.0} ms {:>6.1} MB\n",
             tool.name,
             ratio,
+            format!("{q1:.3}-{q3:.3}"),
             eps,
             lost,
             attach,
@@ -396,7 +411,7 @@ fn compare(
             "bpf_runs_per_cycle": cost.map(|c| c.0 as f64 / cycles as f64),
             "bpf_ns_per_cycle": cost.map(|c| c.1 as f64 / cycles as f64),
             "bpf_cpu_share": cost.map(|c| c.2),
-            "workload": workload, "tool": tool.name, "throughput_ratio": ratio, "events_per_s": eps,
+            "workload": workload, "tool": tool.name, "throughput_ratio": ratio, "throughput_ratio_q1": q1, "throughput_ratio_q3": q3, "events_per_s": eps,
             "lost": lost, "lost_by_cause": by_cause, "attach_ms": attach, "detach_ms": detach, "peak_rss_kb": rss, "pairs": pairs,
             "ratios": s.iter().map(|x| x.ratio).collect::<Vec<_>>(),
         }));
@@ -432,10 +447,10 @@ fn prog_stats(pid: u32) -> (u64, u64) {
     let mut seen = std::collections::BTreeMap::new();
     for e in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).into_iter().flatten().flatten() {
         let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
-        let field = |name: &str| {
-            info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-        };
-        if let (Some(id), Some(runs), Some(ns)) = (field("prog_id:"), field("run_cnt:"), field("run_time_ns:")) {
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok());
+        if let (Some(id), Some(runs), Some(ns)) =
+            (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
+        {
             // Links name their program too, without the counters; a program held twice counts once.
             seen.insert(id, (runs, ns));
         }

@@ -42,7 +42,7 @@ enum Cmd {
     /// Profiling overhead on this kernel: workload throughput alone vs under each tool,
     /// alternating, plus attach/detach time, events/s, lost events and peak RSS.
     Bench {
-        /// Alternating (unprofiled, profiled) pairs per workload.
+        /// Rounds per workload; a round is one (unprofiled, profiled) pair per tool.
         #[arg(long, default_value_t = 5)]
         pairs: usize,
         /// Cycles per timed run (default 1000 on the host, 200 under QEMU).
