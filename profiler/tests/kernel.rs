@@ -192,6 +192,29 @@ fn mmap_lock_contention_is_told_apart() {
     assert!(u(mmap_lock, "contentions") > 0, "{mmap_lock}");
 }
 
+/// `--max-stack N` (perf's option): the unwinder stops after N frames, so no call path is
+/// longer, the innermost frames are still there, and every wait is still counted.
+#[test]
+fn max_stack_caps_the_recorded_frames() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MappedFile::new(dir.path(), "shallow.dat");
+    let run = Running::start(&["--inode", hot.path.to_str().unwrap(), "--max-stack", "3"]);
+    hot.churn(3);
+    let (code, r, _) = run.stop(libc::SIGINT);
+    assert_eq!(code, 0);
+    let h = file_entry(&r, hot.ino()).expect("churned file reported");
+    let paths = h["call_paths"].as_array().unwrap();
+    assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), u(h, "contentions"));
+    let lens: Vec<usize> = paths.iter().map(|p| p["frames"].as_array().unwrap().len()).collect();
+    assert!(lens.iter().all(|&n| n <= 3), "{paths:?}");
+    // The mmap/munmap paths are deeper than 3: the cap, not the stack, ended them.
+    assert_eq!(lens.iter().max(), Some(&3), "{paths:?}");
+    let frames: Vec<&str> =
+        paths.iter().flat_map(|p| p["frames"].as_array().unwrap()).filter_map(|f| f.as_str()).collect();
+    assert!(frames.contains(&"down_write"), "{frames:?}");
+}
+
 /// Runs rmapprof expecting failure: returns (exit code, stderr), checks one line and no panic.
 #[test]
 fn errors_are_one_line_with_the_right_exit_code() {

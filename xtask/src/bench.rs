@@ -32,6 +32,7 @@ pub struct Opts {
     /// Already inside the VM: no build, no apt.
     pub guest: bool,
     pub stress: bool,
+    pub workloads: Vec<String>,
 }
 
 /// A bpftrace script doing what tracepoint mode does: per-task wait start, per-stack totals.
@@ -75,14 +76,38 @@ struct Sample {
     secs: f64,
 }
 
-fn time_workload(bin: &Path, cycles: u64, jobs: u64) -> Result<f64> {
+/// A workload's command line without its cycle count and jobs.
+fn workload_argv(workload: &str, out: &Path) -> Result<Vec<String>> {
+    let bin = root().join("target/release").join(workload).display().to_string();
+    Ok(match workload {
+        "spawn" | "execl" => vec![bin],
+        "mmap-churn" => {
+            let file = out.join("mmap-churn.dat");
+            std::fs::write(&file, vec![1u8; 64 << 10])?;
+            vec![bin, file.display().to_string()]
+        }
+        w => bail!("unknown workload {w} (spawn, execl, mmap-churn)"),
+    })
+}
+
+/// mmap-churn's cycle (mmap, touch, munmap) is some 500x shorter than a fork+exec+exit.
+fn workload_cycles(workload: &str, cycles: u64) -> u64 {
+    if workload == "mmap-churn" {
+        cycles * 500
+    } else {
+        cycles
+    }
+}
+
+fn time_workload(argv: &[String], cycles: u64, jobs: u64) -> Result<f64> {
     let t = Instant::now();
-    let st = Command::new(bin)
+    let st = Command::new(&argv[0])
+        .args(&argv[1..])
         .args([cycles.to_string(), "-j".into(), jobs.to_string()])
         .status()
-        .with_context(|| format!("running {}", bin.display()))?;
+        .with_context(|| format!("running {}", argv[0]))?;
     if !st.success() {
-        bail!("{} failed", bin.display());
+        bail!("{} failed", argv.join(" "));
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -209,6 +234,7 @@ pub fn run(o: &Opts) -> Result<()> {
         // The same bench, inside our kernel: this binary, on the same repository, as root.
         let me = std::env::current_exe()?.display().to_string();
         let mut cmd = vec![me, "bench".into(), "--guest".into(), "--pairs".into(), o.pairs.to_string()];
+        cmd.extend(["--workloads".into(), o.workloads.join(",")]);
         cmd.extend(["--cycles".into(), o.cycles.unwrap_or(200).to_string(), "-j".into(), o.jobs.to_string()]);
         if o.stress {
             cmd.push("--stress".into());
@@ -227,8 +253,9 @@ pub fn run(o: &Opts) -> Result<()> {
     let (tools, unavailable) = tools(&out)?;
     let mut text = String::new();
     let mut json = Vec::new();
-    for workload in ["spawn", "execl"] {
-        let (t, j) = compare(workload, &tools, o.pairs, cycles, o.jobs)?;
+    for workload in &o.workloads {
+        let argv = workload_argv(workload, &out)?;
+        let (t, j) = compare(workload, &argv, &tools, o.pairs, workload_cycles(workload, cycles), o.jobs)?;
         text += &t;
         json.extend(j);
     }
@@ -322,12 +349,12 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
 /// One workload: `pairs` rounds of (alone, under each tool); a table and JSON rows.
 fn compare(
     workload: &str,
+    bin: &[String],
     tools: &[Tool],
     pairs: usize,
     cycles: u64,
     jobs: u64,
 ) -> Result<(String, Vec<serde_json::Value>)> {
-    let bin = root().join("target/release").join(workload);
     let mut base = Vec::new();
     let mut samples: Vec<Vec<Sample>> = tools.iter().map(|_| Vec::new()).collect();
     for pair in 0..pairs {
@@ -338,10 +365,10 @@ fn compare(
         for k in 0..tools.len() {
             let i = (k + pair) % tools.len();
             let tool = &tools[i];
-            let b = time_workload(&bin, cycles, jobs)?;
+            let b = time_workload(bin, cycles, jobs)?;
             base.push(b);
             let (child, attach_ms, rx) = start(tool)?;
-            let secs = time_workload(&bin, cycles, jobs)?;
+            let secs = time_workload(bin, cycles, jobs)?;
             let (detach_ms, rss_kb) = stop(child, tool.kind)?;
             let (events, lost) = match tool.kind {
                 Kind::Rmapprof => rmapprof_events(Path::new(&tool.argv[4]))?,
@@ -397,10 +424,10 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
-        let cost = Some(bpf_cost(tool, &bin, cycles, jobs)?);
+        let cost = Some(bpf_cost(tool, bin, cycles, jobs)?);
         if let Some((runs, ns, share)) = cost {
             text += &format!(
-                "  {} own BPF cost (run with bpf_stats_enabled): {:.1} program runs, {:.1} us per cycle, {:.2}% of CPU time\n",
+                "  {} own BPF cost (run with bpf_stats_enabled): {:.2} program runs, {:.2} us per cycle, {:.2}% of CPU time\n",
                 tool.name,
                 runs as f64 / cycles as f64,
                 ns as f64 / cycles as f64 / 1e3,
@@ -425,7 +452,7 @@ fn compare(
 /// while it is still attached, so rmapprof, perf and bpftrace are measured the same way; and
 /// their share of the CPU time the run had (wall time x CPUs). A direct measure where
 /// throughput ratios drown in noise. Not in it: the kprobe/trampoline entry itself.
-fn bpf_cost(tool: &Tool, bin: &Path, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
+fn bpf_cost(tool: &Tool, bin: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SYSCTL).context("reading kernel.bpf_stats_enabled")?;
     std::fs::write(SYSCTL, "1").context("enabling kernel.bpf_stats_enabled")?;

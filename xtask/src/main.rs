@@ -57,6 +57,11 @@ enum Cmd {
         /// Then find where rmapprof starts losing events (distinct files, parallel jobs).
         #[arg(long)]
         stress: bool,
+        /// Workloads to compare: spawn and execl (fork/exec, little contention on 2 CPUs),
+        /// mmap-churn (one file mapped and unmapped by every job: contention on every cycle,
+        /// where perf's own slowdown shows).
+        #[arg(long, value_delimiter = ',', default_value = "spawn,execl,mmap-churn")]
+        workloads: Vec<String>,
         /// Set by --vm for the run inside the guest (no build, no apt).
         #[arg(long, hide = true)]
         guest: bool,
@@ -168,8 +173,8 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))
         }
-        Cmd::Bench { pairs, cycles, jobs, vm, stress, guest } => {
-            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress })
+        Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, guest } => {
+            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress, workloads })
         }
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
