@@ -123,7 +123,7 @@ pub enum Sub {
 /// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e9 => Duration::from_secs_f64(secs),
+        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => Duration::from_secs_f64(secs),
         Ok(_) => return Err(format!("'{s}' is not a duration")),
         Err(_) => humantime::parse_duration(s.trim())
             .map_err(|e| format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"))?,

@@ -23,9 +23,10 @@ pub enum Mode {
     Auto,
     /// lock:contention_begin/end: sleeping waits only; optimistic spinning is invisible.
     Tracepoint,
-    /// kprobes/kretprobes on the rwsem slowpaths and osq_lock.
+    /// kprobes on the rwsem slowpaths, osq_lock, down_*/up_* and the rmap tree; kretprobes
+    /// where a duration ends (the slowpaths, osq_lock).
     Kprobe,
-    /// fentry/fexit on the same functions.
+    /// fentry (and fexit where kprobe mode has a kretprobe) on the same functions.
     Fentry,
 }
 
