@@ -53,7 +53,11 @@ static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
 static STACKS: HashMap<u64, KernelStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 /// Where `bpf_get_stack` writes (a stack is too big for the 512-byte BPF stack). One slot per
 /// program family: a tracepoint program can run inside a kprobe/fentry one on the same CPU
-/// (a contended spinlock in a map update), never inside another tracepoint one.
+/// (a contended spinlock in a map update), never inside another tracepoint one. Left open:
+/// on a fully preemptible kernel an fentry program can be preempted (migration is disabled,
+/// preemption is not) and another task's fentry program reuse the slot before the first one
+/// stores its stack, the usual caveat of per-CPU scratch buffers; kprobe and tracepoint
+/// programs run with preemption off.
 #[map]
 static STACK_SCRATCH: PerCpuArray<KernelStack> = PerCpuArray::with_max_entries(2, 0);
 pub mod scratch {

@@ -346,10 +346,11 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     Ok((tools, unavailable))
 }
 
-/// One workload: `pairs` rounds of (alone, under each tool); a table and JSON rows.
+/// One workload (`argv`, without cycles and jobs): `pairs` rounds of one (alone, under the
+/// tool) pair per tool; a table and JSON rows.
 fn compare(
     workload: &str,
-    bin: &[String],
+    argv: &[String],
     tools: &[Tool],
     pairs: usize,
     cycles: u64,
@@ -365,10 +366,10 @@ fn compare(
         for k in 0..tools.len() {
             let i = (k + pair) % tools.len();
             let tool = &tools[i];
-            let b = time_workload(bin, cycles, jobs)?;
+            let b = time_workload(argv, cycles, jobs)?;
             base.push(b);
             let (child, attach_ms, rx) = start(tool)?;
-            let secs = time_workload(bin, cycles, jobs)?;
+            let secs = time_workload(argv, cycles, jobs)?;
             let (detach_ms, rss_kb) = stop(child, tool.kind)?;
             let (events, lost) = match tool.kind {
                 Kind::Rmapprof => rmapprof_events(Path::new(&tool.argv[4]))?,
@@ -424,7 +425,7 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
-        let cost = Some(bpf_cost(tool, bin, cycles, jobs)?);
+        let cost = Some(bpf_cost(tool, argv, cycles, jobs)?);
         if let Some((runs, ns, share)) = cost {
             text += &format!(
                 "  {} own BPF cost (run with bpf_stats_enabled): {:.2} program runs, {:.2} us per cycle, {:.2}% of CPU time\n",
@@ -452,13 +453,13 @@ fn compare(
 /// while it is still attached, so rmapprof, perf and bpftrace are measured the same way; and
 /// their share of the CPU time the run had (wall time x CPUs). A direct measure where
 /// throughput ratios drown in noise. Not in it: the kprobe/trampoline entry itself.
-fn bpf_cost(tool: &Tool, bin: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
+fn bpf_cost(tool: &Tool, argv: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SYSCTL).context("reading kernel.bpf_stats_enabled")?;
     std::fs::write(SYSCTL, "1").context("enabling kernel.bpf_stats_enabled")?;
     let res = (|| {
         let (child, _, _) = start(tool)?;
-        let run = time_workload(bin, cycles, jobs);
+        let run = time_workload(argv, cycles, jobs);
         let held = prog_stats(child.id());
         stop(child, tool.kind)?;
         Ok::<_, anyhow::Error>((run?, held))
