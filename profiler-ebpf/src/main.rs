@@ -53,11 +53,13 @@ static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
 static STACKS: HashMap<u64, KernelStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 /// Where `bpf_get_stack` writes (a stack is too big for the 512-byte BPF stack). One slot per
 /// program family: a tracepoint program can run inside a kprobe/fentry one on the same CPU
-/// (a contended spinlock in a map update), never inside another tracepoint one. Left open:
+/// (a contended spinlock in a map update), never inside another tracepoint one. Caveat:
 /// on a fully preemptible kernel an fentry program can be preempted (migration is disabled,
 /// preemption is not) and another task's fentry program reuse the slot before the first one
-/// stores its stack, the usual caveat of per-CPU scratch buffers; kprobe and tracepoint
-/// programs run with preemption off.
+/// stores its stack, the usual caveat of per-CPU scratch buffers. kprobe and tracepoint
+/// programs run with preemption off. A stack stored that way is caught and dropped
+/// ([`stack`]); the one event whose frames were overwritten may still be charged to the
+/// other task's stack.
 #[map]
 static STACK_SCRATCH: PerCpuArray<KernelStack> = PerCpuArray::with_max_entries(2, 0);
 pub mod scratch {
@@ -100,12 +102,22 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
         count_lost(lost::STACK_FAILED);
         return 0;
     }
-    let key = stack_key(unsafe { &(*buf).ips }, len as usize / 8);
+    let frames = len as usize / 8;
+    let key = stack_key(unsafe { &(*buf).ips }, frames);
     if unsafe { STACKS.get(&key) }.is_none() {
         // -EEXIST: another CPU stored the same stack first.
         if let Err(e) = STACKS.insert(&key, unsafe { &*buf }, BPF_NOEXIST as u64) {
             if e != -17 {
                 count_lost(lost::STACK_MAP_FULL);
+                return 0;
+            }
+        }
+        // First sight only: check that what was stored is the stack the key names (the slot
+        // can be reused under a preempted fentry program, see STACK_SCRATCH); if not, drop it.
+        if let Some(stored) = unsafe { STACKS.get(&key) } {
+            if stack_key(&stored.ips, frames) != key {
+                let _ = STACKS.remove(&key);
+                count_lost(lost::STACK_FAILED);
                 return 0;
             }
         }
