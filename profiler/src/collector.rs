@@ -182,7 +182,8 @@ impl Collector {
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
-        let stack_rows = HashMap::<&MapData, u64, KernelStack>::try_from(self.map("STACKS")?)?.keys().count();
+        let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
+        let stack_rows = stacks.keys().count();
         for (name, rows) in [
             ("CONTENTION", snap.waits.len()),
             ("WAIT_HIST", snap.hists.len()),
@@ -199,7 +200,6 @@ impl Collector {
             snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
         }
         if with_stacks {
-            let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
             let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {
