@@ -45,6 +45,43 @@ pub mod lost {
         ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
 }
 
+/// How kprobe mode came by its kernel stacks; index into the `UNWIND` array map. A stack is
+/// unwound once per call site (the return address `down_*` was called from, and how deep in
+/// the task's kernel stack that call is) and reused for the site's later acquisitions; every
+/// `--stack-cache-check`-th reuse unwinds again and compares. A site that ever showed two
+/// different stacks is unwound every time from then on and counted as a conflict.
+pub mod unwind {
+    /// Full unwinds (`bpf_get_stack`), every mode.
+    pub const UNWINDS: u32 = 0;
+    /// Stacks taken from the call-site cache without unwinding.
+    pub const CACHE_HITS: u32 = 1;
+    /// Reuses that were unwound again to check the cached stack.
+    pub const CACHE_CHECKS: u32 = 2;
+    /// Checks that found another stack: the site is uncached from then on.
+    pub const CACHE_CONFLICTS: u32 = 3;
+    pub const COUNT: u32 = 4;
+    pub const NAMES: [&str; COUNT as usize] = ["unwinds", "cache_hits", "cache_checks", "cache_conflicts"];
+}
+
+/// Key of the call-site stack cache (kprobe mode): where `down_*` will return to, and the
+/// stack pointer's offset from the base of the task's kernel stack at that call. Two call
+/// paths through the same call site at the same depth are told apart only by the checks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CallSite {
+    pub ret: u64,
+    pub depth: u64,
+}
+
+/// Value of the call-site cache: the site's stack key in `STACKS` (0: the site showed more
+/// than one stack, unwind every time) and how often the site was seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CachedStack {
+    pub stack: u64,
+    pub seen: u64,
+}
+
 /// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel
 /// stack; userspace turns the stack into a caller class (fork, mmap, split/merge, teardown).
 pub mod op {
@@ -244,6 +281,8 @@ mod pod {
     unsafe impl aya::Pod for super::WaitHist {}
     unsafe impl aya::Pod for super::OpKey {}
     unsafe impl aya::Pod for super::KernelStack {}
+    unsafe impl aya::Pod for super::CallSite {}
+    unsafe impl aya::Pod for super::CachedStack {}
 }
 
 #[cfg(test)]

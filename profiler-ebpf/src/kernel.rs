@@ -26,9 +26,11 @@ static SB_S_DEV: u64 = 0; // offsetof(struct super_block, s_dev)
 static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
 #[no_mangle]
 static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
+#[no_mangle]
+static TASK_STACK: u64 = 0; // offsetof(struct task_struct, stack)
 
 #[inline(always)]
-fn read<T>(addr: u64) -> Option<T> {
+pub fn read<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
@@ -96,4 +98,11 @@ pub fn i_mmap_rwsem_of_root(root: u64) -> u64 {
 #[inline(always)]
 pub fn classify_i_mmap_root(root: u64) -> LockTarget {
     owner(root, global(&AS_I_MMAP))
+}
+
+/// Base of the current task's kernel stack (`current->stack`); 0 if it cannot be read.
+#[inline(always)]
+pub fn task_stack_base() -> u64 {
+    let task = unsafe { bpf_get_current_task() };
+    read::<u64>(task + global(&TASK_STACK)).unwrap_or(0)
 }

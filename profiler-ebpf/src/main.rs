@@ -10,6 +10,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod callsite;
 mod kernel;
 mod probes;
 
@@ -23,8 +24,8 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, stack_key, ContentionKey, KernelStack, LockTarget, TaskWait,
-    WaitHist, WaitStats, STACK_DEPTH,
+    lcb_flags, lock_kind, log2_bucket, lost, stack_key, unwind, ContentionKey, KernelStack, LockTarget,
+    TaskWait, WaitHist, WaitStats, STACK_DEPTH,
 };
 
 /// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
@@ -68,6 +69,9 @@ pub mod scratch {
 }
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
+/// Where kernel stacks came from (see [`profiler_common::unwind`]).
+#[map]
+static UNWIND: Array<u64> = Array::with_max_entries(unwind::COUNT, 0);
 
 #[inline(always)]
 pub fn global<T: Copy>(v: &T) -> T {
@@ -89,6 +93,13 @@ pub fn count_lost(cause: u32) {
     }
 }
 
+#[inline(always)]
+pub fn count_unwind(what: u32) {
+    if let Some(p) = UNWIND.get_ptr_mut(what) {
+        add(p, 1);
+    }
+}
+
 /// The current kernel stack's key in `STACKS` (stored there on first sight), or 0 (counted as
 /// lost) when it cannot be kept.
 #[inline(always)]
@@ -96,6 +107,7 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
     // The unwinder stops at the buffer's size; the mask keeps the size provably in bounds.
     let size = (global(&MAX_STACK) & STACK_DEPTH as u64) as u32 * 8;
+    count_unwind(unwind::UNWINDS);
     // Kernel stack (flags 0), leaf first; the rest of the buffer is zeroed by the helper.
     let len = unsafe { bpf_get_stack(ctx.as_ptr(), buf as *mut _, size, 0) };
     if len <= 0 {

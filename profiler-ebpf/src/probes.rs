@@ -4,7 +4,8 @@
 //!   that lock:contention_end adds to the same task's record = optimistic spinning;
 //! - `osq_lock` entry→return inside a slowpath: MCS queue spinning, charged to that rwsem;
 //! - `down_write`/`down_read` → `up_write`/`up_read` on an i_mmap_rwsem: every acquisition and
-//!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace).
+//!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace;
+//!   kprobes take the stack from a per-call-site cache, [`crate::callsite`]).
 //!   Entry probes only: the hold starts at `down_*` entry, and a slowpath's return moves it to
 //!   the moment the lock was really granted. Uncontended, `down_*` is a few instructions, so
 //!   the hold is the same to within nanoseconds, without a return probe on every `down_*` of
@@ -36,6 +37,24 @@ static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
 /// preallocated, so a short run on a few libraries does not pin 6 MB of kernel memory.
 #[map]
 static OPS: HashMap<OpKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// How a program family comes by the current kernel stack: kprobes through the call-site
+/// cache ([`crate::callsite`]), fentry programs (no registers) by unwinding.
+trait StackOf: EbpfContext {
+    fn stack_key(&self) -> u64;
+}
+impl StackOf for ProbeContext {
+    #[inline(always)]
+    fn stack_key(&self) -> u64 {
+        crate::callsite::stack_at_entry(self)
+    }
+}
+impl StackOf for FEntryContext {
+    #[inline(always)]
+    fn stack_key(&self) -> u64 {
+        crate::stack(self, scratch::PROBE)
+    }
+}
 
 #[inline(always)]
 fn tid() -> u32 {
@@ -83,6 +102,8 @@ fn slowpath_enter<C: EbpfContext>(ctx: &C, sem: u64, op: u32) {
         target,
         op,
         _pad: 0,
+        // Unwound every time: a slowpath is always entered from down_*, so its call site
+        // says nothing; and slowpaths are the rare, contended case.
         stack: crate::stack(ctx, scratch::PROBE),
         ..Default::default()
     };
@@ -147,9 +168,9 @@ fn osq_exit() {
 /// `down_*` entered for `sem`: if it is an i_mmap_rwsem, the task holds it from now (a
 /// slowpath, if taken, moves the start to when the lock is granted).
 #[inline(always)]
-fn acquired<C: EbpfContext>(ctx: &C, sem: u64, op: u32) {
+fn acquired<C: StackOf>(ctx: &C, sem: u64, op: u32) {
     let Some(target) = wanted_i_mmap(sem) else { return };
-    hold_from_now(tid(), sem, OpKey { target, op, _pad: 0, stack: crate::stack(ctx, scratch::PROBE) });
+    hold_from_now(tid(), sem, OpKey { target, op, _pad: 0, stack: ctx.stack_key() });
 }
 
 #[inline(always)]
@@ -169,7 +190,7 @@ fn release(sem: u64) {
 /// each rmap operation as a third of rmapprof's cost on fork/exec). Only when the lock was
 /// taken before rmapprof attached is there no hold to reuse.
 #[inline(always)]
-fn rmap_op<C: EbpfContext>(ctx: &C, root: u64, op: u32) {
+fn rmap_op<C: StackOf>(ctx: &C, root: u64, op: u32) {
     if !wanted() {
         return;
     }
@@ -180,7 +201,7 @@ fn rmap_op<C: EbpfContext>(ctx: &C, root: u64, op: u32) {
     }
     let target = kernel::classify_i_mmap_root(root);
     if target.kind == lock_kind::I_MMAP_RWSEM {
-        record_op(&OpKey { target, op, _pad: 0, stack: crate::stack(ctx, scratch::PROBE) }, 0);
+        record_op(&OpKey { target, op, _pad: 0, stack: ctx.stack_key() }, 0);
     }
 }
 

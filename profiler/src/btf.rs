@@ -70,6 +70,7 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
         ("INODE_I_SB", "inode", "i_sb"),
         ("SB_S_DEV", "super_block", "s_dev"),
         ("TASK_MM", "task_struct", "mm"),
+        ("TASK_STACK", "task_struct", "stack"),
         ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
     ];
     wanted.into_iter().map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?))).collect()

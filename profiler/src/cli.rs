@@ -63,6 +63,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
           value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
     pub max_stack: u32,
+    /// kprobe mode unwinds the kernel stack once per call site of down_write/down_read and
+    /// reuses it; every Nth reuse is unwound again to check it (a site seen with two call
+    /// paths is then unwound every time, counted in the report). 1 checks every reuse;
+    /// 0 turns the cache off: one unwind per acquisition, as fentry mode does.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub stack_cache_check: u64,
     /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of
     /// each of our programs) while profiling. Adds two clock reads per program run.
     #[arg(long)]
@@ -74,6 +80,10 @@ pub struct Cli {
 }
 
 impl Cli {
+    pub fn stacks(&self) -> crate::collector::StackOptions {
+        crate::collector::StackOptions { max_stack: self.max_stack, cache_check: self.stack_cache_check }
+    }
+
     /// --cycles, or COUNT when COMMAND is one of the bundled workloads (`spawn 1000 -j 4`).
     pub fn cycles(&self) -> Option<u64> {
         if self.cycles.is_some() {

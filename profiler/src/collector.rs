@@ -6,7 +6,9 @@ use aya::{
     programs::{Program, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
-use profiler_common::{lost, ContentionKey, KernelStack, LockTarget, OpKey, WaitHist, WaitStats};
+use profiler_common::{
+    lost, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, WaitHist, WaitStats,
+};
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
@@ -57,6 +59,11 @@ pub struct Snapshot {
     pub ops: Vec<(OpKey, WaitStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
     pub lost: BTreeMap<String, u64>,
+    /// Where the kernel stacks came from: unwinds, call-site cache hits, checks, conflicts.
+    pub unwind: BTreeMap<String, u64>,
+    /// kprobe mode: call sites whose cached stack a recheck found wrong (unwound every time
+    /// since).
+    pub conflict_sites: Vec<CallSite>,
     /// Kernel stacks by key, leaf first, as the kernel records them.
     pub stacks: BTreeMap<u64, Vec<u64>>,
     /// Rows in use and capacity of each aggregation map: bounded by construction; a full one
@@ -70,6 +77,13 @@ pub struct Snapshot {
 pub struct MapRows {
     pub rows: u32,
     pub max: u32,
+}
+
+/// How kernel stacks are taken: `--max-stack`, `--stack-cache-check`.
+#[derive(Clone, Copy, Debug)]
+pub struct StackOptions {
+    pub max_stack: u32,
+    pub cache_check: u64,
 }
 
 pub struct Collector {
@@ -98,7 +112,7 @@ impl Collector {
         mode: Mode,
         btf_path: &Path,
         tgid: Option<u32>,
-        max_stack: u32,
+        stacks: StackOptions,
         bpf_stats: bool,
     ) -> Result<Self> {
         // Before attaching, so every run is counted.
@@ -124,8 +138,9 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
-        let max_stack = max_stack as u64;
+        let max_stack = stacks.max_stack as u64;
         loader.override_global("MAX_STACK", &max_stack, true);
+        loader.override_global("STACK_CACHE_CHECK", &stacks.cache_check, true);
         // Fault injection for the tests: a stack table this small fills up
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
@@ -184,11 +199,14 @@ impl Collector {
         };
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
         let stack_rows = stacks.keys().count();
+        let sites: HashMap<&MapData, CallSite, CachedStack> = HashMap::try_from(self.map("CALL_SITES")?)?;
+        let site_rows = sites.keys().count();
         for (name, rows) in [
             ("CONTENTION", snap.waits.len()),
             ("WAIT_HIST", snap.hists.len()),
             ("OPS", snap.ops.len()),
             ("STACKS", stack_rows),
+            ("CALL_SITES", site_rows),
         ] {
             let max = match self.map(name)? {
                 aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
@@ -199,7 +217,13 @@ impl Collector {
         for (i, name) in lost::NAMES.iter().enumerate() {
             snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
         }
+        let unwind_map: Array<&MapData, u64> = Array::try_from(self.map("UNWIND")?)?;
+        for (i, name) in unwind::NAMES.iter().enumerate() {
+            snap.unwind.insert((*name).to_owned(), unwind_map.get(&(i as u32), 0).unwrap_or(0));
+        }
         if with_stacks {
+            snap.conflict_sites =
+                sites.iter().filter_map(|r| r.ok()).filter(|(_, c)| c.stack == 0).map(|(s, _)| s).collect();
             let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {

@@ -36,6 +36,14 @@ pub struct Report {
     pub probes: Vec<ProbeStatus>,
     /// Dropped events and stacks, by cause.
     pub lost: BTreeMap<String, u64>,
+    /// Where kernel stacks came from: full unwinds, and in kprobe mode the call-site cache's
+    /// hits, re-unwinds that checked a hit, and checks that found another call path.
+    #[serde(default)]
+    pub unwind: BTreeMap<String, u64>,
+    /// The call sites (`function+offset`, and the call's depth in bytes into the task's kernel
+    /// stack) that a recheck caught with a second call path.
+    #[serde(default)]
+    pub unwind_conflict_sites: Vec<String>,
     /// Rows used / capacity of the in-kernel aggregation maps.
     #[serde(default)]
     pub map_rows: BTreeMap<String, crate::collector::MapRows>,
@@ -419,6 +427,12 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),
+        unwind: snap.unwind.clone(),
+        unwind_conflict_sites: snap
+            .conflict_sites
+            .iter()
+            .map(|c| format!("{} (depth {})", ctx.symbols.name_offset(c.ret), c.depth))
+            .collect(),
         map_rows: snap.map_rows.clone(),
         bpf_cost: snap.cost.clone(),
         locks,

@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
 
-    let collector = Collector::start(cli.mode, &cli.btf, cli.pid, cli.max_stack, cli.bpf_stats)?;
+    let collector = Collector::start(cli.mode, &cli.btf, cli.pid, cli.stacks(), cli.bpf_stats)?;
     let mut signal_poll = tokio::time::interval(Duration::from_millis(20));
     let run = Run {
         cli: &cli,

@@ -58,6 +58,10 @@ fn churned_file_gets_contention_and_untouched_file_none() {
     assert!(frames.iter().any(|f| f.contains("munmap") || f.contains("mmap")), "{frames:?}");
     // Only the tracepoints' view: what they cannot see is null, not 0.
     assert!(h["spin_ns_total"].is_null() && h["acquisitions"].is_null());
+    // Every i_mmap_rwsem or mmap_lock wait unwound its stack; no call-site cache here.
+    let unwind = &r["unwind"];
+    assert!(u(unwind, "unwinds") >= n, "{unwind}");
+    assert_eq!(u(unwind, "cache_hits") + u(unwind, "cache_checks"), 0, "{unwind}");
 
     let c = file_entry(&r, cold.ino()).expect("selected file listed even without contention");
     assert_eq!(c["path"], cold_arg);

@@ -80,7 +80,52 @@ fn rmap_operations_are_exact() {
         let class = |c: &str| f["by_class"].as_array().unwrap().iter().find(|r| r["class"] == c).cloned();
         assert_eq!(u(&class("mmap").expect("mmap row"), "write_acquisitions"), p * m, "{mode}: {f}");
         assert_eq!(u(&class("teardown").expect("teardown row"), "write_acquisitions"), p * m, "{mode}: {f}");
+        // kprobe mode unwinds once per call site: the loop's two sites (map, unmap) at one
+        // depth each, so nearly all of its 2·P×M acquisitions reuse a stack (the counts above
+        // are still exact). The unwinds and conflicts also cover the processes' start and
+        // exit (exec, ld.so mapping libraries), which this does not bound. fentry unwinds
+        // every acquisition.
+        let unwind = &r["unwind"];
+        if mode == "kprobe" {
+            assert!(u(unwind, "cache_hits") >= 2 * p * m * 9 / 10, "{unwind}");
+        } else {
+            assert!(u(unwind, "unwinds") >= 2 * p * m, "{unwind}");
+            assert_eq!(u(unwind, "cache_hits"), 0, "{unwind}");
+        }
     }
+}
+
+/// The call-site stack cache (kprobe mode) names the same call paths with the same counts
+/// as unwinding every acquisition, on fork+exec+exit, the workload with the most call sites.
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn call_site_cache_changes_no_call_path() {
+    let spawn = workload("spawn");
+    let paths = |check: &str| {
+        let r = profile(&[
+            "--mode",
+            "kprobe",
+            "--stack-cache-check",
+            check,
+            "--inode",
+            "libc.so.6",
+            "--",
+            spawn.to_str().unwrap(),
+            "50",
+        ]);
+        // By symbol names: one named path can be several stacks (other offsets in a frame).
+        let mut by_names = std::collections::BTreeMap::new();
+        for p in r["files"][0]["acquire_paths"].as_array().unwrap() {
+            *by_names.entry((p["rw"].to_string(), p["frames"].to_string())).or_insert(0) +=
+                u(p, "contentions");
+        }
+        (by_names, r["unwind"].clone())
+    };
+    let (cached, unwind) = paths("64");
+    let (unwound, _) = paths("0");
+    assert!(u(&unwind, "cache_hits") > u(&unwind, "unwinds"), "the cache is used: {unwind}");
+    assert!(cached.len() >= 4, "{cached:?}");
+    assert_eq!(cached, unwound);
 }
 
 /// fork + exec + exit of a dynamically linked binary takes libc's lock the same number of times

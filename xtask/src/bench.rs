@@ -290,17 +290,21 @@ pub fn run(o: &Opts) -> Result<()> {
 fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     let rmapprof = root().join("target/release/rmapprof").display().to_string();
     let mut candidates = Vec::new();
-    for mode in ["tracepoint", "kprobe", "fentry"] {
-        let dir = out.join(format!("rmapprof-{mode}"));
+    // The last one shows what kprobe mode's call-site stack cache saves: one unwind per
+    // acquisition, as before it (and as fentry mode does).
+    for (name, mode, extra) in [
+        ("tracepoint", "tracepoint", None),
+        ("kprobe", "kprobe", None),
+        ("kprobe, no stack cache", "kprobe", Some(["--stack-cache-check", "0"])),
+        ("fentry", "fentry", None),
+    ] {
+        let dir = out.join(format!("rmapprof-{}", name.replace([',', ' '], "")));
+        let mut argv =
+            vec![rmapprof.clone(), "--mode".into(), mode.into(), "-o".into(), dir.display().to_string()];
+        argv.extend(extra.iter().flatten().map(|a| a.to_string()));
         candidates.push(Tool {
-            name: format!("rmapprof ({mode})"),
-            argv: vec![
-                rmapprof.clone(),
-                "--mode".into(),
-                mode.into(),
-                "-o".into(),
-                dir.display().to_string(),
-            ],
+            name: format!("rmapprof ({name})"),
+            argv,
             ready: Ready::Line("rmapprof: profiling"),
             kind: Kind::Rmapprof,
         });

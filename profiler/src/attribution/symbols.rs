@@ -61,6 +61,14 @@ impl KernelSymbols {
         }
     }
 
+    /// `function+0xoffset`, as the kernel prints a return address.
+    pub fn name_offset(&self, ip: u64) -> String {
+        match self.by_addr.range(..=ip).next_back() {
+            Some((addr, _)) => format!("{}+{:#x}", self.name(ip), ip - addr),
+            None => format!("{ip:#x}"),
+        }
+    }
+
     /// A stack as function names, outermost first, leaving out the BPF trampoline and program
     /// frames that fentry probes add, and the second copy of a traced function that its
     /// trampoline calls (`down_write;down_write`).
@@ -129,6 +137,8 @@ mod tests {
         assert_eq!(s.name(0x10ff), "down_write");
         assert_eq!(s.name(0x1234), "rwsem_down_write_slowpath");
         assert_eq!(s.name(0x10), "0x10");
+        assert_eq!(s.name_offset(0x102f), "down_write+0x2f");
+        assert_eq!(s.name_offset(0x10), "0x10");
         let s = KernelSymbols::from_map(BTreeMap::from([
             (0x100, "entry_SYSCALL_64".to_owned()),
             (0x200, "down_write".to_owned()),

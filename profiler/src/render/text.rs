@@ -135,7 +135,9 @@ pub fn full(r: &Report) -> String {
         let _ = writeln!(s, "probe {}: {state}", p.probe);
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
-    let _ = writeln!(s, "lost: {}\n", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    let _ = writeln!(s, "lost: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    s.push_str(&unwinds(r));
+    s.push('\n');
     if let Some(cost) = &r.bpf_cost {
         let (runs, ns) = cost.iter().fold((0, 0), |(r, n), c| (r + c.runs, n + c.ns));
         let per_cycle =
@@ -183,6 +185,26 @@ pub fn full(r: &Report) -> String {
 }
 
 /// bpftrace-style log2 histogram of wait times.
+/// How the kernel stacks were taken, when any were: the call-site cache's share and whether
+/// any check found a cached stack wrong (kprobe mode).
+fn unwinds(r: &Report) -> String {
+    let n = |k: &str| r.unwind.get(k).copied().unwrap_or(0);
+    let (unwinds, hits, checks) = (n("unwinds"), n("cache_hits"), n("cache_checks"));
+    if unwinds == 0 && hits == 0 {
+        return String::new();
+    }
+    let mut s = format!("stacks: {unwinds} unwound");
+    if hits > 0 || checks > 0 {
+        let conflicts = n("cache_conflicts");
+        s += &format!(", {hits} from the call-site cache ({checks} rechecked, {conflicts} differed)");
+    }
+    s.push('\n');
+    for site in &r.unwind_conflict_sites {
+        let _ = writeln!(s, "  two paths, unwound every time since: {site}");
+    }
+    s
+}
+
 pub fn histogram(buckets: &[u64]) -> String {
     let mut s = String::new();
     let (Some(lo), Some(hi)) = (buckets.iter().position(|&n| n > 0), buckets.iter().rposition(|&n| n > 0))
@@ -231,6 +253,16 @@ pub(crate) mod tests {
             selected: vec![],
             probes: vec![],
             lost: [("nested".to_owned(), 2)].into_iter().collect(),
+            unwind: [
+                ("unwinds", 120),
+                ("cache_hits", 99_000),
+                ("cache_checks", 1500),
+                ("cache_conflicts", 1),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            unwind_conflict_sites: vec!["vma_link_file+0x2f (depth 14920)".into()],
             map_rows: Default::default(),
             bpf_cost: None,
             locks: vec![LockSummary {
@@ -279,6 +311,13 @@ pub(crate) mod tests {
     fn full_report_has_paths_and_histogram() {
         let s = full(&sample());
         assert!(s.contains("lost: nested=2"));
+        assert!(
+            s.contains(
+                "stacks: 120 unwound, 99000 from the call-site cache (1500 rechecked, 1 differed)\n  \
+                 two paths, unwound every time since: vma_link_file+0x2f (depth 14920)\n"
+            ),
+            "{s}"
+        );
         let i = s.find("down_write").unwrap();
         assert!(i < s.find("dup_mmap").unwrap(), "innermost frame first");
         assert!(s.contains("[   1K,    2K)        3 |@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@|"), "{s}");
