@@ -31,42 +31,53 @@ static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16
 #[inline(always)]
 pub fn stack_at_entry(ctx: &ProbeContext) -> u64 {
     let check = global(&STACK_CACHE_CHECK);
-    if check == 0 {
-        return crate::stack(ctx, scratch::PROBE);
-    }
-    // x86-64: at a function's entry the stack pointer points at the return address.
-    let sp = unsafe { (*ctx.regs).rsp };
-    let (Some(ret), base) = (kernel::read::<u64>(sp), kernel::task_stack_base()) else {
-        return crate::stack(ctx, scratch::PROBE);
-    };
-    if base == 0 {
-        return crate::stack(ctx, scratch::PROBE);
-    }
-    let site = CallSite { ret, depth: sp.wrapping_sub(base) };
-    let Some(c) = CALL_SITES.get_ptr_mut(&site) else {
-        let key = crate::stack(ctx, scratch::PROBE);
-        if key != 0 {
-            // A full table only means this site is not cached.
-            let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1 }, 0);
+    // One unwind call site below, not one per case: each inlined copy of the unwind and
+    // its hash loop costs the verifier (6.1's gave up at three).
+    let mut miss = None; // a new site, cached after the unwind
+    let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
+    if let Some(site) = call_site(ctx).filter(|_| check != 0) {
+        match CALL_SITES.get_ptr_mut(&site) {
+            None => miss = Some(site),
+            Some(c) => {
+                // Not atomic (fetch-and-add needs the v3 instruction set; the object is built
+                // for v1): two CPUs may read the same count, which only moves the next check.
+                let seen = unsafe { (*c).seen };
+                unsafe { (*c).seen = seen + 1 };
+                let cached = unsafe { (*c).stack };
+                if cached != 0 && seen > FIRST_CHECKS && seen % check != 0 {
+                    count_unwind(unwind::CACHE_HITS);
+                    return cached;
+                }
+                entry = Some((c, cached));
+            }
         }
-        return key;
-    };
-    // Not atomic (fetch-and-add needs the v3 instruction set; the object is built for v1):
-    // two CPUs may read the same count, which only shifts when the next check happens.
-    let seen = unsafe { (*c).seen };
-    unsafe { (*c).seen = seen + 1 };
-    let cached = unsafe { (*c).stack };
-    if cached != 0 && seen > FIRST_CHECKS && seen % check != 0 {
-        count_unwind(unwind::CACHE_HITS);
-        return cached;
     }
     let key = crate::stack(ctx, scratch::PROBE);
-    if cached != 0 && key != 0 {
-        count_unwind(unwind::CACHE_CHECKS);
-        if key != cached {
-            count_unwind(unwind::CACHE_CONFLICTS);
-            unsafe { (*c).stack = 0 };
+    if key == 0 {
+        return 0;
+    }
+    if let Some(site) = miss {
+        // A full table only means this site is not cached.
+        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1 }, 0);
+    } else if let Some((c, cached)) = entry {
+        if cached != 0 {
+            count_unwind(unwind::CACHE_CHECKS);
+            if key != cached {
+                count_unwind(unwind::CACHE_CONFLICTS);
+                unsafe { (*c).stack = 0 };
+            }
         }
     }
     key
+}
+
+/// Where `down_*` returns to and how deep that is in the task's kernel stack; None if the
+/// stack cannot be read.
+#[inline(always)]
+fn call_site(ctx: &ProbeContext) -> Option<CallSite> {
+    // x86-64: at a function's entry the stack pointer points at the return address.
+    let sp = unsafe { (*ctx.regs).rsp };
+    let ret = kernel::read::<u64>(sp)?;
+    let base = kernel::task_stack_base();
+    (base != 0).then(|| CallSite { ret, depth: sp.wrapping_sub(base) })
 }

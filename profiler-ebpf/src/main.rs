@@ -114,8 +114,7 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
         count_lost(lost::STACK_FAILED);
         return 0;
     }
-    let frames = len as usize / 8;
-    let key = stack_key(unsafe { &(*buf).ips }, frames);
+    let key = stack_key(unsafe { &(*buf).ips });
     if unsafe { STACKS.get(&key) }.is_none() {
         // -EEXIST: another CPU stored the same stack first.
         if let Err(e) = STACKS.insert(&key, unsafe { &*buf }, BPF_NOEXIST as u64) {
@@ -127,7 +126,7 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
         // First sight only: check that what was stored is the stack the key names (the slot
         // can be reused under a preempted fentry program, see STACK_SCRATCH); if not, drop it.
         if let Some(stored) = unsafe { STACKS.get(&key) } {
-            if stack_key(&stored.ips, frames) != key {
+            if stack_key(&stored.ips) != key {
                 let _ = STACKS.remove(&key);
                 count_lost(lost::STACK_FAILED);
                 return 0;
