@@ -122,8 +122,10 @@ fn call_site_cache_changes_no_call_path() {
         (by_names, r["unwind"].clone())
     };
     let (cached, unwind) = paths("64");
-    let (unwound, _) = paths("0");
-    assert!(u(&unwind, "cache_hits") > u(&unwind, "unwinds"), "the cache is used: {unwind}");
+    let (unwound, every) = paths("0");
+    // The cache saves unwinds (6.12: ~70% on spawn; 6.1, with more sites that have two
+    // paths, ~40%).
+    assert!(u(&unwind, "cache_hits") > 0 && u(&unwind, "unwinds") < u(&every, "unwinds"), "{unwind} {every}");
     assert!(cached.len() >= 4, "{cached:?}");
     assert_eq!(cached, unwound);
 }
