@@ -86,18 +86,22 @@ pub fn add(p: *mut u64, v: u64) {
     unsafe { atomic_xadd::<u64, u64, { Relaxed }>(p, v) };
 }
 
+/// `counters[i] += 1`.
 #[inline(always)]
-pub fn count_lost(cause: u32) {
-    if let Some(p) = LOST.get_ptr_mut(cause) {
+fn bump(counters: &Array<u64>, i: u32) {
+    if let Some(p) = counters.get_ptr_mut(i) {
         add(p, 1);
     }
 }
 
 #[inline(always)]
+pub fn count_lost(cause: u32) {
+    bump(&LOST, cause);
+}
+
+#[inline(always)]
 pub fn count_unwind(what: u32) {
-    if let Some(p) = UNWIND.get_ptr_mut(what) {
-        add(p, 1);
-    }
+    bump(&UNWIND, what);
 }
 
 /// The current kernel stack's key in `STACKS` (stored there on first sight), or 0 (counted as

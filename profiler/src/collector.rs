@@ -86,6 +86,11 @@ pub struct StackOptions {
     pub cache_check: u64,
 }
 
+/// An array map of counters, by the names of its slots.
+fn counters(map: &Array<&MapData, u64>, names: &[&str]) -> BTreeMap<String, u64> {
+    names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), map.get(&(i as u32), 0).unwrap_or(0))).collect()
+}
+
 pub struct Collector {
     ebpf: Ebpf,
     pub mode: Mode,
@@ -200,7 +205,8 @@ impl Collector {
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
         let stack_rows = stacks.keys().count();
         let sites: HashMap<&MapData, CallSite, CachedStack> = HashMap::try_from(self.map("CALL_SITES")?)?;
-        let site_rows = sites.keys().count();
+        let sites: Vec<(CallSite, CachedStack)> = sites.iter().filter_map(|r| r.ok()).collect();
+        let site_rows = sites.len();
         for (name, rows) in [
             ("CONTENTION", snap.waits.len()),
             ("WAIT_HIST", snap.hists.len()),
@@ -214,16 +220,10 @@ impl Collector {
             };
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
         }
-        for (i, name) in lost::NAMES.iter().enumerate() {
-            snap.lost.insert((*name).to_owned(), lost_map.get(&(i as u32), 0).unwrap_or(0));
-        }
-        let unwind_map: Array<&MapData, u64> = Array::try_from(self.map("UNWIND")?)?;
-        for (i, name) in unwind::NAMES.iter().enumerate() {
-            snap.unwind.insert((*name).to_owned(), unwind_map.get(&(i as u32), 0).unwrap_or(0));
-        }
+        snap.lost = counters(&lost_map, &lost::NAMES);
+        snap.unwind = counters(&Array::try_from(self.map("UNWIND")?)?, &unwind::NAMES);
         if with_stacks {
-            snap.conflict_sites =
-                sites.iter().filter_map(|r| r.ok()).filter(|(_, c)| c.stack == 0).map(|(s, _)| s).collect();
+            snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
             let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {

@@ -404,7 +404,7 @@ fn compare(
         let ratios: Vec<f64> = s.iter().map(|x| x.ratio).collect();
         let ratio = median(ratios.clone());
         // The spread of the per-pair ratios: what separates a slowdown from this machine's noise.
-        let (q1, q3) = (quantile(ratios.clone(), 0.25), quantile(ratios, 0.75));
+        let (q1, q3) = (quantile(ratios.clone(), 0.25), quantile(ratios.clone(), 0.75));
         let eps = median(s.iter().map(|x| x.events as f64 / x.secs).collect());
         let mut by_cause = std::collections::BTreeMap::<String, u64>::new();
         for (k, v) in s.iter().flat_map(|x| x.lost.iter()) {
@@ -429,23 +429,19 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
-        let cost = Some(bpf_cost(tool, argv, cycles, jobs)?);
-        if let Some((runs, ns, share)) = cost {
-            text += &format!(
-                "  {} own BPF cost (run with bpf_stats_enabled): {:.2} program runs, {:.2} us per cycle, {:.2}% of CPU time\n",
-                tool.name,
-                runs as f64 / cycles as f64,
-                ns as f64 / cycles as f64 / 1e3,
-                share * 100.0
-            );
-        }
+        let (runs, ns, share) = bpf_cost(tool, argv, cycles, jobs)?;
+        let (runs, ns) = (runs as f64 / cycles as f64, ns as f64 / cycles as f64);
+        text += &format!(
+            "  {} own BPF cost (run with bpf_stats_enabled): {runs:.2} program runs, {:.2} us per cycle, {:.2}% of CPU time\n",
+            tool.name,
+            ns / 1e3,
+            share * 100.0
+        );
         json.push(serde_json::json!({
-            "bpf_runs_per_cycle": cost.map(|c| c.0 as f64 / cycles as f64),
-            "bpf_ns_per_cycle": cost.map(|c| c.1 as f64 / cycles as f64),
-            "bpf_cpu_share": cost.map(|c| c.2),
+            "bpf_runs_per_cycle": runs, "bpf_ns_per_cycle": ns, "bpf_cpu_share": share,
             "workload": workload, "tool": tool.name, "throughput_ratio": ratio, "throughput_ratio_q1": q1, "throughput_ratio_q3": q3, "events_per_s": eps,
             "lost": lost, "lost_by_cause": by_cause, "attach_ms": attach, "detach_ms": detach, "peak_rss_kb": rss, "pairs": pairs,
-            "ratios": s.iter().map(|x| x.ratio).collect::<Vec<_>>(),
+            "ratios": ratios,
         }));
     }
     Ok((text, json))

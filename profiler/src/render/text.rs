@@ -184,7 +184,6 @@ pub fn full(r: &Report) -> String {
     s
 }
 
-/// bpftrace-style log2 histogram of wait times.
 /// How the kernel stacks were taken, when any were: the call-site cache's share and whether
 /// any check found a cached stack wrong (kprobe mode).
 fn unwinds(r: &Report) -> String {
@@ -205,6 +204,7 @@ fn unwinds(r: &Report) -> String {
     s
 }
 
+/// bpftrace-style log2 histogram of wait times.
 pub fn histogram(buckets: &[u64]) -> String {
     let mut s = String::new();
     let (Some(lo), Some(hi)) = (buckets.iter().position(|&n| n > 0), buckets.iter().rposition(|&n| n > 0))
