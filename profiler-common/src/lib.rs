@@ -63,9 +63,10 @@ pub mod unwind {
     pub const NAMES: [&str; COUNT as usize] = ["unwinds", "cache_hits", "cache_checks", "cache_conflicts"];
 }
 
-/// Key of the call-site stack cache (kprobe mode): where `down_*` will return to, and the
-/// stack pointer's offset from the base of the task's kernel stack at that call. Two call
-/// paths through the same call site at the same depth are told apart only by the checks.
+/// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
+/// and the offset of that return address from the base of the task's kernel stack. Two
+/// call paths through the same call site at the same depth are told apart only by the
+/// checks.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSite {

@@ -1,16 +1,21 @@
-//! kprobe mode's call-site stack cache: one kernel unwind per call site instead of one per
-//! i_mmap_rwsem acquisition.
+//! The call-site stack cache: one full kernel unwind per call site of `down_*` (and of the
+//! rmap tree operations) instead of one per i_mmap_rwsem acquisition.
 //!
 //! `--bpf-stats` put the unwind (`bpf_get_stack`) at ~90% of the cost of an acquisition probe,
-//! and fork/exec/exit takes the lock from a few dozen sites, over and over. At `down_*` entry
-//! a kprobe has the registers: `*regs->sp` is the return address into the caller, and
-//! `regs->sp - current->stack` how deep the call is. Both together nearly always name one
-//! call path; to keep that honest, the first reuses and then every `STACK_CACHE_CHECK`-th are
-//! unwound again and compared, and a site caught with two paths is unwound every time from
-//! then on (`unwind.cache_conflicts`). fentry programs get no registers, so they always
-//! unwind; so does everything when `STACK_CACHE_CHECK` is 0 (`--stack-cache-check 0`).
+//! and fork/exec/exit takes the lock from a few dozen sites, over and over. A site is named
+//! cheaply ([`SiteOf`]), and its full stack unwound once. To keep that honest, the first
+//! reuses and then every `STACK_CACHE_CHECK`-th are unwound again and compared, and a site
+//! caught with two paths is unwound every time from then on (`unwind.cache_conflicts`).
+//! `STACK_CACHE_CHECK` 0 (`--stack-cache-check 0`) unwinds everything.
 
-use aya_ebpf::{bindings::BPF_F_NO_PREALLOC, macros::map, maps::HashMap, programs::ProbeContext};
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    helpers::bpf_get_func_ip,
+    macros::map,
+    maps::HashMap,
+    programs::{FEntryContext, ProbeContext},
+    EbpfContext,
+};
 use profiler_common::{unwind, CachedStack, CallSite};
 
 use crate::{count_unwind, global, kernel, scratch};
@@ -26,16 +31,71 @@ const FIRST_CHECKS: u64 = 4;
 #[map]
 static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
+/// How a program family names its call site, much more cheaply than a full unwind.
+pub trait SiteOf: EbpfContext {
+    /// Leading frames of a full unwind that are the BPF program itself. A tracing program's
+    /// unwind starts at the helper call's return address in the program, which differs from
+    /// one call of `bpf_get_stack` to another (LLVM may duplicate a call): kept, it would
+    /// give one kernel stack two keys. A kprobe's starts at the probed function.
+    const BPF_FRAMES: u64;
+    fn call_site(&self) -> Option<CallSite>;
+}
+
+impl SiteOf for ProbeContext {
+    const BPF_FRAMES: u64 = 0;
+
+    /// Where the probed function returns to and how deep that is in the task's kernel stack.
+    #[inline(always)]
+    fn call_site(&self) -> Option<CallSite> {
+        // x86-64: at a function's entry the stack pointer points at the return address.
+        let sp = unsafe { (*self.regs).rsp };
+        let ret = kernel::read::<u64>(sp)?;
+        let base = kernel::task_stack_base();
+        (base != 0).then(|| CallSite { ret, depth: sp.wrapping_sub(base) })
+    }
+}
+
+/// Where the trampoline returns to, past the traced function's address: its fentry site
+/// (0, or 4 after an `endbr64` on kernels built with IBT) plus the `call rel32` (5).
+const FENTRY_RETURN: [u64; 2] = [5, 4 + 5];
+
+impl SiteOf for FEntryContext {
+    const BPF_FRAMES: u64 = 1;
+    /// fentry programs get no registers, but their frame sits on the task's kernel stack right
+    /// under the trampoline's, and both keep frame pointers (x86-64 BPF JIT: r10 is rbp):
+    /// `*r10` is the trampoline's rbp, above which lie the return address into the traced
+    /// function and then the one into its caller, the same slot as kprobe mode's
+    /// `*regs->sp`. Checked rather than assumed: the first must be the traced function's
+    /// fentry site plus the call (else, e.g. a trampoline shared with ftrace, or a program
+    /// on a private stack: no site, a full unwind).
+    #[inline(always)]
+    fn call_site(&self) -> Option<CallSite> {
+        let fp: u64;
+        // SAFETY: reads a register. The verifier types it as a stack pointer, which a
+        // privileged program may hand to bpf_probe_read_kernel as an address.
+        unsafe { core::arch::asm!("{} = r10", out(reg) fp) };
+        let tramp_fp = kernel::read::<u64>(fp)?;
+        let [into_fn, into_caller] = kernel::read::<[u64; 2]>(tramp_fp + 8)?;
+        let func = unsafe { bpf_get_func_ip(self.as_ptr()) };
+        let past = into_fn.wrapping_sub(func);
+        if past != FENTRY_RETURN[0] && past != FENTRY_RETURN[1] {
+            return None;
+        }
+        let base = kernel::task_stack_base();
+        (base != 0).then(|| CallSite { ret: into_caller, depth: (tramp_fp + 16).wrapping_sub(base) })
+    }
+}
+
 /// The current kernel stack's key in `STACKS` (0 when it could not be kept), from the cache
 /// when the call site has been seen.
 #[inline(always)]
-pub fn stack_at_entry(ctx: &ProbeContext) -> u64 {
+pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     let check = global(&STACK_CACHE_CHECK);
     // One unwind call site below, not one per case: each inlined copy of the unwind and
     // its hash loop costs the verifier (6.1's gave up at three).
     let mut miss = None; // a new site, cached after the unwind
     let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
-    if let Some(site) = call_site(ctx).filter(|_| check != 0) {
+    if let Some(site) = if check != 0 { ctx.call_site() } else { None } {
         match CALL_SITES.get_ptr_mut(&site) {
             None => miss = Some(site),
             Some(c) => {
@@ -52,7 +112,7 @@ pub fn stack_at_entry(ctx: &ProbeContext) -> u64 {
             }
         }
     }
-    let key = crate::stack(ctx, scratch::PROBE);
+    let key = crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
     if key == 0 {
         return 0;
     }
@@ -69,15 +129,4 @@ pub fn stack_at_entry(ctx: &ProbeContext) -> u64 {
         }
     }
     key
-}
-
-/// Where `down_*` returns to and how deep that is in the task's kernel stack; None if the
-/// stack cannot be read.
-#[inline(always)]
-fn call_site(ctx: &ProbeContext) -> Option<CallSite> {
-    // x86-64: at a function's entry the stack pointer points at the return address.
-    let sp = unsafe { (*ctx.regs).rsp };
-    let ret = kernel::read::<u64>(sp)?;
-    let base = kernel::task_stack_base();
-    (base != 0).then(|| CallSite { ret, depth: sp.wrapping_sub(base) })
 }

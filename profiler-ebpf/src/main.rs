@@ -9,13 +9,15 @@
 // The BPF target has no AtomicU64::fetch_add; the intrinsic lowers to BPF_ATOMIC_ADD (XADD).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// r10 (the frame pointer) for fentry mode's call site: see callsite.rs.
+#![feature(asm_experimental_arch)]
 
 mod callsite;
 mod kernel;
 mod probes;
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    bindings::{BPF_F_NO_PREALLOC, BPF_F_SKIP_FIELD_MASK, BPF_NOEXIST},
     helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_ktime_get_ns},
     macros::{map, tracepoint},
     maps::{Array, HashMap, PerCpuArray},
@@ -105,15 +107,17 @@ pub fn count_unwind(what: u32) {
 }
 
 /// The current kernel stack's key in `STACKS` (stored there on first sight), or 0 (counted as
-/// lost) when it cannot be kept.
+/// lost) when it cannot be kept. `skip` leading frames are left out: see
+/// [`callsite::SiteOf::BPF_FRAMES`].
 #[inline(always)]
-pub fn stack<C: EbpfContext>(ctx: &C, slot: u32) -> u64 {
+pub fn stack<C: EbpfContext>(ctx: &C, slot: u32, skip: u64) -> u64 {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
     // The unwinder stops at the buffer's size; the mask keeps the size provably in bounds.
     let size = (global(&MAX_STACK) & STACK_DEPTH as u64) as u32 * 8;
     count_unwind(unwind::UNWINDS);
     // Kernel stack (flags 0), leaf first; the rest of the buffer is zeroed by the helper.
-    let len = unsafe { bpf_get_stack(ctx.as_ptr(), buf as *mut _, size, 0) };
+    let len =
+        unsafe { bpf_get_stack(ctx.as_ptr(), buf as *mut _, size, skip & BPF_F_SKIP_FIELD_MASK as u64) };
     if len <= 0 {
         count_lost(lost::STACK_FAILED);
         return 0;
@@ -166,7 +170,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let target = kernel::classify(lock, flags);
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
-    let stack = if target.kind == lock_kind::OTHER { 0 } else { stack(&ctx, scratch::TRACEPOINT) };
+    let stack = if target.kind == lock_kind::OTHER { 0 } else { stack(&ctx, scratch::TRACEPOINT, 0) };
     let wait = TaskWait {
         start_ns: unsafe { bpf_ktime_get_ns() },
         lock,

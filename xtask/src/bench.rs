@@ -33,7 +33,12 @@ pub struct Opts {
     pub guest: bool,
     pub stress: bool,
     pub workloads: Vec<String>,
+    /// Only these tools (their short names, [`TOOL_NAMES`]); all when empty.
+    pub tools: Vec<String>,
 }
+
+/// Short names for `--tools`, in the order the tools run.
+pub const TOOL_NAMES: [&str; 6] = ["tracepoint", "kprobe", "kprobe-nocache", "fentry", "perf", "bpftrace"];
 
 /// A bpftrace script doing what tracepoint mode does: per-task wait start, per-stack totals.
 const BPFTRACE: &str = "tracepoint:lock:contention_begin { @start[tid] = nsecs; }
@@ -42,6 +47,8 @@ END { clear(@start); clear(@ns); print(@n); clear(@n); }";
 
 #[derive(Clone)]
 pub(crate) struct Tool {
+    /// One of [`TOOL_NAMES`].
+    pub short: &'static str,
     pub name: String,
     /// Command line; the workload is not part of it (the tool runs system-wide).
     pub argv: Vec<String>,
@@ -235,6 +242,9 @@ pub fn run(o: &Opts) -> Result<()> {
         let me = std::env::current_exe()?.display().to_string();
         let mut cmd = vec![me, "bench".into(), "--guest".into(), "--pairs".into(), o.pairs.to_string()];
         cmd.extend(["--workloads".into(), o.workloads.join(",")]);
+        if !o.tools.is_empty() {
+            cmd.extend(["--tools".into(), o.tools.join(",")]);
+        }
         cmd.extend(["--cycles".into(), o.cycles.unwrap_or(200).to_string(), "-j".into(), o.jobs.to_string()]);
         if o.stress {
             cmd.push("--stress".into());
@@ -250,7 +260,7 @@ pub fn run(o: &Opts) -> Result<()> {
     let out = root().join(if o.guest { "target/bench/vm" } else { "target/bench" });
     std::fs::create_dir_all(&out)?;
     let cycles = o.cycles.unwrap_or(1000);
-    let (tools, unavailable) = tools(&out)?;
+    let (tools, unavailable) = tools(&out, &o.tools)?;
     let mut text = String::new();
     let mut json = Vec::new();
     for workload in &o.workloads {
@@ -287,22 +297,26 @@ pub fn run(o: &Opts) -> Result<()> {
 
 /// rmapprof in every mode, bpftrace and perf lock contention -b: those that attach on this
 /// kernel, and the others with the reason they did not.
-fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
+fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
+    if let Some(t) = only.iter().find(|t| !TOOL_NAMES.contains(&t.as_str())) {
+        bail!("--tools: unknown tool {t} (one of {})", TOOL_NAMES.join(", "));
+    }
     let rmapprof = root().join("target/release/rmapprof").display().to_string();
     let mut candidates = Vec::new();
     // The last one shows what kprobe mode's call-site stack cache saves: one unwind per
     // acquisition, as before it (and as fentry mode does).
-    for (name, mode, extra) in [
-        ("tracepoint", "tracepoint", None),
-        ("kprobe", "kprobe", None),
-        ("kprobe, no stack cache", "kprobe", Some(["--stack-cache-check", "0"])),
-        ("fentry", "fentry", None),
+    for (short, name, mode, extra) in [
+        ("tracepoint", "tracepoint", "tracepoint", None),
+        ("kprobe", "kprobe", "kprobe", None),
+        ("kprobe-nocache", "kprobe, no stack cache", "kprobe", Some(["--stack-cache-check", "0"])),
+        ("fentry", "fentry", "fentry", None),
     ] {
         let dir = out.join(format!("rmapprof-{}", name.replace([',', ' '], "")));
         let mut argv =
             vec![rmapprof.clone(), "--mode".into(), mode.into(), "-o".into(), dir.display().to_string()];
         argv.extend(extra.iter().flatten().map(|a| a.to_string()));
         candidates.push(Tool {
+            short,
             name: format!("rmapprof ({name})"),
             argv,
             ready: Ready::Line("rmapprof: profiling"),
@@ -312,6 +326,7 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     let mut unavailable = Vec::new();
     match perf::binary() {
         Some(perf) => candidates.push(Tool {
+            short: "perf",
             name: "perf lock con -ab".into(),
             argv: vec![
                 perf.display().to_string(),
@@ -327,6 +342,7 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
     }
     if have("bpftrace") {
         candidates.push(Tool {
+            short: "bpftrace",
             name: "bpftrace".into(),
             argv: vec!["bpftrace".into(), "-e".into(), BPFTRACE.into()],
             ready: Ready::Line("Attaching"),
@@ -336,7 +352,7 @@ fn tools(out: &Path) -> Result<(Vec<Tool>, Vec<String>)> {
         unavailable.push("bpftrace: not installed".into());
     }
     let mut tools = Vec::new();
-    for t in candidates {
+    for t in candidates.into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.short)) {
         eprintln!("xtask: bench: does {} attach here?", t.name);
         match start(&t).and_then(|(child, _, _)| stop(child, t.kind)) {
             Ok(_) => tools.push(t),

@@ -62,6 +62,10 @@ enum Cmd {
         /// where perf's own slowdown shows).
         #[arg(long, value_delimiter = ',', default_value = "spawn,execl,mmap-churn")]
         workloads: Vec<String>,
+        /// Only these tools: tracepoint, kprobe, kprobe-nocache, fentry, perf, bpftrace
+        /// (default: all that attach); fewer tools buy more rounds in the same time.
+        #[arg(long, value_delimiter = ',')]
+        tools: Vec<String>,
         /// Set by --vm for the run inside the guest (no build, no apt).
         #[arg(long, hide = true)]
         guest: bool,
@@ -173,8 +177,8 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))
         }
-        Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, guest } => {
-            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress, workloads })
+        Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, tools, guest } => {
+            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress, workloads, tools })
         }
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
