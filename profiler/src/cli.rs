@@ -63,10 +63,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
           value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
     pub max_stack: u32,
-    /// kprobe mode unwinds the kernel stack once per call site of down_write/down_read and
-    /// reuses it; every Nth reuse is unwound again to check it (a site seen with two call
-    /// paths is then unwound every time, counted in the report). 1 checks every reuse;
-    /// 0 turns the cache off: one unwind per acquisition, as fentry mode does.
+    /// kprobe and fentry modes unwind the kernel stack once per call site of
+    /// down_write/down_read (and of the rmap tree operations) and reuse it; every Nth reuse
+    /// is unwound again to check it (a site seen with two call paths is then unwound every
+    /// time, counted in the report). 1 checks every reuse; 0 turns the cache off: one unwind
+    /// per acquisition.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub stack_cache_check: u64,
     /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of

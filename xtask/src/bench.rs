@@ -303,8 +303,8 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
     }
     let rmapprof = root().join("target/release/rmapprof").display().to_string();
     let mut candidates = Vec::new();
-    // The last one shows what kprobe mode's call-site stack cache saves: one unwind per
-    // acquisition, as before it (and as fentry mode does).
+    // "no stack cache" shows what the call-site stack cache saves: one unwind per
+    // acquisition, as before it.
     for (short, name, mode, extra) in [
         ("tracepoint", "tracepoint", "tracepoint", None),
         ("kprobe", "kprobe", "kprobe", None),
