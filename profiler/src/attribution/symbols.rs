@@ -71,13 +71,16 @@ impl KernelSymbols {
 
     /// A stack as function names, outermost first, leaving out the BPF trampoline and program
     /// frames that fentry probes add, and the second copy of a traced function that its
-    /// trampoline calls (`down_write;down_write`).
+    /// trampoline calls (`down_write;down_write`). `ftrace_trampoline` too: a trampoline
+    /// page that ftrace allocated, or a BPF trampoline that kallsyms does not list (6.1),
+    /// whose nearest symbol below is one; tracing machinery either way, not the call path.
     pub fn frames(&self, ips_leaf_first: &[u64]) -> Vec<String> {
+        const MACHINERY: [&str; 3] = ["bpf_trampoline_", "bpf_prog_", "ftrace_trampoline"];
         let mut v: Vec<String> = ips_leaf_first
             .iter()
             .rev()
             .map(|ip| self.name(*ip))
-            .filter(|f| !f.starts_with("bpf_trampoline_") && !f.starts_with("bpf_prog_") && f != "[unknown]")
+            .filter(|f| !MACHINERY.iter().any(|m| f.starts_with(m)) && f != "[unknown]")
             .collect();
         v.dedup();
         v
@@ -143,10 +146,11 @@ mod tests {
             (0x100, "entry_SYSCALL_64".to_owned()),
             (0x200, "down_write".to_owned()),
             (0x300, "bpf_trampoline_6442504491\t[bpf]".to_owned()),
+            (0x380, "ftrace_trampoline\t[__builtin__ftrace]".to_owned()),
             (0x400, "_etext".to_owned()),
             (0x500, "__brk_limit".to_owned()),
         ]));
-        assert_eq!(s.frames(&[0x301, 0x301, 0x201, 0x501, 0x201, 0x101]), ["entry_SYSCALL_64", "down_write"]);
+        assert_eq!(s.frames(&[0x381, 0x301, 0x201, 0x501, 0x201, 0x101]), ["entry_SYSCALL_64", "down_write"]);
         assert_eq!(s.name(0x501), "[unknown]");
     }
 }
