@@ -35,8 +35,9 @@ static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16
 pub trait SiteOf: EbpfContext {
     /// Leading frames of a full unwind that are the BPF program itself. A tracing program's
     /// unwind starts at the helper call's return address in the program, which differs from
-    /// one call of `bpf_get_stack` to another (LLVM may duplicate a call): kept, it would
-    /// give one kernel stack two keys. A kprobe's starts at the probed function.
+    /// one `bpf_get_stack` call in the compiled program to another: kept, it gave one kernel
+    /// stack two keys, and every cached site "conflicted" at its first check. A kprobe's
+    /// unwind starts at the probed function.
     const BPF_FRAMES: u64;
     fn call_site(&self) -> Option<CallSite>;
 }
