@@ -72,7 +72,7 @@ impl KernelSymbols {
     /// A stack as function names, outermost first, leaving out the BPF trampoline and program
     /// frames that fentry probes add, and the second copy of a traced function that its
     /// trampoline calls (`down_write;down_write`). `ftrace_trampoline` too: a trampoline
-    /// page that ftrace allocated, or a BPF trampoline that kallsyms does not list (6.1),
+    /// page that ftrace allocated, or (seen on 6.1) a BPF trampoline with no kallsyms entry
     /// whose nearest symbol below is one; tracing machinery either way, not the call path.
     pub fn frames(&self, ips_leaf_first: &[u64]) -> Vec<String> {
         const MACHINERY: [&str; 3] = ["bpf_trampoline_", "bpf_prog_", "ftrace_trampoline"];
