@@ -80,8 +80,8 @@ fn rmap_operations_are_exact() {
         let class = |c: &str| f["by_class"].as_array().unwrap().iter().find(|r| r["class"] == c).cloned();
         assert_eq!(u(&class("mmap").expect("mmap row"), "write_acquisitions"), p * m, "{mode}: {f}");
         assert_eq!(u(&class("teardown").expect("teardown row"), "write_acquisitions"), p * m, "{mode}: {f}");
-        // Both modes unwind once per call site: the loop's two sites (map, unmap), one
-        // depth (kprobe) or one set of callers (fentry) each, so nearly all of its 2·P×M
+        // Both modes unwind once per call site: the loop's two sites (map, unmap) at one
+        // depth each, so nearly all of its 2·P×M
         // acquisitions reuse a stack (the counts above are still exact). The unwinds and
         // conflicts also cover the processes' start and exit (exec, ld.so mapping
         // libraries), which this does not bound.
@@ -92,7 +92,8 @@ fn rmap_operations_are_exact() {
 
 /// The call-site stack cache names the same call paths with the same counts as unwinding
 /// every acquisition, on fork+exec+exit, the workload with the most call sites: in kprobe
-/// mode (sites by return address and depth) and fentry mode (by a short unwind).
+/// mode (return address at `regs->sp`) and fentry mode (read through the trampoline's
+/// frame).
 #[test]
 #[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
 fn call_site_cache_changes_no_call_path() {

@@ -301,6 +301,7 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
     if let Some(t) = only.iter().find(|t| !TOOL_NAMES.contains(&t.as_str())) {
         bail!("--tools: unknown tool {t} (one of {})", TOOL_NAMES.join(", "));
     }
+    let selected = |short: &str| only.is_empty() || only.iter().any(|o| o == short);
     let rmapprof = root().join("target/release/rmapprof").display().to_string();
     let mut candidates = Vec::new();
     // "no stack cache" shows what the call-site stack cache saves: one unwind per
@@ -338,7 +339,10 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
             ready: Ready::BpfLinks(2),
             kind: Kind::Perf,
         }),
-        None => unavailable.push("perf lock contention -b: tools/perf not built (see above)".into()),
+        None if selected("perf") => {
+            unavailable.push("perf lock contention -b: tools/perf not built (see above)".into())
+        }
+        None => {}
     }
     if have("bpftrace") {
         candidates.push(Tool {
@@ -348,11 +352,11 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
             ready: Ready::Line("Attaching"),
             kind: Kind::Bpftrace,
         });
-    } else {
+    } else if selected("bpftrace") {
         unavailable.push("bpftrace: not installed".into());
     }
     let mut tools = Vec::new();
-    for t in candidates.into_iter().filter(|t| only.is_empty() || only.iter().any(|o| o == t.short)) {
+    for t in candidates.into_iter().filter(|t| selected(t.short)) {
         eprintln!("xtask: bench: does {} attach here?", t.name);
         match start(&t).and_then(|(child, _, _)| stop(child, t.kind)) {
             Ok(_) => tools.push(t),
@@ -463,13 +467,13 @@ fn compare(
     Ok((text, json))
 }
 
-/// A tool's own BPF cost in three more runs with the kernel's BPF statistics on
+/// A tool's own BPF cost in [`BPF_COST_RUNS`] more runs with the kernel's BPF statistics on
 /// (`kernel.bpf_stats_enabled`, restored after): total program runs and run time of every
 /// program the tool's process holds, read from `/proc/PID/fdinfo` (`run_cnt`, `run_time_ns`)
 /// while it is still attached, so rmapprof, perf and bpftrace are measured the same way; and
 /// their share of the CPU time the run had (wall time x CPUs). A direct measure where
 /// throughput ratios drown in noise. Not in it: the kprobe/trampoline entry itself.
-/// The median of the [`BPF_COST_RUNS`] runs by run time: one run's figure moved by a third
+/// The median of those runs by run time: one run's figure moved by a third
 /// between two benches of the same code under TCG.
 fn bpf_cost(tool: &Tool, argv: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
     let mut runs =
