@@ -13,7 +13,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::{
     io::{BufRead, BufReader, Read},
-    path::Path,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -31,6 +32,8 @@ pub struct Opts {
     pub vm: Option<u32>,
     /// Already inside the VM: no build, no apt.
     pub guest: bool,
+    /// With `vm`: QEMU's instruction-count clock ([`vm::VmOpts::icount`]).
+    pub icount: bool,
     pub stress: bool,
     pub workloads: Vec<String>,
     /// Only these tools (their short names, [`TOOL_NAMES`]); all when empty.
@@ -83,18 +86,74 @@ struct Sample {
     secs: f64,
 }
 
-/// A workload's command line without its cycle count and jobs.
-fn workload_argv(workload: &str, out: &Path) -> Result<Vec<String>> {
-    let bin = root().join("target/release").join(workload).display().to_string();
-    Ok(match workload {
+/// A workload's command line without its cycle count and jobs, and the root it runs under.
+struct Workload {
+    argv: Vec<String>,
+    chroot: Option<PathBuf>,
+}
+
+fn workload(name: &str, out: &Path, chroot: Option<&Path>) -> Result<Workload> {
+    let (bin, dir) = match chroot {
+        Some(r) => (format!("/bin/{name}"), r.to_path_buf()),
+        None => (root().join("target/release").join(name).display().to_string(), out.to_path_buf()),
+    };
+    let argv = match name {
         "spawn" | "execl" => vec![bin],
         "mmap-churn" => {
-            let file = out.join("mmap-churn.dat");
-            std::fs::write(&file, vec![1u8; 64 << 10])?;
+            std::fs::write(dir.join("mmap-churn.dat"), vec![1u8; 64 << 10])?;
+            let file = if chroot.is_some() { "/mmap-churn.dat".into() } else { dir.join("mmap-churn.dat") };
             vec![bin, file.display().to_string()]
         }
         w => bail!("unknown workload {w} (spawn, execl, mmap-churn)"),
-    })
+    };
+    Ok(Workload { argv, chroot: chroot.map(Path::to_path_buf) })
+}
+
+/// Where the workloads run when `/` is the host's file system over 9p (our VM): a tmpfs copy
+/// of them, `/bin/true` and their libraries. Over 9p every exec's path walk and ELF reads are
+/// round trips to QEMU: they made up more than half of a spawn cycle (3.0 s against 1.37 s per
+/// 100 cycles from tmpfs) and diluted every tool's cost by as much. None on a disk-backed root.
+fn tmpfs_root() -> Result<Option<PathBuf>> {
+    let mounts = std::fs::read_to_string("/proc/mounts")?;
+    let fs_at = |p: &Path| {
+        mounts.lines().find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(1) == p.to_str().as_ref()).then(|| f.get(2).unwrap_or(&"").to_string())
+        })
+    };
+    if fs_at(Path::new("/")).as_deref() != Some("9p") {
+        return Ok(None);
+    }
+    let r = PathBuf::from("/tmp/rmapprof-bench-root");
+    std::fs::create_dir_all(&r)?;
+    if fs_at(&r).is_none() {
+        sh(Command::new("mount").args(["-t", "tmpfs", "rmapprof-bench"]).arg(&r))?;
+    }
+    let bins = ["spawn", "execl", "mmap-churn"].map(|w| root().join("target/release").join(w));
+    let mut files: Vec<(PathBuf, PathBuf)> =
+        bins.iter().map(|b| (b.clone(), Path::new("/bin").join(b.file_name().unwrap()))).collect();
+    files.push(("/bin/true".into(), "/bin/true".into()));
+    // Their shared libraries and loader, at the paths ldd names (the paths the binaries ask for).
+    let ldd = Command::new("ldd").args(&bins).arg("/bin/true").output().context("running ldd")?;
+    for lib in String::from_utf8_lossy(&ldd.stdout).split_whitespace().filter(|w| w.starts_with('/')) {
+        let lib = lib.trim_end_matches(':');
+        if !bins.iter().any(|b| b.as_os_str() == lib) && lib != "/bin/true" {
+            files.push((lib.into(), lib.into()));
+        }
+    }
+    for (from, to) in files {
+        let to = r.join(to.strip_prefix("/").unwrap_or(&to));
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        std::fs::copy(&from, &to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    // execl re-executes /proc/self/exe.
+    let proc_dir = r.join("proc");
+    std::fs::create_dir_all(&proc_dir)?;
+    if fs_at(&proc_dir).is_none() {
+        sh(Command::new("mount").args(["-t", "proc", "proc"]).arg(&proc_dir))?;
+    }
+    Ok(Some(r))
 }
 
 /// mmap-churn's cycle (mmap, touch, munmap) is some 500x shorter than a fork+exec+exit.
@@ -106,13 +165,21 @@ fn workload_cycles(workload: &str, cycles: u64) -> u64 {
     }
 }
 
-fn time_workload(argv: &[String], cycles: u64, jobs: u64) -> Result<f64> {
+fn time_workload(w: &Workload, cycles: u64, jobs: u64) -> Result<f64> {
+    let argv = &w.argv;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..]).args([cycles.to_string(), "-j".into(), jobs.to_string()]);
+    if let Some(r) = w.chroot.clone() {
+        // SAFETY: chroot and chdir are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                std::os::unix::fs::chroot(&r)?;
+                std::env::set_current_dir("/")
+            })
+        };
+    }
     let t = Instant::now();
-    let st = Command::new(&argv[0])
-        .args(&argv[1..])
-        .args([cycles.to_string(), "-j".into(), jobs.to_string()])
-        .status()
-        .with_context(|| format!("running {}", argv[0]))?;
+    let st = cmd.status().with_context(|| format!("running {}", argv[0]))?;
     if !st.success() {
         bail!("{} failed", argv.join(" "));
     }
@@ -226,6 +293,9 @@ fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
 }
 
 pub fn run(o: &Opts) -> Result<()> {
+    if o.icount && o.vm.is_none() && !o.guest {
+        bail!("--icount is a QEMU clock: use it with --vm");
+    }
     if !o.guest {
         build()?;
         if !have("bpftrace") {
@@ -249,8 +319,17 @@ pub fn run(o: &Opts) -> Result<()> {
         if o.stress {
             cmd.push("--stress".into());
         }
-        let opts =
-            vm::VmOpts { kernel: vm::KERNELS[0], patched: false, debug: false, cpus, memory: "2G".into() };
+        if o.icount {
+            cmd.push("--icount".into());
+        }
+        let opts = vm::VmOpts {
+            kernel: vm::KERNELS[0],
+            patched: false,
+            debug: false,
+            cpus,
+            memory: "2G".into(),
+            icount: o.icount,
+        };
         let code = vm::run(&opts, &cmd)?;
         if code != 0 {
             bail!("bench in the VM failed (exit {code})");
@@ -261,11 +340,12 @@ pub fn run(o: &Opts) -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let cycles = o.cycles.unwrap_or(1000);
     let (tools, unavailable) = tools(&out, &o.tools)?;
+    let wroot = tmpfs_root()?;
     let mut text = String::new();
     let mut json = Vec::new();
     for workload in &o.workloads {
-        let argv = workload_argv(workload, &out)?;
-        let (t, j) = compare(workload, &argv, &tools, o.pairs, workload_cycles(workload, cycles), o.jobs)?;
+        let w = self::workload(workload, &out, wroot.as_deref())?;
+        let (t, j) = compare(workload, &w, &tools, o.pairs, workload_cycles(workload, cycles), o.jobs)?;
         text += &t;
         json.extend(j);
     }
@@ -274,13 +354,17 @@ pub fn run(o: &Opts) -> Result<()> {
     let mut header = format!(
         "cargo xtask bench on {cpus} CPUs, Linux {}{}; throughput = unprofiled time / profiled time (median)\n",
         kernel.trim(),
-        if o.guest { " under QEMU TCG" } else { "" }
+        match (o.guest, o.icount) {
+            (true, true) => " under QEMU TCG, timed by its instruction-count clock (1 ns per instruction)",
+            (true, false) => " under QEMU TCG",
+            _ => "",
+        }
     );
     for u in &unavailable {
         header += &format!("not compared: {u}\n");
     }
     let mut doc = serde_json::json!({
-        "kernel": kernel.trim(), "cpus": cpus, "vm": o.guest, "not_compared": unavailable, "results": json,
+        "kernel": kernel.trim(), "cpus": cpus, "vm": o.guest, "icount": o.icount, "workload_root": wroot, "not_compared": unavailable, "results": json,
     });
     if o.stress {
         let (t, j) = crate::stress::run(&tools, o.jobs)?;
@@ -374,7 +458,7 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
 /// tool) pair per tool; a table and JSON rows.
 fn compare(
     workload: &str,
-    argv: &[String],
+    w: &Workload,
     tools: &[Tool],
     pairs: usize,
     cycles: u64,
@@ -390,10 +474,10 @@ fn compare(
         for k in 0..tools.len() {
             let i = (k + pair) % tools.len();
             let tool = &tools[i];
-            let b = time_workload(argv, cycles, jobs)?;
+            let b = time_workload(w, cycles, jobs)?;
             base.push(b);
             let (child, attach_ms, rx) = start(tool)?;
-            let secs = time_workload(argv, cycles, jobs)?;
+            let secs = time_workload(w, cycles, jobs)?;
             let (detach_ms, rss_kb) = stop(child, tool.kind)?;
             let (events, lost) = match tool.kind {
                 Kind::Rmapprof => rmapprof_events(Path::new(&tool.argv[4]))?,
@@ -449,7 +533,7 @@ fn compare(
             let causes: Vec<String> = by_cause.iter().map(|(k, v)| format!("{k} {v}")).collect();
             text += &format!("  {} lost: {}\n", tool.name, causes.join(", "));
         }
-        let (runs, ns, share) = bpf_cost(tool, argv, cycles, jobs)?;
+        let (runs, ns, share) = bpf_cost(tool, w, cycles, jobs)?;
         let (runs, ns) = (runs as f64 / cycles as f64, ns as f64 / cycles as f64);
         text += &format!(
             "  {} own BPF cost (median of {BPF_COST_RUNS} runs with bpf_stats_enabled): {runs:.2} program runs, {:.2} us per cycle, {:.2}% of CPU time\n",
@@ -475,21 +559,21 @@ fn compare(
 /// throughput ratios drown in noise. Not in it: the kprobe/trampoline entry itself.
 /// The median of those runs by run time: one run's figure moved by a third
 /// between two benches of the same code under TCG.
-fn bpf_cost(tool: &Tool, argv: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
+fn bpf_cost(tool: &Tool, w: &Workload, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
     let mut runs =
-        (0..BPF_COST_RUNS).map(|_| bpf_cost_once(tool, argv, cycles, jobs)).collect::<Result<Vec<_>>>()?;
+        (0..BPF_COST_RUNS).map(|_| bpf_cost_once(tool, w, cycles, jobs)).collect::<Result<Vec<_>>>()?;
     runs.sort_by_key(|&(_, ns, _)| ns);
     Ok(runs[runs.len() / 2])
 }
 const BPF_COST_RUNS: usize = 3;
 
-fn bpf_cost_once(tool: &Tool, argv: &[String], cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
+fn bpf_cost_once(tool: &Tool, w: &Workload, cycles: u64, jobs: u64) -> Result<(u64, u64, f64)> {
     const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
     let before = std::fs::read_to_string(SYSCTL).context("reading kernel.bpf_stats_enabled")?;
     std::fs::write(SYSCTL, "1").context("enabling kernel.bpf_stats_enabled")?;
     let res = (|| {
         let (child, _, _) = start(tool)?;
-        let run = time_workload(argv, cycles, jobs);
+        let run = time_workload(w, cycles, jobs);
         let held = prog_stats(child.id());
         stop(child, tool.kind)?;
         Ok::<_, anyhow::Error>((run?, held))

@@ -66,6 +66,10 @@ enum Cmd {
         /// (default: all that attach); fewer tools buy more rounds in the same time.
         #[arg(long, value_delimiter = ',')]
         tools: Vec<String>,
+        /// With --vm: time by QEMU's instruction-count clock (1 ns per guest instruction), which
+        /// the host's load cannot move: ratios then compare instructions executed, to ~1%.
+        #[arg(long)]
+        icount: bool,
         /// Set by --vm for the run inside the guest (no build, no apt).
         #[arg(long, hide = true)]
         guest: bool,
@@ -93,6 +97,9 @@ enum Cmd {
         /// Guest memory.
         #[arg(long, default_value = "2G")]
         memory: String,
+        /// Time the guest by QEMU's instruction-count clock (1 ns per instruction; see bench).
+        #[arg(long)]
+        icount: bool,
         /// Only build the kernel.
         #[arg(long)]
         build_only: bool,
@@ -177,19 +184,19 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))
         }
-        Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, tools, guest } => {
-            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, stress, workloads, tools })
+        Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, tools, icount, guest } => {
+            bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, icount, stress, workloads, tools })
         }
         Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
-        Cmd::Vm { kernel, patched, debug, cpus, memory, build_only, command } => {
+        Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {
                 vm::build_kernel(kernel, patched, debug).map(|_| ())
             } else {
                 if command.is_empty() {
                     anyhow::bail!("nothing to run: cargo xtask vm [--patched] [--cpus N] -- COMMAND...");
                 }
-                let code = vm::run(&vm::VmOpts { kernel, patched, debug, cpus, memory }, &command)?;
+                let code = vm::run(&vm::VmOpts { kernel, patched, debug, cpus, memory, icount }, &command)?;
                 std::process::exit(code);
             }
         }
@@ -273,7 +280,7 @@ fn test_vm(cpus: u32, kernel: &'static str) -> Result<()> {
         .find_map(|l| l.split("\"executable\":\"").nth(1)?.split('"').next().map(str::to_owned))
         .ok_or_else(|| anyhow::anyhow!("could not find the vm test binary"))?;
     let code = vm::run(
-        &vm::VmOpts { kernel, patched: false, debug: false, cpus, memory: "2G".into() },
+        &vm::VmOpts { kernel, patched: false, debug: false, cpus, memory: "2G".into(), icount: false },
         &[bin, "--ignored".into(), "--test-threads=1".into()],
     )?;
     eprintln!("xtask: VM tests on {kernel} took {} s in all", t.elapsed().as_secs());

@@ -35,7 +35,14 @@ pub fn check(cpus: u32, seconds: u32) -> Result<()> {
     cmd.extend(selftests);
     // 4G: mremap_test moves 2GB regions.
     let code = vm::run(
-        &vm::VmOpts { kernel: vm::KERNELS[0], patched: true, debug: true, cpus, memory: "4G".into() },
+        &vm::VmOpts {
+            kernel: vm::KERNELS[0],
+            patched: true,
+            debug: true,
+            cpus,
+            memory: "4G".into(),
+            icount: false,
+        },
         &cmd,
     )?;
     if code != 0 {
@@ -92,7 +99,14 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
         let dir = format!("target/patches-report/{name}");
         let cmd = ["scripts/patches-report-guest.sh".to_owned(), dir, CYCLES.to_string(), cpus.to_string()];
         let code = vm::run(
-            &vm::VmOpts { kernel: vm::KERNELS[0], patched, debug: false, cpus, memory: "2G".into() },
+            &vm::VmOpts {
+                kernel: vm::KERNELS[0],
+                patched,
+                debug: false,
+                cpus,
+                memory: "2G".into(),
+                icount: false,
+            },
             &cmd,
         )?;
         if code != 0 {

@@ -35,6 +35,10 @@ pub struct VmOpts {
     pub debug: bool,
     pub cpus: u32,
     pub memory: String,
+    /// QEMU's instruction-count clock (`-icount shift=0,sleep=off`): guest time advances 1 ns
+    /// per instruction executed, whatever the host is doing; the vCPUs take turns on one host
+    /// thread. For the bench: timings that do not move with the host's load.
+    pub icount: bool,
 }
 
 /// `~/.cache/rmapprof` (or `$RMAPPROF_CACHE`): kernel sources and builds survive the clone.
@@ -255,12 +259,18 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
         shell_quote(&repo.to_string_lossy()),
         command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     );
-    eprintln!("xtask: booting {} with {} vCPUs under QEMU (TCG, no KVM)", image.display(), opts.cpus);
+    eprintln!(
+        "xtask: booting {} with {} vCPUs under QEMU (TCG, no KVM{})",
+        image.display(),
+        opts.cpus,
+        if opts.icount { ", instruction-count clock" } else { "" }
+    );
     let mut st = Command::new("vng")
         .arg("--run")
         .arg(&image)
         .args(["--disable-kvm", "--force-9p", "--user", "root"])
         .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
+        .args(opts.icount.then_some("--qemu-opts=-icount shift=0,sleep=off"))
         .arg("--rwdir")
         .arg(&repo)
         .arg("--exec")
