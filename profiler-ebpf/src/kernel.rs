@@ -17,6 +17,8 @@ static AS_HOST: u64 = 0; // offsetof(struct address_space, host)
 #[no_mangle]
 static INODE_I_MAPPING: u64 = 0; // offsetof(struct inode, i_mapping)
 #[no_mangle]
+static INODE_I_DATA: u64 = 0; // offsetof(struct inode, i_data)
+#[no_mangle]
 static INODE_I_INO: u64 = 0; // offsetof(struct inode, i_ino)
 #[no_mangle]
 static INODE_I_SB: u64 = 0; // offsetof(struct inode, i_sb)
@@ -58,10 +60,17 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
 
 /// The file whose `address_space` is at `a`, if `a` really is an inode's own mapping:
 /// `a->host->i_mapping == a`. Anything else (a lock embedded elsewhere) fails the check.
+///
+/// Such a mapping is always its host's own `i_data` (an inode whose `i_mapping` points
+/// elsewhere, a coda file or a block device node, points at another inode's `i_data`, whose
+/// host is that inode), so the only host that can pass is `a - offsetof(inode, i_data)`,
+/// known before any read. Comparing `a->host` with it rejects every other rwsem after one
+/// probe read; following a garbage `host` cost a second read, and a fault when the garbage
+/// was an unmapped kernel address. Most `down_*` calls are on rwsems that are not i_mmap_rwsem.
 #[inline(always)]
 fn file_of(a: u64) -> Option<LockTarget> {
-    let host = read::<u64>(a + global(&AS_HOST))?;
-    if host == 0 || read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
+    let host = a.wrapping_sub(global(&INODE_I_DATA));
+    if read::<u64>(a + global(&AS_HOST))? != host || read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
         return None;
     }
     let ino = read::<u64>(host + global(&INODE_I_INO)).unwrap_or(0);

@@ -66,6 +66,7 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
         ("AS_HOST", "address_space", "host"),
         ("AS_I_MMAP", "address_space", "i_mmap"),
         ("INODE_I_MAPPING", "inode", "i_mapping"),
+        ("INODE_I_DATA", "inode", "i_data"),
         ("INODE_I_INO", "inode", "i_ino"),
         ("INODE_I_SB", "inode", "i_sb"),
         ("SB_S_DEV", "super_block", "s_dev"),
@@ -91,6 +92,8 @@ mod tests {
         // host precedes i_mmap_rwsem in address_space; all offsets sit inside sane struct sizes.
         assert!(offs["AS_HOST"] < offs["AS_I_MMAP_RWSEM"]);
         assert!(offs["MM_MMAP_LOCK"] > 0 && offs["TASK_MM"] > 0);
+        // An inode's own mapping sits well inside it (kernel::file_of counts on a nonzero offset).
+        assert!(offs["INODE_I_DATA"] > offs["INODE_I_MAPPING"]);
         for (k, v) in &offs {
             assert!(*v < 16384, "{k} = {v}");
         }
