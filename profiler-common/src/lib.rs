@@ -65,22 +65,26 @@ pub mod unwind {
 
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
 /// and the offset of that return address from the base of the task's kernel stack. Two
-/// call paths through the same call site at the same depth are told apart only by the
-/// checks.
+/// call paths through the same call site at the same depth are caught by the checks; the
+/// site is then split by `above`, a hash of the kernel text addresses in the stack above it
+/// (0 in a site's own row).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSite {
     pub ret: u64,
     pub depth: u64,
+    pub above: u64,
 }
 
-/// Value of the call-site cache: the site's stack key in `STACKS` (0: the site showed more
-/// than one stack, unwind every time) and how often the site was seen.
+/// Value of the call-site cache: the site's stack key in `STACKS` (0: unwind every time) and
+/// how often the site was seen; `split` 1: the site showed more than one stack, look up
+/// (site, `above`) rows instead.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CachedStack {
     pub stack: u64,
     pub seen: u64,
+    pub split: u64,
 }
 
 /// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel

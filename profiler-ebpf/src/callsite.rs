@@ -5,14 +5,16 @@
 //! and fork/exec/exit takes the lock from a few dozen sites, over and over. A site is named
 //! cheaply ([`SiteOf`]), and its full stack unwound once. To keep that honest, the first
 //! reuses and then every `STACK_CACHE_CHECK`-th are unwound again and compared, and a site
-//! caught with two paths is unwound every time from then on (`unwind.cache_conflicts`).
+//! caught with two paths (`unwind.cache_conflicts`) is split: its rows are keyed by the site
+//! and a hash of the kernel text addresses in the stack above it ([`above`]), and those rows
+//! are checked the same way; one caught again is unwound every time from then on.
 //! `STACK_CACHE_CHECK` 0 (`--stack-cache-check 0`) unwinds everything.
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::bpf_get_func_ip,
+    helpers::{bpf_get_func_ip, generated::bpf_probe_read_kernel},
     macros::map,
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::{FEntryContext, ProbeContext},
     EbpfContext,
 };
@@ -31,6 +33,55 @@ const FIRST_CHECKS: u64 = 4;
 #[map]
 static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
+/// The kernel's text, `_stext` to `_etext` (from kallsyms); 0 disables splitting sites.
+#[no_mangle]
+static TEXT_START: u64 = 0;
+#[no_mangle]
+static TEXT_END: u64 = 0;
+/// How much of the stack above a split site [`above`] hashes.
+const ABOVE_WORDS: usize = 256;
+const _: () = assert!(ABOVE_WORDS.is_power_of_two()); // for the mask below
+/// Where it is read to (too big for the BPF stack), twice the window: the read's size is
+/// bounded for the verifier by a mask, `& (2 * window - 8)`, because 6.1's loses a `min`
+/// across a register spill. Same caveat as `STACK_SCRATCH`: a
+/// preempted fentry program may find another task's words here, so hashes the wrong stack;
+/// the row it then finds (or makes) is checked like any other.
+#[map]
+static ABOVE_SCRATCH: PerCpuArray<[u64; 2 * ABOVE_WORDS]> = PerCpuArray::with_max_entries(1, 0);
+/// Kernel stacks are at least this big on x86-64 (more with KASAN): the hashed window ends
+/// below the top of a stack of this size, and a read that would fail falls back to an unwind.
+const THREAD_SIZE: u64 = 16384;
+
+/// A hash of the kernel text addresses in the `ABOVE_WORDS` words of stack above `sp` (the
+/// call site's return address), up to the top of the stack. The return addresses of the
+/// frames above the site are among them, so two paths through one site at one depth almost
+/// always hash differently; words left in a frame's unused slots may add variants of one path,
+/// each unwound once and then cached. Not a proof of the path: the rows are checked too.
+#[inline(always)]
+fn above(sp: u64, depth: u64) -> Option<u64> {
+    let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
+    if lo == 0 || depth >= THREAD_SIZE {
+        return None;
+    }
+    let bytes = (THREAD_SIZE - depth).min((ABOVE_WORDS * 8) as u64) as u32 & (2 * ABOVE_WORDS as u32 * 8 - 8);
+    let buf = ABOVE_SCRATCH.get_ptr_mut(0)?;
+    if bytes == 0 || unsafe { bpf_probe_read_kernel(buf as *mut _, bytes, sp as *const _) } != 0 {
+        return None;
+    }
+    let words = (bytes / 8) as usize;
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..ABOVE_WORDS {
+        if i >= words {
+            break;
+        }
+        let w = unsafe { (*buf)[i] };
+        if w >= lo && w < hi {
+            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+    }
+    Some(h | 1) // never 0, the site's own row
+}
+
 /// How a program family names its call site, much more cheaply than a full unwind.
 pub trait SiteOf: EbpfContext {
     /// Leading frames of a full unwind that are the BPF program itself. A tracing program's
@@ -39,7 +90,8 @@ pub trait SiteOf: EbpfContext {
     /// stack two keys, and every cached site "conflicted" at its first check. A kprobe's
     /// unwind starts at the probed function.
     const BPF_FRAMES: u64;
-    fn call_site(&self) -> Option<CallSite>;
+    /// The site, and the stack address its return address sits at.
+    fn call_site(&self) -> Option<(CallSite, u64)>;
 }
 
 impl SiteOf for ProbeContext {
@@ -47,12 +99,12 @@ impl SiteOf for ProbeContext {
 
     /// Where the probed function returns to and how deep that is in the task's kernel stack.
     #[inline(always)]
-    fn call_site(&self) -> Option<CallSite> {
+    fn call_site(&self) -> Option<(CallSite, u64)> {
         // x86-64: at a function's entry the stack pointer points at the return address.
         let sp = unsafe { (*self.regs).rsp };
         let ret = kernel::read::<u64>(sp)?;
         let base = kernel::task_stack_base();
-        (base != 0).then(|| CallSite { ret, depth: sp.wrapping_sub(base) })
+        (base != 0).then(|| (CallSite { ret, depth: sp.wrapping_sub(base), above: 0 }, sp))
     }
 }
 
@@ -70,7 +122,7 @@ impl SiteOf for FEntryContext {
     /// fentry site plus the call (else, e.g. a trampoline shared with ftrace, or a program
     /// on a private stack: no site, a full unwind).
     #[inline(always)]
-    fn call_site(&self) -> Option<CallSite> {
+    fn call_site(&self) -> Option<(CallSite, u64)> {
         let fp: u64;
         // SAFETY: reads a register. The verifier types it as a stack pointer, which a
         // privileged program may hand to bpf_probe_read_kernel as an address.
@@ -83,7 +135,8 @@ impl SiteOf for FEntryContext {
             return None;
         }
         let base = kernel::task_stack_base();
-        (base != 0).then(|| CallSite { ret: into_caller, depth: (tramp_fp + 16).wrapping_sub(base) })
+        let sp = tramp_fp + 16;
+        (base != 0).then(|| (CallSite { ret: into_caller, depth: sp.wrapping_sub(base), above: 0 }, sp))
     }
 }
 
@@ -95,9 +148,24 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     // One unwind call site below, not one per case: each inlined copy of the unwind and
     // its hash loop costs the verifier (6.1's gave up at three).
     let mut miss = None; // a new site, cached after the unwind
-    let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
-    if let Some(site) = if check != 0 { ctx.call_site() } else { None } {
-        match CALL_SITES.get_ptr_mut(&site) {
+    let mut entry: Option<(*mut CachedStack, u64, u64)> = None; // a reuse being checked
+    if let Some((mut site, sp)) = if check != 0 { ctx.call_site() } else { None } {
+        let mut row = CALL_SITES.get_ptr_mut(&site);
+        let mut cacheable = true;
+        if let Some(c) = row {
+            if unsafe { (*c).split } != 0 {
+                // More than one path through this site at this depth: key by the stack above.
+                match above(sp, site.depth) {
+                    Some(h) => {
+                        site.above = h;
+                        row = CALL_SITES.get_ptr_mut(&site);
+                    }
+                    None => (row, cacheable) = (None, false), // no hash: unwind, cache nothing
+                }
+            }
+        }
+        match row {
+            None if !cacheable => {}
             None => miss = Some(site),
             Some(c) => {
                 // Not atomic (fetch-and-add needs the v3 instruction set; the object is built
@@ -109,7 +177,7 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                     count_unwind(unwind::CACHE_HITS);
                     return cached;
                 }
-                entry = Some((c, cached));
+                entry = Some((c, cached, site.above));
             }
         }
     }
@@ -119,13 +187,19 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     }
     if let Some(site) = miss {
         // A full table only means this site is not cached.
-        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1 }, 0);
-    } else if let Some((c, cached)) = entry {
+        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1, split: 0 }, 0);
+    } else if let Some((c, cached, above)) = entry {
         if cached != 0 {
             count_unwind(unwind::CACHE_CHECKS);
             if key != cached {
                 count_unwind(unwind::CACHE_CONFLICTS);
-                unsafe { (*c).stack = 0 };
+                // A site's own row is split; a split row that conflicts too is unwound always.
+                unsafe {
+                    (*c).stack = 0;
+                    if above == 0 {
+                        (*c).split = 1;
+                    }
+                }
             }
         }
     }

@@ -431,7 +431,12 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         unwind_conflict_sites: snap
             .conflict_sites
             .iter()
-            .map(|c| format!("{} (depth {})", ctx.symbols.name_offset(c.ret), c.depth))
+            .map(|c| {
+                // A site's own row was split by the stack above it; a split row that conflicted
+                // again is unwound every time.
+                let how = if c.above == 0 { "split" } else { "unwound every time" };
+                format!("{} (depth {}, {how})", ctx.symbols.name_offset(c.ret), c.depth)
+            })
             .collect(),
         map_rows: snap.map_rows.clone(),
         bpf_cost: snap.cost.clone(),
