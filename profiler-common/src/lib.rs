@@ -76,15 +76,14 @@ pub struct CallSite {
     pub above: u64,
 }
 
-/// Value of the call-site cache: the site's stack key in `STACKS` (0: unwind every time) and
-/// how often the site was seen; `split` 1: the site showed more than one stack, look up
-/// (site, `above`) rows instead.
+/// Value of the call-site cache: the site's stack key in `STACKS` and how often the site was
+/// seen. A stack key of 0 means the row showed more than one stack: in a site's own row
+/// (`above` 0), look up (site, `above`) rows instead; in one of those, unwind every time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CachedStack {
     pub stack: u64,
     pub seen: u64,
-    pub split: u64,
 }
 
 /// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel

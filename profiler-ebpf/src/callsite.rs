@@ -148,12 +148,12 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     // One unwind call site below, not one per case: each inlined copy of the unwind and
     // its hash loop costs the verifier (6.1's gave up at three).
     let mut miss = None; // a new site, cached after the unwind
-    let mut entry: Option<(*mut CachedStack, u64, u64)> = None; // a reuse being checked
+    let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
     if let Some((mut site, sp)) = if check != 0 { ctx.call_site() } else { None } {
         let mut row = CALL_SITES.get_ptr_mut(&site);
         let mut cacheable = true;
         if let Some(c) = row {
-            if unsafe { (*c).split } != 0 {
+            if unsafe { (*c).stack } == 0 {
                 // More than one path through this site at this depth: key by the stack above.
                 match above(sp, site.depth) {
                     Some(h) => {
@@ -177,7 +177,7 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                     count_unwind(unwind::CACHE_HITS);
                     return cached;
                 }
-                entry = Some((c, cached, site.above));
+                entry = Some((c, cached));
             }
         }
     }
@@ -187,19 +187,14 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     }
     if let Some(site) = miss {
         // A full table only means this site is not cached.
-        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1, split: 0 }, 0);
-    } else if let Some((c, cached, above)) = entry {
+        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1 }, 0);
+    } else if let Some((c, cached)) = entry {
         if cached != 0 {
             count_unwind(unwind::CACHE_CHECKS);
             if key != cached {
                 count_unwind(unwind::CACHE_CONFLICTS);
-                // A site's own row is split; a split row that conflicts too is unwound always.
-                unsafe {
-                    (*c).stack = 0;
-                    if above == 0 {
-                        (*c).split = 1;
-                    }
-                }
+                // A site's own row is split from now on; a split row, unwound always.
+                unsafe { (*c).stack = 0 };
             }
         }
     }

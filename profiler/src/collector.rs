@@ -12,7 +12,7 @@ use profiler_common::{
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
-use crate::{btf, tracefs};
+use crate::{attribution::symbols::KernelSymbols, btf, tracefs};
 
 /// The eBPF object built by build.rs from profiler-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof"));
@@ -146,7 +146,12 @@ impl Collector {
         let max_stack = stacks.max_stack as u64;
         loader.override_global("MAX_STACK", &max_stack, true);
         loader.override_global("STACK_CACHE_CHECK", &stacks.cache_check, true);
-        let (text_start, text_end) = if mode != Mode::Tracepoint { kernel_text() } else { (0, 0) };
+        // Without it (tracepoint mode, or addresses hidden) no call site is split (callsite.rs).
+        let (text_start, text_end) = match mode {
+            Mode::Tracepoint => None,
+            _ => KernelSymbols::text_range(),
+        }
+        .unwrap_or((0, 0));
         loader.override_global("TEXT_START", &text_start, true);
         loader.override_global("TEXT_END", &text_end, true);
         // Fault injection for the tests: a stack table this small fills up
@@ -226,8 +231,7 @@ impl Collector {
         snap.lost = counters(&lost_map, &lost::NAMES);
         snap.unwind = counters(&Array::try_from(self.map("UNWIND")?)?, &unwind::NAMES);
         if with_stacks {
-            snap.conflict_sites =
-                sites.iter().filter(|(_, c)| c.stack == 0 || c.split != 0).map(|(s, _)| *s).collect();
+            snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
             let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {
@@ -273,31 +277,6 @@ impl Collector {
 
     fn map(&self, name: &str) -> Result<&aya::maps::Map> {
         self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
-    }
-}
-
-/// `_stext` and `_etext` from /proc/kallsyms, read up to `_etext` (about half the file); (0, 0)
-/// if hidden, which only turns off splitting call sites in the stack cache (callsite.rs).
-fn kernel_text() -> (u64, u64) {
-    use std::io::BufRead;
-    let (mut start, mut end) = (0, 0);
-    let Ok(f) = std::fs::File::open("/proc/kallsyms") else { return (0, 0) };
-    for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
-        let mut parts = line.split(' ');
-        let (Some(addr), Some(_), Some(name)) = (parts.next(), parts.next(), parts.next()) else { continue };
-        match name {
-            "_stext" => start = u64::from_str_radix(addr, 16).unwrap_or(0),
-            "_etext" => {
-                end = u64::from_str_radix(addr, 16).unwrap_or(0);
-                break;
-            }
-            _ => {}
-        }
-    }
-    if start != 0 && end > start {
-        (start, end)
-    } else {
-        (0, 0)
     }
 }
 

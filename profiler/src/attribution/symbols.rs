@@ -5,6 +5,15 @@
 
 use std::collections::BTreeMap;
 
+/// An `ADDR TYPE NAME[\t[MODULE]]` line as (address, name); None if it does not read so or
+/// the address is 0 (hidden by kptr_restrict).
+fn symbol(line: &str) -> Option<(u64, &str)> {
+    let mut parts = line.splitn(3, ' ');
+    let (addr, kind, name) = (parts.next()?, parts.next()?, parts.next()?);
+    let addr = u64::from_str_radix(addr, 16).ok()?;
+    (addr != 0 && kind.len() == 1 && !name.is_empty()).then_some((addr, name))
+}
+
 #[derive(Default)]
 pub struct KernelSymbols {
     by_addr: BTreeMap<u64, String>,
@@ -25,15 +34,7 @@ impl KernelSymbols {
     pub fn parse(kallsyms: &str) -> Self {
         let mut by_addr = BTreeMap::new();
         let mut etext = None;
-        for line in kallsyms.lines() {
-            let mut parts = line.splitn(3, ' ');
-            let (Some(addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else { continue };
-            if addr == 0 || kind.len() != 1 || name.is_empty() {
-                continue;
-            }
+        for (addr, name) in kallsyms.lines().filter_map(symbol) {
             // _etext shares its address with other symbols; keep it apart.
             if name == "_etext" {
                 etext = Some(addr);
@@ -41,6 +42,22 @@ impl KernelSymbols {
             by_addr.insert(addr, name.to_owned());
         }
         Self { by_addr, etext }
+    }
+
+    /// The core kernel's text, `_stext` to `_etext`, read from /proc/kallsyms only as far as
+    /// `_etext` (about half of it); None where addresses are hidden.
+    pub fn text_range() -> Option<(u64, u64)> {
+        use std::io::BufRead;
+        let f = std::fs::File::open("/proc/kallsyms").ok()?;
+        let mut start = None;
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            match symbol(&line) {
+                Some((a, "_stext")) => start = Some(a),
+                Some((end, "_etext")) => return start.filter(|&s| s < end).map(|s| (s, end)),
+                _ => {}
+            }
+        }
+        None
     }
 
     #[cfg(test)]
@@ -91,6 +108,18 @@ impl KernelSymbols {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// On the running kernel, where addresses are visible (root, as the tests run).
+    #[test]
+    fn text_range_of_this_kernel() {
+        let Some((start, end)) = KernelSymbols::text_range() else { return };
+        let syms = KernelSymbols::load();
+        assert!(start < end, "{start:#x}..{end:#x}");
+        // Core kernel code lies inside; what rmapprof probes must, for its call sites to hash.
+        let at = |f: &str| syms.by_addr.iter().find(|(_, n)| n.as_str() == f).map(|(a, _)| *a);
+        let down_write = at("down_write").expect("down_write in kallsyms");
+        assert!((start..end).contains(&down_write), "{down_write:#x} not in {start:#x}..{end:#x}");
+    }
 
     #[test]
     fn parses_kallsyms_lines() {
