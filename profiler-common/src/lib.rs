@@ -59,8 +59,11 @@ pub mod unwind {
     pub const CACHE_CHECKS: u32 = 2;
     /// Checks that found another stack: the site is uncached from then on.
     pub const CACHE_CONFLICTS: u32 = 3;
-    pub const COUNT: u32 = 4;
-    pub const NAMES: [&str; COUNT as usize] = ["unwinds", "cache_hits", "cache_checks", "cache_conflicts"];
+    /// Hashes of the stack above a split call site (each instead of an unwind).
+    pub const SPLIT_HASHES: u32 = 4;
+    pub const COUNT: u32 = 5;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["unwinds", "cache_hits", "cache_checks", "cache_conflicts", "split_hashes"];
 }
 
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
@@ -151,6 +154,29 @@ pub struct Hold {
     pub key: OpKey,
 }
 
+/// A slot of `WRITE_HOLDS` (kprobe/fentry modes), indexed by a hash of an rwsem's address. A
+/// write hold is exclusive, so one slot per i_mmap_rwsem can carry its hold: found without a
+/// hash-table operation by `up_write` and the rmap operations, which run inside the hold.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteHold {
+    /// The holder's tid, 0 while the slot is free. Taken by compare-and-exchange, so only the
+    /// task that took it writes the rest.
+    pub owner: u64,
+    /// The i_mmap_rwsem last held in this slot. With `key.target`, kept after the release: the
+    /// next hold of the same rwsem only checks that its inode is still that file.
+    pub sem: u64,
+    /// The `OPS` row of the acquisition (`op::ACQUIRE_WRITE`, the file, the stack).
+    pub key: OpKey,
+    pub start_ns: u64,
+    /// rmap tree operations done inside the hold: added to the `RMAP_*` rows at its end.
+    pub inserts: u64,
+    pub removes: u64,
+    /// Holds of rwsems in this slot kept in `HOLDS` instead (read holds, contended ones). Counts
+    /// high (never low) only if a task took the same rwsem twice for read: harmless.
+    pub elsewhere: u64,
+}
+
 /// Frames kept of a kernel stack: the kernel's own limit (PERF_MAX_STACK_DEPTH).
 pub const STACK_DEPTH: usize = 127;
 
@@ -221,6 +247,17 @@ pub struct WaitStats {
     pub max_ns: u64,
 }
 
+/// Value of the `OPS` map. An `ACQUIRE_WRITE` row also counts the rmap tree operations done
+/// inside those holds: one map update at the end of a hold instead of one per operation. The
+/// collector turns them into `RMAP_INSERT`/`RMAP_REMOVE` rows with the same file and stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpStats {
+    pub stats: WaitStats,
+    pub rmap_inserts: u64,
+    pub rmap_removes: u64,
+}
+
 /// Value of the `WAIT_HIST` map, keyed by `LockTarget`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +322,7 @@ mod pod {
     unsafe impl aya::Pod for super::WaitStats {}
     unsafe impl aya::Pod for super::WaitHist {}
     unsafe impl aya::Pod for super::OpKey {}
+    unsafe impl aya::Pod for super::OpStats {}
     unsafe impl aya::Pod for super::KernelStack {}
     unsafe impl aya::Pod for super::CallSite {}
     unsafe impl aya::Pod for super::CachedStack {}

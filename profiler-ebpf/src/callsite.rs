@@ -51,6 +51,20 @@ static ABOVE_SCRATCH: PerCpuArray<[u64; 2 * ABOVE_WORDS]> = PerCpuArray::with_ma
 /// Kernel stacks are at least this big on x86-64 (more with KASAN): the hashed window ends
 /// below the top of a stack of this size, and a read that would fail falls back to an unwind.
 const THREAD_SIZE: u64 = 16384;
+/// `sizeof(struct pt_regs)` (from BTF): the user registers at the top of the stack are left
+/// out of the hash, a user value that looks like a kernel address would only add variants.
+#[no_mangle]
+static PT_REGS_SIZE: u64 = 0;
+
+/// How deep `sp` is in the task's kernel stack, in bytes from its base. A task's stack is
+/// allocated aligned to its size (vmalloc'ed with `THREAD_ALIGN`, or a page block), so this
+/// is `sp` less the base without reading `current->stack`. With a bigger stack (KASAN) the
+/// depth is taken modulo 16 KiB: still the same for the same call, which is all a key needs.
+#[inline(always)]
+fn depth_of(sp: u64) -> u64 {
+    const _: () = assert!(THREAD_SIZE.is_power_of_two());
+    sp & (THREAD_SIZE - 1)
+}
 
 /// A hash of the kernel text addresses in the `ABOVE_WORDS` words of stack above `sp` (the
 /// call site's return address), up to the top of the stack. The return addresses of the
@@ -60,23 +74,33 @@ const THREAD_SIZE: u64 = 16384;
 #[inline(always)]
 fn above(sp: u64, depth: u64) -> Option<u64> {
     let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
-    if lo == 0 || depth >= THREAD_SIZE {
+    let top = THREAD_SIZE.saturating_sub(global(&PT_REGS_SIZE));
+    if lo == 0 || depth >= top {
         return None;
     }
-    let bytes = (THREAD_SIZE - depth).min((ABOVE_WORDS * 8) as u64) as u32 & (2 * ABOVE_WORDS as u32 * 8 - 8);
+    let bytes = (top - depth).min((ABOVE_WORDS * 8) as u64) as u32 & (2 * ABOVE_WORDS as u32 * 8 - 8);
     let buf = ABOVE_SCRATCH.get_ptr_mut(0)?;
+    count_unwind(unwind::SPLIT_HASHES);
     if bytes == 0 || unsafe { bpf_probe_read_kernel(buf as *mut _, bytes, sp as *const _) } != 0 {
         return None;
     }
-    let words = (bytes / 8) as usize;
+    // Two words a round: half the loop's compare-and-branch, the most of its cost after the
+    // read. An odd last word is left out: the one just below pt_regs, the entry code's return
+    // address, the same for every system call.
+    let pairs = (bytes / 16) as usize;
+    let span = hi.wrapping_sub(lo);
     let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
-    for i in 0..ABOVE_WORDS {
-        if i >= words {
+    for i in 0..ABOVE_WORDS / 2 {
+        if i >= pairs {
             break;
         }
-        let w = unsafe { (*buf)[i] };
-        if w >= lo && w < hi {
-            h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        let [a, b] = unsafe { [(*buf)[2 * i], (*buf)[2 * i + 1]] };
+        // One unsigned compare per word: `lo <= w < hi`.
+        if a.wrapping_sub(lo) < span {
+            h = (h ^ a).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
+        }
+        if b.wrapping_sub(lo) < span {
+            h = (h ^ b).wrapping_mul(0x0000_0100_0000_01b3).rotate_left(29);
         }
     }
     Some(h | 1) // never 0, the site's own row
@@ -103,8 +127,7 @@ impl SiteOf for ProbeContext {
         // x86-64: at a function's entry the stack pointer points at the return address.
         let sp = unsafe { (*self.regs).rsp };
         let ret = kernel::read::<u64>(sp)?;
-        let base = kernel::task_stack_base();
-        (base != 0).then(|| (CallSite { ret, depth: sp.wrapping_sub(base), above: 0 }, sp))
+        Some((CallSite { ret, depth: depth_of(sp), above: 0 }, sp))
     }
 }
 
@@ -134,9 +157,8 @@ impl SiteOf for FEntryContext {
         if past != FENTRY_RETURN[0] && past != FENTRY_RETURN[1] {
             return None;
         }
-        let base = kernel::task_stack_base();
         let sp = tramp_fp + 16;
-        (base != 0).then(|| (CallSite { ret: into_caller, depth: sp.wrapping_sub(base), above: 0 }, sp))
+        Some((CallSite { ret: into_caller, depth: depth_of(sp), above: 0 }, sp))
     }
 }
 

@@ -28,8 +28,6 @@ static SB_S_DEV: u64 = 0; // offsetof(struct super_block, s_dev)
 static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
 #[no_mangle]
 static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
-#[no_mangle]
-static TASK_STACK: u64 = 0; // offsetof(struct task_struct, stack)
 
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Option<T> {
@@ -80,6 +78,19 @@ fn file_of(a: u64) -> Option<LockTarget> {
     Some(LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino })
 }
 
+/// Whether the rwsem at `sem`, once the i_mmap_rwsem of `file`, still is: its mapping still
+/// belongs to the inode around it (one probe read, as in [`file_of`]) and that inode still has
+/// `file`'s number (a freed inode's memory is only reused for another inode of the same
+/// cache, whose `i_data` is at the same place). Two reads instead of [`classify_rwsem`]'s five.
+#[inline(always)]
+pub fn still_file(sem: u64, file: &LockTarget) -> bool {
+    let a = sem.wrapping_sub(global(&AS_I_MMAP_RWSEM));
+    let host = a.wrapping_sub(global(&INODE_I_DATA));
+    global(&AS_I_MMAP_RWSEM) != 0
+        && read::<u64>(a + global(&AS_HOST)) == Some(host)
+        && read::<u64>(host + global(&INODE_I_INO)) == Some(file.ino)
+}
+
 /// The file owning the `address_space` field at `addr`, `offset` bytes into the struct;
 /// "other" if it is not an inode's own mapping or the offsets were never set.
 #[inline(always)]
@@ -107,11 +118,4 @@ pub fn i_mmap_rwsem_of_root(root: u64) -> u64 {
 #[inline(always)]
 pub fn classify_i_mmap_root(root: u64) -> LockTarget {
     owner(root, global(&AS_I_MMAP))
-}
-
-/// Base of the current task's kernel stack (`current->stack`); 0 if it cannot be read.
-#[inline(always)]
-pub fn task_stack_base() -> u64 {
-    let task = unsafe { bpf_get_current_task() };
-    read::<u64>(task + global(&TASK_STACK)).unwrap_or(0)
 }

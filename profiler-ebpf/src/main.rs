@@ -215,17 +215,30 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 pub fn add_stats<K>(map: &HashMap<K, WaitStats>, key: &K, ns: u64) {
     match get_or_insert(map, key, &WaitStats::default()) {
-        Some(s) => unsafe {
-            add(&mut (*s).count, 1);
-            add(&mut (*s).total_ns, ns);
-            // Racy maximum: two CPUs may both store; one larger value can be lost, never
-            // a wrong one invented. BPF has no atomic max before cmpxchg (v3 ISA).
-            if ns > (*s).max_ns {
-                (*s).max_ns = ns;
-            }
-        },
+        Some(s) => add_event(s, ns),
         None => count_lost(lost::STATS_MAP_FULL),
     }
+}
+
+/// Adds one event of `ns` to the row at `s`.
+#[inline(always)]
+pub fn add_event(s: *mut WaitStats, ns: u64) {
+    unsafe {
+        add(&mut (*s).count, 1);
+        add(&mut (*s).total_ns, ns);
+        // Racy maximum: two CPUs may both store; one larger value can be lost, never
+        // a wrong one invented. BPF has no atomic max.
+        if ns > (*s).max_ns {
+            (*s).max_ns = ns;
+        }
+    }
+}
+
+/// Atomic `if *p == old { *p = new }` across CPUs; whether it stored. BPF_CMPXCHG: kernel
+/// 5.12+, which the verifier accepts whatever ISA version the object was built for.
+#[inline(always)]
+pub fn compare_exchange(p: *mut u64, old: u64, new: u64) -> bool {
+    unsafe { core::intrinsics::atomic_cxchg::<u64, { Relaxed }, { Relaxed }>(p, old, new) }.1
 }
 
 #[inline(always)]

@@ -9,8 +9,12 @@
 //!   Entry probes only: the hold starts at `down_*` entry, and a slowpath's return moves it to
 //!   the moment the lock was really granted. Uncontended, `down_*` is a few instructions, so
 //!   the hold is the same to within nanoseconds, without a return probe on every `down_*` of
-//!   every rwsem in the kernel (the most frequent probe rmapprof has, ~270 per fork+exec+exit);
-//! - `vma_interval_tree_insert{,_after}` / `_remove`: rmap tree operations per file.
+//!   every rwsem in the kernel (the most frequent probe rmapprof has, ~270 per fork+exec+exit).
+//!   A write hold lives in its rwsem's slot of an array ([`WRITE_HOLDS`]), which also remembers
+//!   which file that rwsem belonged to; other holds in a hash table ([`HOLDS`]);
+//! - `vma_interval_tree_insert{,_after}` / `_remove`: rmap tree operations per file, counted
+//!   in the write hold they happen in (the lock is held for them) and added to its row at its
+//!   end.
 //!
 //! Each probe exists as a kprobe (kretprobe) and as an fentry (fexit) calling the same logic;
 //! userspace attaches one family. Return probes only where a duration ends there: the
@@ -24,36 +28,47 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
     EbpfContext,
 };
-use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, Slowpath, WaitStats};
+use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, OpStats, Slowpath, WriteHold};
 
 use crate::callsite::{stack_at_entry, SiteOf};
-use crate::{add, add_stats, count_lost, global, kernel, scratch};
+use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel, scratch};
 
 #[map]
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
+/// Write holds of i_mmap_rwsem, one slot per rwsem address hash ([`WriteHold`]): most holds
+/// live here, where `down_write`, the rmap operations inside the hold and `up_write` find them
+/// by an array index instead of three to five hash-table operations (`--bpf-stats` under the
+/// instruction-count clock: a hash-table operation on these keys costs ~250 instructions).
+/// A slot another task holds (the same rwsem contended, or two held rwsems in one slot) sends
+/// the newcomer to `HOLDS`.
+#[map]
+static WRITE_HOLDS: Array<WriteHold> = Array::with_max_entries(SLOTS, 0);
+/// Holds that have no slot: read holds (shared, so not one per rwsem) and the rest. Each
+/// slot's `elsewhere` counts the rows here for its rwsems: `up_*`, which runs for every rwsem
+/// in the kernel (~390 times per fork+exec+exit), looks here only when it is not zero.
 #[map]
 static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
-/// How many `HOLDS` rows there are per hash of the lock address: a counting filter in front of
-/// `HOLDS` for `up_*`, which runs for every rwsem in the kernel (~390 times per fork+exec+exit)
-/// and almost never for a held i_mmap_rwsem. An array slot is read without a helper call or a
-/// hash-table walk; a zero slot means "no hold to end". A slot counts high (never low) only
-/// if a task took the same rwsem twice for read: harmless, the lookup then just runs.
-#[map]
-static HELD: Array<u64> = Array::with_max_entries(HELD_SLOTS, 0);
-const HELD_SLOTS: u32 = 4096;
+const SLOTS: u32 = 4096;
 
-/// `HELD`'s slot for `sem`: Fibonacci hashing (rwsem addresses share their low bits).
+/// The slot of `sem`: Fibonacci hashing (rwsem addresses share their low bits).
 #[inline(always)]
-fn held_slot(sem: u64) -> Option<*mut u64> {
-    const _: () = assert!(HELD_SLOTS.is_power_of_two());
-    let i = (sem.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - HELD_SLOTS.trailing_zeros())) as u32;
-    HELD.get_ptr_mut(i)
+fn slot(sem: u64) -> u32 {
+    const _: () = assert!(SLOTS.is_power_of_two());
+    (sem.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - SLOTS.trailing_zeros())) as u32
 }
-/// About 4 rows per file a workload maps (rmap insert, remove, write acquisition, on the map
-/// and unmap stacks): 65536 rows keep ~16k files (`cargo xtask bench --stress`). Not
-/// preallocated, so a short run on a few libraries does not pin 6 MB of kernel memory.
+
+/// `sem`'s write-hold slot if this task holds `sem` there.
+#[inline(always)]
+fn my_write_hold(sem: u64, tid: u32) -> Option<*mut WriteHold> {
+    let w = WRITE_HOLDS.get_ptr_mut(slot(sem))?;
+    (unsafe { (*w).owner == tid as u64 && (*w).sem == sem }).then_some(w)
+}
+
+/// About 2 rows per file a workload maps (its write holds on the map and the unmap stack, with
+/// the rmap insert and remove counted inside them): 65536 rows keep ~32k files. Not
+/// preallocated, so a short run on a few libraries does not pin 5 MB of kernel memory.
 #[map]
-static OPS: HashMap<OpKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+static OPS: HashMap<OpKey, OpStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 #[inline(always)]
 fn tid() -> u32 {
@@ -68,7 +83,25 @@ fn wanted() -> bool {
 
 #[inline(always)]
 fn record_op(key: &OpKey, ns: u64) {
-    add_stats(&OPS, key, ns);
+    record_hold(key, ns, 0, 0);
+}
+
+/// One event of `ns` in the `key` row, with the rmap operations done inside it (a hold).
+#[inline(always)]
+fn record_hold(key: &OpKey, ns: u64, inserts: u64, removes: u64) {
+    let Some(s) = get_or_insert(&OPS, key, &OpStats::default()) else {
+        count_lost(profiler_common::lost::STATS_MAP_FULL);
+        return;
+    };
+    unsafe {
+        add_event(&mut (*s).stats, ns);
+        if inserts > 0 {
+            add(&mut (*s).rmap_inserts, inserts);
+        }
+        if removes > 0 {
+            add(&mut (*s).rmap_removes, removes);
+        }
+    }
 }
 
 // ---- slowpaths and osq_lock
@@ -89,8 +122,8 @@ fn hold_from_now(tid: u32, sem: u64, key: OpKey) {
     let hold = Hold { start_ns: unsafe { bpf_ktime_get_ns() }, key };
     if HOLDS.insert(&HoldKey { tid, _pad: 0, sem }, &hold, 0).is_err() {
         count_lost(profiler_common::lost::TASK_MAP_FULL);
-    } else if let Some(n) = held_slot(sem) {
-        add(n, 1);
+    } else if let Some(w) = WRITE_HOLDS.get_ptr_mut(slot(sem)) {
+        add(unsafe { &mut (*w).elsewhere }, 1);
     }
 }
 
@@ -121,7 +154,9 @@ fn slowpath_exit() {
     let _ = SLOWPATH.remove(&tid);
     let now = unsafe { bpf_ktime_get_ns() };
     // The lock is granted now: the hold `down_*` started at its entry begins here.
-    if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
+    if let Some(w) = my_write_hold(s.sem, tid) {
+        unsafe { (*w).start_ns = now };
+    } else if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
         unsafe { (*h).start_ns = now };
     }
     let total = now.saturating_sub(s.start_ns);
@@ -170,21 +205,65 @@ fn osq_exit() {
 /// slowpath, if taken, moves the start to when the lock is granted).
 #[inline(always)]
 fn acquired<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
-    let Some(target) = wanted_i_mmap(sem) else { return };
-    hold_from_now(tid(), sem, OpKey { target, op, _pad: 0, stack: stack_at_entry(ctx) });
+    if !wanted() {
+        return;
+    }
+    let w = if op == op::ACQUIRE_WRITE { WRITE_HOLDS.get_ptr_mut(slot(sem)) } else { None };
+    // Which file: the one the slot remembers for this rwsem if its inode still checks (two
+    // probe reads), else classified afresh (one read rules out most rwsems, five name a file).
+    let cached = w
+        .map(|w| unsafe { ((*w).sem, (*w).key.target) })
+        .filter(|(last, file)| *last == sem && kernel::still_file(sem, file));
+    let target = match cached {
+        Some((_, file)) => file,
+        None => {
+            let t = kernel::classify_rwsem(sem);
+            if t.kind != lock_kind::I_MMAP_RWSEM {
+                return;
+            }
+            t
+        }
+    };
+    let tid = tid();
+    if let Some(w) = w {
+        if compare_exchange(unsafe { &mut (*w).owner }, 0, tid as u64) {
+            // The slot is this task's until it stores 0 again. All of it is written: another
+            // hold may have used it since `target` was read from it.
+            let stack = stack_at_entry(ctx);
+            unsafe {
+                (*w).sem = sem;
+                (*w).key = OpKey { target, op, _pad: 0, stack };
+                (*w).inserts = 0;
+                (*w).removes = 0;
+                (*w).start_ns = bpf_ktime_get_ns();
+            }
+            return;
+        }
+    }
+    hold_from_now(tid, sem, OpKey { target, op, _pad: 0, stack: stack_at_entry(ctx) });
 }
 
+/// `up_*` entered for `sem`. Runs for every rwsem in the kernel, ~390 times per
+/// fork+exec+exit: the slot's `sem` (an array read) rules out nearly all of them before the
+/// task id, a helper call, is asked for.
 #[inline(always)]
 fn release(sem: u64) {
-    let Some(n) = held_slot(sem) else { return };
-    if unsafe { *n } == 0 {
-        return; // nobody holds an i_mmap_rwsem at this address
+    let Some(w) = WRITE_HOLDS.get_ptr_mut(slot(sem)) else { return };
+    if unsafe { (*w).sem == sem && (*w).owner == tid() as u64 } {
+        let now = unsafe { bpf_ktime_get_ns() };
+        let h = unsafe { *w };
+        unsafe { (*w).owner = 0 }; // copied: free for the next hold
+        record_hold(&h.key, now.saturating_sub(h.start_ns), h.inserts, h.removes);
+        return;
+    }
+    if unsafe { (*w).elsewhere } == 0 {
+        return; // nobody holds an i_mmap_rwsem at this address outside the slot
     }
     let key = HoldKey { tid: tid(), _pad: 0, sem };
     let Some(h) = (unsafe { HOLDS.get(&key) }) else { return };
     let h = *h;
     if HOLDS.remove(&key).is_ok() {
-        add(n, u64::MAX); // -1
+        add(unsafe { &mut (*w).elsewhere }, u64::MAX); // -1
     }
     record_op(&h.key, unsafe { bpf_ktime_get_ns() }.saturating_sub(h.start_ns));
 }
@@ -202,7 +281,19 @@ fn rmap_op<C: SiteOf>(ctx: &C, root: u64, op: u32) {
         return;
     }
     let sem = kernel::i_mmap_rwsem_of_root(root);
-    if let Some(h) = unsafe { HOLDS.get(&HoldKey { tid: tid(), _pad: 0, sem }) } {
+    let tid = tid();
+    if let Some(w) = my_write_hold(sem, tid) {
+        // Only the holder writes its slot: no atomics needed.
+        unsafe {
+            if op == op::RMAP_INSERT {
+                (*w).inserts += 1;
+            } else {
+                (*w).removes += 1;
+            }
+        }
+        return;
+    }
+    if let Some(h) = unsafe { HOLDS.get(&HoldKey { tid, _pad: 0, sem }) } {
         record_op(&OpKey { op, ..h.key }, 0);
         return;
     }
@@ -278,7 +369,7 @@ pub fn kp_rmap_remove(ctx: ProbeContext) -> u32 {
 // ---- fentry family (same logic; userspace names the target function at load)
 
 /// Argument `n` as a plain number. `ctx.arg()` hands the verifier a typed kernel pointer,
-/// which may be offset but not hashed (`held_slot`); bpf_get_func_arg() is inlined by the
+/// which may be offset but not hashed (`slot`); bpf_get_func_arg() is inlined by the
 /// verifier into the same load, typed as a scalar.
 #[inline(always)]
 fn arg(ctx: &FEntryContext, n: u32) -> u64 {

@@ -23,6 +23,15 @@ pub fn offset_of(btf: &Btf, strukt: &str, field: &str) -> Result<u64> {
     Err(anyhow!("struct {strukt} has no member {field} in this kernel's BTF"))
 }
 
+/// Size in bytes of `struct strukt`.
+pub fn size_of(btf: &Btf, strukt: &str) -> Result<u64> {
+    let types = btf.resolve_types_by_name(strukt).with_context(|| format!("no `{strukt}` in BTF"))?;
+    types
+        .into_iter()
+        .find_map(|t| if let Type::Struct(s) = t { Some(s.size() as u64) } else { None })
+        .ok_or_else(|| anyhow!("no struct {strukt} in this kernel's BTF"))
+}
+
 fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str) -> Result<Option<u32>> {
     for m in &s.members {
         let name = btf.resolve_name(m).unwrap_or_default();
@@ -51,7 +60,7 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
     }
 }
 
-/// The offsets the programs' `kernel::classify` needs, by global name.
+/// The offsets (and the one size) the programs need, by global name.
 pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
     if !btf_path.exists() {
         bail!(
@@ -71,10 +80,16 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
         ("INODE_I_SB", "inode", "i_sb"),
         ("SB_S_DEV", "super_block", "s_dev"),
         ("TASK_MM", "task_struct", "mm"),
-        ("TASK_STACK", "task_struct", "stack"),
         ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
     ];
-    wanted.into_iter().map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?))).collect()
+    let mut offsets: Vec<(&'static str, u64)> = wanted
+        .into_iter()
+        .map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?)))
+        .collect::<Result<_>>()?;
+    // The user registers saved at the top of a task's kernel stack (callsite.rs hashes the
+    // stack below them).
+    offsets.push(("PT_REGS_SIZE", size_of(&btf, "pt_regs")?));
+    Ok(offsets)
 }
 
 #[cfg(test)]
@@ -94,6 +109,8 @@ mod tests {
         assert!(offs["MM_MMAP_LOCK"] > 0 && offs["TASK_MM"] > 0);
         // An inode's own mapping sits well inside it (kernel::file_of counts on a nonzero offset).
         assert!(offs["INODE_I_DATA"] > offs["INODE_I_MAPPING"]);
+        // x86-64's pt_regs: 21 saved registers of 8 bytes.
+        assert_eq!(offs["PT_REGS_SIZE"], 168);
         for (k, v) in &offs {
             assert!(*v < 16384, "{k} = {v}");
         }

@@ -7,7 +7,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    lost, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, WaitHist, WaitStats,
+    lost, op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
+    WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -97,6 +98,28 @@ pub struct Collector {
     pub probes: Vec<ProbeStatus>,
     /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
     stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// `OPS` rows as the report reads them: the rmap operations a write-hold row counted become
+/// `RMAP_INSERT`/`RMAP_REMOVE` rows of the same file and stack, added to those the programs
+/// recorded one by one (outside a hold they found).
+fn op_rows(ops: Vec<(OpKey, OpStats)>) -> Vec<(OpKey, WaitStats)> {
+    let mut rows: std::collections::BTreeMap<(LockTarget, u32, u64), WaitStats> = Default::default();
+    let mut add = |key: OpKey, s: WaitStats| {
+        let r = rows.entry((key.target, key.op, key.stack)).or_default();
+        r.count += s.count;
+        r.total_ns += s.total_ns;
+        r.max_ns = r.max_ns.max(s.max_ns);
+    };
+    for (key, v) in ops {
+        add(key, v.stats);
+        for (op, n) in [(op::RMAP_INSERT, v.rmap_inserts), (op::RMAP_REMOVE, v.rmap_removes)] {
+            if n > 0 {
+                add(OpKey { op, ..key }, WaitStats { count: n, ..Default::default() });
+            }
+        }
+    }
+    rows.into_iter().map(|((target, op, stack), s)| (OpKey { target, op, _pad: 0, stack }, s)).collect()
 }
 
 /// rmapprof's own cost, per program, from the kernel's BPF statistics (`--bpf-stats`).
@@ -203,10 +226,12 @@ impl Collector {
         let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map("CONTENTION")?)?;
         let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map("WAIT_HIST")?)?;
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map("LOST")?)?;
-        let ops: HashMap<&MapData, OpKey, WaitStats> = HashMap::try_from(self.map("OPS")?)?;
+        let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map("OPS")?)?;
+        let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
+        let ops_rows = ops.len();
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
-            ops: ops.iter().filter_map(|r| r.ok()).collect(),
+            ops: op_rows(ops),
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
@@ -218,7 +243,7 @@ impl Collector {
         for (name, rows) in [
             ("CONTENTION", snap.waits.len()),
             ("WAIT_HIST", snap.hists.len()),
-            ("OPS", snap.ops.len()),
+            ("OPS", ops_rows),
             ("STACKS", stack_rows),
             ("CALL_SITES", site_rows),
         ] {
@@ -377,4 +402,30 @@ fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<P
         }
     }
     Ok(statuses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::lock_kind;
+
+    /// A write-hold row's rmap operations become rows of their own, same file and stack, and
+    /// add up with the ones recorded one by one outside a hold.
+    #[test]
+    fn rmap_operations_counted_in_holds_become_rows() {
+        let file = LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev: 8 << 20 | 1, ino: 42 };
+        let key = |op, stack| OpKey { target: file, op, _pad: 0, stack };
+        let hold = OpStats {
+            stats: WaitStats { count: 3, total_ns: 300, max_ns: 150 },
+            rmap_inserts: 3,
+            rmap_removes: 1,
+        };
+        let alone = OpStats { stats: WaitStats { count: 2, ..Default::default() }, ..Default::default() };
+        let rows = op_rows(vec![(key(op::ACQUIRE_WRITE, 7), hold), (key(op::RMAP_INSERT, 7), alone)]);
+        let get = |op| rows.iter().find(|(k, _)| *k == key(op, 7)).map(|(_, s)| *s);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(get(op::ACQUIRE_WRITE), Some(hold.stats));
+        assert_eq!(get(op::RMAP_INSERT).map(|s| s.count), Some(5));
+        assert_eq!(get(op::RMAP_REMOVE), Some(WaitStats { count: 1, total_ns: 0, max_ns: 0 }));
+    }
 }

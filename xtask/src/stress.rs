@@ -11,7 +11,7 @@ use crate::{
 };
 
 /// Where loss starts, under the most detailed rmapprof mode this kernel attaches: mmap-churn
-/// over 1 to 16384 distinct files (every file adds map rows: capacity), then over one file with
+/// over 1 to 65536 distinct files (every file adds map rows: capacity), then over one file with
 /// 1 to 16 jobs (event rate). Files live in the temp dir: tmpfs or disk, never 9p.
 pub fn run(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
     let tool = tools.iter().rev().find(|t| t.kind == Kind::Rmapprof).context("no rmapprof mode attaches")?;
@@ -21,7 +21,8 @@ pub fn run(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
     std::fs::create_dir_all(&dir)?;
     let page = vec![0u8; 4096];
     let mut rows = Vec::new();
-    let mut plan: Vec<(u64, u64)> = [1u64, 256, 1024, 4096, 16384].iter().map(|f| (*f, jobs)).collect();
+    let mut plan: Vec<(u64, u64)> =
+        [1u64, 256, 1024, 4096, 16384, 65536].iter().map(|f| (*f, jobs)).collect();
     plan.extend([1u64, 2, 4, 8, 16].iter().map(|j| (1, *j)));
     let mut text = format!(
         "\nstress: {} under mmap-churn (mmap+touch+munmap), files x jobs\n{:>6} {:>5} {:>8} {:>10} {:>10} {:>7}  LOST\n",

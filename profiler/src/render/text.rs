@@ -194,12 +194,15 @@ fn unwinds(r: &Report) -> String {
     }
     let mut s = format!("stacks: {unwinds} unwound");
     if hits > 0 || checks > 0 {
-        let conflicts = n("cache_conflicts");
+        let (conflicts, split) = (n("cache_conflicts"), n("split_hashes"));
         s += &format!(", {hits} from the call-site cache ({checks} rechecked, {conflicts} differed)");
+        if split > 0 {
+            s += &format!(", {split} looked up by the stack above a split site");
+        }
     }
     s.push('\n');
     for site in &r.unwind_conflict_sites {
-        let _ = writeln!(s, "  two paths, unwound every time since: {site}");
+        let _ = writeln!(s, "  two paths through one site: {site}");
     }
     s
 }
@@ -314,7 +317,7 @@ pub(crate) mod tests {
         assert!(
             s.contains(
                 "stacks: 120 unwound, 99000 from the call-site cache (1500 rechecked, 1 differed)\n  \
-                 two paths, unwound every time since: vma_link_file+0x2f (depth 14920)\n"
+                 two paths through one site: vma_link_file+0x2f (depth 14920)\n"
             ),
             "{s}"
         );
