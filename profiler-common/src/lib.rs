@@ -69,8 +69,9 @@ pub mod unwind {
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
 /// and the offset of that return address from the base of the task's kernel stack. Two
 /// call paths through the same call site at the same depth are caught by the checks; the
-/// site is then split by `above`, a hash of the kernel text addresses in the stack above it
-/// (0 in a site's own row).
+/// site is then split by `above` (0 in a site's own row): the stack word where two of its
+/// paths part (even), or, where that is not enough, a hash of the kernel text addresses in
+/// the stack above it (odd).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSite {
@@ -81,12 +82,18 @@ pub struct CallSite {
 
 /// Value of the call-site cache: the site's stack key in `STACKS` and how often the site was
 /// seen. A stack key of 0 means the row showed more than one stack: in a site's own row
-/// (`above` 0), look up (site, `above`) rows instead; in one of those, unwind every time.
+/// (`above` 0) or a row split by a stack word, look up (site, `above`) rows instead; in a row
+/// split by a hash, unwind every time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CachedStack {
     pub stack: u64,
     pub seen: u64,
+    /// In a split site's own row: 8 + the offset from the site's return address of the stack
+    /// word where its two paths were seen to part (the return address of the first frame
+    /// they do not share), which keys the split rows; 0 when it was not found (a hash of the
+    /// stack above keys them).
+    pub split_at: u64,
 }
 
 /// What an `OPS` row counts (kprobe/fentry modes). Rows are keyed by lock target and kernel

@@ -6,8 +6,10 @@
 //! cheaply ([`SiteOf`]), and its full stack unwound once. To keep that honest, the first
 //! reuses and then every `STACK_CACHE_CHECK`-th are unwound again and compared, and a site
 //! caught with two paths (`unwind.cache_conflicts`) is split: its rows are keyed by the site
-//! and a hash of the kernel text addresses in the stack above it ([`above`]), and those rows
-//! are checked the same way; one caught again is unwound every time from then on.
+//! and the stack word where those two paths part ([`parting`]: one probe read tells them
+//! apart); a row of those caught with two paths too, by the site and a hash of the kernel
+//! text addresses in the stack above it ([`above`]). Every row is checked the same way; a
+//! hash row caught again is unwound every time from then on.
 //! `STACK_CACHE_CHECK` 0 (`--stack-cache-check 0`) unwinds everything.
 
 use aya_ebpf::{
@@ -66,6 +68,22 @@ fn depth_of(sp: u64) -> u64 {
     sp & (THREAD_SIZE - 1)
 }
 
+/// The stack above `sp` (`depth` into the stack), up to `ABOVE_WORDS` words and up to the user
+/// registers at the top, read into `ABOVE_SCRATCH`; and how many bytes that is.
+#[inline(always)]
+fn window(sp: u64, depth: u64) -> Option<(*mut [u64; 2 * ABOVE_WORDS], u32)> {
+    let top = THREAD_SIZE.saturating_sub(global(&PT_REGS_SIZE));
+    if depth >= top {
+        return None;
+    }
+    let bytes = (top - depth).min((ABOVE_WORDS * 8) as u64) as u32 & (2 * ABOVE_WORDS as u32 * 8 - 8);
+    let buf = ABOVE_SCRATCH.get_ptr_mut(0)?;
+    if bytes == 0 || unsafe { bpf_probe_read_kernel(buf as *mut _, bytes, sp as *const _) } != 0 {
+        return None;
+    }
+    Some((buf, bytes))
+}
+
 /// A hash of the kernel text addresses in the `ABOVE_WORDS` words of stack above `sp` (the
 /// call site's return address), up to the top of the stack. The return addresses of the
 /// frames above the site are among them, so two paths through one site at one depth almost
@@ -74,16 +92,11 @@ fn depth_of(sp: u64) -> u64 {
 #[inline(always)]
 fn above(sp: u64, depth: u64) -> Option<u64> {
     let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
-    let top = THREAD_SIZE.saturating_sub(global(&PT_REGS_SIZE));
-    if lo == 0 || depth >= top {
+    if lo == 0 {
         return None;
     }
-    let bytes = (top - depth).min((ABOVE_WORDS * 8) as u64) as u32 & (2 * ABOVE_WORDS as u32 * 8 - 8);
-    let buf = ABOVE_SCRATCH.get_ptr_mut(0)?;
     count_unwind(unwind::SPLIT_HASHES);
-    if bytes == 0 || unsafe { bpf_probe_read_kernel(buf as *mut _, bytes, sp as *const _) } != 0 {
-        return None;
-    }
+    let (buf, bytes) = window(sp, depth)?;
     // Two words a round: half the loop's compare-and-branch, the most of its cost after the
     // read. An odd last word is left out: the one just below pt_regs, the entry code's return
     // address, the same for every system call.
@@ -104,6 +117,41 @@ fn above(sp: u64, depth: u64) -> Option<u64> {
         }
     }
     Some(h | 1) // never 0, the site's own row
+}
+
+/// Where the stack just unwound parts from the `cached` one of the same call site at `sp`:
+/// 8 + the offset above `sp` of the return address of the first frame they do not share, or 0.
+/// Both paths run the same functions below that frame, so on either that return address
+/// lies at the same offset: one probe read there tells them apart, where [`above`] hashes
+/// a kilobyte or two. The highest copy of the address in the window is taken: a lower one
+/// may be a stale word left by an earlier call. Runs once per site, at its first conflict.
+#[inline(always)]
+fn parting(sp: u64, cached: u64) -> u64 {
+    let (Some(new), Some(old)) = (crate::last_unwound(scratch::PROBE), crate::stored_stack(cached)) else {
+        return 0;
+    };
+    let mut first = 0;
+    for i in 0..profiler_common::STACK_DEPTH {
+        let (a, b) = unsafe { ((*new).ips[i], (*old).ips[i]) };
+        if a != b {
+            first = a;
+            break;
+        }
+    }
+    let Some((buf, bytes)) = (if first != 0 { window(sp, depth_of(sp)) } else { None }) else {
+        return 0;
+    };
+    let words = (bytes / 8) as usize;
+    let mut at = 0;
+    for i in 0..ABOVE_WORDS {
+        if i >= words {
+            break;
+        }
+        if unsafe { (*buf)[i] } == first {
+            at = (i as u64 + 1) * 8;
+        }
+    }
+    at
 }
 
 /// How a program family names its call site, much more cheaply than a full unwind.
@@ -171,18 +219,41 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     // its hash loop costs the verifier (6.1's gave up at three).
     let mut miss = None; // a new site, cached after the unwind
     let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
+    let mut word_sp = 0; // when that reuse is of a row not split by a hash: where the site is
     if let Some((mut site, sp)) = if check != 0 { ctx.call_site() } else { None } {
         let mut row = CALL_SITES.get_ptr_mut(&site);
         let mut cacheable = true;
         if let Some(c) = row {
             if unsafe { (*c).stack } == 0 {
-                // More than one path through this site at this depth: key by the stack above.
-                match above(sp, site.depth) {
-                    Some(h) => {
-                        site.above = h;
-                        row = CALL_SITES.get_ptr_mut(&site);
+                // More than one path through this site at this depth: key by the stack word
+                // where two of them parted (even keys); where that row has seen two paths
+                // too, or no such word was found, by a hash of the stack above (odd keys).
+                // Two levels of words: a row split by a word may be split by a second one.
+                let mut hash = true;
+                let mut c = c;
+                for _ in 0..2 {
+                    let at = unsafe { (*c).split_at };
+                    let Some(w) = (if at != 0 { kernel::read::<u64>(sp + at - 8) } else { None }) else {
+                        break;
+                    };
+                    site.above = ((site.above.rotate_left(17) ^ w) & !1).max(2); // even, never 0
+                    row = CALL_SITES.get_ptr_mut(&site);
+                    match row {
+                        Some(next) if unsafe { (*next).stack } == 0 => c = next,
+                        _ => {
+                            hash = false;
+                            break;
+                        }
                     }
-                    None => (row, cacheable) = (None, false), // no hash: unwind, cache nothing
+                }
+                if hash {
+                    match above(sp, site.depth) {
+                        Some(h) => {
+                            site.above = h;
+                            row = CALL_SITES.get_ptr_mut(&site);
+                        }
+                        None => (row, cacheable) = (None, false), // no hash: unwind, cache nothing
+                    }
                 }
             }
         }
@@ -200,6 +271,9 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                     return cached;
                 }
                 entry = Some((c, cached));
+                if site.above % 2 == 0 {
+                    word_sp = sp;
+                }
             }
         }
     }
@@ -209,13 +283,18 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     }
     if let Some(site) = miss {
         // A full table only means this site is not cached.
-        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1 }, 0);
+        let _ = CALL_SITES.insert(&site, &CachedStack { stack: key, seen: 1, split_at: 0 }, 0);
     } else if let Some((c, cached)) = entry {
         if cached != 0 {
             count_unwind(unwind::CACHE_CHECKS);
             if key != cached {
                 count_unwind(unwind::CACHE_CONFLICTS);
-                // A site's own row is split from now on; a split row, unwound always.
+                // A site's own row is split from now on, by the word where the two paths part,
+                // and such a row by another word; a row of those by a hash of the stack above;
+                // a row of those, unwound always.
+                if word_sp != 0 {
+                    unsafe { (*c).split_at = parting(word_sp, cached) };
+                }
                 unsafe { (*c).stack = 0 };
             }
         }

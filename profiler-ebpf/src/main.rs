@@ -144,6 +144,18 @@ pub fn stack<C: EbpfContext>(ctx: &C, slot: u32, skip: u64) -> u64 {
     key
 }
 
+/// The stack [`stack`] last unwound into `slot` (until the next unwind on this CPU).
+#[inline(always)]
+pub fn last_unwound(slot: u32) -> Option<*const KernelStack> {
+    STACK_SCRATCH.get_ptr(slot)
+}
+
+/// The stack stored under `key`.
+#[inline(always)]
+pub fn stored_stack(key: u64) -> Option<*const KernelStack> {
+    STACKS.get_ptr(&key)
+}
+
 // `& STACK_DEPTH` above is a bound only because it is all ones.
 const _: () = assert!((STACK_DEPTH + 1).is_power_of_two());
 

@@ -432,9 +432,14 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             .conflict_sites
             .iter()
             .map(|c| {
-                // A site's own row was split by the stack above it; a split row that conflicted
-                // again is unwound every time.
-                let how = if c.above == 0 { "split" } else { "unwound every time" };
+                // A site's own row was split by the stack word where two paths part, such a
+                // row by another word (even keys) or a hash of the stack above (odd keys), and
+                // a hash row that conflicted again is unwound every time (callsite.rs).
+                let how = match c.above {
+                    0 => "split",
+                    a if a % 2 == 0 => "split again",
+                    _ => "unwound every time",
+                };
                 format!("{} (depth {}, {how})", ctx.symbols.name_offset(c.ret), c.depth)
             })
             .collect(),
