@@ -91,6 +91,19 @@ fn window(sp: u64, depth: u64) -> Option<(*mut [u64; 2 * ABOVE_WORDS], u32)> {
 /// each unwound once and then cached. Not a proof of the path: the rows are checked too.
 #[inline(always)]
 fn above(sp: u64, depth: u64) -> Option<u64> {
+    Some(rmapprof_above(sp, depth)).filter(|&h| h != 0)
+}
+
+/// [`above`] as a global BPF function (0: no hash): the verifier checks it once, not on
+/// every path through every program that inlines [`stack_at_entry`] (its loop is 128 rounds).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn rmapprof_above(sp: u64, depth: u64) -> u64 {
+    above_inline(sp, depth).unwrap_or(0)
+}
+
+#[inline(always)]
+fn above_inline(sp: u64, depth: u64) -> Option<u64> {
     let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
     if lo == 0 {
         return None;
@@ -125,6 +138,13 @@ fn above(sp: u64, depth: u64) -> Option<u64> {
 /// lies at the same offset: one probe read there tells them apart, where [`above`] hashes
 /// a kilobyte or two. The highest copy of the address in the window is taken: a lower one
 /// may be a stale word left by an earlier call. Runs once per site, at its first conflict.
+/// A global BPF function, checked once by the verifier (see [`rmapprof_above`]).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn rmapprof_parting(sp: u64, cached: u64) -> u64 {
+    parting(sp, cached)
+}
+
 #[inline(always)]
 fn parting(sp: u64, cached: u64) -> u64 {
     let (Some(new), Some(old)) = (crate::last_unwound(scratch::PROBE), crate::stored_stack(cached)) else {
@@ -293,7 +313,7 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                 // and such a row by another word; a row of those by a hash of the stack above;
                 // a row of those, unwound always.
                 if word_sp != 0 {
-                    unsafe { (*c).split_at = parting(word_sp, cached) };
+                    unsafe { (*c).split_at = rmapprof_parting(word_sp, cached) };
                 }
                 unsafe { (*c).stack = 0 };
             }

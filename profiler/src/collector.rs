@@ -128,6 +128,9 @@ pub struct ProgramCost {
     pub program: String,
     pub runs: u64,
     pub ns: u64,
+    /// Instructions the verifier processed to load it (its share of the attach time).
+    #[serde(default)]
+    pub verified_insns: Option<u32>,
 }
 
 pub const TRACEPOINTS: [(&str, &str); 2] =
@@ -292,6 +295,7 @@ impl Collector {
                     program: name.to_owned(),
                     runs: info.run_count(),
                     ns: info.run_time().as_nanos() as u64,
+                    verified_insns: info.verified_instruction_count(),
                 })
             })
             .filter(|c| c.runs > 0)
