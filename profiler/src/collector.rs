@@ -333,10 +333,12 @@ const KERNEL_PROBES: &[(&str, &str, &str)] = &[
     ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
     ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
     ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
-    ("kp_down_write", "fe_down_write", "down_write"),
-    ("kp_down_read", "fe_down_read", "down_read"),
+    // Releases before acquisitions: a hold begun while only `down_*` was attached would never
+    // end, and a write hold would keep its slot (probes.rs) taken for the whole run.
     ("kp_up", "fe_up_write", "up_write"),
     ("kp_up", "fe_up_read", "up_read"),
+    ("kp_down_write", "fe_down_write", "down_write"),
+    ("kp_down_read", "fe_down_read", "down_read"),
     ("kp_rmap_insert", "fe_rmap_insert", "vma_interval_tree_insert"),
     ("kp_rmap_insert_after", "fe_rmap_insert_after", "vma_interval_tree_insert_after"),
     ("kp_rmap_remove", "fe_rmap_remove", "vma_interval_tree_remove"),
