@@ -84,6 +84,14 @@ fn window(sp: u64, depth: u64) -> Option<(*mut [u64; 2 * ABOVE_WORDS], u32)> {
     Some((buf, bytes))
 }
 
+/// [`above`] as a global BPF function (0: no hash): the verifier checks it once, not on
+/// every path through every program that inlines [`stack_at_entry`] (its loop is 128 rounds).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn rmapprof_above(sp: u64, depth: u64) -> u64 {
+    above(sp, depth).unwrap_or(0)
+}
+
 /// A hash of the kernel text addresses in the `ABOVE_WORDS` words of stack above `sp` (the
 /// call site's return address), up to the top of the stack. The return addresses of the
 /// frames above the site are among them, so two paths through one site at one depth almost
@@ -91,19 +99,6 @@ fn window(sp: u64, depth: u64) -> Option<(*mut [u64; 2 * ABOVE_WORDS], u32)> {
 /// each unwound once and then cached. Not a proof of the path: the rows are checked too.
 #[inline(always)]
 fn above(sp: u64, depth: u64) -> Option<u64> {
-    Some(rmapprof_above(sp, depth)).filter(|&h| h != 0)
-}
-
-/// [`above`] as a global BPF function (0: no hash): the verifier checks it once, not on
-/// every path through every program that inlines [`stack_at_entry`] (its loop is 128 rounds).
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn rmapprof_above(sp: u64, depth: u64) -> u64 {
-    above_inline(sp, depth).unwrap_or(0)
-}
-
-#[inline(always)]
-fn above_inline(sp: u64, depth: u64) -> Option<u64> {
     let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
     if lo == 0 {
         return None;
@@ -267,7 +262,7 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                     }
                 }
                 if hash {
-                    match above(sp, site.depth) {
+                    match Some(rmapprof_above(sp, site.depth)).filter(|&h| h != 0) {
                         Some(h) => {
                             site.above = h;
                             row = CALL_SITES.get_ptr_mut(&site);
