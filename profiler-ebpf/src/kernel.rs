@@ -67,8 +67,8 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
 /// was an unmapped kernel address. Most `down_*` calls are on rwsems that are not i_mmap_rwsem.
 #[inline(always)]
 fn file_of(a: u64) -> Option<LockTarget> {
-    let host = a.wrapping_sub(global(&INODE_I_DATA));
-    if read::<u64>(a + global(&AS_HOST))? != host || read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
+    let host = inode_around(a)?;
+    if read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
         return None;
     }
     let ino = read::<u64>(host + global(&INODE_I_INO)).unwrap_or(0);
@@ -84,11 +84,17 @@ fn file_of(a: u64) -> Option<LockTarget> {
 /// cache, whose `i_data` is at the same place). Two reads instead of [`classify_rwsem`]'s five.
 #[inline(always)]
 pub fn still_file(sem: u64, file: &LockTarget) -> bool {
-    let a = sem.wrapping_sub(global(&AS_I_MMAP_RWSEM));
-    let host = a.wrapping_sub(global(&INODE_I_DATA));
     global(&AS_I_MMAP_RWSEM) != 0
-        && read::<u64>(a + global(&AS_HOST)) == Some(host)
-        && read::<u64>(host + global(&INODE_I_INO)) == Some(file.ino)
+        && inode_around(sem.wrapping_sub(global(&AS_I_MMAP_RWSEM)))
+            .is_some_and(|host| read::<u64>(host + global(&INODE_I_INO)) == Some(file.ino))
+}
+
+/// The inode whose `i_data` the `address_space` at `a` is, if `a->host` says so (one probe
+/// read; see [`file_of`]).
+#[inline(always)]
+fn inode_around(a: u64) -> Option<u64> {
+    let host = a.wrapping_sub(global(&INODE_I_DATA));
+    (read::<u64>(a + global(&AS_HOST))? == host).then_some(host)
 }
 
 /// The file owning the `address_space` field at `addr`, `offset` bytes into the struct;
