@@ -8,7 +8,7 @@ bin=target/release
 mkdir -p "$out"
 : > "$out/throughput.txt"
 for w in spawn execl shellscript; do
-	"$bin/rmapprof" --mode fentry --inode libc.so.6 --inode ld-linux-x86-64.so.2 \
+	"$bin/rmapprof" --mode fentry --acquisitions --inode libc.so.6 --inode ld-linux-x86-64.so.2 \
 		-o "$out/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
 	for run in 1 2 3; do
 		t0=$(date +%s%N)

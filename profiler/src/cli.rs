@@ -16,6 +16,7 @@ use crate::collector::Mode;
         the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
         while COMMAND runs and exits with COMMAND's status.",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
+        sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
         sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6\n  \
         rmapprof diff base/report.json patched/report.json",
     args_conflicts_with_subcommands = true
@@ -53,6 +54,14 @@ pub struct Cli {
     /// How to observe the lock.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+
+    /// kprobe/fentry modes: also count every i_mmap_rwsem acquisition (write and read), time
+    /// its hold, and count the rmap tree operations inside it, per file and call path. This
+    /// probes down_*/up_* of every rwsem in the kernel: fork/exec-heavy work runs 14-28% slower
+    /// under QEMU's instruction clock (README, Performance); the counts are exact regardless,
+    /// the wait times are the ones to take from a run without it.
+    #[arg(long)]
+    pub acquisitions: bool,
 
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]

@@ -1,6 +1,6 @@
 //! Loads the eBPF programs, attaches them, and reads the maps they aggregate into.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, MapData},
     programs::{Program, TracePoint},
@@ -26,8 +26,8 @@ pub enum Mode {
     Auto,
     /// lock:contention_begin/end: sleeping waits only; optimistic spinning is invisible.
     Tracepoint,
-    /// kprobes on the rwsem slowpaths, osq_lock, down_*/up_* and the rmap tree; kretprobes
-    /// where a duration ends (the slowpaths, osq_lock).
+    /// kprobes and kretprobes on the rwsem slowpaths and osq_lock: optimistic spinning too;
+    /// with --acquisitions also kprobes on down_*/up_* and the rmap tree.
     Kprobe,
     /// fentry (and fexit where kprobe mode has a kretprobe) on the same functions.
     Fentry,
@@ -96,6 +96,8 @@ pub struct Collector {
     ebpf: Ebpf,
     pub mode: Mode,
     pub probes: Vec<ProbeStatus>,
+    /// Every acquisition is counted (`--acquisitions` in kprobe/fentry mode).
+    pub acquisitions: bool,
     /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
     stats: Option<std::os::fd::OwnedFd>,
 }
@@ -139,12 +141,15 @@ pub const TRACEPOINTS: [(&str, &str); 2] =
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
     /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
+    /// `acquisitions` (kprobe/fentry only) also attaches [`ACQUISITION_PROBES`]; a kernel that
+    /// allows neither family is then an error, not a fallback.
     pub fn start(
         mode: Mode,
         btf_path: &Path,
         tgid: Option<u32>,
         stacks: StackOptions,
         bpf_stats: bool,
+        acquisitions: bool,
     ) -> Result<Self> {
         // Before attaching, so every run is counted.
         let stats = if bpf_stats {
@@ -205,7 +210,7 @@ impl Collector {
         };
         let mut used = Mode::Tracepoint;
         for &family in families {
-            match attach_family(&mut ebpf, family, btf_path) {
+            match attach_family(&mut ebpf, family, btf_path, acquisitions) {
                 Ok(statuses) => {
                     probes.extend(statuses);
                     used = family;
@@ -221,7 +226,15 @@ impl Collector {
                 }
             }
         }
-        Ok(Self { ebpf, mode: used, probes, stats })
+        if acquisitions && used == Mode::Tracepoint {
+            let why: Vec<String> =
+                probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();
+            bail!(
+                "--acquisitions needs kprobe or fentry mode, and this kernel allows neither ({})",
+                why.join("; ")
+            );
+        }
+        Ok(Self { ebpf, mode: used, probes, stats, acquisitions })
     }
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
@@ -324,15 +337,27 @@ fn unload(p: &mut Program) -> Result<(), aya::programs::ProgramError> {
 }
 
 /// (kprobe program, fentry program, kernel function). A kprobe program may serve several
-/// functions; an fentry program is bound to one function at load. `down_*` have entry probes
-/// only (the hold starts there; a slowpath's return corrects it), see profiler-ebpf's probes.rs.
-const KERNEL_PROBES: &[(&str, &str, &str)] = &[
+/// functions; an fentry program is bound to one function at load.
+type KernelProbe = (&'static str, &'static str, &'static str);
+
+/// What kprobe/fentry modes always attach: the waits the lock tracepoints cannot see. These
+/// functions run only when an rwsem is contended (about once per fork+exec+exit), so they cost
+/// nothing measurable.
+const WAIT_PROBES: &[KernelProbe] = &[
     ("kp_down_write_slowpath", "fe_down_write_slowpath", "rwsem_down_write_slowpath"),
     ("kr_down_write_slowpath", "fx_down_write_slowpath", "rwsem_down_write_slowpath"),
     ("kp_down_read_slowpath", "fe_down_read_slowpath", "rwsem_down_read_slowpath"),
     ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
     ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
     ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
+];
+
+/// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
+/// it. `down_*`/`up_*` run for every rwsem in the kernel (~770 hooked calls per
+/// fork+exec+exit, ~80 of them on an i_mmap_rwsem), so these cost 14-28% of a fork/exec-heavy
+/// workload (README, Performance). `down_*` have entry probes only (the hold starts there; a
+/// slowpath's return corrects it), see profiler-ebpf's probes.rs.
+const ACQUISITION_PROBES: &[KernelProbe] = &[
     // Releases before acquisitions: a hold begun while only `down_*` was attached would never
     // end, and a write hold would keep its slot (probes.rs) taken for the whole run.
     ("kp_up", "fe_up_write", "up_write"),
@@ -347,7 +372,12 @@ const KERNEL_PROBES: &[(&str, &str, &str)] = &[
 /// Attaches one probe family. The first probe failing means the family is unusable here (no
 /// kprobes, fentry refused) and is an error; a later one failing (function missing, renamed or
 /// inlined on this kernel) is recorded and skipped.
-fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<ProbeStatus>> {
+fn attach_family(
+    ebpf: &mut Ebpf,
+    family: Mode,
+    btf_path: &Path,
+    acquisitions: bool,
+) -> Result<Vec<ProbeStatus>> {
     let btf = match family {
         Mode::Fentry => {
             Some(Btf::parse_file(btf_path, aya::Endianness::default()).context("reading BTF for fentry")?)
@@ -359,7 +389,8 @@ fn attach_family(ebpf: &mut Ebpf, family: Mode, btf_path: &Path) -> Result<Vec<P
     // Fault injection for the tests: probe a name this kernel lacks instead of FUNC, as if it
     // had been renamed or inlined (RMAPPROF_FAULT_MISSING_PROBE=FUNC).
     let missing = std::env::var("RMAPPROF_FAULT_MISSING_PROBE").ok();
-    for (i, &(kp, fe, func)) in KERNEL_PROBES.iter().enumerate() {
+    let extra = if acquisitions { ACQUISITION_PROBES } else { &[] };
+    for (i, &(kp, fe, func)) in WAIT_PROBES.iter().chain(extra).enumerate() {
         let renamed;
         let func = if missing.as_deref() == Some(func) {
             renamed = format!("{func}_renamed_by_rmapprof_test");

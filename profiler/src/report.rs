@@ -20,6 +20,11 @@ pub struct Report {
     pub tool: String,
     pub version: String,
     pub mode: String,
+    /// Every i_mmap_rwsem acquisition was counted (`--acquisitions`, kprobe/fentry modes):
+    /// acquisitions, hold times and rmap operations are observed, not null. Reports written
+    /// before the option existed lack it and counted them in kprobe/fentry mode.
+    #[serde(default)]
+    pub acquisitions_counted: Option<bool>,
     /// `uname -r` of the profiled kernel.
     pub kernel: String,
     pub duration_ns: u64,
@@ -97,11 +102,15 @@ pub struct FileReport {
     pub read: Waits,
     /// Optimistic spinning (osq_lock and owner spinning): not visible to tracepoints.
     pub spin_ns_total: Option<u64>,
-    /// Lock acquisitions, contended or not: needs kprobe/fentry mode.
+    /// Lock acquisitions, contended or not: needs kprobe/fentry mode with --acquisitions.
     pub acquisitions: Option<u64>,
-    /// vma_interval_tree insertions/removals: needs kprobe/fentry mode.
+    /// vma_interval_tree insertions/removals: the same.
     pub rmap_inserts: Option<u64>,
     pub rmap_removes: Option<u64>,
+    /// Entries into rwsem_down_*_slowpath: contended acquisitions, spinning or sleeping
+    /// (the tracepoints count only those that sleep). kprobe/fentry modes.
+    #[serde(default)]
+    pub slowpaths: Option<u64>,
     /// Time in rwsem_down_*_slowpath (spin + sleep), in osq_lock, and held (acquire→release).
     pub slowpath_ns_total: Option<u64>,
     pub osq_ns_total: Option<u64>,
@@ -117,7 +126,8 @@ pub struct FileReport {
     pub call_paths: Vec<CallPath>,
 }
 
-/// One caller class of one file. Probe-only fields are None in tracepoint mode.
+/// One caller class of one file. Probe-only fields are None in tracepoint mode, and the
+/// acquisition fields (acquisitions, hold, rmap operations) without --acquisitions.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ClassRow {
     pub class: String,
@@ -191,6 +201,8 @@ fn rw_name(flags: u32) -> String {
 /// What `build` needs besides the snapshot.
 pub struct Context<'a> {
     pub mode: &'a str,
+    /// Every acquisition was counted (`--acquisitions`).
+    pub acquisitions: bool,
     pub duration_ns: u64,
     pub cycles: Option<u64>,
     pub command: Option<Vec<String>>,
@@ -243,6 +255,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         }
     }
     let probed = matches!(ctx.mode, "kprobe" | "fentry");
+    let counted = probed && ctx.acquisitions;
     let frames_of = |stack: u64| -> Vec<String> {
         match snap.stacks.get(&stack) {
             Some(ips) => ctx.symbols.frames(ips),
@@ -276,6 +289,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                     acquire_paths.entry((id, stack, op)).or_default().add(stats);
                 }
                 op::SLOWPATH_WRITE | op::SLOWPATH_READ => {
+                    add(&mut f.slowpaths, stats.count);
                     add(&mut f.slowpath_ns_total, stats.total_ns);
                     add(&mut row.slowpath_ns, stats.total_ns);
                 }
@@ -335,15 +349,19 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     for ((id, class), mut row) in classes {
         if let Some(f) = files.get_mut(&id) {
             row.class = class.into();
+            // Observed, so a row with none of them says 0, not null.
             if probed {
+                for v in [&mut row.slowpath_ns, &mut row.spin_ns] {
+                    v.get_or_insert(0);
+                }
+            }
+            if counted {
                 for v in [
                     &mut row.write_acquisitions,
                     &mut row.read_acquisitions,
                     &mut row.hold_ns,
                     &mut row.rmap_inserts,
                     &mut row.rmap_removes,
-                    &mut row.slowpath_ns,
-                    &mut row.spin_ns,
                 ] {
                     v.get_or_insert(0);
                 }
@@ -378,17 +396,17 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.spin_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
             f.acquire_paths.sort_by(|a, b| b.contentions.cmp(&a.contentions));
             f.by_class.sort_by_key(|r| callers::ALL.iter().position(|c| *c == r.class));
+            // Observed, so a file with none of them says 0, not null.
             if probed {
-                // Observed, so a file with none of them says 0, not null.
-                for v in [
-                    &mut f.acquisitions,
-                    &mut f.rmap_inserts,
-                    &mut f.rmap_removes,
-                    &mut f.spin_ns_total,
-                    &mut f.slowpath_ns_total,
-                    &mut f.osq_ns_total,
-                    &mut f.hold_ns_total,
-                ] {
+                for v in
+                    [&mut f.slowpaths, &mut f.spin_ns_total, &mut f.slowpath_ns_total, &mut f.osq_ns_total]
+                {
+                    v.get_or_insert(0);
+                }
+            }
+            if counted {
+                for v in [&mut f.acquisitions, &mut f.rmap_inserts, &mut f.rmap_removes, &mut f.hold_ns_total]
+                {
                     v.get_or_insert(0);
                 }
             }
@@ -418,6 +436,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         tool: "rmapprof".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         mode: ctx.mode.into(),
+        acquisitions_counted: Some(counted),
         kernel: kernel_release(),
         duration_ns: ctx.duration_ns,
         command: ctx.command.clone(),

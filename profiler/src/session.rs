@@ -49,6 +49,9 @@ enum End {
 }
 
 pub async fn run(cli: Cli) -> Result<u8> {
+    if cli.acquisitions && cli.mode == crate::collector::Mode::Tracepoint {
+        return Err(usage("--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits"));
+    }
     preflight::check_caps()?;
     if let Some(pid) = cli.pid {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -78,11 +81,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
 
-    let collector = Collector::start(cli.mode, &cli.btf, cli.pid, cli.stacks(), cli.bpf_stats)?;
+    let collector =
+        Collector::start(cli.mode, &cli.btf, cli.pid, cli.stacks(), cli.bpf_stats, cli.acquisitions)?;
     let mut signal_poll = tokio::time::interval(Duration::from_millis(20));
     let run = Run {
         cli: &cli,
         mode: collector.mode.name(),
+        acquisitions: collector.acquisitions,
         probes: collector.probes.clone(),
         started: Instant::now(),
         selected: &selected,
@@ -95,8 +100,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }
     };
     eprintln!(
-        "rmapprof: profiling i_mmap_rwsem contention ({} mode, {}){}",
+        "rmapprof: profiling i_mmap_rwsem contention ({} mode{}, {}){}",
         collector.mode.name(),
+        if collector.acquisitions { ", every acquisition" } else { "" },
         match (&cli.command[..], cli.pid) {
             ([], Some(p)) => format!("pid {p}"),
             ([], None) => "system-wide".into(),
@@ -169,6 +175,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
 struct Run<'a> {
     cli: &'a Cli,
     mode: &'static str,
+    acquisitions: bool,
     probes: Vec<ProbeStatus>,
     started: Instant,
     selected: &'a [files::Selected],
@@ -180,6 +187,7 @@ impl Run<'_> {
             snap,
             &report::Context {
                 mode: self.mode,
+                acquisitions: self.acquisitions,
                 duration_ns: self.started.elapsed().as_nanos() as u64,
                 cycles: self.cli.cycles(),
                 command: (!self.cli.command.is_empty()).then(|| self.cli.command.clone()),

@@ -247,6 +247,17 @@ fn errors_are_one_line_with_the_right_exit_code() {
     assert_eq!(code, 1);
     assert!(err.contains("BTF not found"), "{err}");
 
+    // Counting every acquisition needs kprobes or fentry; this kernel has neither, and says so
+    // rather than falling back to a run without the counts that were asked for.
+    let (code, err) = fails(rm().args(["--acquisitions"]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("--acquisitions needs kprobe or fentry mode")
+            && err.contains("fentry mode:")
+            && err.contains("kprobe mode:"),
+        "{err}"
+    );
+
     let (code, err) = fails(rm().args(["--", "/no/such/command"]));
     assert_eq!(code, 127);
     assert!(err.contains("command not found"), "{err}");

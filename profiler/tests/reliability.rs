@@ -44,6 +44,7 @@ fn bad_arguments_are_one_line_exit_2() {
         &["--bogus"],
         &["--mode", "magic"],
         &["-p", "notapid"],
+        &["--mode", "tracepoint", "--acquisitions"],
     ] {
         let (code, err) = fails(rmapprof().args(args));
         assert_eq!(code, 2, "{args:?}: {err}");

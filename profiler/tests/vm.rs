@@ -29,19 +29,81 @@ fn u(v: &Value, k: &str) -> u64 {
 #[test]
 #[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
 fn every_mode_loads_and_attaches() {
-    for mode in ["fentry", "kprobe", "tracepoint"] {
-        let r = profile(&["--mode", mode, "-d", "300ms"]);
+    for (mode, acquisitions) in
+        [("fentry", false), ("fentry", true), ("kprobe", false), ("kprobe", true), ("tracepoint", false)]
+    {
+        let mut args = vec!["--mode", mode, "-d", "300ms"];
+        if acquisitions {
+            args.push("--acquisitions");
+        }
+        let r = profile(&args);
         assert_eq!(r["mode"], mode);
+        assert_eq!(r["acquisitions_counted"], acquisitions);
         let probes = r["probes"].as_array().unwrap();
         let missing: Vec<_> = probes.iter().filter(|p| p["attached"] != true).collect();
         assert!(missing.is_empty(), "{mode}: {missing:?}");
-        // 2 tracepoints + 13 probes: entry and return of the 2 slowpaths and osq_lock, entry
-        // of down_{write,read}, up_{write,read} and the 3 rmap tree functions.
-        let want = if mode == "tracepoint" { 2 } else { 15 };
+        // 2 tracepoints; 6 probes: entry and return of the 2 slowpaths and osq_lock; with
+        // --acquisitions 7 more: entry of down_{write,read}, up_{write,read} and the 3 rmap
+        // tree functions.
+        let want = match (mode, acquisitions) {
+            ("tracepoint", _) => 2,
+            (_, false) => 8,
+            (_, true) => 15,
+        };
         assert_eq!(probes.len(), want, "{mode}: {probes:?}");
+        let down_write = probes.iter().any(|p| p["probe"].as_str().unwrap().ends_with(":down_write"));
+        assert_eq!(down_write, acquisitions, "{mode}: {probes:?}");
     }
     // auto prefers fentry.
     assert_eq!(profile(&["-d", "300ms"])["mode"], "fentry");
+}
+
+/// Without --acquisitions, kprobe/fentry modes probe only the slowpaths and osq_lock: two
+/// processes mapping and unmapping one file contend on its i_mmap_rwsem (mostly spinning, which
+/// the tracepoints miss), and that shows as slowpath and spin time on that file, while what
+/// needs every acquisition stays null.
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn waits_alone_see_spinning() {
+    for mode in ["fentry", "kprobe"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("churn.dat");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let r = profile(&[
+            "--mode",
+            mode,
+            "--inode",
+            path.to_str().unwrap(),
+            "--",
+            workload("mmap-churn").to_str().unwrap(),
+            path.to_str().unwrap(),
+            "20000",
+            "-j",
+            "2",
+        ]);
+        assert_eq!(r["acquisitions_counted"], false);
+        let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
+        assert!(u(f, "slowpaths") > 0, "{mode}: no slowpath on a contended file: {f}");
+        assert!(u(f, "slowpath_ns_total") > 0, "{mode}: {f}");
+        assert!(u(f, "spin_ns_total") > 0, "{mode}: {f}");
+        assert!(
+            u(f, "slowpath_ns_total") >= u(f, "spin_ns_total"),
+            "{mode}: spin is part of the slowpath: {f}"
+        );
+        let spin_paths = f["spin_paths"].as_array().unwrap();
+        assert!(!spin_paths.is_empty(), "{mode}: {f}");
+        let frames: Vec<&str> = spin_paths
+            .iter()
+            .flat_map(|p| p["frames"].as_array().unwrap())
+            .filter_map(|f| f.as_str())
+            .collect();
+        assert!(frames.iter().any(|f| f.contains("mmap")), "{mode}: {frames:?}");
+        for k in ["acquisitions", "hold_ns_total", "rmap_inserts", "rmap_removes"] {
+            assert!(f[k].is_null(), "{mode}: {k} not observed without --acquisitions: {f}");
+        }
+        assert!(f["acquire_paths"].as_array().unwrap().is_empty(), "{mode}: {f}");
+    }
 }
 
 /// P processes × M (mmap + munmap) of one file: exactly P×M rmap inserts and removes on its
@@ -59,6 +121,7 @@ fn rmap_operations_are_exact() {
         let r = profile(&[
             "--mode",
             mode,
+            "--acquisitions",
             "--inode",
             path.to_str().unwrap(),
             "--",
@@ -108,6 +171,7 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
         let r = profile(&[
             "--mode",
             mode,
+            "--acquisitions",
             "--stack-cache-check",
             check,
             "--inode",
@@ -143,7 +207,7 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
 fn spawn_acquisitions_per_cycle_are_stable() {
     let spawn = workload("spawn");
     let per_cycle = || {
-        let r = profile(&["--inode", "libc.so.6", "--", spawn.to_str().unwrap(), "50"]);
+        let r = profile(&["--acquisitions", "--inode", "libc.so.6", "--", spawn.to_str().unwrap(), "50"]);
         let f = &r["files"][0];
         assert!(f["path"].as_str().unwrap().ends_with("libc.so.6"), "{f}");
         let rows = f["by_class"].as_array().unwrap();
@@ -169,7 +233,7 @@ fn a_missing_function_skips_only_its_probe() {
         let out = tempfile::tempdir().unwrap();
         let o = Command::new(RMAPPROF)
             .env("RMAPPROF_FAULT_MISSING_PROBE", "osq_lock")
-            .args(["--mode", mode, "-o", out.path().to_str().unwrap(), "--"])
+            .args(["--mode", mode, "--acquisitions", "-o", out.path().to_str().unwrap(), "--"])
             .arg(workload("spawn"))
             .args(["20", "-j", "2"])
             .output()
@@ -211,6 +275,7 @@ fn full_maps_are_counted_as_lost() {
     let r = profile(&[
         "--mode",
         "fentry",
+        "--acquisitions",
         "--",
         workload("mmap-churn").to_str().unwrap(),
         dir.path().to_str().unwrap(),

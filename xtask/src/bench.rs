@@ -41,7 +41,8 @@ pub struct Opts {
 }
 
 /// Short names for `--tools`, in the order the tools run.
-pub const TOOL_NAMES: [&str; 6] = ["tracepoint", "kprobe", "kprobe-nocache", "fentry", "perf", "bpftrace"];
+pub const TOOL_NAMES: [&str; 8] =
+    ["tracepoint", "kprobe", "fentry", "kprobe-acq", "kprobe-acq-nocache", "fentry-acq", "perf", "bpftrace"];
 
 /// A bpftrace script doing what tracepoint mode does: per-task wait start, per-stack totals.
 const BPFTRACE: &str = "tracepoint:lock:contention_begin { @start[tid] = nsecs; }
@@ -385,21 +386,33 @@ fn tools(out: &Path, only: &[String]) -> Result<(Vec<Tool>, Vec<String>)> {
     if let Some(t) = only.iter().find(|t| !TOOL_NAMES.contains(&t.as_str())) {
         bail!("--tools: unknown tool {t} (one of {})", TOOL_NAMES.join(", "));
     }
-    let selected = |short: &str| only.is_empty() || only.iter().any(|o| o == short);
+    // By default every tool but the no-cache variant (a development comparison).
+    let selected = |short: &str| {
+        if only.is_empty() {
+            !short.ends_with("nocache")
+        } else {
+            only.iter().any(|o| o == short)
+        }
+    };
     let rmapprof = root().join("target/release/rmapprof").display().to_string();
     let mut candidates = Vec::new();
-    // "no stack cache" shows what the call-site stack cache saves: one unwind per
-    // acquisition, as before it.
+    // "-acq" is --acquisitions (every acquisition: down_*/up_* of every rwsem probed); "no
+    // stack cache" shows what the call-site stack cache saves there: one unwind per
+    // acquisition, as before it. The most detailed mode comes last (--stress takes it).
+    let acq = ["--acquisitions"];
+    let acq_nocache = ["--acquisitions", "--stack-cache-check", "0"];
     for (short, name, mode, extra) in [
-        ("tracepoint", "tracepoint", "tracepoint", None),
-        ("kprobe", "kprobe", "kprobe", None),
-        ("kprobe-nocache", "kprobe, no stack cache", "kprobe", Some(["--stack-cache-check", "0"])),
-        ("fentry", "fentry", "fentry", None),
+        ("tracepoint", "tracepoint", "tracepoint", &[][..]),
+        ("kprobe", "kprobe", "kprobe", &[]),
+        ("fentry", "fentry", "fentry", &[]),
+        ("kprobe-acq", "kprobe, acquisitions", "kprobe", &acq),
+        ("kprobe-acq-nocache", "kprobe, acquisitions, no stack cache", "kprobe", &acq_nocache),
+        ("fentry-acq", "fentry, acquisitions", "fentry", &acq),
     ] {
         let dir = out.join(format!("rmapprof-{}", name.replace([',', ' '], "")));
         let mut argv =
             vec![rmapprof.clone(), "--mode".into(), mode.into(), "-o".into(), dir.display().to_string()];
-        argv.extend(extra.iter().flatten().map(|a| a.to_string()));
+        argv.extend(extra.iter().map(|a| a.to_string()));
         candidates.push(Tool {
             short,
             name: format!("rmapprof ({name})"),
@@ -609,7 +622,7 @@ pub(crate) fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTre
     };
     let mut events: u64 = locks.iter().filter_map(|l| l["contentions"].as_u64()).sum();
     for f in r["files"].as_array().into_iter().flatten() {
-        events += ["acquisitions", "rmap_inserts", "rmap_removes"]
+        events += ["slowpaths", "acquisitions", "rmap_inserts", "rmap_removes"]
             .iter()
             .filter_map(|k| f[k].as_u64())
             .sum::<u64>();

@@ -62,8 +62,9 @@ enum Cmd {
         /// where perf's own slowdown shows).
         #[arg(long, value_delimiter = ',', default_value = "spawn,execl,mmap-churn")]
         workloads: Vec<String>,
-        /// Only these tools: tracepoint, kprobe, kprobe-nocache, fentry, perf, bpftrace
-        /// (default: all that attach); fewer tools buy more rounds in the same time.
+        /// Only these tools: tracepoint, kprobe, fentry, kprobe-acq, kprobe-acq-nocache,
+        /// fentry-acq, perf, bpftrace ("-acq": rmapprof --acquisitions; default: all that
+        /// attach but the no-cache one); fewer tools buy more rounds in the same time.
         #[arg(long, value_delimiter = ',')]
         tools: Vec<String>,
         /// With --vm: time by QEMU's instruction-count clock (1 ns per guest instruction), which

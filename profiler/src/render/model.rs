@@ -34,7 +34,11 @@ fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Run> {
         bail!("{name}: no cycle count (profile a bundled workload, or pass --cycles)");
     };
     if r.files.iter().all(|f| f.acquire_paths.is_empty()) {
-        bail!("{name}: no hold times ({} mode); the model needs a kprobe or fentry run", r.mode);
+        bail!(
+            "{name}: no hold times ({} mode{}); the model needs a kprobe or fentry run with --acquisitions",
+            r.mode,
+            if r.acquisitions_counted == Some(false) { " without --acquisitions" } else { "" }
+        );
     }
     let cpus = r.cpus.unwrap_or(1).max(1) as f64;
     let secs = r.duration_ns as f64 / 1e9;

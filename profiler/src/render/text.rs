@@ -7,10 +7,11 @@ use std::fmt::Write;
 use super::fmt_ns;
 use crate::report::{FileReport, Report};
 
-fn mode_note(mode: &str) -> &'static str {
-    match mode {
-        "tracepoint" => "sleeping waits only; optimistic spinning not seen",
-        _ => "",
+fn mode_note(r: &Report) -> &'static str {
+    match (r.mode.as_str(), r.acquisitions_counted) {
+        ("tracepoint", _) => "sleeping waits only; optimistic spinning not seen",
+        (_, Some(false)) => "waits, spinning included; --acquisitions also counts every acquisition",
+        _ => "waits, spinning included, and every acquisition",
     }
 }
 
@@ -119,7 +120,7 @@ pub fn classes(r: &Report) -> String {
 pub fn full(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "rmapprof {} on Linux {}", r.version, r.kernel);
-    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(&r.mode));
+    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(r));
     if let Some(c) = &r.command {
         let _ = writeln!(s, "command: {}", c.join(" "));
     }
@@ -247,6 +248,7 @@ pub(crate) mod tests {
             tool: "rmapprof".into(),
             version: "0.1.0".into(),
             mode: "tracepoint".into(),
+            acquisitions_counted: Some(false),
             kernel: "6.18.0".into(),
             duration_ns: 2_000_000_000,
             command: Some(vec!["spawn".into(), "100".into()]),
@@ -357,6 +359,18 @@ pub(crate) mod tests {
         let t = classes(&r);
         assert!(t.lines().any(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["fork", "-"]), "{t}");
         assert!(t.lines().all(|l| l.len() <= 80), "{t}");
+    }
+
+    /// The mode line says what the run could not see and how to see it.
+    #[test]
+    fn mode_line_names_what_was_not_counted() {
+        let mut r = sample();
+        let mode_line = |r: &Report| full(r).lines().find(|l| l.starts_with("mode:")).unwrap().to_owned();
+        assert!(mode_line(&r).contains("optimistic spinning not seen"));
+        r.mode = "fentry".into();
+        assert!(mode_line(&r).contains("--acquisitions also counts every acquisition"), "{}", mode_line(&r));
+        r.acquisitions_counted = Some(true);
+        assert_eq!(mode_line(&r), "mode: fentry (waits, spinning included, and every acquisition)");
     }
 
     #[test]
