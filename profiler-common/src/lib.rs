@@ -107,8 +107,9 @@ pub mod op {
     pub const SLOWPATH_WRITE: u32 = 3;
     pub const SLOWPATH_READ: u32 = 4;
     /// Slowpath time not spent asleep: optimistic spinning (osq_lock, owner spinning); ns.
+    /// Counted inside the slowpath rows ([`super::OpStats`]); rows of their own in userspace.
     pub const SPIN: u32 = 5;
-    /// Time inside `osq_lock` (part of SPIN); ns.
+    /// Time inside `osq_lock` (part of SPIN); ns. As SPIN.
     pub const OSQ: u32 = 6;
     /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree.
     pub const RMAP_INSERT: u32 = 7;
@@ -254,15 +255,24 @@ pub struct WaitStats {
     pub max_ns: u64,
 }
 
-/// Value of the `OPS` map. An `ACQUIRE_WRITE` row also counts the rmap tree operations done
-/// inside those holds: one map update at the end of a hold instead of one per operation. The
-/// collector turns them into `RMAP_INSERT`/`RMAP_REMOVE` rows with the same file and stack.
+/// Value of the `OPS` map: the row's own events (`stats`), and what happened inside them, added
+/// up in the kernel so that each event is one map update:
+/// - `ACQUIRE_WRITE` rows (holds): the rmap tree operations done inside those holds, one
+///   update at the end of a hold instead of one per operation;
+/// - `SLOWPATH_*` rows: how much of the slowpath time was spinning (the rest slept) and queued
+///   in `osq_lock`, one update instead of three, made while the lock is already held (the
+///   slowpath has returned), where every instruction lengthens the hold others wait on.
+/// The collector turns these into `RMAP_INSERT`/`RMAP_REMOVE` and `SPIN`/`OSQ` rows with the
+/// same file and stack.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStats {
     pub stats: WaitStats,
     pub rmap_inserts: u64,
     pub rmap_removes: u64,
+    pub spin_ns: u64,
+    pub spin_max_ns: u64,
+    pub osq_ns: u64,
 }
 
 /// Value of the `WAIT_HIST` map, keyed by `LockTarget`.

@@ -3,6 +3,9 @@
 //! - `rwsem_down_{write,read}_slowpath` entry→return: slowpath time per lock; minus the sleep
 //!   that lock:contention_end adds to the same task's record = optimistic spinning;
 //! - `osq_lock` entry→return inside a slowpath: MCS queue spinning, charged to that rwsem;
+//!
+//! With `--acquisitions` only (userspace attaches these then; they run for every rwsem in the
+//! kernel, see profiler/src/collector.rs):
 //! - `down_write`/`down_read` → `up_write`/`up_read` on an i_mmap_rwsem: every acquisition and
 //!   its hold time, keyed by kernel stack (the caller class is read off the stack in userspace;
 //!   the stack comes from a per-call-site cache, [`crate::callsite`]).
@@ -32,6 +35,11 @@ use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, OpStats, 
 
 use crate::callsite::{stack_at_entry, SiteOf};
 use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel, scratch};
+
+/// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
+/// is no hold for a slowpath's return to move the start of.
+#[no_mangle]
+static ACQUISITIONS: u64 = 0;
 
 #[map]
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
@@ -86,13 +94,20 @@ fn record_op(key: &OpKey, ns: u64) {
     record_hold(key, ns, 0, 0);
 }
 
+/// The `key` row, created if new; None (counted as lost) when `OPS` is full.
+#[inline(always)]
+fn op_row(key: &OpKey) -> Option<*mut OpStats> {
+    let s = get_or_insert(&OPS, key, &OpStats::default());
+    if s.is_none() {
+        count_lost(profiler_common::lost::STATS_MAP_FULL);
+    }
+    s
+}
+
 /// One event of `ns` in the `key` row, with the rmap operations done inside it (a hold).
 #[inline(always)]
 fn record_hold(key: &OpKey, ns: u64, inserts: u64, removes: u64) {
-    let Some(s) = get_or_insert(&OPS, key, &OpStats::default()) else {
-        count_lost(profiler_common::lost::STATS_MAP_FULL);
-        return;
-    };
+    let Some(s) = op_row(key) else { return };
     unsafe {
         add_event(&mut (*s).stats, ns);
         if inserts > 0 {
@@ -130,15 +145,17 @@ fn hold_from_now(tid: u32, sem: u64, key: OpKey) {
 #[inline(always)]
 fn slowpath_enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     let Some(target) = wanted_i_mmap(sem) else { return };
+    // Unwound every time: a slowpath is always entered from down_*, so its call site says
+    // nothing; and slowpaths are the rare, contended case. Unwound before the clock starts,
+    // as contention_begin does: the unwind (microseconds) is rmapprof's time, not spinning.
+    let stack = crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
     let s = Slowpath {
         sem,
         start_ns: unsafe { bpf_ktime_get_ns() },
         target,
         op,
         _pad: 0,
-        // Unwound every time: a slowpath is always entered from down_*, so its call site
-        // says nothing; and slowpaths are the rare, contended case.
-        stack: crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES),
+        stack,
         ..Default::default()
     };
     if SLOWPATH.insert(&tid(), &s, 0).is_err() {
@@ -154,17 +171,26 @@ fn slowpath_exit() {
     let _ = SLOWPATH.remove(&tid);
     let now = unsafe { bpf_ktime_get_ns() };
     // The lock is granted now: the hold `down_*` started at its entry begins here.
-    if let Some(w) = my_write_hold(s.sem, tid) {
-        unsafe { (*w).start_ns = now };
-    } else if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
-        unsafe { (*h).start_ns = now };
+    if global(&ACQUISITIONS) != 0 {
+        if let Some(w) = my_write_hold(s.sem, tid) {
+            unsafe { (*w).start_ns = now };
+        } else if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
+            unsafe { (*h).start_ns = now };
+        }
     }
+    // One row for the slowpath, its spin and its osq_lock time: this runs inside the hold.
+    let Some(row) = op_row(&OpKey { target: s.target, op: s.op, _pad: 0, stack: s.stack }) else { return };
     let total = now.saturating_sub(s.start_ns);
-    let key = |op| OpKey { target: s.target, op, _pad: 0, stack: s.stack };
-    record_op(&key(s.op), total);
-    record_op(&key(op::SPIN), total.saturating_sub(s.sleep_ns));
-    if s.osq_ns > 0 {
-        record_op(&key(op::OSQ), s.osq_ns);
+    let spin = total.saturating_sub(s.sleep_ns);
+    unsafe {
+        add_event(&mut (*row).stats, total);
+        add(&mut (*row).spin_ns, spin);
+        if spin > (*row).spin_max_ns {
+            (*row).spin_max_ns = spin; // racy, as add_event's maximum
+        }
+        if s.osq_ns > 0 {
+            add(&mut (*row).osq_ns, s.osq_ns);
+        }
     }
 }
 

@@ -104,7 +104,8 @@ pub struct Collector {
 
 /// `OPS` rows as the report reads them: the rmap operations a write-hold row counted become
 /// `RMAP_INSERT`/`RMAP_REMOVE` rows of the same file and stack, added to those the programs
-/// recorded one by one (outside a hold they found).
+/// recorded one by one (outside a hold they found); a slowpath row's spin and osq_lock time
+/// become `SPIN` and `OSQ` rows, one event per slowpath.
 fn op_rows(ops: Vec<(OpKey, OpStats)>) -> Vec<(OpKey, WaitStats)> {
     let mut rows: std::collections::BTreeMap<(LockTarget, u32, u64), WaitStats> = Default::default();
     let mut add = |key: OpKey, s: WaitStats| {
@@ -118,6 +119,16 @@ fn op_rows(ops: Vec<(OpKey, OpStats)>) -> Vec<(OpKey, WaitStats)> {
         for (op, n) in [(op::RMAP_INSERT, v.rmap_inserts), (op::RMAP_REMOVE, v.rmap_removes)] {
             if n > 0 {
                 add(OpKey { op, ..key }, WaitStats { count: n, ..Default::default() });
+            }
+        }
+        if matches!(key.op, op::SLOWPATH_WRITE | op::SLOWPATH_READ) {
+            let count = v.stats.count;
+            add(
+                OpKey { op: op::SPIN, ..key },
+                WaitStats { count, total_ns: v.spin_ns, max_ns: v.spin_max_ns },
+            );
+            if v.osq_ns > 0 {
+                add(OpKey { op: op::OSQ, ..key }, WaitStats { count, total_ns: v.osq_ns, max_ns: 0 });
             }
         }
     }
@@ -174,6 +185,8 @@ impl Collector {
             loader.override_global(name, off, true);
         }
         loader.override_global("FILTER_TGID", &filter, true);
+        let acquisitions_global = acquisitions as u64;
+        loader.override_global("ACQUISITIONS", &acquisitions_global, true);
         let max_stack = stacks.max_stack as u64;
         loader.override_global("MAX_STACK", &max_stack, true);
         loader.override_global("STACK_CACHE_CHECK", &stacks.cache_check, true);
@@ -446,16 +459,21 @@ mod tests {
     use super::*;
     use profiler_common::lock_kind;
 
+    /// An `OPS` key on one test file.
+    fn key(op: u32, stack: u64) -> OpKey {
+        let file = LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev: 8 << 20 | 1, ino: 42 };
+        OpKey { target: file, op, _pad: 0, stack }
+    }
+
     /// A write-hold row's rmap operations become rows of their own, same file and stack, and
     /// add up with the ones recorded one by one outside a hold.
     #[test]
     fn rmap_operations_counted_in_holds_become_rows() {
-        let file = LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev: 8 << 20 | 1, ino: 42 };
-        let key = |op, stack| OpKey { target: file, op, _pad: 0, stack };
         let hold = OpStats {
             stats: WaitStats { count: 3, total_ns: 300, max_ns: 150 },
             rmap_inserts: 3,
             rmap_removes: 1,
+            ..Default::default()
         };
         let alone = OpStats { stats: WaitStats { count: 2, ..Default::default() }, ..Default::default() };
         let rows = op_rows(vec![(key(op::ACQUIRE_WRITE, 7), hold), (key(op::RMAP_INSERT, 7), alone)]);
@@ -464,5 +482,28 @@ mod tests {
         assert_eq!(get(op::ACQUIRE_WRITE), Some(hold.stats));
         assert_eq!(get(op::RMAP_INSERT).map(|s| s.count), Some(5));
         assert_eq!(get(op::RMAP_REMOVE), Some(WaitStats { count: 1, total_ns: 0, max_ns: 0 }));
+    }
+
+    /// A slowpath row's spin and osq_lock time become rows of their own, one event per
+    /// slowpath, same file and stack; no osq_lock time, no OSQ row.
+    #[test]
+    fn slowpath_rows_carry_their_spin_and_osq_time() {
+        let slowpaths = OpStats {
+            stats: WaitStats { count: 4, total_ns: 4000, max_ns: 2500 },
+            spin_ns: 2600,
+            spin_max_ns: 1500,
+            osq_ns: 900,
+            ..Default::default()
+        };
+        let slept =
+            OpStats { stats: WaitStats { count: 1, total_ns: 800, max_ns: 800 }, ..Default::default() };
+        let rows = op_rows(vec![(key(op::SLOWPATH_WRITE, 7), slowpaths), (key(op::SLOWPATH_READ, 8), slept)]);
+        let get = |op, stack| rows.iter().find(|(k, _)| *k == key(op, stack)).map(|(_, s)| *s);
+        assert_eq!(get(op::SLOWPATH_WRITE, 7), Some(slowpaths.stats));
+        assert_eq!(get(op::SPIN, 7), Some(WaitStats { count: 4, total_ns: 2600, max_ns: 1500 }));
+        assert_eq!(get(op::OSQ, 7).map(|s| s.total_ns), Some(900));
+        assert_eq!(get(op::SPIN, 8), Some(WaitStats { count: 1, total_ns: 0, max_ns: 0 }));
+        assert_eq!(get(op::OSQ, 8), None);
+        assert_eq!(rows.len(), 5, "{rows:?}");
     }
 }
