@@ -80,6 +80,12 @@ pub struct CallSite {
     pub above: u64,
 }
 
+/// Set in [`CallSite::depth`] (depths are under 16 KiB) for the sites of the rwsem slowpaths.
+/// `down_write` may tail-call its slowpath (6.1's does), and the slowpath's return address and
+/// depth are then those of the `down_write` call itself, whose stack has no slowpath frame:
+/// the two must not share a cache row.
+pub const SLOWPATH_SITE: u64 = 1 << 63;
+
 /// Value of the call-site cache: the site's stack key in `STACKS` and how often the site was
 /// seen. A stack key of 0 means the row showed more than one stack: in a site's own row
 /// (`above` 0) or a row split by a stack word, look up (site, `above`) rows instead; in a row

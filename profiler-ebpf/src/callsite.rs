@@ -20,7 +20,7 @@ use aya_ebpf::{
     programs::{FEntryContext, ProbeContext},
     EbpfContext,
 };
-use profiler_common::{unwind, CachedStack, CallSite};
+use profiler_common::{unwind, CachedStack, CallSite, SLOWPATH_SITE};
 
 use crate::{count_unwind, global, kernel, scratch};
 
@@ -229,6 +229,18 @@ impl SiteOf for FEntryContext {
 /// when the call site has been seen.
 #[inline(always)]
 pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
+    stack_at(ctx, 0)
+}
+
+/// The same at the entry of an rwsem slowpath: its sites are cached apart
+/// ([`SLOWPATH_SITE`]).
+#[inline(always)]
+pub fn stack_at_slowpath<C: SiteOf>(ctx: &C) -> u64 {
+    stack_at(ctx, SLOWPATH_SITE)
+}
+
+#[inline(always)]
+fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
     let check = global(&STACK_CACHE_CHECK);
     // One unwind call site below, not one per case: each inlined copy of the unwind and
     // its hash loop costs the verifier (6.1's gave up at three).
@@ -236,6 +248,8 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
     let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
     let mut word_sp = 0; // when that reuse is of a row not split by a hash: where the site is
     if let Some((mut site, sp)) = if check != 0 { ctx.call_site() } else { None } {
+        let depth = site.depth;
+        site.depth |= tag;
         let mut row = CALL_SITES.get_ptr_mut(&site);
         let mut cacheable = true;
         if let Some(c) = row {
@@ -262,7 +276,7 @@ pub fn stack_at_entry<C: SiteOf>(ctx: &C) -> u64 {
                     }
                 }
                 if hash {
-                    match Some(rmapprof_above(sp, site.depth)).filter(|&h| h != 0) {
+                    match Some(rmapprof_above(sp, depth)).filter(|&h| h != 0) {
                         Some(h) => {
                             site.above = h;
                             row = CALL_SITES.get_ptr_mut(&site);

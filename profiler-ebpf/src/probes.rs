@@ -33,8 +33,8 @@ use aya_ebpf::{
 };
 use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, OpStats, Slowpath, WriteHold};
 
-use crate::callsite::{stack_at_entry, SiteOf};
-use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel, scratch};
+use crate::callsite::{stack_at_entry, stack_at_slowpath, SiteOf};
+use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel};
 
 /// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
 /// is no hold for a slowpath's return to move the start of.
@@ -145,10 +145,12 @@ fn hold_from_now(tid: u32, sem: u64, key: OpKey) {
 #[inline(always)]
 fn slowpath_enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     let Some(target) = wanted_i_mmap(sem) else { return };
-    // Unwound every time: a slowpath is always entered from down_*, so its call site says
-    // nothing; and slowpaths are the rare, contended case. Unwound before the clock starts,
-    // as contention_begin does: the unwind (microseconds) is rmapprof's time, not spinning.
-    let stack = crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
+    // From the call-site cache, as for down_*: a slowpath is entered from down_*, so its
+    // return address says little, but the call's depth and the split words above it tell the
+    // paths apart (callsite.rs), and a contended lock is entered from the same few paths again
+    // and again; a full unwind costs ~6.5k instructions per contended acquisition. Taken
+    // before the clock starts, as contention_begin does: this is rmapprof's time, not spinning.
+    let stack = stack_at_slowpath(ctx);
     let s = Slowpath {
         sem,
         start_ns: unsafe { bpf_ktime_get_ns() },

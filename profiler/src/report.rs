@@ -459,7 +459,9 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
                     a if a % 2 == 0 => "split again",
                     _ => "unwound every time",
                 };
-                format!("{} (depth {}, {how})", ctx.symbols.name_offset(c.ret), c.depth)
+                let depth = c.depth & !profiler_common::SLOWPATH_SITE;
+                let slowpath = if c.depth & profiler_common::SLOWPATH_SITE != 0 { "slowpath, " } else { "" };
+                format!("{} ({slowpath}depth {depth}, {how})", ctx.symbols.name_offset(c.ret))
             })
             .collect(),
         map_rows: snap.map_rows.clone(),

@@ -99,6 +99,12 @@ fn waits_alone_see_spinning() {
             .filter_map(|f| f.as_str())
             .collect();
         assert!(frames.iter().any(|f| f.contains("mmap")), "{mode}: {frames:?}");
+        // A contended acquisition's stack comes from the call-site cache, as an
+        // acquisition's does, once its site has been seen and checked (4 times).
+        let unwind = &r["unwind"];
+        if u(f, "slowpaths") >= 50 {
+            assert!(u(unwind, "cache_hits") > 0, "{mode}: {unwind}");
+        }
         for k in ["acquisitions", "hold_ns_total", "rmap_inserts", "rmap_removes"] {
             assert!(f[k].is_null(), "{mode}: {k} not observed without --acquisitions: {f}");
         }
