@@ -238,10 +238,17 @@ pub fn add_event(s: *mut WaitStats, ns: u64) {
     unsafe {
         add(&mut (*s).count, 1);
         add(&mut (*s).total_ns, ns);
-        // Racy maximum: two CPUs may both store; one larger value can be lost, never
-        // a wrong one invented. BPF has no atomic max.
-        if ns > (*s).max_ns {
-            (*s).max_ns = ns;
+        store_max(&mut (*s).max_ns, ns);
+    }
+}
+
+/// `*p = max(*p, v)`, racily: two CPUs may both store; one larger value can be lost, never a
+/// wrong one invented. BPF has no atomic max.
+#[inline(always)]
+pub fn store_max(p: *mut u64, v: u64) {
+    unsafe {
+        if v > *p {
+            *p = v;
         }
     }
 }

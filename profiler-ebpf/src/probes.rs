@@ -34,7 +34,7 @@ use aya_ebpf::{
 use profiler_common::{lock_kind, op, Hold, HoldKey, LockTarget, OpKey, OpStats, Slowpath, WriteHold};
 
 use crate::callsite::{stack_at_entry, stack_at_slowpath, SiteOf};
-use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel};
+use crate::{add, add_event, compare_exchange, count_lost, get_or_insert, global, kernel, store_max};
 
 /// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
 /// is no hold for a slowpath's return to move the start of.
@@ -187,9 +187,7 @@ fn slowpath_exit() {
     unsafe {
         add_event(&mut (*row).stats, total);
         add(&mut (*row).spin_ns, spin);
-        if spin > (*row).spin_max_ns {
-            (*row).spin_max_ns = spin; // racy, as add_event's maximum
-        }
+        store_max(&mut (*row).spin_max_ns, spin);
         if s.osq_ns > 0 {
             add(&mut (*row).osq_ns, s.osq_ns);
         }
