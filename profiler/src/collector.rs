@@ -74,6 +74,18 @@ pub struct Snapshot {
     pub cost: Option<Vec<ProgramCost>>,
 }
 
+impl Snapshot {
+    /// Every file whose i_mmap_rwsem the snapshot has a row for.
+    pub fn files(&self) -> impl Iterator<Item = crate::attribution::files::FileId> + '_ {
+        let waits = self.waits.iter().map(|(k, _)| k.target);
+        let ops = self.ops.iter().map(|(k, _)| k.target);
+        waits
+            .chain(ops)
+            .filter(|t| t.kind == profiler_common::lock_kind::I_MMAP_RWSEM)
+            .map(|t| crate::attribution::files::FileId { dev: t.dev, ino: t.ino })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct MapRows {
     pub rows: u32,

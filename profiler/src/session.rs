@@ -141,6 +141,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     // still written whole; a second one exits at once (signals.rs).
     let snap = collector.stop()?;
     index.scan_proc();
+    index.name_unmapped(snap.files());
     let report = run.report(&snap, &index, &KernelSymbols::load());
     write_outputs(&out, &report)?;
     print!("{}{}", render::text::summary(&report), render::text::classes(&report));

@@ -257,7 +257,8 @@ fn demo(cycles: u64, jobs: u64) -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    setup::ensure()?;
+    // The kernel tests run the bundled workloads from target/release.
+    build()?;
     // Integration tests load BPF into this kernel: one at a time, they share tracepoints.
     sh(cargo().args(["test", "--workspace", "--exclude", "profiler-ebpf"]).args(args))
 }

@@ -2,10 +2,14 @@
 //!
 //! The kernel hands us (s_dev, i_ino). Paths come from the files processes map
 //! (/proc/PID/maps lists dev and inode as the kernel sees them, which `stat` does not always do:
-//! btrfs subvolumes report another st_dev). Scans are cached across the run.
+//! btrfs subvolumes report another st_dev). Scans are cached across the run. A file that only
+//! processes gone before the last scan mapped (the binary that fork+exec workloads exec) is
+//! named from its inode instead (`by_handle`).
 
 use anyhow::{bail, Result};
 use procfs::process::{MMapPath, MemoryMaps};
+
+use super::by_handle;
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt,
@@ -88,6 +92,19 @@ impl FileIndex {
         let mut same_ino = self.paths.iter().filter(|(k, _)| k.ino == id.ino).map(|(_, p)| p);
         let first = same_ino.next()?;
         same_ino.all(|p| p == first).then_some(first.as_path())
+    }
+
+    /// Names the files in `ids` that no scan saw mapped, from the inode itself (`by_handle`).
+    pub fn name_unmapped(&mut self, ids: impl IntoIterator<Item = FileId>) {
+        let mut mounts = None;
+        for id in ids {
+            if self.path(id).is_none() {
+                let mounts = mounts.get_or_insert_with(by_handle::mounts);
+                if let Some(p) = by_handle::path(id, mounts) {
+                    self.paths.insert(id, p);
+                }
+            }
+        }
     }
 
     fn knows(&self, id: FileId) -> bool {

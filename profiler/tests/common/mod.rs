@@ -20,6 +20,13 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 pub const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
 
+/// A bundled workload binary (`cargo xtask test` builds them, release mode, before the tests).
+pub fn workload(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release").join(name);
+    assert!(p.exists(), "{} missing: `cargo xtask build` builds it", p.display());
+    p
+}
+
 /// rmapprof as a terminal would start it: SIGINT, SIGTERM and SIGHUP at their defaults (a
 /// background shell job inherits SIGINT ignored), and killed if the test process dies, so a
 /// failed or interrupted test leaves nothing attached.
