@@ -17,7 +17,7 @@ use crate::collector::Mode;
         while COMMAND runs and exits with COMMAND's status.",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
-        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6\n  \
+        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
         rmapprof diff base/report.json patched/report.json",
     args_conflicts_with_subcommands = true
 )]
@@ -30,7 +30,8 @@ pub struct Cli {
     #[arg(long = "inode", value_name = "FILE")]
     pub inodes: Vec<String>,
 
-    /// Count only waits of this process's tasks.
+    /// Count only the waits of this process's own threads (not its children: profile a
+    /// process tree as COMMAND). Stops when it exits.
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
 

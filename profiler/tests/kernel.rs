@@ -370,3 +370,29 @@ fn spawn_names_every_file_it_waited_on() {
     let txt = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
     assert!(!txt.contains("[dev "), "{txt}");
 }
+
+/// `-p` counts the process's own threads, not its children (README, `-p`): the waits of the
+/// workers a shell forks are seen system-wide but not under `-p SHELL`.
+#[test]
+fn pid_filter_does_not_count_children() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let hot = MappedFile::new(dir.path(), "children.dat");
+    let script =
+        format!("sleep 2; {} {} 400000 -j 16; true", workload("mmap-churn").display(), hot.path.display());
+    for _ in 0..6 {
+        let mut shell = Command::new("sh").args(["-c", &script]).spawn().unwrap();
+        let all = Running::start(&[]);
+        let only_shell = Running::start(&["-p", &shell.id().to_string()]);
+        assert!(shell.wait().unwrap().success());
+        // The -p run ends by itself when the shell exits.
+        let (code, filtered, _) = only_shell.stop(0);
+        let (_, everything, _) = all.stop(libc::SIGTERM);
+        assert_eq!(code, 0);
+        assert!(file_entry(&filtered, hot.ino()).is_none(), "a child's waits counted under -p: {filtered}");
+        if file_entry(&everything, hot.ino()).is_some() {
+            return;
+        }
+    }
+    panic!("no run had waits on the churned file: nothing was tested");
+}

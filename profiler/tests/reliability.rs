@@ -5,18 +5,50 @@ mod common;
 
 use common::*;
 use std::{
+    collections::BTreeSet,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-/// rmapprof's programs loaded in the kernel now (none once it has exited, however it ended).
-fn our_programs() -> usize {
+/// Ids of the programs with rmapprof's names loaded in the kernel now.
+fn ours_loaded() -> BTreeSet<u32> {
     aya::programs::loaded_programs()
         .flatten()
         // Program names are cut to 15 characters: contention_begi(n).
         .filter(|p| p.name_as_str().is_some_and(|n| n.starts_with("contention_beg") || n == "contention_end"))
-        .count()
+        .map(|p| p.id())
+        .collect()
+}
+
+/// Ids of the programs that `pid` (or any live process) holds a descriptor of: the program
+/// itself or a link on it (`prog_id:` in fdinfo).
+fn held_by(pid: Option<u32>) -> BTreeSet<u32> {
+    let pids: Vec<String> = match pid {
+        Some(p) => vec![p.to_string()],
+        None => std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
+    let mut ids = BTreeSet::new();
+    for p in pids.iter().filter(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{p}/fdinfo")) else { continue };
+        for fd in fds.flatten() {
+            let text = std::fs::read_to_string(fd.path()).unwrap_or_default();
+            ids.extend(text.lines().filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse::<u32>().ok()));
+        }
+    }
+    ids
+}
+
+/// rmapprof programs loaded since `before` that no live process holds: what the test's own
+/// runs left loaded once they ended. Another rmapprof beside the tests (a user's daemon) holds
+/// its programs, so it is not counted.
+fn left_loaded(before: &BTreeSet<u32>) -> usize {
+    let held = held_by(None);
+    ours_loaded().iter().filter(|id| !before.contains(id) && !held.contains(id)).count()
 }
 
 /// No temporary output file, and every output there is complete (report.json parses).
@@ -81,6 +113,7 @@ fn a_file_nobody_maps_is_refused_unless_command_may_map_it() {
 #[test]
 fn a_signal_while_writing() {
     let _g = serial();
+    let before = ours_loaded();
     for (signals, want_code) in [(1, 0), (2, 128 + libc::SIGTERM)] {
         let out = tempfile::tempdir().unwrap();
         let mut child = rmapprof()
@@ -111,13 +144,14 @@ fn a_signal_while_writing() {
         nothing_half_written(out.path());
         let whole = out.path().join("report.json").exists();
         assert_eq!(whole, signals == 1, "{signals} signal(s): outputs whole after one, absent after two");
-        assert_eq!(our_programs(), 0);
+        assert_eq!(left_loaded(&before), 0);
     }
 }
 
 #[test]
 fn a_full_disk_leaves_nothing_half_written() {
     let _g = serial();
+    let before = ours_loaded();
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("tiny");
     std::fs::create_dir(&mnt).unwrap();
@@ -144,27 +178,29 @@ fn a_full_disk_leaves_nothing_half_written() {
     assert!(!err.contains("panicked"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&mnt).unwrap().flatten().map(|e| e.file_name()).collect();
     assert!(left.is_empty(), "left behind: {left:?}");
-    assert_eq!(our_programs(), 0);
+    assert_eq!(left_loaded(&before), 0);
 }
 
 #[test]
 fn int_term_and_hup_mid_run_detach_and_write_whole_outputs() {
     let _g = serial();
+    let before = ours_loaded();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let run = Running::start(&[]);
-        assert!(our_programs() >= 2, "attached");
+        assert!(held_by(Some(run.child.id())).len() >= 2, "attached");
         std::thread::sleep(Duration::from_millis(200));
         let (code, report, out) = run.stop(sig);
         assert_eq!(code, 0, "signal {sig}");
         assert_eq!(report["mode"], "tracepoint");
         nothing_half_written(out.path());
-        assert_eq!(our_programs(), 0, "signal {sig}: programs left loaded");
+        assert_eq!(left_loaded(&before), 0, "signal {sig}: programs left loaded");
     }
 }
 
 #[test]
 fn a_signal_during_attach_ends_the_run_cleanly() {
     let _g = serial();
+    let before = ours_loaded();
     for delay_ms in [0, 20, 60, 150] {
         let out = tempfile::tempdir().unwrap();
         let mut child =
@@ -176,13 +212,14 @@ fn a_signal_during_attach_ends_the_run_cleanly() {
         // nothing stays attached and nothing is half-written.
         assert!(matches!(st.code(), Some(0) | None), "after {delay_ms} ms: {st}");
         nothing_half_written(out.path());
-        assert_eq!(our_programs(), 0, "after {delay_ms} ms");
+        assert_eq!(left_loaded(&before), 0, "after {delay_ms} ms");
     }
 }
 
 #[test]
 fn a_second_signal_exits_at_once() {
     let _g = serial();
+    let before = ours_loaded();
     let mut run = Running::start(&[]);
     let t = Instant::now();
     unsafe { libc::kill(run.child.id() as i32, libc::SIGINT) };
@@ -191,7 +228,7 @@ fn a_second_signal_exits_at_once() {
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(code, 128 + libc::SIGINT);
     nothing_half_written(run.out.path());
-    assert_eq!(our_programs(), 0);
+    assert_eq!(left_loaded(&before), 0);
 }
 
 fn rss_kb(pid: u32) -> u64 {

@@ -151,8 +151,14 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
         c
     };
     for cand in &candidates {
-        let Ok(meta) = std::fs::metadata(cand) else {
-            continue;
+        let meta = match std::fs::metadata(cand) {
+            Ok(meta) => meta,
+            // A path the user typed: say why it cannot be used (a symlink loop, no permission),
+            // not just that nothing was found.
+            Err(e) if arg.contains('/') && e.kind() != std::io::ErrorKind::NotFound => {
+                bail!("--inode {arg}: {}", io_reason(&e));
+            }
+            Err(_) => continue,
         };
         if meta.is_dir() {
             bail!("--inode {arg}: {} is a directory, not a file", cand.display());
@@ -171,6 +177,12 @@ pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
         bail!("--inode {arg}: no such file");
     }
     bail!("--inode {arg}: not mapped by any process and not found in {}", LIBRARY_DIRS.join(", "));
+}
+
+/// An I/O error as `strerror` says it, without Rust's "(os error N)".
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    s.split(" (os error").next().unwrap_or(&s).to_owned()
 }
 
 #[cfg(test)]
@@ -287,6 +299,12 @@ mod tests {
         assert!(e.contains("directory"), "{e}");
         let e = resolve("/no/such/file", &index).unwrap_err().to_string();
         assert!(e.contains("no such file"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        std::os::unix::fs::symlink(dir.path().join("b"), &a).unwrap();
+        std::os::unix::fs::symlink(&a, dir.path().join("b")).unwrap();
+        let e = resolve(a.to_str().unwrap(), &index).unwrap_err().to_string();
+        assert_eq!(e, format!("--inode {}: Too many levels of symbolic links", a.display()));
     }
 
     #[test]
