@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use inferno::{differential, flamegraph};
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::{fmt_ns, folded::frame};
+use super::{clip, escape, fmt_ns, folded::frame, Keep};
 use crate::report::{FileReport, Report};
 
 /// Files are matched by path (inode numbers differ between kernels' root filesystems).
@@ -44,8 +44,8 @@ pub fn table(before: &Report, after: &Report) -> String {
         _ => "totals (cycles unknown)".into(),
     };
     let _ = writeln!(s, "i_mmap_rwsem write acquisitions {unit}");
-    let _ = writeln!(s, "before: {} mode, Linux {}", before.mode, before.kernel);
-    let _ = writeln!(s, "after:  {} mode, Linux {}\n", after.mode, after.kernel);
+    let _ = writeln!(s, "before: {} mode, Linux {}", escape(&before.mode), escape(&before.kernel));
+    let _ = writeln!(s, "after:  {} mode, Linux {}\n", escape(&after.mode), escape(&after.kernel));
     let _ = writeln!(s, "{:<26} {:<12} {:>9} {:>9} {:>7}", "FILE", "CALLER", "BEFORE", "AFTER", "DELTA");
     let files: BTreeMap<String, (Option<&FileReport>, Option<&FileReport>)> = {
         let mut m: BTreeMap<String, (Option<&FileReport>, Option<&FileReport>)> = BTreeMap::new();
@@ -71,7 +71,7 @@ pub fn table(before: &Report, after: &Report) -> String {
             let _ = writeln!(
                 s,
                 "{:<26} {:<12} {:>9} {:>9} {:>7}",
-                trunc(name(path), 26),
+                clip(name(path), 26, Keep::Head),
                 c,
                 cell(vb),
                 cell(va),
@@ -82,7 +82,7 @@ pub fn table(before: &Report, after: &Report) -> String {
             let _ = writeln!(
                 s,
                 "{:<26} {:<12} {:>9} {:>9} {:>7}",
-                trunc(name(path), 26),
+                clip(name(path), 26, Keep::Head),
                 "all",
                 cell(tb),
                 cell(ta),
@@ -95,7 +95,7 @@ pub fn table(before: &Report, after: &Report) -> String {
         let _ = writeln!(
             spin_sleep,
             "{:<26} {:>12} {:>12} {:>12} {:>12}",
-            trunc(name(path), 26),
+            clip(name(path), 26, Keep::Head),
             ns(spin(*b, before)),
             ns(spin(*a, after)),
             ns(sleep(*b, before)),
@@ -110,14 +110,6 @@ pub fn table(before: &Report, after: &Report) -> String {
     );
     s.push_str(&spin_sleep);
     s
-}
-
-fn trunc(s: &str, w: usize) -> String {
-    if s.len() <= w {
-        s.to_owned()
-    } else {
-        format!("{}~", &s[..w - 1])
-    }
 }
 
 /// Acquisitions by call path, per 1000 cycles when cycles are known, as folded stacks.
@@ -212,5 +204,32 @@ mod tests {
         );
         let svg = String::from_utf8(flamegraph(&b, &a).unwrap()).unwrap();
         assert!(svg.contains("copy_process") && svg.contains("before -&gt; after"), "{}", &svg[..400]);
+    }
+
+    /// A non-ASCII basename longer than the column was cut inside a character (a panic).
+    #[test]
+    fn long_non_ascii_names_are_cut_by_characters() {
+        let (mut b, mut a) = (run("a", 510, 404), run("b", 100, 404));
+        let name = "ä".repeat(40);
+        b.files[0].path = Some(format!("/tmp/{name}"));
+        a.files[0].path = b.files[0].path.clone();
+        let t = table(&b, &a);
+        let row = t.lines().find(|l| l.contains(" fork ")).unwrap();
+        assert!(row.starts_with(&format!("{}~ fork", "ä".repeat(25))), "{t}");
+        // Columns stay aligned: the row is as many characters wide as an ASCII one.
+        let ascii = table(&run("a", 510, 404), &run("b", 100, 404));
+        let width = |t: &str| t.lines().find(|l| l.contains(" fork ")).unwrap().chars().count();
+        assert_eq!(width(&t), width(&ascii));
+    }
+
+    /// A newline in a file name stays inside its row, escaped.
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        let (mut b, mut a) = (run("a", 510, 404), run("b", 100, 404));
+        b.files[0].path = Some("/tmp/a\nb\tc".into());
+        a.files[0].path = b.files[0].path.clone();
+        let t = table(&b, &a);
+        assert!(t.lines().any(|l| l.starts_with("a\\nb\\tc ") && l.contains(" fork ")), "{t}");
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::fmt_ns;
+use super::{clip, escape, fmt_ns, Keep};
 use crate::report::{FileReport, Report};
 
 fn mode_note(r: &Report) -> &'static str {
@@ -15,14 +15,11 @@ fn mode_note(r: &Report) -> &'static str {
     }
 }
 
+/// A file's path, escaped, in `width` characters; a long one keeps its file name at the end:
+/// "...x86_64-linux-gnu/libc.so.6".
 fn short_path(f: &FileReport, width: usize) -> String {
     let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
-    if p.len() <= width {
-        return p;
-    }
-    // Keep the file name: "...x86_64-linux-gnu/libc.so.6".
-    let tail: String = p.chars().rev().take(width - 3).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("...{tail}")
+    clip(&p, width, Keep::Tail)
 }
 
 /// The per-file table and lock-class comparison: stdout summary and --interval output.
@@ -58,7 +55,7 @@ pub fn summary(r: &Report) -> String {
         let _ = writeln!(
             s,
             "{:<36} {:>7} {:>9} {:>9}",
-            l.lock,
+            clip(&l.lock, 36, Keep::Head),
             l.contentions,
             fmt_ns(l.wait_ns_total),
             fmt_ns(l.wait_ns_max)
@@ -102,7 +99,7 @@ pub fn classes(r: &Report) -> String {
             let _ = writeln!(
                 s,
                 "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
-                c.class,
+                clip(&c.class, 12, Keep::Head),
                 count(c.write_acquisitions),
                 count(c.read_acquisitions),
                 count(c.rmap_inserts),
@@ -119,10 +116,11 @@ pub fn classes(r: &Report) -> String {
 /// `report.txt`: header, summary, then per file its call paths and wait histogram.
 pub fn full(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "rmapprof {} on Linux {}", r.version, r.kernel);
-    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(r));
+    let _ = writeln!(s, "rmapprof {} on Linux {}", escape(&r.version), escape(&r.kernel));
+    let _ = writeln!(s, "mode: {} ({})", escape(&r.mode), mode_note(r));
     if let Some(c) = &r.command {
-        let _ = writeln!(s, "command: {}", c.join(" "));
+        let args: Vec<_> = c.iter().map(|a| escape(a)).collect();
+        let _ = writeln!(s, "command: {}", args.join(" "));
     }
     if let Some(p) = r.pid {
         let _ = writeln!(s, "pid: {p}");
@@ -131,9 +129,9 @@ pub fn full(r: &Report) -> String {
         let state = if p.attached {
             "attached".to_owned()
         } else {
-            format!("NOT attached: {}", p.error.as_deref().unwrap_or("?"))
+            format!("NOT attached: {}", escape(p.error.as_deref().unwrap_or("?")))
         };
-        let _ = writeln!(s, "probe {}: {state}", p.probe);
+        let _ = writeln!(s, "probe {}: {state}", escape(&p.probe));
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
@@ -155,7 +153,7 @@ pub fn full(r: &Report) -> String {
         let _ = writeln!(
             s,
             "\n== {} (dev {} ino {})",
-            f.path.as_deref().unwrap_or("[path unknown]"),
+            escape(f.path.as_deref().unwrap_or("[path unknown]")),
             f.dev,
             f.ino
         );
@@ -171,13 +169,13 @@ pub fn full(r: &Report) -> String {
             let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
             // Innermost first: the lock call, then who took it.
             for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {fr}");
+                let _ = writeln!(s, "        {}", escape(fr));
             }
         }
         for p in f.spin_paths.iter().take(5) {
             let _ = writeln!(s, "   spun {:>10} in {} slowpaths", fmt_ns(p.wait_ns_total), p.contentions);
             for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {fr}");
+                let _ = writeln!(s, "        {}", escape(fr));
             }
         }
         s.push_str(&histogram(&f.wait_hist_log2));
@@ -203,7 +201,7 @@ fn unwinds(r: &Report) -> String {
     }
     s.push('\n');
     for site in &r.unwind_conflict_sites {
-        let _ = writeln!(s, "  two paths through one site: {site}");
+        let _ = writeln!(s, "  two paths through one site: {}", escape(site));
     }
     s
 }
@@ -379,5 +377,25 @@ pub(crate) mod tests {
         r.files[0].path = Some(format!("/{}/libc.so.6", "x".repeat(60)));
         let s = summary(&r);
         assert!(s.lines().any(|l| l.starts_with("...") && l.contains("libc.so.6 ")));
+    }
+
+    /// A newline or other control character in a name (file, frame, command) neither splits a
+    /// line nor reaches the terminal raw: it is escaped.
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut r = sample();
+        r.files[0].path = Some("/tmp/evil\nname\x1b[31m".into());
+        r.files[0].call_paths[0].frames.push("odd\tframe".into());
+        r.command = Some(vec!["sh".into(), "-c".into(), "echo a\necho b".into()]);
+        r.files[0].by_class = vec![crate::report::ClassRow { class: "fork".into(), ..Default::default() }];
+        for out in [summary(&r), classes(&r), full(&r)] {
+            for l in out.split('\n') {
+                assert!(!l.chars().any(char::is_control), "{l:?}");
+            }
+        }
+        assert!(summary(&r).contains("/tmp/evil\\nname\\x1b[31m "), "{}", summary(&r));
+        assert!(full(&r).contains("\n== /tmp/evil\\nname\\x1b[31m (dev"), "{}", full(&r));
+        assert!(full(&r).contains("        odd\\tframe\n"), "{}", full(&r));
+        assert!(full(&r).contains("command: sh -c echo a\\necho b\n"), "{}", full(&r));
     }
 }
