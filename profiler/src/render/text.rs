@@ -168,17 +168,30 @@ pub fn full(r: &Report) -> String {
         for p in f.call_paths.iter().take(10) {
             let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
             // Innermost first: the lock call, then who took it.
-            for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {}", escape(fr));
-            }
+            s.push_str(&frames(&p.frames));
         }
         for p in f.spin_paths.iter().take(5) {
             let _ = writeln!(s, "   spun {:>10} in {} slowpaths", fmt_ns(p.wait_ns_total), p.contentions);
-            for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {}", escape(fr));
-            }
+            s.push_str(&frames(&p.frames));
         }
         s.push_str(&histogram(&f.wait_hist_log2));
+    }
+    s
+}
+
+/// Frames shown of a call path: more would drown the table.
+const SHOWN_FRAMES: usize = 12;
+
+/// A call path's frames, innermost first (the lock call, then who took it), one a line; a
+/// stack deeper than `SHOWN_FRAMES` ends in a line saying how many outer frames were cut.
+fn frames(outermost_first: &[String]) -> String {
+    let mut s = String::new();
+    for fr in outermost_first.iter().rev().take(SHOWN_FRAMES) {
+        let _ = writeln!(s, "        {}", escape(fr));
+    }
+    let cut = outermost_first.len().saturating_sub(SHOWN_FRAMES);
+    if cut > 0 {
+        let _ = writeln!(s, "        ... {cut} more frame{}", if cut == 1 { "" } else { "s" });
     }
     s
 }
@@ -397,5 +410,19 @@ pub(crate) mod tests {
         assert!(full(&r).contains("\n== /tmp/evil\\nname\\x1b[31m (dev"), "{}", full(&r));
         assert!(full(&r).contains("        odd\\tframe\n"), "{}", full(&r));
         assert!(full(&r).contains("command: sh -c echo a\\necho b\n"), "{}", full(&r));
+    }
+
+    /// A stack deeper than the 12 frames shown says it was cut.
+    #[test]
+    fn cut_stacks_say_so() {
+        let mut r = sample();
+        r.files[0].call_paths[0].frames = (0..15).map(|i| format!("f{i}")).collect();
+        let s = full(&r);
+        assert!(s.contains("        f3\n        ... 3 more frames\n"), "{s}");
+        assert!(!s.contains("        f2\n"), "{s}");
+        r.files[0].call_paths[0].frames.truncate(12);
+        assert!(!full(&r).contains("more frame"));
+        r.files[0].call_paths[0].frames.push("f12".into());
+        assert!(full(&r).contains("        f1\n        ... 1 more frame\n"), "{}", full(&r));
     }
 }
