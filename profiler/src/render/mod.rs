@@ -81,6 +81,26 @@ pub fn clip(name: &str, width: usize, keep: Keep) -> String {
     }
 }
 
+/// `fmt_ns` of a fractional value (a per-cycle mean), never printing a value above 0 as
+/// `0 ns`: under half a nanosecond reads `<1 ns`.
+pub fn fmt_ns_f(ns: f64) -> String {
+    if ns > 0.0 && ns < 0.5 {
+        "<1 ns".into()
+    } else {
+        fmt_ns(ns.round() as u64)
+    }
+}
+
+/// A count that may be fractional (per cycle) in two decimals, never printing a value above
+/// 0 as `0.00`: under 0.005 reads `<0.01`.
+pub fn fmt_count_f(v: f64) -> String {
+    if v > 0.0 && v < 0.005 {
+        "<0.01".into()
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,6 +125,43 @@ mod tests {
         assert_eq!(clip("a\nb", 4, Keep::Head), "a\\nb");
         assert_eq!(clip("abcdef", 2, Keep::Tail), "ab");
         assert_eq!(clip("abcdef", 0, Keep::Head), "");
+    }
+
+    #[test]
+    fn small_non_zero_values_are_not_zero() {
+        assert_eq!(fmt_ns_f(0.0), "0 ns");
+        assert_eq!(fmt_ns_f(0.2), "<1 ns");
+        assert_eq!(fmt_ns_f(0.6), "1 ns");
+        assert_eq!(fmt_ns_f(3_410.0), "3.41 us");
+        assert_eq!(fmt_count_f(0.0), "0.00");
+        assert_eq!(fmt_count_f(0.001), "<0.01");
+        assert_eq!(fmt_count_f(5.1), "5.10");
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_ns(0), "0 ns");
+        assert_eq!(fmt_ns(999), "999 ns");
+        assert_eq!(fmt_ns(3_410), "3.41 us");
+        assert_eq!(fmt_ns(12_000_000), "12.00 ms");
+        assert_eq!(fmt_ns(2_500_000_000), "2.50 s");
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = crate::render::text::tests::sample();
+        let back: Report = serde_json::from_str(&json(&r)).unwrap();
+        assert_eq!(back, r);
+        let v: serde_json::Value = serde_json::from_str(&json(&r)).unwrap();
+        for k in ["mode", "kernel", "duration_ns", "lost", "files"] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+        let f = &v["files"][0];
+        for k in ["path", "dev", "ino", "contentions", "wait_ns_total", "wait_ns_max", "wait_hist_log2"] {
+            assert!(f.get(k).is_some(), "{k}");
+        }
+        // What tracepoint mode cannot see is null, not 0.
+        assert!(f["spin_ns_total"].is_null() && f["acquisitions"].is_null());
     }
 
     mod any_name {
