@@ -109,19 +109,21 @@ pub fn flamegraph_svg_titled(r: &Report, folded: &str, title: String) -> Result<
     if folded.is_empty() {
         // inferno refuses a graph without samples; say so in an SVG of the same title rather
         // than invent a 1 ns frame.
-        return Ok(empty_svg(&opts.title).into_bytes());
+        return Ok(empty_svg(&opts.title, "no waits were recorded").into_bytes());
     }
     let mut svg = Vec::new();
     flamegraph::from_lines(&mut opts, folded.lines(), &mut svg).context("drawing flame graph")?;
     Ok(svg)
 }
 
-pub(crate) fn empty_svg(title: &str) -> String {
-    let esc = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+/// An SVG of `title` and one line saying why there is no graph.
+pub(crate) fn empty_svg(title: &str, why: &str) -> String {
+    let xml = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let (esc, why) = (xml(title), xml(why));
     format!(
         "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
          <text x=\"600\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{esc}</text>\n\
-         <text x=\"600\" y=\"56\" text-anchor=\"middle\" font-size=\"12\">no waits were recorded</text>\n</svg>\n"
+         <text x=\"600\" y=\"56\" text-anchor=\"middle\" font-size=\"12\">{why}</text>\n</svg>\n"
     )
 }
 

@@ -261,8 +261,10 @@ mod tests {
                 let (b, a) = (report(&path, &frame, &other), report(&path, &frame, "after"));
                 let svg = folded::flamegraph_svg(&b, &folded::folded(&b)).unwrap();
                 prop_assert!(!svg.is_empty());
-                let svg = diff::flamegraph(&b, &a).unwrap();
-                prop_assert!(!svg.is_empty());
+                for width in [diff::Width::Before, diff::Width::After] {
+                    let svg = diff::flamegraph(&b, &a, width).unwrap();
+                    prop_assert!(!svg.is_empty());
+                }
             }
         }
     }
