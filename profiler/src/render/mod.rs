@@ -92,12 +92,18 @@ pub fn fmt_ns_f(ns: f64) -> String {
 }
 
 /// A count that may be fractional (per cycle) in two decimals, never printing a value above
-/// 0 as `0.00`: under 0.005 reads `<0.01`.
+/// 0 as `0.00`: a rare event (5 waits in 2000 cycles) reads in four, `0.0025`, and one rarer
+/// still `<0.0001`.
 pub fn fmt_count_f(v: f64) -> String {
-    if v > 0.0 && v < 0.005 {
-        "<0.01".into()
+    let two = format!("{v:.2}");
+    if v <= 0.0 || two != "0.00" {
+        return two;
+    }
+    let four = format!("{v:.4}");
+    if four == "0.0000" {
+        "<0.0001".into()
     } else {
-        format!("{v:.2}")
+        four
     }
 }
 
@@ -134,7 +140,9 @@ mod tests {
         assert_eq!(fmt_ns_f(0.6), "1 ns");
         assert_eq!(fmt_ns_f(3_410.0), "3.41 us");
         assert_eq!(fmt_count_f(0.0), "0.00");
-        assert_eq!(fmt_count_f(0.001), "<0.01");
+        assert_eq!(fmt_count_f(0.001), "0.0010");
+        assert_eq!(fmt_count_f(0.0025), "0.0025");
+        assert_eq!(fmt_count_f(0.00003), "<0.0001");
         assert_eq!(fmt_count_f(5.1), "5.10");
     }
 

@@ -93,7 +93,7 @@ pub fn classes(r: &Report) -> String {
         }
     }
     let div = per.unwrap_or(1) as f64;
-    // A non-zero mean never prints as 0: `<0.01`, `<1 ns`.
+    // A non-zero mean never prints as 0: `0.0025`, `<1 ns`.
     let count = |v: Option<u64>| match v {
         None => "-".to_owned(),
         Some(v) if per.is_some() => fmt_count_f(v as f64 / div),
@@ -472,7 +472,7 @@ pub(crate) mod tests {
         let fork: Vec<&str> =
             t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
         // 3 waits and 7 us in 100,000 cycles; 2.33 us a wait.
-        assert_eq!(fork, ["fork", "<0.01", "<1", "ns", "2.33", "us"], "{t}");
+        assert_eq!(fork, ["fork", "<0.0001", "<1", "ns", "2.33", "us"], "{t}");
         assert!(!t.contains(" - ") && !t.contains(" 0 ns"), "{t}");
         r.cycles = Some(100);
         let t = classes(&r);
