@@ -37,7 +37,7 @@ fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Run> {
     if r.files.iter().all(|f| f.acquire_paths.is_empty()) {
         bail!(
             "{name}: no hold times ({} mode{}); the model needs a kprobe or fentry run with --acquisitions",
-            r.mode,
+            escape(&r.mode),
             if r.acquisitions_counted == Some(false) { " without --acquisitions" } else { "" }
         );
     }
