@@ -92,8 +92,14 @@ fn diff(before: &std::path::Path, after: &std::path::Path, out: &std::path::Path
     let table = render::diff::table(&b, &a);
     let dir = output::OutputDir::create(out)?;
     dir.write("diff.txt", table.as_bytes())?;
-    dir.write("diff-flamegraph.svg", &render::diff::flamegraph(&b, &a)?)?;
+    // Widths of the before run by default: a path the change removed or cut stays readable.
+    use render::diff::{flamegraph, Width};
+    dir.write("diff-flamegraph.svg", &flamegraph(&b, &a, Width::Before)?)?;
+    dir.write("diff-flamegraph-after.svg", &flamegraph(&b, &a, Width::After)?)?;
     print!("{table}");
-    eprintln!("rmapprof: wrote diff.txt diff-flamegraph.svg in {}", out.display());
+    eprintln!(
+        "rmapprof: wrote diff.txt diff-flamegraph.svg (width = before) diff-flamegraph-after.svg in {}",
+        render::escape(&out.display().to_string())
+    );
     Ok(0)
 }

@@ -392,6 +392,10 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             f.dev = id.dev_string();
             f.ino = id.ino;
             f.wait_hist_log2.resize(HIST_BUCKETS, 0);
+            for paths in [&mut f.call_paths, &mut f.spin_paths, &mut f.acquire_paths] {
+                *paths = merge_paths(std::mem::take(paths));
+            }
+            // Stable sorts: ties stay in (rw, frames) order, the same in every run.
             f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
             f.spin_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
             f.acquire_paths.sort_by(|a, b| b.contentions.cmp(&a.contentions));
@@ -471,6 +475,33 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     }
 }
 
+/// One row per path as a reader sees it. The kernel keys stacks by return address, so two
+/// call sites in one function (or a stack cut at `--max-stack` below them) are two rows whose
+/// frames, being function names, read the same: report.txt and report.json would show one call
+/// path twice. Rows with the same direction and frames are added up (counts, times, osq time;
+/// the largest maximum), in (rw, frames) order.
+fn merge_paths(paths: Vec<CallPath>) -> Vec<CallPath> {
+    let mut merged: BTreeMap<(String, Vec<String>), CallPath> = BTreeMap::new();
+    for p in paths {
+        match merged.entry((p.rw.clone(), p.frames.clone())) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(p);
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let m = e.get_mut();
+                m.contentions = m.contentions.saturating_add(p.contentions);
+                m.wait_ns_total = m.wait_ns_total.saturating_add(p.wait_ns_total);
+                m.wait_ns_max = m.wait_ns_max.max(p.wait_ns_max);
+                m.osq_ns = match (m.osq_ns, p.osq_ns) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
+                };
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
 fn add_hist(into: &mut Vec<u64>, buckets: &[u64]) {
     into.resize(into.len().max(buckets.len()), 0);
     for (a, b) in into.iter_mut().zip(buckets) {
@@ -500,4 +531,77 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
         }
     }
     d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribution::files::FileIndex;
+
+    /// Two stacks through the same functions at different offsets (two call sites in
+    /// `dup_mmap`) read the same once symbolized: one row each in call, spin and acquire paths.
+    #[test]
+    fn one_row_per_symbolized_call_path() {
+        let symbols = KernelSymbols::from_map(
+            [(0x1000, "entry_SYSCALL_64"), (0x2000, "dup_mmap"), (0x3000, "down_write")]
+                .into_iter()
+                .map(|(a, n)| (a, n.to_owned()))
+                .collect(),
+        );
+        let mut snap = Snapshot::default();
+        // Leaf first, as the kernel records them.
+        snap.stacks.insert(1, vec![0x3010, 0x2010, 0x1010]);
+        snap.stacks.insert(2, vec![0x3010, 0x2080, 0x1010]);
+        snap.stacks.insert(3, vec![0x3010, 0x1010]);
+        let target = LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev: 1, ino: 42 };
+        let stats = |count, total_ns, max_ns| WaitStats { count, total_ns, max_ns };
+        let wait = |stack| ContentionKey { target, flags: lcb_flags::WRITE, _pad: 0, stack };
+        snap.waits =
+            vec![(wait(1), stats(3, 300, 200)), (wait(2), stats(2, 500, 400)), (wait(3), stats(1, 100, 100))];
+        let op = |op, stack| OpKey { target, op, _pad: 0, stack };
+        snap.ops = vec![
+            (op(op::ACQUIRE_WRITE, 1), stats(10, 1000, 300)),
+            (op(op::ACQUIRE_WRITE, 2), stats(20, 2000, 500)),
+            (op(op::SPIN, 1), stats(1, 70, 70)),
+            (op(op::SPIN, 2), stats(2, 90, 50)),
+            (op(op::OSQ, 1), stats(1, 30, 30)),
+            (op(op::OSQ, 2), stats(1, 40, 40)),
+        ];
+        let index = FileIndex::default();
+        let ctx = Context {
+            mode: "fentry",
+            acquisitions: true,
+            duration_ns: 1,
+            cycles: None,
+            command: None,
+            pid: None,
+            probes: vec![],
+            selected: &[],
+            index: &index,
+            symbols: &symbols,
+        };
+        let r = build(&snap, &ctx);
+        let f = &r.files[0];
+        let frames = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dup = frames(&["entry_SYSCALL_64", "dup_mmap", "down_write"]);
+        let path = |rw: &str, frames: &[String], contentions, wait_ns_total, wait_ns_max, osq_ns| CallPath {
+            rw: rw.into(),
+            frames: frames.to_vec(),
+            contentions,
+            wait_ns_total,
+            wait_ns_max,
+            osq_ns,
+        };
+        assert_eq!(
+            f.call_paths,
+            [
+                path("write", &dup, 5, 800, 400, None),
+                path("write", &frames(&["entry_SYSCALL_64", "down_write"]), 1, 100, 100, None)
+            ]
+        );
+        assert_eq!(f.acquire_paths, [path("write", &dup, 30, 3000, 500, None)]);
+        assert_eq!(f.spin_paths, [path("spin", &dup, 3, 160, 70, Some(70))]);
+        // The per-file and per-class sums are untouched by the merge.
+        assert_eq!((f.contentions, f.wait_ns_total, f.acquisitions), (6, 900, Some(30)));
+    }
 }

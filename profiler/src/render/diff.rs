@@ -1,13 +1,17 @@
 //! `rmapprof diff BEFORE.json AFTER.json`: what changed between two runs (say, a base and a
 //! patched kernel), per file and caller class, in 80 columns of plain text for a mailing list,
-//! and a differential flame graph of the acquisitions (inferno).
+//! and differential flame graphs (inferno).
+//!
+//! Two runs are compared on what both measured: write acquisitions when both counted them
+//! (`--acquisitions`), else the sleeping waits that every mode sees; per cycle when both know
+//! their cycles, else totals. Never a per-cycle value beside a total.
 
 use anyhow::{Context, Result};
 use inferno::{differential, flamegraph};
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::{fmt_ns, folded::frame};
-use crate::report::{FileReport, Report};
+use super::{clip, fmt_count_f, fmt_ns_f, folded::frame, Keep};
+use crate::report::{CallPath, ClassRow, FileReport, Report};
 
 /// Files are matched by path (inode numbers differ between kernels' root filesystems).
 fn key(f: &FileReport) -> String {
@@ -18,13 +22,80 @@ fn name(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Per cycle if the run knows its cycles, else the total; None if the mode cannot see it.
-fn norm(r: &Report, v: Option<u64>) -> Option<f64> {
-    v.map(|v| v as f64 / r.cycles.filter(|c| *c > 0).unwrap_or(1) as f64)
+/// Every acquisition was counted. Reports written before `acquisitions_counted` existed lack
+/// it and counted them in kprobe/fentry mode.
+fn counted(r: &Report) -> bool {
+    r.acquisitions_counted.unwrap_or(r.mode != "tracepoint")
 }
 
-fn cell(v: Option<f64>) -> String {
-    v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "-".into())
+/// What two reports have in common, and so what is compared.
+struct Basis {
+    /// Both counted every acquisition: write acquisitions and acquire paths. Else sleeping
+    /// waits and their call paths, which every mode sees (lock:contention_begin/end).
+    acquisitions: bool,
+    /// Both know their cycles (before, after): per cycle; else totals.
+    cycles: Option<(u64, u64)>,
+    /// One line saying what is compared and why, when the runs saw different things.
+    note: Option<String>,
+}
+
+impl Basis {
+    fn of(before: &Report, after: &Report) -> Self {
+        let acquisitions = counted(before) && counted(after);
+        let (cb, ca) = (before.cycles.filter(|c| *c > 0), after.cycles.filter(|c| *c > 0));
+        let cycles = cb.zip(ca);
+        let mut why = vec![];
+        if before.mode != after.mode || counted(before) != counted(after) {
+            why.push("modes differ");
+        }
+        match (cb, ca) {
+            (Some(_), None) => why.push("only before has cycles"),
+            (None, Some(_)) => why.push("only after has cycles"),
+            _ => {}
+        }
+        let mut basis = Basis { acquisitions, cycles, note: None };
+        if !why.is_empty() {
+            basis.note = Some(format!("compared: {}, {} ({})", basis.what(), basis.unit(), why.join("; ")));
+        }
+        basis
+    }
+
+    fn what(&self) -> &'static str {
+        if self.acquisitions {
+            "write acquisitions"
+        } else {
+            "waits and wait time"
+        }
+    }
+
+    fn unit(&self) -> &'static str {
+        if self.cycles.is_some() {
+            "per cycle"
+        } else {
+            "totals"
+        }
+    }
+
+    /// `v` of the before (`after == false`) or after run, on this basis.
+    fn value(&self, v: u64, after: bool) -> f64 {
+        match self.cycles {
+            Some((b, a)) => v as f64 / if after { a } else { b } as f64,
+            None => v as f64,
+        }
+    }
+
+    /// A count: two decimals per cycle, whole numbers as totals.
+    fn count(&self, v: Option<f64>) -> String {
+        match v {
+            None => "-".into(),
+            Some(v) if self.cycles.is_some() => fmt_count_f(v),
+            Some(v) => format!("{v:.0}"),
+        }
+    }
+}
+
+fn ns(v: Option<f64>) -> String {
+    v.map(fmt_ns_f).unwrap_or_else(|| "-".into())
 }
 
 fn delta(a: Option<f64>, b: Option<f64>) -> String {
@@ -36,128 +107,193 @@ fn delta(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
-/// The delta table: write acquisitions, spin and sleep per file and caller class.
-pub fn table(before: &Report, after: &Report) -> String {
-    let mut s = String::new();
-    let unit = match (before.cycles, after.cycles) {
-        (Some(a), Some(b)) => format!("per cycle ({a} and {b} cycles)"),
-        _ => "totals (cycles unknown)".into(),
-    };
-    let _ = writeln!(s, "i_mmap_rwsem write acquisitions {unit}");
-    let _ = writeln!(s, "before: {} mode, Linux {}", before.mode, before.kernel);
-    let _ = writeln!(s, "after:  {} mode, Linux {}\n", after.mode, after.kernel);
+/// `before: fentry mode with --acquisitions, Linux 6.12.117`.
+fn run_line(label: &str, r: &Report) -> String {
+    let acq = if counted(r) && r.mode != "tracepoint" { " with --acquisitions" } else { "" };
+    clip(&format!("{label} {} mode{acq}, Linux {}", r.mode, r.kernel), 80, Keep::Head)
+}
+
+type Pair<'a> = (Option<&'a FileReport>, Option<&'a FileReport>);
+
+/// One row per caller class of each file, and the file's `all` row: `field` of the class
+/// (None: not observed) on the basis; a file or class one run lacks had none of it there.
+fn class_table(
+    s: &mut String,
+    basis: &Basis,
+    files: &BTreeMap<String, Pair>,
+    field: impl Fn(&ClassRow) -> Option<u64>,
+    cell: impl Fn(Option<f64>) -> String,
+) {
     let _ = writeln!(s, "{:<26} {:<12} {:>9} {:>9} {:>7}", "FILE", "CALLER", "BEFORE", "AFTER", "DELTA");
-    let files: BTreeMap<String, (Option<&FileReport>, Option<&FileReport>)> = {
-        let mut m: BTreeMap<String, (Option<&FileReport>, Option<&FileReport>)> = BTreeMap::new();
+    let mut any = false;
+    for (path, (b, a)) in files {
+        let mut classes: Vec<&str> =
+            b.iter().chain(a.iter()).flat_map(|f| f.by_class.iter().map(|c| c.class.as_str())).collect();
+        classes.sort_by_key(|c| (crate::attribution::callers::ALL.iter().position(|x| x == c), *c));
+        classes.dedup();
+        let value = |f: Option<&FileReport>, c: &str, after: bool| -> Option<f64> {
+            let row = f.and_then(|f| f.by_class.iter().find(|x| x.class == c));
+            match row {
+                Some(row) => field(row).map(|v| basis.value(v, after)),
+                None => Some(0.0),
+            }
+        };
+        let file = clip(name(path), 26, Keep::Head);
+        let (mut tb, mut ta) = (Some(0.0), Some(0.0));
+        let mut rows = 0;
+        for c in &classes {
+            let (vb, va) = (value(*b, c, false), value(*a, c, true));
+            tb = tb.zip(vb).map(|(t, v)| t + v);
+            ta = ta.zip(va).map(|(t, v)| t + v);
+            // A class with none of it in either run (it only took the lock) is no row here.
+            if vb.unwrap_or(0.0) == 0.0 && va.unwrap_or(0.0) == 0.0 {
+                continue;
+            }
+            rows += 1;
+            let class = clip(c, 12, Keep::Head);
+            let _ =
+                writeln!(s, "{file:<26} {class:<12} {:>9} {:>9} {:>7}", cell(vb), cell(va), delta(vb, va));
+        }
+        any |= rows > 0;
+        if rows > 0 {
+            let _ =
+                writeln!(s, "{file:<26} {:<12} {:>9} {:>9} {:>7}", "all", cell(tb), cell(ta), delta(tb, ta));
+        }
+    }
+    if !any {
+        let _ = writeln!(s, "  (none in either run)");
+    }
+}
+
+/// The delta tables: write acquisitions or waits, then wait time, per file and caller class;
+/// spin per file when both runs saw it.
+pub fn table(before: &Report, after: &Report) -> String {
+    let basis = Basis::of(before, after);
+    let mut s = String::new();
+    if let Some(note) = &basis.note {
+        let _ = writeln!(s, "{note}");
+    }
+    let _ = writeln!(s, "{}", run_line("before:", before));
+    let _ = writeln!(s, "{}", run_line("after: ", after));
+    let unit = match basis.cycles {
+        Some((a, b)) => format!(" per cycle ({a} and {b} cycles)"),
+        None => ", totals".into(),
+    };
+    let files: BTreeMap<String, Pair> = {
+        let mut m: BTreeMap<String, Pair> = BTreeMap::new();
         before.files.iter().for_each(|f| m.entry(key(f)).or_default().0 = Some(f));
         after.files.iter().for_each(|f| m.entry(key(f)).or_default().1 = Some(f));
         m
     };
-    let mut spin_sleep = String::new();
-    for (path, (b, a)) in &files {
-        let class_row = |f: Option<&FileReport>, r: &Report, c: &str| {
-            f.and_then(|f| f.by_class.iter().find(|x| x.class == c))
-                .and_then(|x| norm(r, x.write_acquisitions))
-        };
-        let mut classes: Vec<&str> =
-            b.iter().chain(a.iter()).flat_map(|f| f.by_class.iter().map(|c| c.class.as_str())).collect();
-        classes.sort_by_key(|c| crate::attribution::callers::ALL.iter().position(|x| x == c));
-        classes.dedup();
-        let (mut tb, mut ta) = (None::<f64>, None::<f64>);
-        for c in &classes {
-            let (vb, va) = (class_row(*b, before, c), class_row(*a, after, c));
-            tb = Some(tb.unwrap_or(0.0) + vb.unwrap_or(0.0)).filter(|_| vb.is_some() || tb.is_some());
-            ta = Some(ta.unwrap_or(0.0) + va.unwrap_or(0.0)).filter(|_| va.is_some() || ta.is_some());
-            let _ = writeln!(
-                s,
-                "{:<26} {:<12} {:>9} {:>9} {:>7}",
-                trunc(name(path), 26),
-                c,
-                cell(vb),
-                cell(va),
-                delta(vb, va)
-            );
-        }
-        if !classes.is_empty() {
-            let _ = writeln!(
-                s,
-                "{:<26} {:<12} {:>9} {:>9} {:>7}",
-                trunc(name(path), 26),
-                "all",
-                cell(tb),
-                cell(ta),
-                delta(tb, ta)
-            );
-        }
-        let spin = |f: Option<&FileReport>, r: &Report| f.and_then(|f| norm(r, f.spin_ns_total));
-        let sleep = |f: Option<&FileReport>, r: &Report| f.and_then(|f| norm(r, Some(f.wait_ns_total)));
-        let ns = |v: Option<f64>| v.map(|v| fmt_ns(v.round() as u64)).unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            spin_sleep,
-            "{:<26} {:>12} {:>12} {:>12} {:>12}",
-            trunc(name(path), 26),
-            ns(spin(*b, before)),
-            ns(spin(*a, after)),
-            ns(sleep(*b, before)),
-            ns(sleep(*a, after))
-        );
+    if basis.acquisitions {
+        let _ = writeln!(s, "\ni_mmap_rwsem write acquisitions{unit}");
+        class_table(&mut s, &basis, &files, |c| c.write_acquisitions, |v| basis.count(v));
+    } else {
+        let _ = writeln!(s, "\ni_mmap_rwsem waits{unit}");
+        class_table(&mut s, &basis, &files, |c| Some(c.contentions), |v| basis.count(v));
     }
-    let _ = writeln!(s, "\ni_mmap_rwsem wait {unit}");
-    let _ = writeln!(
-        s,
-        "{:<26} {:>12} {:>12} {:>12} {:>12}",
-        "FILE", "SPIN BEFORE", "SPIN AFTER", "SLEEP BEFORE", "SLEEP AFTER"
-    );
-    s.push_str(&spin_sleep);
+    // Sleeping waits: every mode sees them.
+    let _ = writeln!(s, "\ni_mmap_rwsem wait time{unit}");
+    class_table(&mut s, &basis, &files, |c| Some(c.sleep_ns), ns);
+    let spun = |r: &Report| r.files.iter().any(|f| f.spin_ns_total.is_some());
+    if spun(before) && spun(after) {
+        let _ = writeln!(s, "\ni_mmap_rwsem optimistic spinning{unit}");
+        let _ = writeln!(s, "{:<26} {:<12} {:>9} {:>9} {:>7}", "FILE", "", "BEFORE", "AFTER", "DELTA");
+        for (path, (b, a)) in &files {
+            let spin = |f: Option<&FileReport>, after| {
+                Some(basis.value(f.and_then(|f| f.spin_ns_total).unwrap_or(0), after))
+            };
+            let (vb, va) = (spin(*b, false), spin(*a, true));
+            if vb == Some(0.0) && va == Some(0.0) {
+                continue;
+            }
+            let file = clip(name(path), 26, Keep::Head);
+            let _ = writeln!(s, "{file:<26} {:<12} {:>9} {:>9} {:>7}", "spin", ns(vb), ns(va), delta(vb, va));
+        }
+    }
     s
 }
 
-fn trunc(s: &str, w: usize) -> String {
-    if s.len() <= w {
-        s.to_owned()
-    } else {
-        format!("{}~", &s[..w - 1])
-    }
-}
-
-/// Acquisitions by call path, per 1000 cycles when cycles are known, as folded stacks.
-pub fn folded_acquisitions(r: &Report) -> String {
-    let scale = |n: u64| match r.cycles.filter(|c| *c > 0) {
-        Some(c) => (n as f64 * 1000.0 / c as f64).round() as u64,
-        None => n,
-    };
+/// A run's paths on the basis, as folded stacks for inferno's differential: acquisitions by
+/// acquire path, or ns waited by wait path; per 1000 cycles when per cycle.
+fn folded_paths(r: &Report, basis: &Basis, after: bool) -> String {
+    let weight = |p: &CallPath| if basis.acquisitions { p.contentions } else { p.wait_ns_total };
     let mut out = String::new();
     for f in &r.files {
         let root = frame(&format!("i_mmap_rwsem {}", name(&key(f))));
-        for p in &f.acquire_paths {
-            let n = scale(p.contentions);
+        for p in if basis.acquisitions { &f.acquire_paths } else { &f.call_paths } {
+            // `as` saturates: an absurd total in a hand-edited report draws, not wraps.
+            let n = (basis.value(weight(p), after) * if basis.cycles.is_some() { 1000.0 } else { 1.0 })
+                .round() as u64;
             if n > 0 {
                 let frames: Vec<String> = p.frames.iter().map(|x| frame(x)).collect();
-                let _ = writeln!(out, "{root};{};{} {n}", p.rw, frames.join(";"));
+                let _ = writeln!(out, "{root};{};{} {n}", frame(&p.rw), frames.join(";"));
             }
         }
     }
     out
 }
 
-/// Differential flame graph: the AFTER shapes, coloured by change from BEFORE (blue = fewer).
-pub fn flamegraph(before: &Report, after: &Report) -> Result<Vec<u8>> {
-    let (b, a) = (folded_acquisitions(before), folded_acquisitions(after));
+/// Acquisitions by call path, per 1000 cycles when cycles are known, as folded stacks.
+#[cfg(test)]
+fn folded_acquisitions(r: &Report) -> String {
+    let basis = Basis { acquisitions: true, cycles: r.cycles.filter(|c| *c > 0).map(|c| (c, c)), note: None };
+    folded_paths(r, &basis, false)
+}
+
+/// Which run's values a differential flame graph's widths are.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Width {
+    /// The default view: a path a change removed or cut stays wide enough to read.
+    Before,
+    /// A path a change added or grew is wide.
+    After,
+}
+
+/// Differential flame graph: the shapes of one run, coloured by the change from before to
+/// after (red = more after, blue = fewer), whichever run gives the widths.
+pub fn flamegraph(before: &Report, after: &Report, width: Width) -> Result<Vec<u8>> {
+    let basis = Basis::of(before, after);
+    let (b, a) = (folded_paths(before, &basis, false), folded_paths(after, &basis, true));
+    // inferno draws the second input's widths, coloured by second - first. For the before
+    // widths give it the runs swapped and negate the differences: the colours still mean
+    // after - before.
+    let (first, second) = match width {
+        Width::After => (&b, &a),
+        Width::Before => (&a, &b),
+    };
     let mut diff = Vec::new();
-    differential::from_readers(differential::Options::default(), b.as_bytes(), a.as_bytes(), &mut diff)
-        .context("differential folding")?;
+    differential::from_readers(
+        differential::Options::default(),
+        first.as_bytes(),
+        second.as_bytes(),
+        &mut diff,
+    )
+    .context("differential folding")?;
     let mut opts = flamegraph::Options::default();
-    opts.title = "i_mmap_rwsem acquisitions: before -> after".into();
+    let (what, count) =
+        if basis.acquisitions { ("acquisitions", "acquisitions") } else { ("waits", "ns waited") };
+    let which = if width == Width::Before { "before" } else { "after" };
+    opts.title = format!("i_mmap_rwsem {what}: before -> after, width = {which}");
+    let per = if basis.cycles.is_some() { " per 1000 cycles" } else { "" };
     opts.subtitle = Some(format!(
-        "Linux {} -> {}; width = acquisitions per 1000 cycles (after); blue = fewer",
-        before.kernel, after.kernel
+        "Linux {} -> {}; width = {count}{per} {which}; red = more after, blue = fewer",
+        super::escape(&before.kernel),
+        super::escape(&after.kernel)
     ));
-    opts.count_name = "acquisitions".into();
-    let mut svg = Vec::new();
+    opts.count_name = if basis.acquisitions { "acquisitions" } else { "ns" }.into();
+    opts.negate_differentials = width == Width::Before;
     let text = String::from_utf8_lossy(&diff).into_owned();
-    if text.trim().is_empty() {
-        return Ok(super::folded::empty_svg(&opts.title).into_bytes());
+    // Nothing to draw at this width (no paths in that run): inferno refuses an empty graph.
+    if second.trim().is_empty() {
+        let why = match (text.trim().is_empty(), width) {
+            (true, _) => format!("no {what} were recorded"),
+            (false, Width::Before) => format!("no {what} were recorded before: see the after-width graph"),
+            (false, Width::After) => format!("no {what} were recorded after: see the before-width graph"),
+        };
+        return Ok(super::folded::empty_svg(&opts.title, &why).into_bytes());
     }
+    let mut svg = Vec::new();
     flamegraph::from_lines(&mut opts, text.lines(), &mut svg).context("drawing differential flame graph")?;
     Ok(svg)
 }
@@ -171,6 +307,7 @@ mod tests {
         let mut r = crate::render::text::tests::sample();
         r.kernel = kernel.into();
         r.mode = "fentry".into();
+        r.acquisitions_counted = Some(true);
         r.cycles = Some(100);
         let row =
             |c: &str, n| ClassRow { class: c.into(), write_acquisitions: Some(n), ..Default::default() };
@@ -210,7 +347,162 @@ mod tests {
             folded_acquisitions(&b),
             "i_mmap_rwsem libc.so.6;write;kernel_clone;copy_process;down_write 5100\n"
         );
-        let svg = String::from_utf8(flamegraph(&b, &a).unwrap()).unwrap();
-        assert!(svg.contains("copy_process") && svg.contains("before -&gt; after"), "{}", &svg[..400]);
+        let svg = String::from_utf8(flamegraph(&b, &a, Width::Before).unwrap()).unwrap();
+        assert!(svg.contains("copy_process") && svg.contains("before -&gt; after, width = before"), "{svg}");
+        let svg = String::from_utf8(flamegraph(&b, &a, Width::After).unwrap()).unwrap();
+        assert!(svg.contains("copy_process") && svg.contains("width = after"), "{svg}");
+    }
+
+    /// A non-ASCII basename longer than the column was cut inside a character (a panic).
+    #[test]
+    fn long_non_ascii_names_are_cut_by_characters() {
+        let (mut b, mut a) = (run("a", 510, 404), run("b", 100, 404));
+        let name = "ä".repeat(40);
+        b.files[0].path = Some(format!("/tmp/{name}"));
+        a.files[0].path = b.files[0].path.clone();
+        let t = table(&b, &a);
+        let row = t.lines().find(|l| l.contains(" fork ")).unwrap();
+        assert!(row.starts_with(&format!("{}~ fork", "ä".repeat(25))), "{t}");
+        // Columns stay aligned: the row is as many characters wide as an ASCII one.
+        let ascii = table(&run("a", 510, 404), &run("b", 100, 404));
+        let width = |t: &str| t.lines().find(|l| l.contains(" fork ")).unwrap().chars().count();
+        assert_eq!(width(&t), width(&ascii));
+    }
+
+    /// A newline in a file name stays inside its row, escaped.
+    #[test]
+    fn control_characters_in_names_are_escaped() {
+        let (mut b, mut a) = (run("a", 510, 404), run("b", 100, 404));
+        b.files[0].path = Some("/tmp/a\nb\tc".into());
+        a.files[0].path = b.files[0].path.clone();
+        let t = table(&b, &a);
+        assert!(t.lines().any(|l| l.starts_with("a\\nb\\tc ") && l.contains(" fork ")), "{t}");
+        assert!(!t.chars().any(|c| c.is_control() && c != '\n'), "{t:?}");
+    }
+
+    /// A tracepoint-mode run: sleeping waits only (no acquisitions, no spin), by caller class
+    /// and call path; `dup_mmap` waited `fork_ns` in `fork_waits` waits, `mmap_region` 10 us
+    /// in 4.
+    fn tracepoint_run(kernel: &str, cycles: Option<u64>, fork_waits: u64, fork_ns: u64) -> Report {
+        let mut r = crate::render::text::tests::sample();
+        r.kernel = kernel.into();
+        r.cycles = cycles;
+        let row =
+            |c: &str, n, ns| ClassRow { class: c.into(), contentions: n, sleep_ns: ns, ..Default::default() };
+        r.files[0].by_class = vec![row("fork", fork_waits, fork_ns), row("mmap", 4, 10_000)];
+        let path = |f: &str, n, ns| crate::report::CallPath {
+            rw: "write".into(),
+            frames: vec!["entry_SYSCALL_64".into(), f.into(), "down_write".into()],
+            contentions: n,
+            wait_ns_total: ns,
+            wait_ns_max: ns,
+            osq_ns: None,
+        };
+        r.files[0].call_paths = vec![path("mmap_region", 4, 10_000), path("dup_mmap", fork_waits, fork_ns)];
+        r
+    }
+
+    fn cols<'a>(t: &'a str, table: &str, class: &str) -> Vec<&'a str> {
+        let from =
+            t.find(&format!("\ni_mmap_rwsem {table}")).unwrap_or_else(|| panic!("no {table:?} in {t}"));
+        t[from..]
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(class))
+            .unwrap()
+            .split_whitespace()
+            .collect()
+    }
+
+    /// Tracepoint runs count no acquisitions: compare their waits and wait time.
+    #[test]
+    fn tracepoint_runs_compare_waits() {
+        let (b, a) =
+            (tracepoint_run("6.18", Some(100), 5, 1000), tracepoint_run("6.18-p", Some(100), 1, 200));
+        let t = table(&b, &a);
+        assert_eq!(cols(&t, "waits per cycle", "fork"), ["libc.so.6", "fork", "0.05", "0.01", "-80%"], "{t}");
+        assert_eq!(
+            cols(&t, "wait time per cycle", "fork"),
+            ["libc.so.6", "fork", "10", "ns", "2", "ns", "-80%"],
+            "{t}"
+        );
+        assert!(!t.lines().next().unwrap().starts_with("compared:"), "same basis, no note: {t}");
+        assert!(t.lines().all(|l| l.len() <= 80), "{t}");
+        for width in [Width::Before, Width::After] {
+            let svg = String::from_utf8(flamegraph(&b, &a, width).unwrap()).unwrap();
+            assert!(svg.contains("dup_mmap") && !svg.contains("no waits were recorded"), "{svg}");
+            assert!(svg.contains("i_mmap_rwsem waits: before -&gt; after"), "{svg}");
+            assert!(svg.contains("width = ns waited per 1000 cycles"), "{svg}");
+        }
+    }
+
+    /// Per cycle against totals is no comparison: both totals, and one line says why.
+    #[test]
+    fn cycles_against_no_cycles_compares_totals() {
+        let (b, a) = (tracepoint_run("6.18", Some(100), 5, 1000), tracepoint_run("6.18-p", None, 1, 200));
+        let t = table(&b, &a);
+        let first = t.lines().next().unwrap();
+        assert_eq!(first, "compared: waits and wait time, totals (only before has cycles)", "{t}");
+        assert_eq!(t.matches("compared:").count(), 1, "{t}");
+        assert!(!t.contains("per cycle"), "{t}");
+        assert_eq!(cols(&t, "waits, totals", "fork"), ["libc.so.6", "fork", "5", "1", "-80%"], "{t}");
+        assert_eq!(
+            cols(&t, "wait time, totals", "fork"),
+            ["libc.so.6", "fork", "1.00", "us", "200", "ns", "-80%"],
+            "{t}"
+        );
+    }
+
+    /// The path a change cut by 80% stays wide enough to read in the default (before-width)
+    /// graph; in the after-width one it is a sliver whose name does not fit.
+    #[test]
+    fn a_cut_path_is_readable_at_before_width() {
+        // dup_mmap: 1000 -> 200 ns per cycle, beside mmap_region's 10 us, unchanged.
+        let mut b = tracepoint_run("6.18", Some(1), 5, 1000);
+        let mut a = tracepoint_run("6.18-p", Some(1), 1, 200);
+        for r in [&mut b, &mut a] {
+            r.files[0].call_paths[0].wait_ns_total = 10_000;
+        }
+        let svg = |w| String::from_utf8(flamegraph(&b, &a, w).unwrap()).unwrap();
+        let (before, after) = (svg(Width::Before), svg(Width::After));
+        // The frame's label, as inferno writes it when the name fits: `>dup_mmap</text>`.
+        assert!(before.contains(">dup_mmap</text>"), "{before}");
+        assert!(!after.contains(">dup_mmap</text>"), "{after}");
+        // Colours still mean after - before: the cut path's leaf (inferno colours leaves) is
+        // blue, its change negative, in both.
+        let leaf = |svg: &str, ns: &str| {
+            let at = svg.find(&format!("<title>down_write ({ns} ns")).unwrap_or_else(|| panic!("{svg}"));
+            svg[at..at + 60].to_owned()
+        };
+        assert!(leaf(&before, "1,000,000").contains("; -7.27%)"), "{}", leaf(&before, "1,000,000"));
+        assert!(leaf(&after, "200,000").contains("; -7.84%)"), "{}", leaf(&after, "200,000"));
+    }
+
+    /// Only one run had any paths: the other width says so instead of failing.
+    #[test]
+    fn one_empty_run_draws_both_widths() {
+        let b = tracepoint_run("6.18", Some(100), 5, 1000);
+        let mut a = b.clone();
+        a.files.clear();
+        let after = String::from_utf8(flamegraph(&b, &a, Width::After).unwrap()).unwrap();
+        assert!(after.contains("no waits were recorded after"), "{after}");
+        let before = String::from_utf8(flamegraph(&b, &a, Width::Before).unwrap()).unwrap();
+        assert!(before.contains(">dup_mmap</text>"), "{before}");
+        let t = table(&b, &a);
+        assert_eq!(
+            cols(&t, "waits per cycle", "fork"),
+            ["libc.so.6", "fork", "0.05", "0.00", "-100%"],
+            "{t}"
+        );
+        // A path only one run has: drawn at its width, absent (zero) at the other's.
+        let mut cut = b.clone();
+        cut.files[0].call_paths.retain(|p| !p.frames.contains(&"dup_mmap".to_owned()));
+        for w in [Width::Before, Width::After] {
+            let svg = String::from_utf8(flamegraph(&b, &cut, w).unwrap()).unwrap();
+            assert_eq!(svg.contains(">dup_mmap</text>"), w == Width::Before, "{svg}");
+        }
+        let mut none = b.clone();
+        none.files.clear();
+        let svg = String::from_utf8(flamegraph(&none, &a, Width::Before).unwrap()).unwrap();
+        assert!(svg.contains("no waits were recorded<"), "{svg}");
     }
 }

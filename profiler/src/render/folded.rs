@@ -7,9 +7,10 @@ use inferno::flamegraph::{self, Options};
 
 use crate::report::Report;
 
-/// Folded frames may not contain ';' (the separator) or end in " <number>".
+/// A name as one folded frame: escaped (a newline would end the stack's line, see
+/// `render::escape`), and ';' (the frame separator) written ':'.
 pub(crate) fn frame(s: &str) -> String {
-    s.replace(';', ":").replace('\n', " ")
+    super::escape(s).replace(';', ":")
 }
 
 fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
@@ -80,11 +81,15 @@ pub fn folded_waits(r: &Report, which: Waits) -> String {
 
 /// The title names the files and the mode, so a graph pasted alone still says what it is.
 pub fn title(r: &Report) -> String {
-    let names: Vec<String> =
-        r.files.iter().take(4).map(|f| file_label(f.path.as_deref(), &f.dev, f.ino)).collect();
+    let names: Vec<String> = r
+        .files
+        .iter()
+        .take(4)
+        .map(|f| super::escape(&file_label(f.path.as_deref(), &f.dev, f.ino)).into_owned())
+        .collect();
     let more = if r.files.len() > 4 { format!(" +{}", r.files.len() - 4) } else { String::new() };
     let files = if names.is_empty() { "no contention seen".to_owned() } else { names.join(", ") + &more };
-    format!("i_mmap_rwsem wait: {files} ({} mode)", r.mode)
+    format!("i_mmap_rwsem wait: {files} ({} mode)", super::escape(&r.mode))
 }
 
 /// SVG flame graph; width is nanoseconds waited.
@@ -95,25 +100,30 @@ pub fn flamegraph_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
 pub fn flamegraph_svg_titled(r: &Report, folded: &str, title: String) -> Result<Vec<u8>> {
     let mut opts = Options::default();
     opts.title = title;
-    opts.subtitle = Some(format!("Linux {} - kernel stacks of contended waits, width = ns waited", r.kernel));
+    opts.subtitle = Some(format!(
+        "Linux {} - kernel stacks of contended waits, width = ns waited",
+        super::escape(&r.kernel)
+    ));
     opts.count_name = "ns".into();
     opts.name_type = "Function:".into();
     if folded.is_empty() {
         // inferno refuses a graph without samples; say so in an SVG of the same title rather
         // than invent a 1 ns frame.
-        return Ok(empty_svg(&opts.title).into_bytes());
+        return Ok(empty_svg(&opts.title, "no waits were recorded").into_bytes());
     }
     let mut svg = Vec::new();
     flamegraph::from_lines(&mut opts, folded.lines(), &mut svg).context("drawing flame graph")?;
     Ok(svg)
 }
 
-pub(crate) fn empty_svg(title: &str) -> String {
-    let esc = title.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+/// An SVG of `title` and one line saying why there is no graph.
+pub(crate) fn empty_svg(title: &str, why: &str) -> String {
+    let xml = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let (esc, why) = (xml(title), xml(why));
     format!(
         "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"1200\" height=\"80\" xmlns=\"http://www.w3.org/2000/svg\">\n\
          <text x=\"600\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{esc}</text>\n\
-         <text x=\"600\" y=\"56\" text-anchor=\"middle\" font-size=\"12\">no waits were recorded</text>\n</svg>\n"
+         <text x=\"600\" y=\"56\" text-anchor=\"middle\" font-size=\"12\">{why}</text>\n</svg>\n"
     )
 }
 
@@ -166,5 +176,15 @@ mod tests {
         empty.files.clear();
         let svg = String::from_utf8(flamegraph_svg(&empty, "").unwrap()).unwrap();
         assert!(svg.contains("no contention seen"));
+    }
+
+    /// One line per stack whatever a name holds; control characters escaped, not dropped.
+    #[test]
+    fn control_characters_keep_one_line_per_stack() {
+        let mut r = sample();
+        r.files[0].path = Some("/tmp/a\nb\r;c".into());
+        r.files[0].call_paths[0].frames = vec!["x\u{85}y".into()];
+        assert_eq!(folded(&r), "i_mmap_rwsem a\\nb\\r:c;write;x\\u{85}y 7000\n");
+        assert!(title(&r).contains("a\\nb\\r;c"), "{}", title(&r));
     }
 }

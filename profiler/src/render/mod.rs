@@ -4,6 +4,8 @@ pub mod folded;
 pub mod model;
 pub mod text;
 
+use std::borrow::Cow;
+
 use crate::report::Report;
 
 pub fn json(report: &Report) -> String {
@@ -23,9 +25,126 @@ pub fn fmt_ns(ns: u64) -> String {
     }
 }
 
+/// A name (file path, kernel frame, command argument) as it may appear inside one line of
+/// output: a newline or other control character in a file name would otherwise split a table
+/// row or a folded stack, or reach a terminal raw. Escapes, as Rust writes them: `\n`, `\r`,
+/// `\t`, `\\` (so an escape cannot be mistaken for the name's own text), `\xNN` for the other
+/// ASCII controls (C0, DEL), `\u{NN}` for C1 controls and the Unicode line and paragraph
+/// separators (U+2028, U+2029). Everything else, non-ASCII included, passes through.
+pub fn escape(s: &str) -> Cow<'_, str> {
+    let needs = |c: char| c == '\\' || c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+    if !s.chars().any(needs) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Which end of a name too long for its column to keep.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Keep {
+    /// The start, marked `~` where cut: a file's base name, `libfoo-very-long-na~`.
+    Head,
+    /// The end, after `...`: a path, whose file name is at its end, `...gnu/libc.so.6`.
+    Tail,
+}
+
+/// `name`, escaped, in at most `width` characters. Counted in characters, not bytes: a byte
+/// index can fall inside a character (a panic), and `{:<w}` pads by characters, so a column
+/// of non-ASCII names stays as wide as an ASCII one.
+pub fn clip(name: &str, width: usize, keep: Keep) -> String {
+    let name = escape(name);
+    let n = name.chars().count();
+    if n <= width {
+        return name.into_owned();
+    }
+    let marker = if keep == Keep::Head { "~" } else { "..." };
+    // Columns narrower than the marker get the name's characters alone.
+    let room = width.saturating_sub(marker.len());
+    if room == 0 {
+        return name.chars().take(width).collect();
+    }
+    match keep {
+        Keep::Head => name.chars().take(room).chain(marker.chars()).collect(),
+        Keep::Tail => marker.chars().chain(name.chars().skip(n - room)).collect(),
+    }
+}
+
+/// `fmt_ns` of a fractional value (a per-cycle mean), never printing a value above 0 as
+/// `0 ns`: under half a nanosecond reads `<1 ns`.
+pub fn fmt_ns_f(ns: f64) -> String {
+    if ns > 0.0 && ns < 0.5 {
+        "<1 ns".into()
+    } else {
+        fmt_ns(ns.round() as u64)
+    }
+}
+
+/// A count that may be fractional (per cycle) in two decimals, never printing a value above
+/// 0 as `0.00`: a rare event (5 waits in 2000 cycles) reads in four, `0.0025`, and one rarer
+/// still `<0.0001`.
+pub fn fmt_count_f(v: f64) -> String {
+    let two = format!("{v:.2}");
+    if v <= 0.0 || two != "0.00" {
+        return two;
+    }
+    let four = format!("{v:.4}");
+    if four == "0.0000" {
+        "<0.0001".into()
+    } else {
+        four
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escapes_control_characters_only() {
+        assert_eq!(escape("/usr/lib/libc.so.6"), "/usr/lib/libc.so.6");
+        assert!(matches!(escape("é;ü x"), Cow::Borrowed("é;ü x")));
+        assert_eq!(escape("a\nb\rc\td\\e"), "a\\nb\\rc\\td\\\\e");
+        assert_eq!(escape("\0\x1b\x7f"), "\\x00\\x1b\\x7f");
+        assert_eq!(escape("\u{85}\u{2028}\u{2029}"), "\\u{85}\\u{2028}\\u{2029}");
+    }
+
+    #[test]
+    fn clips_by_characters() {
+        assert_eq!(clip("libc.so.6", 9, Keep::Head), "libc.so.6");
+        assert_eq!(clip("libc.so.6", 5, Keep::Head), "libc~");
+        assert_eq!(clip("/usr/lib/libc.so.6", 13, Keep::Tail), ".../libc.so.6");
+        assert_eq!(clip(&"ä".repeat(30), 10, Keep::Head), format!("{}~", "ä".repeat(9)));
+        assert_eq!(clip(&"ä".repeat(30), 10, Keep::Tail), format!("...{}", "ä".repeat(7)));
+        // Escaped first: the escape counts toward the width.
+        assert_eq!(clip("a\nb", 4, Keep::Head), "a\\nb");
+        assert_eq!(clip("abcdef", 2, Keep::Tail), "ab");
+        assert_eq!(clip("abcdef", 0, Keep::Head), "");
+    }
+
+    #[test]
+    fn small_non_zero_values_are_not_zero() {
+        assert_eq!(fmt_ns_f(0.0), "0 ns");
+        assert_eq!(fmt_ns_f(0.2), "<1 ns");
+        assert_eq!(fmt_ns_f(0.6), "1 ns");
+        assert_eq!(fmt_ns_f(3_410.0), "3.41 us");
+        assert_eq!(fmt_count_f(0.0), "0.00");
+        assert_eq!(fmt_count_f(0.001), "0.0010");
+        assert_eq!(fmt_count_f(0.0025), "0.0025");
+        assert_eq!(fmt_count_f(0.00003), "<0.0001");
+        assert_eq!(fmt_count_f(5.1), "5.10");
+    }
 
     #[test]
     fn units() {
@@ -51,5 +170,110 @@ mod tests {
         }
         // What tracepoint mode cannot see is null, not 0.
         assert!(f["spin_ns_total"].is_null() && f["acquisitions"].is_null());
+    }
+
+    mod any_name {
+        use super::super::*;
+        use crate::report::{CallPath, ClassRow};
+        use proptest::prelude::*;
+
+        /// Any Unicode, weighted toward what breaks lines and columns: control characters,
+        /// separators, multi-byte characters; empty to very long.
+        fn name() -> impl Strategy<Value = String> {
+            let special = [
+                '\n', '\r', '\t', '\0', '\x1b', '\x7f', '\u{85}', '\u{2028}', '\u{2029}', ';', ' ', '/',
+                '\\', 'é', '中', '🦀',
+            ];
+            let c = prop_oneof![3 => any::<char>(), 2 => prop::sample::select(special.to_vec())];
+            prop::collection::vec(c, 0..400).prop_map(String::from_iter)
+        }
+
+        /// A report of every kind of row (waits, spin, acquisitions, caller classes, cycles),
+        /// with `path`, a frame, the kernel and a command argument named as given.
+        fn report(path: &str, frame: &str, other: &str) -> Report {
+            let mut r = text::tests::sample();
+            r.kernel = other.into();
+            r.command = Some(vec![other.into(), "x".into()]);
+            r.cycles = Some(100);
+            r.cpus = Some(4);
+            let f = &mut r.files[0];
+            f.path = Some(path.into());
+            f.call_paths[0].frames.insert(1, frame.into());
+            let spin = CallPath {
+                rw: "spin".into(),
+                wait_ns_total: 1000,
+                osq_ns: Some(600),
+                ..f.call_paths[0].clone()
+            };
+            f.spin_paths = vec![spin];
+            f.spin_ns_total = Some(1000);
+            f.acquire_paths =
+                vec![CallPath { contentions: 50, wait_ns_total: 90_000, ..f.call_paths[0].clone() }];
+            f.by_class = vec![ClassRow {
+                class: "fork".into(),
+                write_acquisitions: Some(50),
+                contentions: 3,
+                sleep_ns: 7000,
+                ..Default::default()
+            }];
+            // A second file with no path: named by its device and inode.
+            let mut g = r.files[0].clone();
+            g.path = None;
+            r.files.push(g);
+            r
+        }
+
+        /// Each line of a table: no raw control character, no line or paragraph separator.
+        fn clean_lines(what: &str, out: &str) -> Result<(), TestCaseError> {
+            for l in out.split('\n') {
+                prop_assert!(
+                    !l.chars().any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')),
+                    "{what}: {l:?}"
+                );
+            }
+            Ok(())
+        }
+
+        /// Exactly `n` folded stacks, one a line, each `i_mmap_rwsem ...;...;... <count>`.
+        fn one_line_per_stack(out: &str, n: usize) -> Result<(), TestCaseError> {
+            clean_lines("folded", out)?;
+            prop_assert_eq!(out.lines().count(), n, "{:?}", out);
+            for l in out.lines() {
+                let (stack, count) = l.rsplit_once(' ').unwrap();
+                prop_assert!(count.parse::<u64>().is_ok(), "{:?}", l);
+                prop_assert!(stack.starts_with("i_mmap_rwsem ") && stack.split(';').count() >= 3, "{:?}", l);
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn text_renderers_keep_lines(path in name(), frame in name(), other in name()) {
+                let (b, a) = (report(&path, &frame, &other), report(&path, &frame, "after"));
+                clean_lines("summary", &text::summary(&b))?;
+                clean_lines("classes", &text::classes(&b))?;
+                clean_lines("full", &text::full(&b))?;
+                clean_lines("diff", &diff::table(&b, &a))?;
+                clean_lines("model", &model::table(&[("before", &b), ("after", &a)], &[64], 100.0).unwrap())?;
+                // Per file: one sleep stack, and spin split in osq_lock and owner spinning.
+                one_line_per_stack(&folded::folded(&b), 6)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Sleep), 2)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Spin), 4)?;
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(32))]
+            #[test]
+            fn svg_renderers_never_fail(path in name(), frame in name(), other in name()) {
+                let (b, a) = (report(&path, &frame, &other), report(&path, &frame, "after"));
+                let svg = folded::flamegraph_svg(&b, &folded::folded(&b)).unwrap();
+                prop_assert!(!svg.is_empty());
+                for width in [diff::Width::Before, diff::Width::After] {
+                    let svg = diff::flamegraph(&b, &a, width).unwrap();
+                    prop_assert!(!svg.is_empty());
+                }
+            }
+        }
     }
 }

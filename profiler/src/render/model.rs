@@ -13,6 +13,7 @@
 use anyhow::{bail, Result};
 use std::fmt::Write;
 
+use super::{clip, escape, Keep};
 use crate::report::Report;
 
 /// Per cycle, one file's lock: write acquisitions, write hold time, and the time the lock is
@@ -36,7 +37,7 @@ fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Run> {
     if r.files.iter().all(|f| f.acquire_paths.is_empty()) {
         bail!(
             "{name}: no hold times ({} mode{}); the model needs a kprobe or fentry run with --acquisitions",
-            r.mode,
+            escape(&r.mode),
             if r.acquisitions_counted == Some(false) { " without --acquisitions" } else { "" }
         );
     }
@@ -93,7 +94,7 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
             let _ = writeln!(
                 s,
                 "  {:<24} {:>6.2} {:>9.0} {:>9.0} {:>11.0}",
-                trunc(&l.file, 24),
+                clip(&l.file, 24, Keep::Head),
                 l.acquisitions_per_cycle,
                 l.hold_ns_per_cycle,
                 l.busy_ns_per_cycle,
@@ -103,7 +104,7 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
     }
     let _ = write!(s, "\n{:>5}", "CPUS");
     for (name, _) in &analysed {
-        let _ = write!(s, " {:>12} {:>6}", trunc(name, 12), "LOCK%");
+        let _ = write!(s, " {:>12} {:>6}", clip(name, 12, Keep::Head), "LOCK%");
     }
     let _ = writeln!(s, "  BOTTLENECK");
     for &n in cpus {
@@ -116,13 +117,10 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
                 bottlenecks.push(file);
             }
         }
-        let _ = writeln!(s, "  {}", bottlenecks.join(" / "));
+        let names: Vec<_> = bottlenecks.iter().map(|f| escape(f)).collect();
+        let _ = writeln!(s, "  {}", names.join(" / "));
     }
     Ok(s)
-}
-
-fn trunc(s: &str, w: usize) -> &str {
-    &s[..s.len().min(w)]
 }
 
 pub fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
@@ -195,5 +193,19 @@ mod tests {
         assert!(table(&[("x", &r)], &[64], 0.0).unwrap_err().to_string().contains("kprobe or fentry"));
         assert_eq!(parse_cpus("64,128, 384"), Ok(vec![64, 128, 384]));
         assert!(parse_cpus("64,x").is_err() && parse_cpus("0").is_err());
+    }
+
+    /// A non-ASCII basename longer than the column was cut inside a character (a panic), and
+    /// a newline in it split the row.
+    #[test]
+    fn names_are_cut_by_characters_and_escaped() {
+        let mut r = report(100_000_000);
+        r.files[0].path = Some(format!("/tmp/x{}", "ö".repeat(30)));
+        let t = table(&[("base", &r)], &[64], 0.0).unwrap();
+        assert!(t.contains(&format!("  x{}~ ", "ö".repeat(22))), "{t}");
+        r.files[0].path = Some("/tmp/x\ny".into());
+        let t = table(&[("base", &r)], &[64], 0.0).unwrap();
+        assert!(t.contains("  x\\ny "), "{t}");
+        assert!(t.lines().all(|l| !l.chars().any(char::is_control)), "{t:?}");
     }
 }

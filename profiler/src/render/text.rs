@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::fmt_ns;
+use super::{clip, escape, fmt_count_f, fmt_ns, fmt_ns_f, Keep};
 use crate::report::{FileReport, Report};
 
 fn mode_note(r: &Report) -> &'static str {
@@ -15,32 +15,32 @@ fn mode_note(r: &Report) -> &'static str {
     }
 }
 
+/// A file's path, escaped, in `width` characters; a long one keeps its file name at the end:
+/// "...x86_64-linux-gnu/libc.so.6".
 fn short_path(f: &FileReport, width: usize) -> String {
     let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
-    if p.len() <= width {
-        return p;
-    }
-    // Keep the file name: "...x86_64-linux-gnu/libc.so.6".
-    let tail: String = p.chars().rev().take(width - 3).collect::<Vec<_>>().into_iter().rev().collect();
-    format!("...{tail}")
+    clip(&p, width, Keep::Tail)
 }
 
 /// The per-file table and lock-class comparison: stdout summary and --interval output.
 pub fn summary(r: &Report) -> String {
     let mut s = String::new();
-    let _ =
-        writeln!(s, "i_mmap_rwsem contention by file ({} mode, {:.2} s)", r.mode, r.duration_ns as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        "i_mmap_rwsem contention by file ({} mode, {:.2} s)",
+        escape(&r.mode),
+        r.duration_ns as f64 / 1e9
+    );
     let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}", "FILE", "WAITS", "TOTAL", "MAX", "AVG", "W%");
     if r.files.is_empty() {
         let _ = writeln!(s, "  (no i_mmap_rwsem contention seen)");
     }
     for f in &r.files {
-        let avg = if f.contentions > 0 { f.wait_ns_total / f.contentions } else { 0 };
-        let wpct = if f.contentions > 0 {
-            format!("{}", f.write.contentions * 100 / f.contentions)
-        } else {
-            "-".into()
-        };
+        let avg = f.wait_ns_total.checked_div(f.contentions).unwrap_or(0);
+        // u128: no overflow whatever a hand-edited report.json holds.
+        let wpct = (f.write.contentions as u128 * 100)
+            .checked_div(f.contentions as u128)
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
         let _ = writeln!(
             s,
             "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}",
@@ -52,13 +52,16 @@ pub fn summary(r: &Report) -> String {
             wpct
         );
     }
+    if !r.files.is_empty() {
+        let _ = writeln!(s, "W%: share of the file's waits that were for write (the rest, for read)");
+    }
     let _ = writeln!(s, "\nall lock contention in the same run:");
     let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9}", "LOCK", "WAITS", "TOTAL", "MAX");
     for l in &r.locks {
         let _ = writeln!(
             s,
             "{:<36} {:>7} {:>9} {:>9}",
-            l.lock,
+            clip(&l.lock, 36, Keep::Head),
             l.contentions,
             fmt_ns(l.wait_ns_total),
             fmt_ns(l.wait_ns_max)
@@ -67,50 +70,90 @@ pub fn summary(r: &Report) -> String {
     s
 }
 
-/// Per file and caller class: acquisitions, rmap operations, hold, spin and sleep time — per
-/// cycle when the cycles are known. The table mm reviewers ask for.
+/// Per file and caller class, per cycle when the cycles are known: what the run measured.
+/// With `--acquisitions`: acquisitions, rmap operations, hold, spin and sleep time (the table
+/// mm reviewers ask for). Without: the waits (count, time, mean) and, in kprobe/fentry mode,
+/// spin, rather than columns of `-` for what the mode cannot see.
 pub fn classes(r: &Report) -> String {
     let mut s = String::new();
     if r.files.iter().all(|f| f.by_class.is_empty()) {
         return s;
     }
+    let rows = || r.files.iter().flat_map(|f| &f.by_class);
+    let acquisitions = rows().any(|c| c.write_acquisitions.is_some() || c.read_acquisitions.is_some());
+    let spin = rows().any(|c| c.spin_ns.is_some());
     let per = r.cycles.filter(|c| *c > 0);
+    let what = if acquisitions { "" } else { " waits" };
     match per {
         Some(c) => {
-            let _ = writeln!(s, "\ni_mmap_rwsem per cycle by caller ({c} cycles):");
+            let _ = writeln!(s, "\ni_mmap_rwsem{what} per cycle by caller ({c} cycles):");
         }
         None => {
-            let _ = writeln!(s, "\ni_mmap_rwsem by caller (totals; --cycles N gives per cycle):");
+            let _ = writeln!(s, "\ni_mmap_rwsem{what} by caller (totals; --cycles N gives per cycle):");
         }
     }
-    let _ = writeln!(
-        s,
-        "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
-        "CALLER", "W-ACQ", "R-ACQ", "INS", "REM", "HOLD", "SPIN", "SLEEP"
-    );
     let div = per.unwrap_or(1) as f64;
+    // A non-zero mean never prints as 0: `0.0025`, `<1 ns`.
     let count = |v: Option<u64>| match v {
         None => "-".to_owned(),
-        Some(v) if per.is_some() => format!("{:.2}", v as f64 / div),
+        Some(v) if per.is_some() => fmt_count_f(v as f64 / div),
         Some(v) => v.to_string(),
     };
-    let ns =
-        |v: Option<u64>| v.map(|v| fmt_ns((v as f64 / div).round() as u64)).unwrap_or_else(|| "-".into());
+    let ns = |v: Option<u64>| v.map(|v| fmt_ns_f(v as f64 / div)).unwrap_or_else(|| "-".into());
+    if acquisitions {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+            "CALLER", "W-ACQ", "R-ACQ", "INS", "REM", "HOLD", "SPIN", "SLEEP"
+        );
+    } else {
+        let head = format!(
+            "  {:<12} {:>9} {:>10} {:>10} {:>10}",
+            "CALLER",
+            "WAITS",
+            "WAITED",
+            "PER WAIT",
+            if spin { "SPIN" } else { "" }
+        );
+        let _ = writeln!(s, "{}", head.trim_end());
+    }
     for f in r.files.iter().filter(|f| !f.by_class.is_empty()) {
         let _ = writeln!(s, "  {}", short_path(f, 76));
         for c in &f.by_class {
-            let _ = writeln!(
-                s,
-                "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
-                c.class,
-                count(c.write_acquisitions),
-                count(c.read_acquisitions),
-                count(c.rmap_inserts),
-                count(c.rmap_removes),
-                ns(c.hold_ns),
-                ns(c.spin_ns),
-                ns(Some(c.sleep_ns))
-            );
+            let class = clip(&c.class, 12, Keep::Head);
+            if acquisitions {
+                let _ = writeln!(
+                    s,
+                    "  {:<12} {:>7} {:>7} {:>6} {:>6} {:>9} {:>9} {:>9}",
+                    class,
+                    count(c.write_acquisitions),
+                    count(c.read_acquisitions),
+                    count(c.rmap_inserts),
+                    count(c.rmap_removes),
+                    ns(c.hold_ns),
+                    ns(c.spin_ns),
+                    ns(Some(c.sleep_ns))
+                );
+            } else {
+                let mean = c.sleep_ns.checked_div(c.contentions).map_or_else(|| "-".to_owned(), fmt_ns);
+                let row = format!(
+                    "  {:<12} {:>9} {:>10} {:>10} {:>10}",
+                    class,
+                    count(Some(c.contentions)),
+                    ns(Some(c.sleep_ns)),
+                    mean,
+                    if spin { ns(c.spin_ns) } else { String::new() }
+                );
+                let _ = writeln!(s, "{}", row.trim_end());
+            }
+        }
+    }
+    if !acquisitions {
+        let per = if per.is_some() { " per cycle" } else { "" };
+        let _ = writeln!(s, "  WAITS, WAITED: sleeping waits and the time they took{per}");
+        let _ = writeln!(s, "  PER WAIT: mean of one wait");
+        if spin {
+            let _ = writeln!(s, "  SPIN: optimistic spinning{per}; --acquisitions also counts acquisitions");
         }
     }
     s
@@ -119,10 +162,11 @@ pub fn classes(r: &Report) -> String {
 /// `report.txt`: header, summary, then per file its call paths and wait histogram.
 pub fn full(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "rmapprof {} on Linux {}", r.version, r.kernel);
-    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(r));
+    let _ = writeln!(s, "rmapprof {} on Linux {}", escape(&r.version), escape(&r.kernel));
+    let _ = writeln!(s, "mode: {} ({})", escape(&r.mode), mode_note(r));
     if let Some(c) = &r.command {
-        let _ = writeln!(s, "command: {}", c.join(" "));
+        let args: Vec<_> = c.iter().map(|a| escape(a)).collect();
+        let _ = writeln!(s, "command: {}", args.join(" "));
     }
     if let Some(p) = r.pid {
         let _ = writeln!(s, "pid: {p}");
@@ -131,9 +175,9 @@ pub fn full(r: &Report) -> String {
         let state = if p.attached {
             "attached".to_owned()
         } else {
-            format!("NOT attached: {}", p.error.as_deref().unwrap_or("?"))
+            format!("NOT attached: {}", escape(p.error.as_deref().unwrap_or("?")))
         };
-        let _ = writeln!(s, "probe {}: {state}", p.probe);
+        let _ = writeln!(s, "probe {}: {state}", escape(&p.probe));
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
@@ -155,7 +199,7 @@ pub fn full(r: &Report) -> String {
         let _ = writeln!(
             s,
             "\n== {} (dev {} ino {})",
-            f.path.as_deref().unwrap_or("[path unknown]"),
+            escape(f.path.as_deref().unwrap_or("[path unknown]")),
             f.dev,
             f.ino
         );
@@ -170,17 +214,30 @@ pub fn full(r: &Report) -> String {
         for p in f.call_paths.iter().take(10) {
             let _ = writeln!(s, "   {:>6} waits {:>10} {:<5}", p.contentions, fmt_ns(p.wait_ns_total), p.rw);
             // Innermost first: the lock call, then who took it.
-            for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {fr}");
-            }
+            s.push_str(&frames(&p.frames));
         }
         for p in f.spin_paths.iter().take(5) {
             let _ = writeln!(s, "   spun {:>10} in {} slowpaths", fmt_ns(p.wait_ns_total), p.contentions);
-            for fr in p.frames.iter().rev().take(12) {
-                let _ = writeln!(s, "        {fr}");
-            }
+            s.push_str(&frames(&p.frames));
         }
         s.push_str(&histogram(&f.wait_hist_log2));
+    }
+    s
+}
+
+/// Frames shown of a call path: more would drown the table.
+const SHOWN_FRAMES: usize = 12;
+
+/// A call path's frames, innermost first (the lock call, then who took it), one a line; a
+/// stack deeper than `SHOWN_FRAMES` ends in a line saying how many outer frames were cut.
+fn frames(outermost_first: &[String]) -> String {
+    let mut s = String::new();
+    for fr in outermost_first.iter().rev().take(SHOWN_FRAMES) {
+        let _ = writeln!(s, "        {}", escape(fr));
+    }
+    let cut = outermost_first.len().saturating_sub(SHOWN_FRAMES);
+    if cut > 0 {
+        let _ = writeln!(s, "        ... {cut} more frame{}", if cut == 1 { "" } else { "s" });
     }
     s
 }
@@ -203,7 +260,7 @@ fn unwinds(r: &Report) -> String {
     }
     s.push('\n');
     for site in &r.unwind_conflict_sites {
-        let _ = writeln!(s, "  two paths through one site: {site}");
+        let _ = writeln!(s, "  two paths through one site: {}", escape(site));
     }
     s
 }
@@ -379,5 +436,84 @@ pub(crate) mod tests {
         r.files[0].path = Some(format!("/{}/libc.so.6", "x".repeat(60)));
         let s = summary(&r);
         assert!(s.lines().any(|l| l.starts_with("...") && l.contains("libc.so.6 ")));
+    }
+
+    /// A newline or other control character in a name (file, frame, command) neither splits a
+    /// line nor reaches the terminal raw: it is escaped.
+    #[test]
+    fn control_characters_are_escaped() {
+        let mut r = sample();
+        r.files[0].path = Some("/tmp/evil\nname\x1b[31m".into());
+        r.files[0].call_paths[0].frames.push("odd\tframe".into());
+        r.command = Some(vec!["sh".into(), "-c".into(), "echo a\necho b".into()]);
+        r.files[0].by_class = vec![crate::report::ClassRow { class: "fork".into(), ..Default::default() }];
+        for out in [summary(&r), classes(&r), full(&r)] {
+            for l in out.split('\n') {
+                assert!(!l.chars().any(char::is_control), "{l:?}");
+            }
+        }
+        assert!(summary(&r).contains("/tmp/evil\\nname\\x1b[31m "), "{}", summary(&r));
+        assert!(full(&r).contains("\n== /tmp/evil\\nname\\x1b[31m (dev"), "{}", full(&r));
+        assert!(full(&r).contains("        odd\\tframe\n"), "{}", full(&r));
+        assert!(full(&r).contains("command: sh -c echo a\\necho b\n"), "{}", full(&r));
+    }
+
+    /// Tracepoint mode sees sleeping waits alone: the per-cycle table shows those (count and
+    /// time per cycle), not columns of `-`, and a wait under half a ns per cycle is no `0 ns`.
+    #[test]
+    fn tracepoint_table_shows_waits() {
+        use crate::report::ClassRow;
+        let mut r = sample();
+        r.cycles = Some(100_000);
+        let row =
+            |c: &str, n, ns| ClassRow { class: c.into(), contentions: n, sleep_ns: ns, ..Default::default() };
+        r.files[0].by_class = vec![row("fork", 3, 7000), row("mmap", 1, 1000)];
+        let t = classes(&r);
+        let fork: Vec<&str> =
+            t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
+        // 3 waits and 7 us in 100,000 cycles; 2.33 us a wait.
+        assert_eq!(fork, ["fork", "<0.0001", "<1", "ns", "2.33", "us"], "{t}");
+        assert!(!t.contains(" - ") && !t.contains(" 0 ns"), "{t}");
+        r.cycles = Some(100);
+        let t = classes(&r);
+        let fork: Vec<&str> =
+            t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
+        assert_eq!(fork, ["fork", "0.03", "70", "ns", "2.33", "us"], "{t}");
+        r.cycles = None;
+        let t = classes(&r);
+        let fork: Vec<&str> =
+            t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
+        assert_eq!(fork, ["fork", "3", "7.00", "us", "2.33", "us"], "{t}");
+        assert!(t.lines().all(|l| l.len() <= 80 && l.is_ascii()), "{t}");
+        // kprobe/fentry mode without --acquisitions: spin as well.
+        r.files[0].by_class[0].spin_ns = Some(500);
+        r.files[0].by_class[1].spin_ns = Some(0);
+        let t = classes(&r);
+        let fork: Vec<&str> =
+            t.lines().find(|l| l.trim_start().starts_with("fork")).unwrap().split_whitespace().collect();
+        assert_eq!(fork, ["fork", "3", "7.00", "us", "2.33", "us", "500", "ns"], "{t}");
+        assert!(t.contains("SPIN: optimistic spinning"), "{t}");
+    }
+
+    /// The summary says what W% is, where it prints it.
+    #[test]
+    fn summary_explains_write_share() {
+        let s = summary(&sample());
+        assert!(s.lines().any(|l| l.starts_with("W%:") && l.contains("write")), "{s}");
+        assert!(s.lines().all(|l| l.len() <= 80 && l.is_ascii()), "{s}");
+    }
+
+    /// A stack deeper than the 12 frames shown says it was cut.
+    #[test]
+    fn cut_stacks_say_so() {
+        let mut r = sample();
+        r.files[0].call_paths[0].frames = (0..15).map(|i| format!("f{i}")).collect();
+        let s = full(&r);
+        assert!(s.contains("        f3\n        ... 3 more frames\n"), "{s}");
+        assert!(!s.contains("        f2\n"), "{s}");
+        r.files[0].call_paths[0].frames.truncate(12);
+        assert!(!full(&r).contains("more frame"));
+        r.files[0].call_paths[0].frames.push("f12".into());
+        assert!(full(&r).contains("        f1\n        ... 1 more frame\n"), "{}", full(&r));
     }
 }
