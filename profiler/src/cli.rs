@@ -140,18 +140,34 @@ pub enum Sub {
     },
 }
 
-/// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
+/// The longest --duration or --interval: a year. Long enough for any profiling run, and far
+/// from where adding it to a clock reading overflows (which panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero and more than
+/// [`MAX_DURATION`] are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => Duration::from_secs_f64(secs),
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))?
+        }
         Ok(_) => return Err(format!("'{s}' is not a duration")),
-        Err(_) => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"))?,
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_long(s),
+            e => format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"),
+        })?,
     };
     if d.is_zero() {
         return Err("duration must be greater than 0".into());
     }
+    if d > MAX_DURATION {
+        return Err(too_long(s));
+    }
     Ok(d)
+}
+
+fn too_long(s: &str) -> String {
+    format!("'{s}' is longer than the longest duration accepted, 365 days")
 }
 
 #[cfg(test)]
@@ -166,6 +182,13 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         for bad in ["", "0", "0s", "-1", "abc", "NaN", "inf", "1e99", "10 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Out of range, bare or with a unit: refused, never a panic later (Instant + d).
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        for long in ["18446744073709551615s", "18446744073709551615", "1e18", "366days", "31536001", "2y"] {
+            let e = parse_duration(long).unwrap_err();
+            assert!(e.contains("longest duration accepted, 365 days"), "{long}: {e}");
         }
     }
 
