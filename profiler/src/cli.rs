@@ -14,7 +14,8 @@ use crate::collector::Mode;
         attributes every wait to the file (inode and path) and kernel call path, and writes \
         report.txt, report.json, stacks.folded and flamegraph.svg. Without COMMAND it profiles \
         the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
-        while COMMAND runs and exits with COMMAND's status.",
+        while COMMAND runs and exits with COMMAND's status (124 when --duration ends it first, as \
+        timeout(1)).",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
         sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p 1234 --inode /usr/lib/x86_64-linux-gnu/libc.so.6\n  \
@@ -34,11 +35,14 @@ pub struct Cli {
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
 
-    /// Stop after this long (10s, 500ms, 2m; a bare number is seconds).
+    /// Profile for this long (10s, 500ms, 2m; a bare number is seconds; at most 365 days). A
+    /// COMMAND still running then is ended as timeout(1) ends it: SIGTERM to its process
+    /// group, 2 s, then SIGKILL; rmapprof then exits with 124.
     #[arg(short = 'd', long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Print the per-file table for each such period while running.
+    /// Print the per-file table of each such period while running, stamped with its offsets
+    /// from the start; the last, partial period before the final report.
     #[arg(short = 'i', long, value_name = "DUR", value_parser = parse_duration)]
     pub interval: Option<Duration>,
 
@@ -84,7 +88,9 @@ pub struct Cli {
     #[arg(long)]
     pub bpf_stats: bool,
 
-    /// Command to run and profile (as the invoking user under sudo).
+    /// Command to run and profile (as the invoking user under sudo), in a process group of its
+    /// own that rmapprof never leaves running: a signal ending the run is passed on to it, 2 s
+    /// later it is killed; processes of the group left when COMMAND exits are ended so too.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -10,6 +10,8 @@ mod attribution;
 mod btf;
 mod cli;
 mod collector;
+mod command;
+mod interval;
 mod output;
 mod preflight;
 mod render;

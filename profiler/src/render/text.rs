@@ -15,7 +15,7 @@ fn mode_note(r: &Report) -> &'static str {
     }
 }
 
-fn short_path(f: &FileReport, width: usize) -> String {
+pub(crate) fn short_path(f: &FileReport, width: usize) -> String {
     let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
     if p.len() <= width {
         return p;
