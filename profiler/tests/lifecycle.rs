@@ -134,6 +134,16 @@ impl Drop for Run {
     }
 }
 
+/// Waits until COMMAND's process group has `n` members (sh has started sleep): COMMAND must be
+/// a group of its own for what the tests check afterwards to mean anything.
+fn wait_for_group(pgid: i32, n: usize) {
+    let t = Instant::now();
+    while group_members(pgid).len() < n {
+        assert!(t.elapsed() < Duration::from_secs(10), "COMMAND is not a process group of its own");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn said<'a>(lines: &'a [String], what: &str) -> &'a str {
     lines.iter().find(|l| l.contains(what)).unwrap_or_else(|| panic!("no line with {what:?}: {lines:#?}"))
 }
@@ -292,6 +302,7 @@ fn duration_ends_a_command_still_running() {
     let _g = serial();
     let run = Run::start(&["--duration", "1", "--", "sleep", "1000"], false);
     let pgid = run.command_pid();
+    wait_for_group(pgid, 1);
     let (code, err, _, r, secs) = run.finish();
     assert_eq!(code, 124, "{err:?}");
     let line = said(&err, "--duration 1s is up and COMMAND is still running");
@@ -308,12 +319,7 @@ fn sigterm_to_rmapprof_alone_ends_the_command_group() {
     let _g = serial();
     let run = Run::start(&["--", "sh", "-c", "sleep 1000; exit 0"], false);
     let pgid = run.command_pid();
-    // sh has started sleep (in COMMAND's own process group).
-    let t = Instant::now();
-    while group_members(pgid).len() < 2 {
-        assert!(t.elapsed() < Duration::from_secs(10), "COMMAND is not a process group of its own");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for_group(pgid, 2);
     let t = Instant::now();
     run.signal(libc::SIGTERM);
     let (code, err, _, _, _) = run.finish();
@@ -329,6 +335,7 @@ fn a_command_ignoring_sigint_is_killed_after_the_grace_period() {
     let _g = serial();
     let run = Run::start(&["--", "sh", "-c", "trap '' INT; sleep 1000; exit 0"], false);
     let pgid = run.command_pid();
+    wait_for_group(pgid, 2);
     let t = Instant::now();
     run.signal(libc::SIGINT);
     let (code, err, _, _, _) = run.finish();
@@ -347,6 +354,7 @@ fn a_second_signal_kills_the_command_group_at_once() {
     let _g = serial();
     let run = Run::start(&["--", "sh", "-c", "trap '' INT TERM; sleep 1000; exit 0"], false);
     let pgid = run.command_pid();
+    wait_for_group(pgid, 2);
     run.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
