@@ -14,7 +14,8 @@ use crate::collector::Mode;
         attributes every wait to the file (inode and path) and kernel call path, and writes \
         report.txt, report.json, stacks.folded and flamegraph.svg. Without COMMAND it profiles \
         the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
-        while COMMAND runs and exits with COMMAND's status.",
+        while COMMAND runs and exits with COMMAND's status (124 when --duration ends it first, as \
+        timeout(1)).",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
         sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
@@ -35,11 +36,14 @@ pub struct Cli {
     #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with = "command")]
     pub pid: Option<u32>,
 
-    /// Stop after this long (10s, 500ms, 2m; a bare number is seconds).
+    /// Profile for this long (10s, 500ms, 2m; a bare number is seconds; at most 365 days). A
+    /// COMMAND still running then is ended as timeout(1) ends it: SIGTERM to its process
+    /// group, 2 s, then SIGKILL; rmapprof then exits with 124.
     #[arg(short = 'd', long, value_name = "DUR", value_parser = parse_duration)]
     pub duration: Option<Duration>,
 
-    /// Print the per-file table for each such period while running.
+    /// Print the per-file table of each such period while running, stamped with its offsets
+    /// from the start; the last, partial period before the final report.
     #[arg(short = 'i', long, value_name = "DUR", value_parser = parse_duration)]
     pub interval: Option<Duration>,
 
@@ -85,7 +89,9 @@ pub struct Cli {
     #[arg(long)]
     pub bpf_stats: bool,
 
-    /// Command to run and profile (as the invoking user under sudo).
+    /// Command to run and profile (as the invoking user under sudo), in a process group of its
+    /// own that rmapprof never leaves running: a signal ending the run is passed on to it, 2 s
+    /// later it is killed; processes of the group left when COMMAND exits are ended so too.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
@@ -141,18 +147,34 @@ pub enum Sub {
     },
 }
 
-/// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero is refused.
+/// The longest --duration or --interval: a year. Long enough for any profiling run, and far
+/// from where adding it to a clock reading overflows (which panics).
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `10s`, `500ms`, `1m30s`, or a bare number of seconds (`2.5`). Zero and more than
+/// [`MAX_DURATION`] are refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let d = match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && (0.0..1e9).contains(&secs) => Duration::from_secs_f64(secs),
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+            Duration::try_from_secs_f64(secs).map_err(|_| too_long(s))?
+        }
         Ok(_) => return Err(format!("'{s}' is not a duration")),
-        Err(_) => humantime::parse_duration(s.trim())
-            .map_err(|e| format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"))?,
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|e| match e {
+            humantime::DurationError::NumberOverflow => too_long(s),
+            e => format!("'{s}' is not a duration ({e}); try 10s, 500ms, 2m"),
+        })?,
     };
     if d.is_zero() {
         return Err("duration must be greater than 0".into());
     }
+    if d > MAX_DURATION {
+        return Err(too_long(s));
+    }
     Ok(d)
+}
+
+fn too_long(s: &str) -> String {
+    format!("'{s}' is longer than the longest duration accepted, 365 days")
 }
 
 #[cfg(test)]
@@ -167,6 +189,13 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         for bad in ["", "0", "0s", "-1", "abc", "NaN", "inf", "1e99", "10 parsecs"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        // Out of range, bare or with a unit: refused, never a panic later (Instant + d).
+        assert_eq!(parse_duration("365days"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("31536000"), Ok(MAX_DURATION));
+        for long in ["18446744073709551615s", "18446744073709551615", "1e18", "366days", "31536001", "2y"] {
+            let e = parse_duration(long).unwrap_err();
+            assert!(e.contains("longest duration accepted, 365 days"), "{long}: {e}");
         }
     }
 

@@ -3,10 +3,15 @@
 //! Data path: probes (profiler-ebpf) → shared keys/values (profiler-common) → `collector` →
 //! `attribution` (inode → path, stack → symbols) → `report` → `render` (text, JSON, folded, SVG).
 
+#[macro_use]
+mod console;
+
 mod attribution;
 mod btf;
 mod cli;
 mod collector;
+mod command;
+mod interval;
 mod output;
 mod preflight;
 mod render;
@@ -35,17 +40,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {
-            // clap's several lines (usage, tips) in one, as every other error here.
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments").trim_start_matches("error: ");
-            eprintln!("rmapprof: {first} (see rmapprof --help)");
+            say!("rmapprof: {}", one_line_usage_error(&e.to_string()));
             return ExitCode::from(2);
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("rmapprof: cannot start: {e}");
+            say!("rmapprof: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -58,13 +60,37 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // One line: the error and its causes, "outer: inner".
-            eprintln!("rmapprof: {e:#}");
+            say!("rmapprof: {e:#}");
             if let Some(code) = e.downcast_ref::<session::Exit>() {
                 return ExitCode::from(code.0);
             }
             ExitCode::from(if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 })
         }
     }
+}
+
+/// clap's several lines (message, the missing arguments' names, usage, tips) in one, as every
+/// other error here: the message with the lines that complete it, and where to read more
+/// (`rmapprof diff --help` for the subcommand's own arguments).
+fn one_line_usage_error(text: &str) -> String {
+    let mut lines = text.lines();
+    let mut msg = lines.next().unwrap_or("bad arguments").trim_start_matches("error: ").trim_end().to_owned();
+    // Indented lines right after the first (the missing arguments: "  <BEFORE>") belong to it.
+    for l in lines.by_ref() {
+        if l.trim().is_empty() || !l.starts_with(' ') {
+            break;
+        }
+        msg = format!("{msg} {}", l.trim());
+    }
+    let command = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Usage: "))
+        .map(|u| {
+            u.split_whitespace().take_while(|w| !w.starts_with(['[', '<', '-'])).collect::<Vec<_>>().join(" ")
+        })
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "rmapprof".into());
+    format!("{msg} (see {command} --help)")
 }
 
 fn read_report(p: &std::path::Path) -> anyhow::Result<report::Report> {
@@ -82,7 +108,7 @@ fn model(reports: &[std::path::PathBuf], cpus: &[u32], handoff_ns: f64) -> anyho
         reports.iter().map(|p| read_report(p)).collect::<anyhow::Result<_>>()?;
     let names: &[&str] = if loaded.len() == 1 { &["estimate"] } else { &["before", "after"] };
     let runs: Vec<(&str, &report::Report)> = names.iter().copied().zip(&loaded).collect();
-    print!("{}", render::model::table(&runs, cpus, handoff_ns)?);
+    out!("{}", render::model::table(&runs, cpus, handoff_ns)?);
     Ok(0)
 }
 
@@ -96,10 +122,38 @@ fn diff(before: &std::path::Path, after: &std::path::Path, out: &std::path::Path
     use render::diff::{flamegraph, Width};
     dir.write("diff-flamegraph.svg", &flamegraph(&b, &a, Width::Before)?)?;
     dir.write("diff-flamegraph-after.svg", &flamegraph(&b, &a, Width::After)?)?;
-    print!("{table}");
-    eprintln!(
+    out!("{table}");
+    say!(
         "rmapprof: wrote diff.txt diff-flamegraph.svg (width = before) diff-flamegraph-after.svg in {}",
-        render::escape(&out.display().to_string())
+        out.display()
     );
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Missing arguments keep their names, and point at the subcommand's own --help.
+    #[test]
+    fn usage_errors_in_one_line_keep_the_argument_names() {
+        let err =
+            |args: &[&str]| one_line_usage_error(&cli::Cli::try_parse_from(args).unwrap_err().to_string());
+        assert_eq!(
+            err(&["rmapprof", "diff"]),
+            "the following required arguments were not provided: <BEFORE> <AFTER> (see rmapprof diff --help)"
+        );
+        assert_eq!(
+            err(&["rmapprof", "diff", "a.json"]),
+            "the following required arguments were not provided: <AFTER> (see rmapprof diff --help)"
+        );
+        let m = err(&["rmapprof", "model"]);
+        assert!(m.contains("<REPORT.json>") && m.ends_with("(see rmapprof model --help)"), "{m}");
+        let b = err(&["rmapprof", "--bogus"]);
+        assert!(
+            b.starts_with("unexpected argument '--bogus' found") && b.ends_with("(see rmapprof --help)"),
+            "{b}"
+        );
+        assert!(!b.contains('\n'));
+    }
 }

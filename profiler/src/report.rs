@@ -509,8 +509,9 @@ fn add_hist(into: &mut Vec<u64>, buckets: &[u64]) {
     }
 }
 
-/// What happened between two reports of one run (for --interval): counts and totals subtract;
-/// maxima and histograms stay cumulative.
+/// What happened between two reports of one run (for --interval): counts, totals and wait
+/// histograms subtract; maxima stay the run's (the kernel keeps no per-period maximum:
+/// `interval::period_max` makes what can be known of it from these and the histogram).
 pub fn delta(prev: &Report, cur: &Report) -> Report {
     let mut d = cur.clone();
     d.duration_ns = cur.duration_ns.saturating_sub(prev.duration_ns);
@@ -518,8 +519,11 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
         if let Some(p) = prev.files.iter().find(|p| p.dev == f.dev && p.ino == f.ino) {
             f.contentions = f.contentions.saturating_sub(p.contentions);
             f.wait_ns_total = f.wait_ns_total.saturating_sub(p.wait_ns_total);
-            f.write.contentions = f.write.contentions.saturating_sub(p.write.contentions);
-            f.read.contentions = f.read.contentions.saturating_sub(p.read.contentions);
+            for (w, pw) in [(&mut f.write, &p.write), (&mut f.read, &p.read)] {
+                w.contentions = w.contentions.saturating_sub(pw.contentions);
+                w.wait_ns_total = w.wait_ns_total.saturating_sub(pw.wait_ns_total);
+            }
+            sub_hist(&mut f.wait_hist_log2, &p.wait_hist_log2);
         }
     }
     d.files.retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));
@@ -528,9 +532,16 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
         if let Some(p) = prev.locks.iter().find(|p| p.lock == l.lock) {
             l.contentions = l.contentions.saturating_sub(p.contentions);
             l.wait_ns_total = l.wait_ns_total.saturating_sub(p.wait_ns_total);
+            sub_hist(&mut l.wait_hist_log2, &p.wait_hist_log2);
         }
     }
     d
+}
+
+fn sub_hist(from: &mut [u64], prev: &[u64]) {
+    for (a, b) in from.iter_mut().zip(prev) {
+        *a = a.saturating_sub(*b);
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,7 @@ use std::{
     path::Path,
     time::{Duration, Instant},
 };
-use tokio::{
-    process::{Child, Command},
-    time::{interval_at, Instant as TokioInstant},
-};
+use tokio::time::{interval_at, Instant as TokioInstant};
 
 use crate::{
     attribution::{
@@ -18,7 +15,9 @@ use crate::{
     },
     cli::Cli,
     collector::{Collector, ProbeStatus, Snapshot},
-    output::{invoking_user, OutputDir},
+    command::{self, Command},
+    interval,
+    output::OutputDir,
     preflight, render,
     report::{self, Report},
     signals, UsageError,
@@ -74,16 +73,21 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 s.path.display()
             )));
         }
-        eprintln!("rmapprof: note: no process maps {} yet; COMMAND may", s.path.display());
+        say!(
+            "rmapprof: note: no process maps {} yet; its waits are counted once COMMAND maps it",
+            s.path.display()
+        );
     }
     let out = OutputDir::create(&cli.output)?;
 
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
 
+    // Reading BTF and loading and verifying the programs takes a moment: say what happens.
+    say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
     let collector =
         Collector::start(cli.mode, &cli.btf, cli.pid, cli.stacks(), cli.bpf_stats, cli.acquisitions)?;
-    let mut signal_poll = tokio::time::interval(Duration::from_millis(20));
+    // The profiling window opens here, attach complete; nothing slow until the line saying so.
     let run = Run {
         cli: &cli,
         mode: collector.mode.name(),
@@ -92,14 +96,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         started: Instant::now(),
         selected: &selected,
     };
-    let mut child = match spawn(&cli.command) {
-        Ok(c) => c,
-        Err(e) => {
-            drop(collector);
-            return Err(e);
-        }
-    };
-    eprintln!(
+    let mut command = Command::spawn(&cli.command)?;
+    say!(
         "rmapprof: profiling i_mmap_rwsem contention ({} mode{}, {}){}",
         collector.mode.name(),
         if collector.acquisitions { ", every acquisition" } else { "" },
@@ -108,68 +106,94 @@ pub async fn run(cli: Cli) -> Result<u8> {
             ([], None) => "system-wide".into(),
             (c, _) => format!("system-wide while `{}` runs", c.join(" ")),
         },
-        if child.is_none() && cli.duration.is_none() { "; Ctrl-C to stop" } else { "" }
+        if command.is_none() && cli.duration.is_none() { "; Ctrl-C to stop" } else { "" }
     );
 
-    let deadline = cli.duration.map(|d| TokioInstant::now() + d);
-    let period = cli.interval.unwrap_or(Duration::from_secs(3600));
-    let mut ticks = interval_at(TokioInstant::now() + period, period);
+    // One base for the deadline and the ticks: a tick due with the deadline does not print a
+    // table of its own (the loop's order below puts the deadline first).
+    let base = TokioInstant::now();
+    let deadline = cli.duration.map(|d| base + d);
+    let mut ticks = cli.interval.map(|p| interval_at(base + p, p));
+    let mut signal_poll = tokio::time::interval(Duration::from_millis(20));
     let mut pid_poll = tokio::time::interval(Duration::from_millis(200));
+    // The previous --interval snapshot's report; its duration_ns is its offset in the run.
     let mut last = Report::default();
     let end = loop {
         tokio::select! {
+            biased;
             _ = signal_poll.tick() => if let Some(sig) = signals::first() {
                 break End::Signal(sig);
             },
-            st = wait_child(&mut child), if child.is_some() => break End::Command(st?),
-            _ = sleep_until_opt(deadline), if deadline.is_some() => break End::Duration,
-            _ = ticks.tick(), if cli.interval.is_some() => {
-                let snap = collector.snapshot(false)?;
-                let cur = run.report(&snap, &index, &KernelSymbols::default());
-                print!("{}", render::text::summary(&report::delta(&last, &cur)));
-                println!();
-                last = cur;
-            }
+            st = wait_command(&mut command) => break End::Command(st?),
+            _ = sleep_until_opt(deadline) => break End::Duration,
             _ = pid_poll.tick(), if cli.pid.is_some() => {
                 if !Path::new(&format!("/proc/{}", cli.pid.unwrap_or(0))).exists() {
                     break End::PidExited;
                 }
             }
+            _ = tick_opt(&mut ticks) => {
+                let at = Instant::now();
+                let snap = collector.snapshot(false)?;
+                index.name_unmapped(snap.files());
+                let cur = run.report(&snap, &index, &KernelSymbols::default(), at);
+                out!("{}\n", interval::table(&last, &cur, false));
+                last = cur;
+            }
         }
     };
+    // The window closes here, before detaching: stopping and attributing are not profiled time.
+    let ended = Instant::now();
     // From here a signal (the first, if the run ended otherwise) is noted and the outputs are
     // still written whole; a second one exits at once (signals.rs).
     let snap = collector.stop()?;
+    // Before COMMAND is ended: its maps name the files it used.
     index.scan_proc();
     index.name_unmapped(snap.files());
-    let report = run.report(&snap, &index, &KernelSymbols::load());
+    let code = end_command(end, command.as_mut(), cli.duration).await;
+    drop(command);
+    let report = run.report(&snap, &index, &KernelSymbols::load(), ended);
+    if cli.interval.is_some() {
+        out!("{}\n", interval::table(&last, &report, true));
+    }
     write_outputs(&out, &report)?;
-    print!("{}{}", render::text::summary(&report), render::text::classes(&report));
-    eprintln!(
-        "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}",
-        cli.output.display()
-    );
+    out!("{}{}", render::text::summary(&report), render::text::classes(&report));
+    say!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}", cli.output.display());
+    Ok(code)
+}
 
-    Ok(match end {
-        End::Command(st) => exit_code(st),
-        End::Signal(sig) => {
-            if let Some(c) = child.as_mut() {
-                // The terminal sent SIGINT to COMMAND too; pass on SIGTERM/SIGHUP ourselves.
-                if sig != libc::SIGINT {
-                    if let Some(pid) = c.id() {
-                        unsafe { libc::kill(pid as i32, sig) };
-                    }
-                }
-                match tokio::time::timeout(Duration::from_secs(5), c.wait()).await {
-                    Ok(Ok(st)) => exit_code(st),
-                    _ => 128 + sig as u8,
-                }
-            } else {
-                0
+/// Ends what remains of COMMAND's process group (command.rs) and returns rmapprof's exit
+/// status: COMMAND's when it exited by itself or on the signal passed on; 128 + the signal
+/// when it had to be killed; 124 when --duration ended it, as timeout(1); else 0.
+async fn end_command(end: End, command: Option<&mut Command>, duration: Option<Duration>) -> u8 {
+    let Some(c) = command else {
+        return match end {
+            End::Command(st) => exit_code(st),
+            _ => 0,
+        };
+    };
+    // It may have exited just as the run ended otherwise.
+    let end = match (end, c.exited()) {
+        (End::Duration, Some(st)) => End::Command(st),
+        (end, _) => end,
+    };
+    match end {
+        End::Command(st) => {
+            let left = c.members();
+            if !left.is_empty() {
+                c.end(libc::SIGTERM, command::Why::LeftBehind(left)).await;
             }
+            exit_code(st)
         }
-        End::Duration | End::PidExited => 0,
-    })
+        End::Signal(sig) => match c.end(sig, command::Why::Signal(sig)).await {
+            Some(st) => exit_code(st),
+            None => 128 + sig as u8,
+        },
+        End::Duration => {
+            c.end(libc::SIGTERM, command::Why::Duration(duration.unwrap_or_default())).await;
+            124
+        }
+        End::PidExited => 0, // -p and COMMAND exclude each other
+    }
 }
 
 /// What a report is made of besides the snapshot and files.
@@ -183,13 +207,14 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn report(&self, snap: &Snapshot, index: &FileIndex, symbols: &KernelSymbols) -> Report {
+    /// The report of a snapshot taken at `at`: its duration is the time profiled until then.
+    fn report(&self, snap: &Snapshot, index: &FileIndex, symbols: &KernelSymbols, at: Instant) -> Report {
         report::build(
             snap,
             &report::Context {
                 mode: self.mode,
                 acquisitions: self.acquisitions,
-                duration_ns: self.started.elapsed().as_nanos() as u64,
+                duration_ns: at.saturating_duration_since(self.started).as_nanos() as u64,
                 cycles: self.cli.cycles(),
                 command: (!self.cli.command.is_empty()).then(|| self.cli.command.clone()),
                 pid: self.cli.pid,
@@ -223,31 +248,18 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
     out.write_all(&files)
 }
 
-/// Starts COMMAND as the user who ran sudo (root otherwise).
-fn spawn(command: &[String]) -> Result<Option<Child>> {
-    let Some((prog, args)) = command.split_first() else {
-        return Ok(None);
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    if let Some((uid, gid)) = invoking_user() {
-        cmd.uid(uid).gid(gid);
-    }
-    match cmd.spawn() {
-        Ok(c) => Ok(Some(c)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(anyhow!(Exit(127, format!("{prog}: command not found"))))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(anyhow!(Exit(126, format!("{prog}: permission denied"))))
-        }
-        Err(e) => Err(anyhow!(Exit(126, format!("{prog}: {e}")))),
+async fn wait_command(command: &mut Option<Command>) -> std::io::Result<std::process::ExitStatus> {
+    match command {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
     }
 }
 
-async fn wait_child(child: &mut Option<Child>) -> std::io::Result<std::process::ExitStatus> {
-    match child {
-        Some(c) => c.wait().await,
+async fn tick_opt(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(t) => {
+            t.tick().await;
+        }
         None => std::future::pending().await,
     }
 }

@@ -4,8 +4,9 @@
 //! writes complete outputs (a signal that comes while they are being written is the first, and
 //! is then only noted). The second exits at once, as perf and bpftrace do: the handler removes
 //! the temporary output files being written (so nothing half-written is left behind), and the
-//! kernel drops our BPF links with our file descriptors. Only async-signal-safe calls
-//! (`unlink`, `_exit`) are made in the handler.
+//! kernel drops our BPF links with our file descriptors; COMMAND's process group, if one runs,
+//! is killed (SIGKILL) rather than left behind. Only async-signal-safe calls (`unlink`, `kill`,
+//! `_exit`) are made in the handler.
 
 use std::{
     ffi::{CStr, CString},
@@ -17,6 +18,8 @@ use std::{
 
 static COUNT: AtomicU32 = AtomicU32::new(0);
 static FIRST: AtomicI32 = AtomicI32::new(0);
+/// COMMAND's process group while it may have members (0: none), for the hard exit.
+static COMMAND_GROUP: AtomicI32 = AtomicI32::new(0);
 
 /// NULL-terminated array of temporary paths to remove on a hard exit; swapped atomically so the
 /// handler always sees a whole list. Lists and paths are leaked, never freed, so a handler that
@@ -39,7 +42,15 @@ extern "C" fn on_signal(sig: libc::c_int) {
             }
         }
     }
-    unsafe { libc::_exit(128 + sig) };
+    let group = COMMAND_GROUP.load(Ordering::SeqCst);
+    // SAFETY: kill and _exit are async-signal-safe; a group of 0 would mean our own, so it is
+    // never passed (kill(-0) is kill(0)).
+    unsafe {
+        if group > 0 {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        libc::_exit(128 + sig)
+    };
 }
 
 /// Installs the handlers; call before attaching, so a signal during attach is seen.
@@ -58,6 +69,16 @@ pub fn install() {
 /// The first signal received, if any.
 pub fn first() -> Option<i32> {
     (COUNT.load(Ordering::SeqCst) > 0).then(|| FIRST.load(Ordering::SeqCst))
+}
+
+/// How many signals have arrived.
+pub fn count() -> u32 {
+    COUNT.load(Ordering::SeqCst)
+}
+
+/// COMMAND's process group, killed on a hard exit; 0 once it has no members left.
+pub fn set_command_group(pgid: i32) {
+    COMMAND_GROUP.store(pgid, Ordering::SeqCst);
 }
 
 /// Registers a temporary file the handler removes on a hard exit.

@@ -136,9 +136,12 @@ fn duration_ends_the_run_and_interval_prints_tables() {
     let r: Value =
         serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
     assert!(u(&r, "duration_ns") >= 1_300_000_000);
-    // Three interval tables (0.4, 0.8, 1.2 s), then the final summary.
+    // Four interval tables (to 0.4, 0.8, 1.2 s, and the last, partial one to 1.3 s), then the
+    // final summary.
     let stdout = String::from_utf8_lossy(&st.stdout);
-    assert_eq!(stdout.matches("i_mmap_rwsem contention by file").count(), 4, "{stdout}");
+    assert_eq!(stdout.matches("i_mmap_rwsem contention by file").count(), 5, "{stdout}");
+    assert_eq!(stdout.matches(" s .. +").count(), 4, "each stamped: {stdout}");
+    assert!(stdout.contains(" (end of run)"), "{stdout}");
 }
 
 #[test]

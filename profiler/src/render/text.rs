@@ -17,7 +17,7 @@ fn mode_note(r: &Report) -> &'static str {
 
 /// A file's path, escaped, in `width` characters; a long one keeps its file name at the end:
 /// "...x86_64-linux-gnu/libc.so.6".
-fn short_path(f: &FileReport, width: usize) -> String {
+pub(crate) fn short_path(f: &FileReport, width: usize) -> String {
     let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
     clip(&p, width, Keep::Tail)
 }

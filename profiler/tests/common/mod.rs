@@ -142,11 +142,18 @@ pub fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
 }
 
+/// The line rmapprof prints as it starts loading the probes, before any error it meets there.
+pub const LOADING: &str = "rmapprof: loading the probes";
+
+/// Runs rmapprof expecting failure: returns (exit code, the error line), checks that the error
+/// is one line (after the line saying the probes are loading, when it got that far) and no
+/// panic.
 pub fn fails(cmd: &mut Command) -> (i32, String) {
     let o = cmd.stdout(Stdio::null()).output().unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!o.status.success(), "expected failure: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    (o.status.code().unwrap_or(-1), err)
+    let all = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(!o.status.success(), "expected failure: {all}");
+    assert!(!all.contains("panicked") && !all.contains("RUST_BACKTRACE"), "{all}");
+    let err = all.strip_prefix(LOADING).map_or(&all[..], |rest| rest.split_once('\n').map_or("", |(_, e)| e));
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {all}");
+    (o.status.code().unwrap_or(-1), err.to_owned())
 }
