@@ -216,17 +216,11 @@ impl Collector {
             loader.map_max_entries("STACKS", n);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
-        let mut probes = Vec::new();
-        for (prog, event) in TRACEPOINTS {
+        for (prog, _) in TRACEPOINTS {
             let p: &mut TracePoint = program(&mut ebpf, prog)?.try_into()?;
             p.load().with_context(|| format!("verifier rejected {prog}"))?;
-            p.attach("lock", event).with_context(|| format!("attaching lock:{event}"))?;
-            probes.push(ProbeStatus {
-                probe: format!("tracepoint:lock:{event}"),
-                attached: true,
-                error: None,
-            });
         }
+        let mut probes = Vec::new();
         let families: &[Mode] = match mode {
             Mode::Auto => &[Mode::Fentry, Mode::Kprobe],
             Mode::Tracepoint => &[],
@@ -251,6 +245,17 @@ impl Collector {
                 }
             }
         }
+        // The tracepoints go in last: the waits they count then begin no earlier than the
+        // profiling window, which starts once attaching is done (in auto mode the fentry and
+        // kprobe attempts before take ~100 ms).
+        let mut tracepoints = Vec::new();
+        for (prog, event) in TRACEPOINTS {
+            let p: &mut TracePoint = program(&mut ebpf, prog)?.try_into()?;
+            p.attach("lock", event).with_context(|| format!("attaching lock:{event}"))?;
+            let probe = format!("tracepoint:lock:{event}");
+            tracepoints.push(ProbeStatus { probe, attached: true, error: None });
+        }
+        probes.splice(0..0, tracepoints);
         if acquisitions && used == Mode::Tracepoint {
             let why: Vec<String> =
                 probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();
