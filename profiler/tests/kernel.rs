@@ -315,21 +315,8 @@ fn a_file_only_exited_processes_mapped_is_named() {
     // Sleeping waits on 2 CPUs come when a holder is preempted: some runs have none.
     let f = (0..6)
         .find_map(|_| {
-            let out = tempfile::tempdir().unwrap();
-            let st = rmapprof()
-                .arg("-o")
-                .arg(out.path())
-                .arg("--")
-                .arg(workload("mmap-churn"))
-                .arg(&file)
-                .args(["400000", "-j", "16"])
-                .output()
-                .unwrap();
-            assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-            let r: Value =
-                serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
-                    .unwrap();
-            file_entry(&r, ino).cloned()
+            let churn = [workload("mmap-churn"), file.clone(), "400000".into(), "-j".into(), "16".into()];
+            file_entry(&profile_command(&churn).0, ino).cloned()
         })
         .expect("the churned file had waits in one of 6 runs");
     assert!(u(&f, "contentions") > 0);
@@ -347,18 +334,7 @@ fn a_file_only_exited_processes_mapped_is_named() {
 #[test]
 fn spawn_names_every_file_it_waited_on() {
     let _g = serial();
-    let out = tempfile::tempdir().unwrap();
-    let st = rmapprof()
-        .arg("-o")
-        .arg(out.path())
-        .arg("--")
-        .arg(workload("spawn"))
-        .args(["4000", "-j", "8"])
-        .output()
-        .unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let (r, txt) = profile_command(&[workload("spawn"), "4000".into(), "-j".into(), "8".into()]);
     let truebin = std::fs::canonicalize("/bin/true").unwrap();
     let true_ino = std::fs::metadata(&truebin).unwrap().ino();
     let ext4 = on_ext4(&truebin);
@@ -370,7 +346,6 @@ fn spawn_names_every_file_it_waited_on() {
             assert_eq!(f["path"], truebin.to_str().unwrap());
         }
     }
-    let txt = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
     assert!(!txt.contains("[dev "), "{txt}");
 }
 

@@ -134,6 +134,16 @@ impl Running {
     }
 }
 
+/// Runs `rmapprof -o TMP -- COMMAND...` to its end; it must succeed. Returns report.json and
+/// report.txt.
+pub fn profile_command<S: AsRef<std::ffi::OsStr>>(command: &[S]) -> (Value, String) {
+    let out = tempfile::tempdir().unwrap();
+    let st = rmapprof().arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
+    (serde_json::from_str(&read("report.json")).expect("report.json parses"), read("report.txt"))
+}
+
 pub fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
     report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
 }
