@@ -62,9 +62,9 @@ pub struct Cli {
 
     /// kprobe/fentry modes: also count every i_mmap_rwsem acquisition (write and read), time
     /// its hold, and count the rmap tree operations inside it, per file and call path. This
-    /// probes down_*/up_* of every rwsem in the kernel: fork/exec-heavy work runs 14-28% slower
-    /// under QEMU's instruction clock (README, Performance); the counts are exact regardless,
-    /// the wait times are the ones to take from a run without it.
+    /// probes down_*/up_* of every rwsem in the kernel, which slows fork/exec-heavy work
+    /// measurably (docs/performance.md); the counts are exact regardless, the wait times are
+    /// the ones to take from a run without it.
     #[arg(long)]
     pub acquisitions: bool,
 
@@ -77,11 +77,13 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
           value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
     pub max_stack: u32,
-    /// kprobe and fentry modes unwind the kernel stack once per call site of
-    /// down_write/down_read (and of the rmap tree operations) and reuse it; every Nth reuse
-    /// is unwound again to check it (a site seen with two call paths is then unwound every
-    /// time, counted in the report). 1 checks every reuse; 0 turns the cache off: one unwind
-    /// per acquisition.
+    /// kprobe and fentry modes unwind the kernel stack once per call site of the rwsem
+    /// slowpaths (and with --acquisitions of down_write/down_read and the rmap tree
+    /// operations) and reuse it; the first reuses and every Nth after are unwound again to
+    /// check it. A site caught with two call paths is split by the stack word where they part
+    /// (then a second word, then a hash of the stack above); only a hash row caught again is
+    /// unwound every time. Counted in the report. 1 checks every reuse; 0 turns the cache
+    /// off: one unwind per acquisition.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub stack_cache_check: u64,
     /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of

@@ -62,8 +62,8 @@ pub struct Snapshot {
     pub lost: BTreeMap<String, u64>,
     /// Where the kernel stacks came from: unwinds, call-site cache hits, checks, conflicts.
     pub unwind: BTreeMap<String, u64>,
-    /// kprobe mode: call sites whose cached stack a recheck found wrong (unwound every time
-    /// since).
+    /// kprobe/fentry modes: call sites whose cached stack a recheck found wrong (split from
+    /// then on, callsite.rs).
     pub conflict_sites: Vec<CallSite>,
     /// Kernel stacks by key, leaf first, as the kernel records them.
     pub stacks: BTreeMap<u64, Vec<u64>>,
@@ -202,7 +202,8 @@ impl Collector {
         let max_stack = stacks.max_stack as u64;
         loader.override_global("MAX_STACK", &max_stack, true);
         loader.override_global("STACK_CACHE_CHECK", &stacks.cache_check, true);
-        // Without it (tracepoint mode, or addresses hidden) no call site is split (callsite.rs).
+        // Without it (tracepoint mode, or addresses hidden) a split site is never split by a
+        // hash of the stack above, only by stack words (callsite.rs).
         let (text_start, text_end) = match mode {
             Mode::Tracepoint => None,
             _ => KernelSymbols::text_range(),
@@ -383,9 +384,9 @@ const WAIT_PROBES: &[KernelProbe] = &[
 ];
 
 /// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
-/// it. `down_*`/`up_*` run for every rwsem in the kernel (~770 hooked calls per
-/// fork+exec+exit, ~80 of them on an i_mmap_rwsem), so these cost 14-28% of a fork/exec-heavy
-/// workload (README, Performance). `down_*` have entry probes only (the hold starts there; a
+/// it. `down_*`/`up_*` run for every rwsem in the kernel, far more often than on an
+/// i_mmap_rwsem, so these cost a fork/exec-heavy workload measurably (docs/performance.md).
+/// `down_*` have entry probes only (the hold starts there; a
 /// slowpath's return corrects it), see profiler-ebpf's probes.rs.
 const ACQUISITION_PROBES: &[KernelProbe] = &[
     // Releases before acquisitions: a hold begun while only `down_*` was attached would never
