@@ -386,8 +386,8 @@ const WAIT_PROBES: &[KernelProbe] = &[
 /// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
 /// it. `down_*`/`up_*` run for every rwsem in the kernel, far more often than on an
 /// i_mmap_rwsem, so these cost a fork/exec-heavy workload measurably (docs/performance.md).
-/// `down_*` have entry probes only (the hold starts there; a
-/// slowpath's return corrects it), see profiler-ebpf's probes.rs.
+/// `down_*` have entry probes only (the hold starts there; a slowpath's return corrects it),
+/// see profiler-ebpf's probes.rs.
 const ACQUISITION_PROBES: &[KernelProbe] = &[
     // Releases before acquisitions: a hold begun while only `down_*` was attached would never
     // end, and a write hold would keep its slot (probes.rs) taken for the whole run.
