@@ -1,5 +1,5 @@
-//! The README's Reliability table, on the running kernel (root): bad input, a full disk,
-//! signals at every stage, and nothing left attached or half-written afterwards.
+//! The reliability matrix of docs/testing.md, on the running kernel (root): bad input, a full
+//! disk, signals at every stage, and nothing left attached or half-written afterwards.
 
 mod common;
 

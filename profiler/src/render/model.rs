@@ -1,14 +1,14 @@
 //! `rmapprof model REPORT.json [AFTER.json] --cpus 64,128,384`: the serialised ceiling that
 //! i_mmap_rwsem write holds put on a fork/exec workload, and how a patch moves it.
 //!
-//! Model (an upper bound, stated in the README): a file's i_mmap_rwsem is held for write by one
-//! task at a time, for H ns per workload cycle (the sum of its write hold times per cycle), and
+//! Model (an upper bound, derived in docs/design.md): a file's i_mmap_rwsem is held for write by
+//! one task at a time, for H ns per workload cycle (the sum of its write hold times per cycle), and
 //! each of its A write acquisitions per cycle must also move the lock's cache line to the next
-//! owner (a hand-off of h ns, --handoff-ns). So the lock is busy S = H + A x h ns per cycle and
-//! no machine runs more than 1e9 / S cycles/s, whatever its CPU count. Without the lock, N CPUs
-//! run N x r cycles/s, r being the per-CPU rate the profiled run reached. The estimate at N CPUs
-//! is min(N x r, 1e9 / S of the busiest lock). Contention itself lengthens holds (wakeups,
-//! spinning owners' cache traffic), so real curves bend below this bound before reaching it.
+//! owner (a hand-off of h ns, --handoff-ns). So the lock is busy S = H + A x h ns per cycle and no
+//! machine runs more than 1e9 / S cycles/s, whatever its CPU count. Without the lock, N CPUs run
+//! N x r cycles/s, r being the per-CPU rate the profiled run reached. The estimate at N CPUs is
+//! min(N x r, 1e9 / S of the busiest lock). Contention itself lengthens holds (wakeups, spinning
+//! owners' cache traffic), so real curves bend below this bound before reaching it.
 
 use anyhow::{bail, Result};
 use std::fmt::Write;
