@@ -197,8 +197,14 @@ fn write_cover_letter(numbers: &str) -> Result<()> {
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
     let tail = shortlog_start(&old).map(|i| &old[i..]).unwrap_or("");
     let n = series()?.len() - 1;
+    // The subject prefix format-patch was given ("RFC PATCH v2"), kept from the letter there.
+    let prefix = old[header_end..]
+        .strip_prefix("Subject: [")
+        .and_then(|s| s.split_once(" 0/"))
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_else(|| "PATCH".into());
     let text = format!(
-        "{}Subject: [PATCH 0/{n}] {}\n\n{}\n\n{}",
+        "{}Subject: [{prefix} 0/{n}] {}\n\n{}\n\n{}",
         &old[..header_end],
         subject.trim(),
         blurb.trim_end(),
