@@ -324,7 +324,7 @@ pub fn run(o: &Opts) -> Result<()> {
             cmd.push("--icount".into());
         }
         let opts = vm::VmOpts {
-            kernel: vm::KERNELS[0],
+            kernel: vm::OURS,
             patched: false,
             debug: false,
             cpus,

@@ -50,7 +50,7 @@ enum Cmd {
         cycles: Option<u64>,
         #[arg(short, long, default_value_t = 2)]
         jobs: u64,
-        /// Run inside our 6.12 kernel under QEMU with N vCPUs: every rmapprof mode and
+        /// Run inside our 7.2 kernel under QEMU with N vCPUs: every rmapprof mode and
         /// perf lock contention -b load there.
         #[arg(long, value_name = "N", num_args = 0..=1, default_missing_value = "2")]
         vm: Option<u32>,
@@ -81,12 +81,12 @@ enum Cmd {
         #[arg(long, default_value_t = 30)]
         minutes: u64,
     },
-    /// Build our 6.12 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
+    /// Build our 7.2 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
     Vm {
-        /// Kernel series: 6.12 (ours) or 6.1 (Debian's older one).
-        #[arg(long, default_value = "6.12", value_parser = kernel_series)]
+        /// Kernel series: 7.2 (ours, Debian unstable's), 6.1 (Debian's older one) or 6.12.
+        #[arg(long, default_value = vm::OURS, value_parser = kernel_series)]
         kernel: &'static str,
-        /// Boot the kernel with patches/ applied (a separate cached build).
+        /// Boot the kernel with patches/ applied (a separate cached build; 7.2 only).
         #[arg(long)]
         patched: bool,
         /// Lockdep + DEBUG_VM kernel (vm/debug.config), another cached build.
@@ -111,7 +111,7 @@ enum Cmd {
     TestVm {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
-        /// Kernel series: 6.12 (ours) or 6.1; default both, in turn.
+        /// Kernel series: 7.2 (ours), 6.1 or 6.12; default 6.12 and 6.1 (CI's, `vm::CI_KERNELS`), in turn.
         #[arg(long, value_parser = kernel_series)]
         kernel: Option<&'static str>,
     },
@@ -134,7 +134,7 @@ enum Cmd {
         cover_letter_only: bool,
     },
     /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
-    /// the kprobe/fentry tests inside our 6.12 kernel (test-vm).
+    /// the kprobe/fentry tests inside Debian's 6.12 and 6.1 kernels (test-vm, `vm::CI_KERNELS`).
     Test {
         /// Only the tests on this machine's kernel (skip the VM).
         #[arg(long)]
@@ -162,12 +162,12 @@ fn run(cli: Cli) -> Result<()> {
             if host {
                 Ok(())
             } else {
-                vm::KERNELS.iter().try_for_each(|k| test_vm(2, k))
+                vm::CI_KERNELS.iter().try_for_each(|k| test_vm(2, k))
             }
         }
         Cmd::TestVm { cpus, kernel } => match kernel {
             Some(k) => test_vm(cpus, k),
-            None => vm::KERNELS.iter().try_for_each(|k| test_vm(cpus, k)),
+            None => vm::CI_KERNELS.iter().try_for_each(|k| test_vm(cpus, k)),
         },
         Cmd::Soak { minutes } => {
             setup::ensure()?;
@@ -208,10 +208,14 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
-/// Runs a command in the repository root, echoing it; fails if it fails.
+/// Runs a command in the repository root (unless it has a directory of its own), echoing it;
+/// fails if it fails.
 pub fn sh(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", format!("{cmd:?}").replace('"', ""));
-    let st = cmd.current_dir(root()).status().with_context(|| format!("running {cmd:?}"))?;
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
     if !st.success() {
         bail!("{cmd:?} failed ({st})");
     }

@@ -8,6 +8,7 @@ use crate::{build, root, sh, vm};
 /// Cycles and parallel jobs of each workload in the report.
 const CYCLES: u32 = 100;
 
+/// patches/*.patch, the cover letter first.
 fn series() -> Result<Vec<std::path::PathBuf>> {
     let mut v: Vec<_> = std::fs::read_dir(root().join("patches"))?
         .flatten()
@@ -22,21 +23,19 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
 /// DEBUG_VM on the patched kernel.
 pub fn check(cpus: u32, seconds: u32) -> Result<()> {
     build()?;
-    vm::ensure_tools(vm::KERNELS[0])?;
-    let src = vm::cache_dir().join("src/linux-source-6.12");
-    vm::build_kernel(vm::KERNELS[0], false, false)?; // unpacks the source if needed
+    let src = vm::unpacked_source(vm::OURS)?;
     for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
         sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
         eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
     }
-    vm::build_kernel(vm::KERNELS[0], true, true)?;
+    vm::build_kernel(vm::OURS, true, true)?;
     let selftests = build_selftests()?;
     let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
     cmd.extend(selftests);
     // 4G: mremap_test moves 2GB regions.
     let code = vm::run(
         &vm::VmOpts {
-            kernel: vm::KERNELS[0],
+            kernel: vm::OURS,
             patched: true,
             debug: true,
             cpus,
@@ -57,10 +56,10 @@ const SELFTESTS: &[&str] =
     &["cow", "mremap_test", "mremap_dontunmap", "map_fixed_noreplace", "madv_populate", "mseal_test"];
 
 fn build_selftests() -> Result<Vec<String>> {
-    let src = vm::cache_dir().join("src/linux-patched");
+    let src = vm::source(vm::OURS, true)?;
     let out = root().join("target/selftests-mm");
     std::fs::create_dir_all(&out)?;
-    let hdr = vm::cache_dir().join("build-patched-debug");
+    let hdr = vm::build_dir(vm::OURS, true, true);
     sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
     let mut built = Vec::new();
     for t in SELFTESTS {
@@ -99,14 +98,7 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
         let dir = format!("target/patches-report/{name}");
         let cmd = ["scripts/patches-report-guest.sh".to_owned(), dir, CYCLES.to_string(), cpus.to_string()];
         let code = vm::run(
-            &vm::VmOpts {
-                kernel: vm::KERNELS[0],
-                patched,
-                debug: false,
-                cpus,
-                memory: "2G".into(),
-                icount: false,
-            },
+            &vm::VmOpts { kernel: vm::OURS, patched, debug: false, cpus, memory: "2G".into(), icount: false },
             &cmd,
         )?;
         if code != 0 {
@@ -189,23 +181,30 @@ fn write_cover_letter(numbers: &str) -> Result<()> {
     let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
     let (subject, blurb) =
         template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
-    let version = vm::kernel_version(&vm::cache_dir().join("src/linux-source-6.12"))?;
-    let package = Command::new("dpkg-query")
-        .args(["-W", "-f", "${Version}", "linux-source-6.12"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "?".into());
+    let version = vm::kernel_version(&vm::unpacked_source(vm::OURS)?)?;
+    let package = vm::package_version(vm::OURS);
     let blurb = blurb
-        .replace("@BASE@", &format!("Debian linux-source-6.12 {package} (Linux {version})"))
+        .replace(
+            "@BASE@",
+            &format!(
+                "Debian linux-source-{} {package} from {} (Linux {version})",
+                vm::OURS,
+                vm::package_suite(vm::OURS)
+            ),
+        )
         .replace("@NUMBERS@", numbers.trim_end());
-    // Keep git's header lines and the shortlog/diffstat tail (from the first "rmapprof developers (" line).
+    // Keep git's header lines and the shortlog/diffstat tail (from git's "AUTHOR (N):" line).
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
-    let tail = old.find("\nrmapprof developers (").map(|i| &old[i + 1..]).unwrap_or("");
+    let tail = shortlog_start(&old).map(|i| &old[i..]).unwrap_or("");
     let n = series()?.len() - 1;
+    // The subject prefix format-patch was given ("RFC PATCH v2"), kept from the letter there.
+    let prefix = old[header_end..]
+        .strip_prefix("Subject: [")
+        .and_then(|s| s.split_once(" 0/"))
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_else(|| "PATCH".into());
     let text = format!(
-        "{}Subject: [PATCH 0/{n}] {}\n\n{}\n\n{}",
+        "{}Subject: [{prefix} 0/{n}] {}\n\n{}\n\n{}",
         &old[..header_end],
         subject.trim(),
         blurb.trim_end(),
@@ -213,4 +212,19 @@ fn write_cover_letter(numbers: &str) -> Result<()> {
     );
     std::fs::write(&path, text)?;
     Ok(())
+}
+
+/// Where `git format-patch --cover-letter`'s shortlog starts: its "AUTHOR (N):" line.
+fn shortlog_start(letter: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in letter.split_inclusive('\n') {
+        let l = line.trim_end();
+        if let Some(n) = l.strip_suffix("):").and_then(|h| h.rsplit_once(" (")).map(|(_, n)| n) {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(at);
+            }
+        }
+        at += line.len();
+    }
+    None
 }

@@ -29,7 +29,7 @@ pub fn ensure() -> Result<PathBuf> {
     if let Some(p) = binary() {
         return Ok(p);
     }
-    vm::ensure_tools(vm::KERNELS[0])?;
+    vm::ensure_tools(vm::OURS)?;
     if !["clang", "llvm-strip"].iter().all(|c| vm::have(c))
         || !std::path::Path::new("/usr/include/traceevent/event-parse.h").exists()
     {
