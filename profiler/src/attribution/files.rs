@@ -57,6 +57,9 @@ pub const LIBRARY_DIRS: &[&str] = &[
 #[derive(Default)]
 pub struct FileIndex {
     paths: HashMap<FileId, PathBuf>,
+    /// Files `name_unmapped` could not name: not tried again at every --interval (a snapshot
+    /// lists every file of the run, and a filesystem that cannot open by inode never will).
+    unnamable: std::collections::HashSet<FileId>,
 }
 
 impl FileIndex {
@@ -98,10 +101,15 @@ impl FileIndex {
     pub fn name_unmapped(&mut self, ids: impl IntoIterator<Item = FileId>) {
         let mut mounts = None;
         for id in ids {
-            if self.path(id).is_none() {
+            if self.path(id).is_none() && !self.unnamable.contains(&id) {
                 let mounts = mounts.get_or_insert_with(by_handle::mounts);
-                if let Some(p) = by_handle::path(id, mounts) {
-                    self.paths.insert(id, p);
+                match by_handle::path(id, mounts) {
+                    Some(p) => {
+                        self.paths.insert(id, p);
+                    }
+                    None => {
+                        self.unnamable.insert(id);
+                    }
                 }
             }
         }
