@@ -4,6 +4,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
 mod bench;
+mod letter;
 mod patches;
 mod perf;
 mod setup;
