@@ -20,16 +20,23 @@ for w in $what; do
 		--inode ld-linux-x86-64.so.2 --inode "$exe" \
 		-o "$out/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
 done
-# map-library: a copy of libc.so.6 that nothing else maps, so that every acquisition of its
-# i_mmap_rwsem is one of the COUNT mappings (docs/map-library.md).
+# map-library: copies of libc.so.6 that nothing else maps, so that every acquisition of their
+# i_mmap_rwsem is one of the COUNT mappings (docs/map-library.md): one on the repository's 9p
+# mount, mapped directly as a library on ext4 or xfs is; one under /tmp, which virtme-ng
+# makes an overlayfs (over tmpfs) as it does /usr/lib, so mapped through overlayfs' ->mmap()
+# as the guest's own libraries are.
 case " $what " in *" map-library "*)
-	lib=$(mktemp -d -p "$PWD/target")/libc-copy.so
-	cp "$(readlink -f /lib/x86_64-linux-gnu/libc.so.6)" "$lib"
-	for way in ldso bionic; do
-		"$bin/map-library" layout "$way" "$lib" > "$out/map-library-$way.layout"
-		"$bin/rmapprof" --mode kprobe --acquisitions --inode "$lib" --cycles "$cycles" \
-			-o "$out/map-library-$way" -- "$bin/map-library" "$way" "$lib" "$cycles" -j "$jobs" > /dev/null
+	for where in "$PWD/target" /tmp; do
+		dir=$(mktemp -d -p "$where")
+		lib=$dir/libc-copy.so
+		cp "$(readlink -f /lib/x86_64-linux-gnu/libc.so.6)" "$lib"
+		case $where in /tmp) name=map-library-overlay ;; *) name=map-library ;; esac
+		for way in ldso bionic; do
+			"$bin/map-library" layout "$way" "$lib" > "$out/$name-$way.layout"
+			"$bin/rmapprof" --mode kprobe --acquisitions --inode "$lib" --cycles "$cycles" \
+				-o "$out/$name-$way" -- "$bin/map-library" "$way" "$lib" "$cycles" -j "$jobs" > /dev/null
+		done
+		rm -r "$dir"
 	done
-	rm -r "$(dirname "$lib")"
 	;;
 esac
