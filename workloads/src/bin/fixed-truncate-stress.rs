@@ -104,7 +104,14 @@ fn main() {
                     // v was written by generation v, and removed by truncation v.
                     Ok(()) => match u32::from_ne_bytes(b) {
                         v if v == 0 || v > g => current.fetch_add(1, SeqCst),
-                        _ => stale.fetch_add(1, SeqCst),
+                        v => {
+                            let now = truncated.load(SeqCst);
+                            eprintln!(
+                                "fixed-truncate-stress: STALE: page {p} holds {v}, truncated {g} before the read, {now} after; MAP_FIXED at pages {first}..{}",
+                                first + 2
+                            );
+                            stale.fetch_add(1, SeqCst)
+                        }
                     },
                     Err(_) => beyond_eof.fetch_add(1, SeqCst),
                 };
