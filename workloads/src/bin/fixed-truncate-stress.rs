@@ -4,9 +4,9 @@
 //! cleared while the VMA is still in the file's rmap tree, and every mapped page stays
 //! reachable through it).
 //!
-//! - A truncator process writes generation k into every page but the first, truncates the
-//!   file to one page (publishing "truncated k"), and extends it again (the pages read back as
-//!   zero).
+//! - A truncator process writes generation k (and !k after it, so that a read a concurrent
+//!   write tore is told apart) into every page but the first, truncates the file to one page
+//!   (publishing "truncated k"), and extends it again (the pages read back as zero).
 //! - JOBS workers each loop: map the file MAP_PRIVATE, PROT_READ, the whole of it (the
 //!   reservation); populate its pages; map two pages of the same file and offset over it with
 //!   MAP_FIXED and other protections (its middle, or its start); read "truncated" (g); read
@@ -48,16 +48,19 @@ fn main() {
     };
     assert_ne!(shared, libc::MAP_FAILED);
     let truncated = unsafe { &*(shared as *const AtomicU32) };
-    let tally = unsafe { std::slice::from_raw_parts((shared as *const AtomicU64).add(1), 4) };
-    let [rounds, current, beyond_eof, stale] = [&tally[0], &tally[1], &tally[2], &tally[3]];
+    let tally = unsafe { std::slice::from_raw_parts((shared as *const AtomicU64).add(1), 5) };
+    let [rounds, current, beyond_eof, stale, torn] = [&tally[0], &tally[1], &tally[2], &tally[3], &tally[4]];
 
     let truncator = unsafe { libc::fork() };
     if truncator == 0 {
         let mut k = 1u32;
         loop {
+            // k and !k: a read that a concurrent write tore shows as such, not as stale data.
+            let mut b = [0u8; 8];
+            b[..4].copy_from_slice(&k.to_ne_bytes());
+            b[4..].copy_from_slice(&(!k).to_ne_bytes());
             for p in 1..PAGES {
-                let b = k.to_ne_bytes();
-                unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
+                unsafe { libc::pwrite(fd, b.as_ptr().cast(), 8, (p * PAGE) as i64) };
             }
             unsafe { libc::ftruncate(fd, PAGE as i64) };
             truncated.store(k, SeqCst);
@@ -99,12 +102,17 @@ fn main() {
             }
             let g = truncated.load(SeqCst);
             for p in 1..PAGES {
-                let mut b = [0u8; 4];
+                let mut b = [0u8; 8];
                 match mem.read_exact_at(&mut b, (base + p * PAGE) as u64) {
                     // v was written by generation v, and removed by truncation v.
-                    Ok(()) => match u32::from_ne_bytes(b) {
-                        v if v == 0 || v > g => current.fetch_add(1, SeqCst),
-                        v => {
+                    Ok(()) => match (
+                        u32::from_ne_bytes(b[..4].try_into().unwrap()),
+                        u32::from_ne_bytes(b[4..].try_into().unwrap()),
+                    ) {
+                        (0, 0) => current.fetch_add(1, SeqCst),
+                        (v, w) if w != !v => torn.fetch_add(1, SeqCst),
+                        (v, _) if v > g => current.fetch_add(1, SeqCst),
+                        (v, _) => {
                             let now = truncated.load(SeqCst);
                             eprintln!(
                                 "fixed-truncate-stress: STALE: page {p} holds {v}, truncated {g} before the read, {now} after; MAP_FIXED at pages {first}..{}",
@@ -127,10 +135,11 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     let stale = stale.load(SeqCst);
     println!(
-        "fixed-truncate-stress: {} rounds: {} pages read current data, {} beyond EOF, {stale} STALE",
+        "fixed-truncate-stress: {} rounds: {} pages read current data, {} beyond EOF, {} torn by a concurrent write, {stale} STALE",
         rounds.load(SeqCst),
         current.load(SeqCst),
-        beyond_eof.load(SeqCst)
+        beyond_eof.load(SeqCst),
+        torn.load(SeqCst)
     );
     std::process::exit(if ok && stale == 0 { 0 } else { 1 });
 }
