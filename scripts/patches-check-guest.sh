@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs inside the lockdep + DEBUG_VM kernel for `cargo xtask patches-check`: the fork/truncate
-# stress test, the mm selftests that apply, then fails on any kernel warning.
+# and MAP_FIXED/truncate stress tests, the mm selftests that apply, then fails on any kernel warning.
 # usage: patches-check-guest.sh SECONDS [SELFTEST...]
 set -u
 secs=$1
@@ -9,6 +9,12 @@ fail=0
 # The kernel log is checked whole, boot included: fork and exec run there too.
 echo "== fork-truncate-stress ${secs}s on $(uname -r), $(nproc) CPUs"
 target/release/fork-truncate-stress "$secs" || fail=1
+# Patch 3 maps MAP_FIXED over part of a file VMA in place: a file mapped directly (the
+# repository's 9p mount) and one mapped through overlayfs (/tmp, as the guest's libraries).
+echo "== fixed-truncate-stress ${secs}s, 9p"
+TMPDIR=$PWD/target target/release/fixed-truncate-stress "$secs" -j 2 || fail=1
+echo "== fixed-truncate-stress ${secs}s, overlayfs"
+TMPDIR=/tmp target/release/fixed-truncate-stress "$secs" -j 2 || fail=1
 for t in "$@"; do
 	echo "== selftest $(basename "$t")"
 	"$t" > /tmp/selftest.log 2>&1

@@ -380,8 +380,19 @@ fn run_with_progress(mut cmd: Command, what: &str) -> Result<()> {
 
 /// Boots the kernel and runs `command` inside with the repository as working directory.
 /// Returns the command's exit status.
+/// `$RMAPPROF_KERNEL_IMAGE`, when set, is booted instead: a bzImage built elsewhere (a kernel
+/// tree of one's own while a patch is being written); nothing is built then.
 pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
-    let image = build_kernel(opts.kernel, opts.patched, opts.debug)?;
+    let image = match std::env::var_os("RMAPPROF_KERNEL_IMAGE") {
+        Some(image) => {
+            let image = PathBuf::from(image);
+            if !image.is_file() {
+                bail!("RMAPPROF_KERNEL_IMAGE={}: no such file", image.display());
+            }
+            image
+        }
+        None => build_kernel(opts.kernel, opts.patched, opts.debug)?,
+    };
     let repo = root();
     let script = format!(
         "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",
