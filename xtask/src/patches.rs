@@ -158,9 +158,8 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
             bail!("rmapprof diff {w}: {}", String::from_utf8_lossy(&o.stderr));
         }
         // The acquisition table only: wait times under TCG are not evidence for a post.
-        let table = String::from_utf8_lossy(&o.stdout);
-        let table = table.split("\ni_mmap_rwsem wait per cycle").next().unwrap_or("");
-        acquisitions += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n\n", table.trim_end());
+        let diff = String::from_utf8_lossy(&o.stdout);
+        acquisitions += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n\n", acquisition_table(&diff));
         // The serialised ceiling at large CPU counts, before and after (docs/design.md), for the
         // reader of target/patches-report; not for the letter (TCG hold times).
         let m = Command::new(&rmapprof)
@@ -177,6 +176,22 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
     std::fs::write(out.join("instructions.txt"), &instructions)?;
     print!("{acquisitions}{instructions}");
     Ok(())
+}
+
+/// The header and acquisition table of `rmapprof diff`'s output: up to the blank line that
+/// ends the table under its "write acquisitions" heading.
+fn acquisition_table(diff: &str) -> String {
+    let mut out = Vec::new();
+    let mut in_table = false;
+    for line in diff.lines() {
+        if line.contains("write acquisitions per cycle") {
+            in_table = true;
+        } else if in_table && line.trim().is_empty() {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim_end().to_owned()
 }
 
 /// The workloads of the report: UnixBench's spawn, execl and shellscript shapes.
