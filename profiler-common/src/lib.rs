@@ -3,6 +3,8 @@
 //! a key, so every byte must be written.
 #![cfg_attr(not(test), no_std)]
 
+pub mod names;
+
 /// Which lock a contended address turned out to be.
 pub mod lock_kind {
     /// `address_space->i_mmap_rwsem` of a file: `host->i_mapping` points back at it.

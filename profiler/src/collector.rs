@@ -7,7 +7,9 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use profiler_common::{
-    lost, op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
+    lost,
+    names::{global, map, Family, ACQUISITION_PROBES, TRACEPOINTS, WAIT_PROBES},
+    op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
     WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
@@ -158,9 +160,6 @@ pub struct ProgramCost {
     pub verified_insns: Option<u32>,
 }
 
-pub const TRACEPOINTS: [(&str, &str); 2] =
-    [("contention_begin", "contention_begin"), ("contention_end", "contention_end")];
-
 impl Collector {
     /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
     /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
@@ -187,21 +186,21 @@ impl Collector {
         let tracefs = tracefs::ensure_mounted()?;
         let tp = |event, field| tracefs::field_offset(&tracefs, "lock", event, field);
         let tp_offsets = [
-            ("TP_BEGIN_LOCK", tp("contention_begin", "lock_addr")?),
-            ("TP_BEGIN_FLAGS", tp("contention_begin", "flags")?),
-            ("TP_END_LOCK", tp("contention_end", "lock_addr")?),
+            (global::TP_BEGIN_LOCK, tp("contention_begin", "lock_addr")?),
+            (global::TP_BEGIN_FLAGS, tp("contention_begin", "flags")?),
+            (global::TP_END_LOCK, tp("contention_end", "lock_addr")?),
         ];
         let filter = tgid.unwrap_or(0);
         let mut loader = EbpfLoader::new();
         for (name, off) in offsets.iter().chain(tp_offsets.iter()) {
             loader.override_global(name, off, true);
         }
-        loader.override_global("FILTER_TGID", &filter, true);
+        loader.override_global(global::FILTER_TGID, &filter, true);
         let acquisitions_global = acquisitions as u64;
-        loader.override_global("ACQUISITIONS", &acquisitions_global, true);
+        loader.override_global(global::ACQUISITIONS, &acquisitions_global, true);
         let max_stack = stacks.max_stack as u64;
-        loader.override_global("MAX_STACK", &max_stack, true);
-        loader.override_global("STACK_CACHE_CHECK", &stacks.cache_check, true);
+        loader.override_global(global::MAX_STACK, &max_stack, true);
+        loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
         // Without it (tracepoint mode, or addresses hidden) a split site is never split by a
         // hash of the stack above, only by stack words (callsite.rs).
         let (text_start, text_end) = match mode {
@@ -209,40 +208,42 @@ impl Collector {
             _ => KernelSymbols::text_range(),
         }
         .unwrap_or((0, 0));
-        loader.override_global("TEXT_START", &text_start, true);
-        loader.override_global("TEXT_END", &text_end, true);
+        loader.override_global(global::TEXT_START, &text_start, true);
+        loader.override_global(global::TEXT_END, &text_end, true);
         // Fault injection for the tests: a stack table this small fills up
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
-            loader.map_max_entries("STACKS", n);
+            loader.map_max_entries(map::STACKS, n);
         }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
-        for (prog, _) in TRACEPOINTS {
-            let p: &mut TracePoint = program(&mut ebpf, prog)?.try_into()?;
-            p.load().with_context(|| format!("verifier rejected {prog}"))?;
+        for tp in TRACEPOINTS {
+            let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
+            p.load().with_context(|| format!("verifier rejected {}", tp.program))?;
         }
         let mut probes = Vec::new();
-        let families: &[Mode] = match mode {
-            Mode::Auto => &[Mode::Fentry, Mode::Kprobe],
+        let families: &[(Family, Mode)] = match mode {
+            Mode::Auto => &[(Family::Fentry, Mode::Fentry), (Family::Kprobe, Mode::Kprobe)],
             Mode::Tracepoint => &[],
-            Mode::Kprobe => &[Mode::Kprobe],
-            Mode::Fentry => &[Mode::Fentry],
+            Mode::Kprobe => &[(Family::Kprobe, Mode::Kprobe)],
+            Mode::Fentry => &[(Family::Fentry, Mode::Fentry)],
         };
         let mut used = Mode::Tracepoint;
-        for &family in families {
+        for &(family, family_mode) in families {
             match attach_family(&mut ebpf, family, btf_path, acquisitions) {
                 Ok(statuses) => {
                     probes.extend(statuses);
-                    used = family;
+                    used = family_mode;
                     break;
                 }
                 Err(e) if mode == Mode::Auto => probes.push(ProbeStatus {
-                    probe: format!("{} mode", family.name()),
+                    probe: format!("{} mode", family_mode.name()),
                     attached: false,
                     error: Some(format!("{e:#}")),
                 }),
                 Err(e) => {
-                    return Err(e.context(format!("--mode {} is not available on this kernel", family.name())))
+                    return Err(
+                        e.context(format!("--mode {} is not available on this kernel", family_mode.name()))
+                    )
                 }
             }
         }
@@ -250,10 +251,11 @@ impl Collector {
         // profiling window, which starts once attaching is done (in auto mode the fentry and
         // kprobe attempts before take ~100 ms).
         let mut tracepoints = Vec::new();
-        for (prog, event) in TRACEPOINTS {
-            let p: &mut TracePoint = program(&mut ebpf, prog)?.try_into()?;
-            p.attach("lock", event).with_context(|| format!("attaching lock:{event}"))?;
-            let probe = format!("tracepoint:lock:{event}");
+        for tp in TRACEPOINTS {
+            let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
+            let (category, event) = (tp.category, tp.event);
+            p.attach(category, event).with_context(|| format!("attaching {category}:{event}"))?;
+            let probe = format!("tracepoint:{category}:{event}");
             tracepoints.push(ProbeStatus { probe, attached: true, error: None });
         }
         probes.splice(0..0, tracepoints);
@@ -270,10 +272,10 @@ impl Collector {
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
     pub fn snapshot(&self, with_stacks: bool) -> Result<Snapshot> {
-        let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map("CONTENTION")?)?;
-        let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map("WAIT_HIST")?)?;
-        let lost_map: Array<&MapData, u64> = Array::try_from(self.map("LOST")?)?;
-        let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map("OPS")?)?;
+        let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map(map::CONTENTION)?)?;
+        let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map(map::WAIT_HIST)?)?;
+        let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
+        let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
         let ops_rows = ops.len();
         let mut snap = Snapshot {
@@ -282,17 +284,17 @@ impl Collector {
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
-        let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map("STACKS")?)?;
+        let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
         let stack_rows = stacks.keys().count();
-        let sites: HashMap<&MapData, CallSite, CachedStack> = HashMap::try_from(self.map("CALL_SITES")?)?;
+        let sites: HashMap<&MapData, CallSite, CachedStack> = HashMap::try_from(self.map(map::CALL_SITES)?)?;
         let sites: Vec<(CallSite, CachedStack)> = sites.iter().filter_map(|r| r.ok()).collect();
         let site_rows = sites.len();
         for (name, rows) in [
-            ("CONTENTION", snap.waits.len()),
-            ("WAIT_HIST", snap.hists.len()),
-            ("OPS", ops_rows),
-            ("STACKS", stack_rows),
-            ("CALL_SITES", site_rows),
+            (map::CONTENTION, snap.waits.len()),
+            (map::WAIT_HIST, snap.hists.len()),
+            (map::OPS, ops_rows),
+            (map::STACKS, stack_rows),
+            (map::CALL_SITES, site_rows),
         ] {
             let max = match self.map(name)? {
                 aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
@@ -301,7 +303,7 @@ impl Collector {
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
         }
         snap.lost = counters(&lost_map, &lost::NAMES);
-        snap.unwind = counters(&Array::try_from(self.map("UNWIND")?)?, &unwind::NAMES);
+        snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
         if with_stacks {
             snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
             let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
@@ -367,53 +369,20 @@ fn unload(p: &mut Program) -> Result<(), aya::programs::ProgramError> {
     }
 }
 
-/// (kprobe program, fentry program, kernel function). A kprobe program may serve several
-/// functions; an fentry program is bound to one function at load.
-type KernelProbe = (&'static str, &'static str, &'static str);
-
-/// What kprobe/fentry modes always attach: the waits the lock tracepoints cannot see. These
-/// functions run only when an rwsem is contended (about once per fork+exec+exit), so they cost
-/// nothing measurable.
-const WAIT_PROBES: &[KernelProbe] = &[
-    ("kp_down_write_slowpath", "fe_down_write_slowpath", "rwsem_down_write_slowpath"),
-    ("kr_down_write_slowpath", "fx_down_write_slowpath", "rwsem_down_write_slowpath"),
-    ("kp_down_read_slowpath", "fe_down_read_slowpath", "rwsem_down_read_slowpath"),
-    ("kr_down_read_slowpath", "fx_down_read_slowpath", "rwsem_down_read_slowpath"),
-    ("kp_osq_lock", "fe_osq_lock", "osq_lock"),
-    ("kr_osq_lock", "fx_osq_lock", "osq_lock"),
-];
-
-/// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
-/// it. `down_*`/`up_*` run for every rwsem in the kernel, far more often than on an
-/// i_mmap_rwsem, so these cost a fork/exec-heavy workload measurably (docs/performance.md).
-/// `down_*` have entry probes only (the hold starts there; a slowpath's return corrects it),
-/// see profiler-ebpf's probes.rs.
-const ACQUISITION_PROBES: &[KernelProbe] = &[
-    // Releases before acquisitions: a hold begun while only `down_*` was attached would never
-    // end, and a write hold would keep its slot (probes.rs) taken for the whole run.
-    ("kp_up", "fe_up_write", "up_write"),
-    ("kp_up", "fe_up_read", "up_read"),
-    ("kp_down_write", "fe_down_write", "down_write"),
-    ("kp_down_read", "fe_down_read", "down_read"),
-    ("kp_rmap_insert", "fe_rmap_insert", "vma_interval_tree_insert"),
-    ("kp_rmap_insert_after", "fe_rmap_insert_after", "vma_interval_tree_insert_after"),
-    ("kp_rmap_remove", "fe_rmap_remove", "vma_interval_tree_remove"),
-];
-
 /// Attaches one probe family. The first probe failing means the family is unusable here (no
 /// kprobes, fentry refused) and is an error; a later one failing (function missing, renamed or
 /// inlined on this kernel) is recorded and skipped.
 fn attach_family(
     ebpf: &mut Ebpf,
-    family: Mode,
+    family: Family,
     btf_path: &Path,
     acquisitions: bool,
 ) -> Result<Vec<ProbeStatus>> {
     let btf = match family {
-        Mode::Fentry => {
+        Family::Fentry => {
             Some(Btf::parse_file(btf_path, aya::Endianness::default()).context("reading BTF for fentry")?)
         }
-        _ => None,
+        Family::Kprobe => None,
     };
     let mut statuses = Vec::new();
     let mut loaded = std::collections::HashSet::new();
@@ -421,7 +390,8 @@ fn attach_family(
     // had been renamed or inlined (RMAPPROF_FAULT_MISSING_PROBE=FUNC).
     let missing = std::env::var("RMAPPROF_FAULT_MISSING_PROBE").ok();
     let extra = if acquisitions { ACQUISITION_PROBES } else { &[] };
-    for (i, &(kp, fe, func)) in WAIT_PROBES.iter().chain(extra).enumerate() {
+    for (i, probe) in WAIT_PROBES.iter().chain(extra).enumerate() {
+        let func = probe.function;
         let renamed;
         let func = if missing.as_deref() == Some(func) {
             renamed = format!("{func}_renamed_by_rmapprof_test");
@@ -429,10 +399,7 @@ fn attach_family(
         } else {
             func
         };
-        let (prog, kind) = match family {
-            Mode::Fentry => (fe, if fe.starts_with("fx_") { "fexit" } else { "fentry" }),
-            _ => (kp, if kp.starts_with("kr_") { "kretprobe" } else { "kprobe" }),
-        };
+        let (prog, kind) = (probe.program(family), probe.kind(family));
         let res: Result<()> = (|| {
             let p = program(ebpf, prog)?;
             match p {
@@ -476,6 +443,47 @@ fn attach_family(
 mod tests {
     use super::*;
     use profiler_common::lock_kind;
+
+    /// profiler-common's names are the contract between the two sides: every map, global and
+    /// program userspace names is in the eBPF object it embeds, each program in the section of
+    /// its kind (which is what the kernel attaches it as).
+    #[test]
+    fn the_embedded_object_has_every_name_userspace_uses() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        let elf = object::File::parse(EBPF_OBJECT).expect("the embedded eBPF object is ELF");
+        let section_of = |name: &str| -> Option<String> {
+            let index = elf.symbol_by_name(name)?.section_index()?;
+            Some(elf.section_by_index(index).ok()?.name().ok()?.to_owned())
+        };
+        let maps = [map::LOST, map::UNWIND].into_iter().chain(map::AGGREGATION);
+        for name in maps {
+            assert_eq!(section_of(name).as_deref(), Some("maps"), "map {name}");
+        }
+        let globals = [
+            global::TP_BEGIN_LOCK,
+            global::TP_BEGIN_FLAGS,
+            global::TP_END_LOCK,
+            global::MAX_STACK,
+            global::FILTER_TGID,
+            global::ACQUISITIONS,
+            global::STACK_CACHE_CHECK,
+            global::TEXT_START,
+            global::TEXT_END,
+            global::PT_REGS_SIZE,
+        ];
+        for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
+            assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
+        }
+        for tp in TRACEPOINTS {
+            assert_eq!(section_of(tp.program).as_deref(), Some("tracepoint"), "{}", tp.program);
+        }
+        for probe in WAIT_PROBES.iter().chain(ACQUISITION_PROBES) {
+            for family in [Family::Kprobe, Family::Fentry] {
+                let (program, kind) = (probe.program(family), probe.kind(family));
+                assert_eq!(section_of(program).as_deref(), Some(kind), "{program} on {}", probe.function);
+            }
+        }
+    }
 
     /// An `OPS` key on one test file.
     fn key(op: u32, stack: u64) -> OpKey {
