@@ -9,42 +9,21 @@ use aya::{
 use profiler_common::{
     lost,
     names::{global, map, Family, ACQUISITION_PROBES, TRACEPOINTS, WAIT_PROBES},
-    op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
-    WaitHist, WaitStats,
+    op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats, WaitHist,
+    WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
 
-use crate::{attribution::symbols::KernelSymbols, btf, tracefs};
+use crate::{
+    attribution::symbols::KernelSymbols,
+    btf,
+    mode::{Mode, RunMode},
+    tracefs,
+};
 
 /// The eBPF object built by build.rs from profiler-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof"));
-
-/// How rmapprof observes the lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// fentry/fexit if the kernel allows, else kprobe, else tracepoint.
-    Auto,
-    /// lock:contention_begin/end: sleeping waits only; optimistic spinning is invisible.
-    Tracepoint,
-    /// kprobes and kretprobes on the rwsem slowpaths and osq_lock: optimistic spinning too;
-    /// with --acquisitions also kprobes on down_*/up_* and the rmap tree.
-    Kprobe,
-    /// fentry (and fexit where kprobe mode has a kretprobe) on the same functions.
-    Fentry,
-}
-
-impl Mode {
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Auto => "auto",
-            Mode::Tracepoint => "tracepoint",
-            Mode::Kprobe => "kprobe",
-            Mode::Fentry => "fentry",
-        }
-    }
-}
 
 /// One probe and whether it attached, for the report.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -106,9 +85,23 @@ fn counters(map: &Array<&MapData, u64>, names: &[&str]) -> BTreeMap<String, u64>
     names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), map.get(&(i as u32), 0).unwrap_or(0))).collect()
 }
 
+/// What to load and attach: the run's options that reach the kernel.
+pub struct Config<'a> {
+    pub mode: Mode,
+    /// Kernel BTF to read struct offsets (and fentry targets) from.
+    pub btf: &'a Path,
+    /// Only this process's tasks; every task when None.
+    pub tgid: Option<u32>,
+    pub stacks: StackOptions,
+    /// Keep the kernel's BPF run-time statistics on (`--bpf-stats`).
+    pub bpf_stats: bool,
+    /// Attach [`ACQUISITION_PROBES`] too (`--acquisitions`).
+    pub acquisitions: bool,
+}
+
 pub struct Collector {
     ebpf: Ebpf,
-    pub mode: Mode,
+    pub mode: RunMode,
     pub probes: Vec<ProbeStatus>,
     /// Every acquisition is counted (`--acquisitions` in kprobe/fentry mode).
     pub acquisitions: bool,
@@ -161,18 +154,11 @@ pub struct ProgramCost {
 }
 
 impl Collector {
-    /// Loads and attaches the programs of `mode`; `tgid` restricts them to one process.
-    /// `auto` tries fentry, then kprobe, then tracepoints alone, and records why each failed.
-    /// `acquisitions` (kprobe/fentry only) also attaches [`ACQUISITION_PROBES`]; a kernel that
-    /// allows neither family is then an error, not a fallback.
-    pub fn start(
-        mode: Mode,
-        btf_path: &Path,
-        tgid: Option<u32>,
-        stacks: StackOptions,
-        bpf_stats: bool,
-        acquisitions: bool,
-    ) -> Result<Self> {
+    /// Loads and attaches the programs of `config.mode`. `auto` tries fentry, then kprobe, then
+    /// tracepoints alone, and records why each failed. With `acquisitions` (kprobe/fentry only)
+    /// a kernel that allows neither family is an error, not a fallback.
+    pub fn start(config: &Config) -> Result<Self> {
+        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions } = *config;
         // Before attaching, so every run is counted.
         let stats = if bpf_stats {
             Some(
@@ -221,13 +207,13 @@ impl Collector {
             p.load().with_context(|| format!("verifier rejected {}", tp.program))?;
         }
         let mut probes = Vec::new();
-        let families: &[(Family, Mode)] = match mode {
-            Mode::Auto => &[(Family::Fentry, Mode::Fentry), (Family::Kprobe, Mode::Kprobe)],
+        let families: &[(Family, RunMode)] = match mode {
+            Mode::Auto => &[(Family::Fentry, RunMode::Fentry), (Family::Kprobe, RunMode::Kprobe)],
             Mode::Tracepoint => &[],
-            Mode::Kprobe => &[(Family::Kprobe, Mode::Kprobe)],
-            Mode::Fentry => &[(Family::Fentry, Mode::Fentry)],
+            Mode::Kprobe => &[(Family::Kprobe, RunMode::Kprobe)],
+            Mode::Fentry => &[(Family::Fentry, RunMode::Fentry)],
         };
-        let mut used = Mode::Tracepoint;
+        let mut used = RunMode::Tracepoint;
         for &(family, family_mode) in families {
             match attach_family(&mut ebpf, family, btf_path, acquisitions) {
                 Ok(statuses) => {
@@ -259,7 +245,7 @@ impl Collector {
             tracepoints.push(ProbeStatus { probe, attached: true, error: None });
         }
         probes.splice(0..0, tracepoints);
-        if acquisitions && used == Mode::Tracepoint {
+        if acquisitions && used == RunMode::Tracepoint {
             let why: Vec<String> =
                 probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();
             bail!(
@@ -272,7 +258,8 @@ impl Collector {
 
     /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
     pub fn snapshot(&self, with_stacks: bool) -> Result<Snapshot> {
-        let waits: HashMap<&MapData, ContentionKey, WaitStats> = HashMap::try_from(self.map(map::CONTENTION)?)?;
+        let waits: HashMap<&MapData, ContentionKey, WaitStats> =
+            HashMap::try_from(self.map(map::CONTENTION)?)?;
         let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map(map::WAIT_HIST)?)?;
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
         let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;

@@ -13,13 +13,14 @@ use crate::{
         symbols::KernelSymbols,
     },
     collector::{ProbeStatus, Snapshot},
+    mode::RunMode,
 };
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Report {
     pub tool: String,
     pub version: String,
-    pub mode: String,
+    pub mode: RunMode,
     /// Every i_mmap_rwsem acquisition was counted (`--acquisitions`, kprobe/fentry modes):
     /// acquisitions, hold times and rmap operations are observed, not null. Reports written
     /// before the option existed lack it and counted them in kprobe/fentry mode.
@@ -200,7 +201,7 @@ fn rw_name(flags: u32) -> String {
 
 /// What `build` needs besides the snapshot.
 pub struct Context<'a> {
-    pub mode: &'a str,
+    pub mode: RunMode,
     /// Every acquisition was counted (`--acquisitions`).
     pub acquisitions: bool,
     pub duration_ns: u64,
@@ -254,7 +255,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
             add_hist(&mut f.wait_hist_log2, &hist.buckets);
         }
     }
-    let probed = matches!(ctx.mode, "kprobe" | "fentry");
+    let probed = ctx.mode.probed();
     let counted = probed && ctx.acquisitions;
     let frames_of = |stack: u64| -> Vec<String> {
         match snap.stacks.get(&stack) {
@@ -439,7 +440,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     Report {
         tool: "rmapprof".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        mode: ctx.mode.into(),
+        mode: ctx.mode,
         acquisitions_counted: Some(counted),
         kernel: kernel_release(),
         duration_ns: ctx.duration_ns,
@@ -580,7 +581,7 @@ mod tests {
         ];
         let index = FileIndex::default();
         let ctx = Context {
-            mode: "fentry",
+            mode: RunMode::Fentry,
             acquisitions: true,
             duration_ns: 1,
             cycles: None,

@@ -25,7 +25,7 @@ fn name(path: &str) -> &str {
 /// Every acquisition was counted. Reports written before `acquisitions_counted` existed lack
 /// it and counted them in kprobe/fentry mode.
 fn counted(r: &Report) -> bool {
-    r.acquisitions_counted.unwrap_or(r.mode != "tracepoint")
+    r.acquisitions_counted.unwrap_or(r.mode.probed())
 }
 
 /// What two reports have in common, and so what is compared.
@@ -109,7 +109,7 @@ fn delta(a: Option<f64>, b: Option<f64>) -> String {
 
 /// `before: fentry mode with --acquisitions, Linux 6.12.117`.
 fn run_line(label: &str, r: &Report) -> String {
-    let acq = if counted(r) && r.mode != "tracepoint" { " with --acquisitions" } else { "" };
+    let acq = if counted(r) && r.mode.probed() { " with --acquisitions" } else { "" };
     clip(&format!("{label} {} mode{acq}, Linux {}", r.mode, r.kernel), 80, Keep::Head)
 }
 
@@ -306,7 +306,7 @@ mod tests {
     fn run(kernel: &str, fork: u64, mmap: u64) -> Report {
         let mut r = crate::render::text::tests::sample();
         r.kernel = kernel.into();
-        r.mode = "fentry".into();
+        r.mode = crate::mode::RunMode::Fentry;
         r.acquisitions_counted = Some(true);
         r.cycles = Some(100);
         let row =

@@ -257,8 +257,8 @@ mod tests {
                 clean_lines("model", &model::table(&[("before", &b), ("after", &a)], &[64], 100.0).unwrap())?;
                 // Per file: one sleep stack, and spin split in osq_lock and owner spinning.
                 one_line_per_stack(&folded::folded(&b), 6)?;
-                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Sleep), 2)?;
-                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Spin), 4)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Sleep), 2)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Spin), 4)?;
             }
         }
 

@@ -5,11 +5,14 @@
 use std::fmt::Write;
 
 use super::{clip, escape, fmt_count_f, fmt_ns, fmt_ns_f, Keep};
-use crate::report::{FileReport, Report};
+use crate::{
+    mode::RunMode,
+    report::{FileReport, Report},
+};
 
 fn mode_note(r: &Report) -> &'static str {
-    match (r.mode.as_str(), r.acquisitions_counted) {
-        ("tracepoint", _) => "sleeping waits only; optimistic spinning not seen",
+    match (r.mode, r.acquisitions_counted) {
+        (RunMode::Tracepoint, _) => "sleeping waits only; optimistic spinning not seen",
         (_, Some(false)) => "waits, spinning included; --acquisitions also counts every acquisition",
         _ => "waits, spinning included, and every acquisition",
     }
@@ -25,12 +28,8 @@ pub(crate) fn short_path(f: &FileReport, width: usize) -> String {
 /// The per-file table and lock-class comparison: stdout summary and --interval output.
 pub fn summary(r: &Report) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "i_mmap_rwsem contention by file ({} mode, {:.2} s)",
-        escape(&r.mode),
-        r.duration_ns as f64 / 1e9
-    );
+    let _ =
+        writeln!(s, "i_mmap_rwsem contention by file ({} mode, {:.2} s)", r.mode, r.duration_ns as f64 / 1e9);
     let _ = writeln!(s, "{:<36} {:>7} {:>9} {:>9} {:>9} {:>4}", "FILE", "WAITS", "TOTAL", "MAX", "AVG", "W%");
     if r.files.is_empty() {
         let _ = writeln!(s, "  (no i_mmap_rwsem contention seen)");
@@ -163,7 +162,7 @@ pub fn classes(r: &Report) -> String {
 pub fn full(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "rmapprof {} on Linux {}", escape(&r.version), escape(&r.kernel));
-    let _ = writeln!(s, "mode: {} ({})", escape(&r.mode), mode_note(r));
+    let _ = writeln!(s, "mode: {} ({})", r.mode, mode_note(r));
     if let Some(c) = &r.command {
         let args: Vec<_> = c.iter().map(|a| escape(a)).collect();
         let _ = writeln!(s, "command: {}", args.join(" "));
@@ -304,7 +303,7 @@ pub(crate) mod tests {
         Report {
             tool: "rmapprof".into(),
             version: "0.1.0".into(),
-            mode: "tracepoint".into(),
+            mode: RunMode::Tracepoint,
             acquisitions_counted: Some(false),
             kernel: "6.18.0".into(),
             duration_ns: 2_000_000_000,
@@ -424,7 +423,7 @@ pub(crate) mod tests {
         let mut r = sample();
         let mode_line = |r: &Report| full(r).lines().find(|l| l.starts_with("mode:")).unwrap().to_owned();
         assert!(mode_line(&r).contains("optimistic spinning not seen"));
-        r.mode = "fentry".into();
+        r.mode = RunMode::Fentry;
         assert!(mode_line(&r).contains("--acquisitions also counts every acquisition"), "{}", mode_line(&r));
         r.acquisitions_counted = Some(true);
         assert_eq!(mode_line(&r), "mode: fentry (waits, spinning included, and every acquisition)");
