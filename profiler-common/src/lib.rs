@@ -39,12 +39,17 @@ pub mod lost {
     pub const STATS_MAP_FULL: u32 = 3;
     /// The per-file histogram map was full: the wait is in the totals but not the histogram.
     pub const HIST_MAP_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
+    pub const NAMES: [&str; COUNT as usize] =
+        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full"];
+}
+
+/// Events left unmeasured by design, not lost; index into the `NOT_MEASURED` array map.
+pub mod not_measured {
     /// A lock contended while the task already waited for another (a spinlock inside an rwsem
     /// slowpath): only the outer wait is measured, as perf lock contention does.
-    pub const NESTED: u32 = 5;
-    pub const COUNT: u32 = 6;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
+    pub const NESTED: u32 = 0;
+    pub const COUNT: u32 = 1;
 }
 
 /// How kprobe mode came by its kernel stacks; index into the `UNWIND` array map. A stack is
@@ -111,15 +116,12 @@ pub mod op {
     pub const ACQUIRE_WRITE: u32 = 1;
     /// i_mmap_rwsem taken for read (`down_read`); ns = hold time.
     pub const ACQUIRE_READ: u32 = 2;
-    /// `rwsem_down_{write,read}_slowpath` entry to return; ns = spin + sleep.
+    /// `rwsem_down_{write,read}_slowpath` entry to return; ns = spin + sleep. The row also
+    /// carries the spinning and `osq_lock` time ([`super::OpStats`]).
     pub const SLOWPATH_WRITE: u32 = 3;
     pub const SLOWPATH_READ: u32 = 4;
-    /// Slowpath time not spent asleep: optimistic spinning (osq_lock, owner spinning); ns.
-    /// Counted inside the slowpath rows ([`super::OpStats`]); rows of their own in userspace.
-    pub const SPIN: u32 = 5;
-    /// Time inside `osq_lock` (part of SPIN); ns. As SPIN.
-    pub const OSQ: u32 = 6;
-    /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree.
+    /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree, outside a write
+    /// hold of this task (inside one, the hold's row counts it).
     pub const RMAP_INSERT: u32 = 7;
     /// `vma_interval_tree_remove`.
     pub const RMAP_REMOVE: u32 = 8;
@@ -270,8 +272,7 @@ pub struct WaitStats {
 /// - `SLOWPATH_*` rows: how much of the slowpath time was spinning (the rest slept) and queued
 ///   in `osq_lock`, one update instead of three, made while the lock is already held (the
 ///   slowpath has returned), where every instruction lengthens the hold others wait on.
-/// The collector turns these into `RMAP_INSERT`/`RMAP_REMOVE` and `SPIN`/`OSQ` rows with the
-/// same file and stack.
+/// The report reads the rows as they are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStats {

@@ -13,6 +13,7 @@ pub mod map {
     pub const CALL_SITES: &str = "CALL_SITES";
     pub const LOST: &str = "LOST";
     pub const UNWIND: &str = "UNWIND";
+    pub const NOT_MEASURED: &str = "NOT_MEASURED";
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
     pub const AGGREGATION: [&str; 5] = [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES];
 }

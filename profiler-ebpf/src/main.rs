@@ -26,8 +26,8 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering::Relaxed};
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, stack_key, unwind, ContentionKey, KernelStack, LockTarget,
-    TaskWait, WaitHist, WaitStats, STACK_DEPTH,
+    lcb_flags, lock_kind, log2_bucket, lost, not_measured, stack_key, unwind, ContentionKey, KernelStack,
+    LockTarget, TaskWait, WaitHist, WaitStats, STACK_DEPTH,
 };
 
 /// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
@@ -71,6 +71,9 @@ pub mod scratch {
 }
 #[map]
 static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
+/// Waits left unmeasured by design (see [`profiler_common::not_measured`]).
+#[map]
+static NOT_MEASURED: Array<u64> = Array::with_max_entries(not_measured::COUNT, 0);
 /// Where kernel stacks came from (see [`profiler_common::unwind`]).
 #[map]
 static UNWIND: Array<u64> = Array::with_max_entries(unwind::COUNT, 0);
@@ -175,7 +178,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         // Already waiting: the same lock again (a retry inside one slowpath) keeps the first
         // start time; another lock is a nested wait (wait_lock inside an rwsem slowpath).
         if w.lock != lock {
-            count_lost(lost::NESTED);
+            bump(&NOT_MEASURED, not_measured::NESTED);
         }
         return 0;
     }

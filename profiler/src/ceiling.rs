@@ -47,10 +47,9 @@ pub fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Analysis> {
         .files
         .iter()
         .map(|f| {
-            // acquire_paths: `contentions` counts acquisitions, `wait_ns_total` is hold time.
             let writes = f.acquire_paths.iter().filter(|p| p.rw == "write");
-            let acquisitions = writes.clone().map(|p| p.contentions as f64).sum::<f64>() / cycles as f64;
-            let hold = writes.map(|p| p.wait_ns_total as f64).sum::<f64>() / cycles as f64;
+            let acquisitions = writes.clone().map(|p| p.acquisitions as f64).sum::<f64>() / cycles as f64;
+            let hold = writes.map(|p| p.hold_ns_total as f64).sum::<f64>() / cycles as f64;
             Lock {
                 file: f.path.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p)).unwrap_or("?").to_owned(),
                 acquisitions_per_cycle: acquisitions,

@@ -9,8 +9,8 @@ use aya::{
 use profiler_common::{
     lost,
     names::{global, map, Family, ACQUISITION_PROBES, TRACEPOINTS, WAIT_PROBES},
-    op, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats, WaitHist,
-    WaitStats,
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
+    WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -37,10 +37,13 @@ pub struct ProbeStatus {
 #[derive(Default)]
 pub struct Snapshot {
     pub waits: Vec<(ContentionKey, WaitStats)>,
-    /// kprobe/fentry modes: acquisitions, slowpaths, spin, rmap operations.
-    pub ops: Vec<(OpKey, WaitStats)>,
+    /// kprobe/fentry modes: acquisitions, slowpaths, spin, rmap operations, as the kernel
+    /// folded them (`OpStats`).
+    pub ops: Vec<(OpKey, OpStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
     pub lost: BTreeMap<String, u64>,
+    /// Nested waits, not measured by design.
+    pub nested_waits: u64,
     /// Where the kernel stacks came from: unwinds, call-site cache hits, checks, conflicts.
     pub unwind: BTreeMap<String, u64>,
     /// kprobe/fentry modes: call sites whose cached stack a recheck found wrong (split from
@@ -107,39 +110,6 @@ pub struct Collector {
     pub acquisitions: bool,
     /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
     stats: Option<std::os::fd::OwnedFd>,
-}
-
-/// `OPS` rows as the report reads them: the rmap operations a write-hold row counted become
-/// `RMAP_INSERT`/`RMAP_REMOVE` rows of the same file and stack, added to those the programs
-/// recorded one by one (outside a hold they found); a slowpath row's spin and osq_lock time
-/// become `SPIN` and `OSQ` rows, one event per slowpath.
-fn op_rows(ops: Vec<(OpKey, OpStats)>) -> Vec<(OpKey, WaitStats)> {
-    let mut rows: std::collections::BTreeMap<(LockTarget, u32, u64), WaitStats> = Default::default();
-    let mut add = |key: OpKey, s: WaitStats| {
-        let r = rows.entry((key.target, key.op, key.stack)).or_default();
-        r.count += s.count;
-        r.total_ns += s.total_ns;
-        r.max_ns = r.max_ns.max(s.max_ns);
-    };
-    for (key, v) in ops {
-        add(key, v.stats);
-        for (op, n) in [(op::RMAP_INSERT, v.rmap_inserts), (op::RMAP_REMOVE, v.rmap_removes)] {
-            if n > 0 {
-                add(OpKey { op, ..key }, WaitStats { count: n, ..Default::default() });
-            }
-        }
-        if matches!(key.op, op::SLOWPATH_WRITE | op::SLOWPATH_READ) {
-            let count = v.stats.count;
-            add(
-                OpKey { op: op::SPIN, ..key },
-                WaitStats { count, total_ns: v.spin_ns, max_ns: v.spin_max_ns },
-            );
-            if v.osq_ns > 0 {
-                add(OpKey { op: op::OSQ, ..key }, WaitStats { count, total_ns: v.osq_ns, max_ns: 0 });
-            }
-        }
-    }
-    rows.into_iter().map(|((target, op, stack), s)| (OpKey { target, op, _pad: 0, stack }, s)).collect()
 }
 
 /// rmapprof's own cost, per program, from the kernel's BPF statistics (`--bpf-stats`).
@@ -264,10 +234,9 @@ impl Collector {
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
         let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
-        let ops_rows = ops.len();
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
-            ops: op_rows(ops),
+            ops,
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             ..Default::default()
         };
@@ -279,7 +248,7 @@ impl Collector {
         for (name, rows) in [
             (map::CONTENTION, snap.waits.len()),
             (map::WAIT_HIST, snap.hists.len()),
-            (map::OPS, ops_rows),
+            (map::OPS, snap.ops.len()),
             (map::STACKS, stack_rows),
             (map::CALL_SITES, site_rows),
         ] {
@@ -290,6 +259,8 @@ impl Collector {
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
         }
         snap.lost = counters(&lost_map, &lost::NAMES);
+        let not_measured: Array<&MapData, u64> = Array::try_from(self.map(map::NOT_MEASURED)?)?;
+        snap.nested_waits = not_measured.get(&not_measured::NESTED, 0).unwrap_or(0);
         snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
         if with_stacks {
             snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
@@ -429,7 +400,6 @@ fn attach_family(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::lock_kind;
 
     /// profiler-common's names are the contract between the two sides: every map, global and
     /// program userspace names is in the eBPF object it embeds, each program in the section of
@@ -442,7 +412,7 @@ mod tests {
             let index = elf.symbol_by_name(name)?.section_index()?;
             Some(elf.section_by_index(index).ok()?.name().ok()?.to_owned())
         };
-        let maps = [map::LOST, map::UNWIND].into_iter().chain(map::AGGREGATION);
+        let maps = [map::LOST, map::UNWIND, map::NOT_MEASURED].into_iter().chain(map::AGGREGATION);
         for name in maps {
             assert_eq!(section_of(name).as_deref(), Some("maps"), "map {name}");
         }
@@ -470,53 +440,5 @@ mod tests {
                 assert_eq!(section_of(program).as_deref(), Some(kind), "{program} on {}", probe.function);
             }
         }
-    }
-
-    /// An `OPS` key on one test file.
-    fn key(op: u32, stack: u64) -> OpKey {
-        let file = LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev: 8 << 20 | 1, ino: 42 };
-        OpKey { target: file, op, _pad: 0, stack }
-    }
-
-    /// A write-hold row's rmap operations become rows of their own, same file and stack, and
-    /// add up with the ones recorded one by one outside a hold.
-    #[test]
-    fn rmap_operations_counted_in_holds_become_rows() {
-        let hold = OpStats {
-            stats: WaitStats { count: 3, total_ns: 300, max_ns: 150 },
-            rmap_inserts: 3,
-            rmap_removes: 1,
-            ..Default::default()
-        };
-        let alone = OpStats { stats: WaitStats { count: 2, ..Default::default() }, ..Default::default() };
-        let rows = op_rows(vec![(key(op::ACQUIRE_WRITE, 7), hold), (key(op::RMAP_INSERT, 7), alone)]);
-        let get = |op| rows.iter().find(|(k, _)| *k == key(op, 7)).map(|(_, s)| *s);
-        assert_eq!(rows.len(), 3, "{rows:?}");
-        assert_eq!(get(op::ACQUIRE_WRITE), Some(hold.stats));
-        assert_eq!(get(op::RMAP_INSERT).map(|s| s.count), Some(5));
-        assert_eq!(get(op::RMAP_REMOVE), Some(WaitStats { count: 1, total_ns: 0, max_ns: 0 }));
-    }
-
-    /// A slowpath row's spin and osq_lock time become rows of their own, one event per
-    /// slowpath, same file and stack; no osq_lock time, no OSQ row.
-    #[test]
-    fn slowpath_rows_carry_their_spin_and_osq_time() {
-        let slowpaths = OpStats {
-            stats: WaitStats { count: 4, total_ns: 4000, max_ns: 2500 },
-            spin_ns: 2600,
-            spin_max_ns: 1500,
-            osq_ns: 900,
-            ..Default::default()
-        };
-        let slept =
-            OpStats { stats: WaitStats { count: 1, total_ns: 800, max_ns: 800 }, ..Default::default() };
-        let rows = op_rows(vec![(key(op::SLOWPATH_WRITE, 7), slowpaths), (key(op::SLOWPATH_READ, 8), slept)]);
-        let get = |op, stack| rows.iter().find(|(k, _)| *k == key(op, stack)).map(|(_, s)| *s);
-        assert_eq!(get(op::SLOWPATH_WRITE, 7), Some(slowpaths.stats));
-        assert_eq!(get(op::SPIN, 7), Some(WaitStats { count: 4, total_ns: 2600, max_ns: 1500 }));
-        assert_eq!(get(op::OSQ, 7).map(|s| s.total_ns), Some(900));
-        assert_eq!(get(op::SPIN, 8), Some(WaitStats { count: 1, total_ns: 0, max_ns: 0 }));
-        assert_eq!(get(op::OSQ, 8), None);
-        assert_eq!(rows.len(), 5, "{rows:?}");
     }
 }

@@ -190,7 +190,7 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
         let mut by_names = std::collections::BTreeMap::new();
         for p in r["files"][0]["acquire_paths"].as_array().unwrap() {
             *by_names.entry((p["rw"].to_string(), p["frames"].to_string())).or_insert(0) +=
-                u(p, "contentions");
+                u(p, "acquisitions");
         }
         (by_names, r["unwind"].clone())
     };

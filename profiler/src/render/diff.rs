@@ -11,7 +11,7 @@ use inferno::{differential, flamegraph};
 use std::{collections::BTreeMap, fmt::Write};
 
 use super::{clip, fmt_count_f, fmt_ns_f, folded::frame, Keep};
-use crate::report::{CallPath, ClassRow, FileReport, Report};
+use crate::report::{ClassRow, FileReport, Report};
 
 /// Files are matched by path (inode numbers differ between kernels' root filesystems).
 fn key(f: &FileReport) -> String {
@@ -217,17 +217,22 @@ pub fn table(before: &Report, after: &Report) -> String {
 /// A run's paths on the basis, as folded stacks for inferno's differential: acquisitions by
 /// acquire path, or ns waited by wait path; per 1000 cycles when per cycle.
 fn folded_paths(r: &Report, basis: &Basis, after: bool) -> String {
-    let weight = |p: &CallPath| if basis.acquisitions { p.contentions } else { p.wait_ns_total };
     let mut out = String::new();
     for f in &r.files {
         let root = frame(&format!("i_mmap_rwsem {}", name(&key(f))));
-        for p in if basis.acquisitions { &f.acquire_paths } else { &f.call_paths } {
+        // (direction, frames, weight) of each path on the basis.
+        let paths: Vec<(&str, &[String], u64)> = if basis.acquisitions {
+            f.acquire_paths.iter().map(|p| (p.rw.as_str(), &p.frames[..], p.acquisitions)).collect()
+        } else {
+            f.call_paths.iter().map(|p| (p.rw.as_str(), &p.frames[..], p.wait_ns_total)).collect()
+        };
+        for (rw, frames, weight) in paths {
             // `as` saturates: an absurd total in a hand-edited report draws, not wraps.
-            let n = (basis.value(weight(p), after) * if basis.cycles.is_some() { 1000.0 } else { 1.0 })
-                .round() as u64;
+            let n = (basis.value(weight, after) * if basis.cycles.is_some() { 1000.0 } else { 1.0 }).round()
+                as u64;
             if n > 0 {
-                let frames: Vec<String> = p.frames.iter().map(|x| frame(x)).collect();
-                let _ = writeln!(out, "{root};{};{} {n}", frame(&p.rw), frames.join(";"));
+                let frames: Vec<String> = frames.iter().map(|x| frame(x)).collect();
+                let _ = writeln!(out, "{root};{};{} {n}", frame(rw), frames.join(";"));
             }
         }
     }
@@ -313,10 +318,10 @@ mod tests {
             |c: &str, n| ClassRow { class: c.into(), write_acquisitions: Some(n), ..Default::default() };
         r.files[0].by_class = vec![row("fork", fork), row("mmap", mmap)];
         r.files[0].spin_ns_total = Some(10_000);
-        r.files[0].acquire_paths = vec![crate::report::CallPath {
+        r.files[0].acquire_paths = vec![crate::report::AcquirePath {
             rw: "write".into(),
             frames: vec!["kernel_clone".into(), "copy_process".into(), "down_write".into()],
-            contentions: fork,
+            acquisitions: fork,
             ..Default::default()
         }];
         r

@@ -61,19 +61,15 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::CallPath;
+    use crate::report::AcquirePath;
 
     fn report(hold_ns_total: u64) -> Report {
         let mut r = crate::render::text::tests::sample();
         r.cycles = Some(100);
         r.duration_ns = 1_000_000_000;
         r.cpus = Some(2);
-        r.files[0].acquire_paths = vec![CallPath {
-            rw: "write".into(),
-            contentions: 500,
-            wait_ns_total: hold_ns_total,
-            ..Default::default()
-        }];
+        r.files[0].acquire_paths =
+            vec![AcquirePath { rw: "write".into(), acquisitions: 500, hold_ns_total, ..Default::default() }];
         r
     }
 

@@ -180,6 +180,9 @@ pub fn full(r: &Report) -> String {
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    if r.nested_waits > 0 {
+        let _ = writeln!(s, "nested waits (only the outer wait is measured): {}", r.nested_waits);
+    }
     s.push_str(&unwinds(r));
     s.push('\n');
     if let Some(cost) = &r.bpf_cost {
@@ -313,7 +316,8 @@ pub(crate) mod tests {
             cpus: None,
             selected: vec![],
             probes: vec![],
-            lost: [("nested".to_owned(), 2)].into_iter().collect(),
+            lost: [("stats_map_full".to_owned(), 0)].into_iter().collect(),
+            nested_waits: 2,
             unwind: [
                 ("unwinds", 120),
                 ("cache_hits", 99_000),
@@ -371,7 +375,7 @@ pub(crate) mod tests {
     #[test]
     fn full_report_has_paths_and_histogram() {
         let s = full(&sample());
-        assert!(s.contains("lost: nested=2"));
+        assert!(s.contains("lost: none\nnested waits (only the outer wait is measured): 2\n"), "{s}");
         assert!(
             s.contains(
                 "stacks: 120 unwound, 99000 from the call-site cache (1500 rechecked, 1 differed)\n  \
