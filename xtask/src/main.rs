@@ -8,6 +8,7 @@ mod patches;
 mod perf;
 mod setup;
 mod stress;
+mod tools;
 mod vm;
 
 use anyhow::{bail, Context, Result};
