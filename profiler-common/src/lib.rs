@@ -52,11 +52,13 @@ pub mod not_measured {
     pub const COUNT: u32 = 1;
 }
 
-/// How kprobe mode came by its kernel stacks; index into the `UNWIND` array map. A stack is
-/// unwound once per call site (the return address `down_*` was called from, and how deep in
-/// the task's kernel stack that call is) and reused for the site's later acquisitions; every
-/// `--stack-cache-check`-th reuse unwinds again and compares. A site that ever showed two
-/// different stacks is unwound every time from then on and counted as a conflict.
+/// Where the kernel stacks came from; index into the `UNWIND` array map. In kprobe and fentry
+/// modes a stack is unwound once per call site (the return address `down_*` was called from,
+/// and how deep in the task's kernel stack that call is) and reused for the site's later
+/// acquisitions; the first reuses and then every `--stack-cache-check`-th unwind again and
+/// compare. A site caught with two different stacks (a conflict) is split: by the stack
+/// words where its paths part, then by a hash of the stack above; a hash row caught again is
+/// unwound every time.
 pub mod unwind {
     /// Full unwinds (`bpf_get_stack`), every mode.
     pub const UNWINDS: u32 = 0;
@@ -64,7 +66,8 @@ pub mod unwind {
     pub const CACHE_HITS: u32 = 1;
     /// Reuses that were unwound again to check the cached stack.
     pub const CACHE_CHECKS: u32 = 2;
-    /// Checks that found another stack: the site is uncached from then on.
+    /// Checks that found another stack: the row is split from then on (a hash row: unwound
+    /// every time).
     pub const CACHE_CONFLICTS: u32 = 3;
     /// Hashes of the stack above a split call site (each instead of an unwind).
     pub const SPLIT_HASHES: u32 = 4;
@@ -76,9 +79,9 @@ pub mod unwind {
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
 /// and the offset of that return address from the base of the task's kernel stack. Two
 /// call paths through the same call site at the same depth are caught by the checks; the
-/// site is then split by `above` (0 in a site's own row): the stack word where two of its
-/// paths part (even), or, where that is not enough, a hash of the kernel text addresses in
-/// the stack above it (odd).
+/// site is then split by `above` (0 in a site's own row): the stack words where its paths
+/// part, one and then a second (even), or, where that is not enough, a hash of the kernel
+/// text addresses in the stack above it (odd).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSite {
@@ -102,10 +105,10 @@ pub const SLOWPATH_SITE: u64 = 1 << 63;
 pub struct CachedStack {
     pub stack: u64,
     pub seen: u64,
-    /// In a split site's own row: 8 + the offset from the site's return address of the stack
-    /// word where its two paths were seen to part (the return address of the first frame
-    /// they do not share), which keys the split rows; 0 when it was not found (a hash of the
-    /// stack above keys them).
+    /// In a split row that is a site's own or split by a word: 8 + the offset from the site's
+    /// return address of the stack word where its two paths were seen to part (the return
+    /// address of the first frame they do not share), which keys the rows split from it; 0
+    /// when it was not found (a hash of the stack above keys them).
     pub split_at: u64,
 }
 

@@ -12,7 +12,8 @@
 //!   Entry probes only: the hold starts at `down_*` entry, and a slowpath's return moves it to
 //!   the moment the lock was really granted. Uncontended, `down_*` is a few instructions, so
 //!   the hold is the same to within nanoseconds, without a return probe on every `down_*` of
-//!   every rwsem in the kernel (the most frequent probe rmapprof has, ~270 per fork+exec+exit).
+//!   every rwsem in the kernel (among the most frequent probes rmapprof has: how often,
+//!   docs/performance.md).
 //!   A write hold lives in its rwsem's slot of an array ([`WRITE_HOLDS`]), which also remembers
 //!   which file that rwsem belonged to; other holds in a hash table ([`HOLDS`]);
 //! - `vma_interval_tree_insert{,_after}` / `_remove`: rmap tree operations per file, counted
@@ -45,15 +46,15 @@ static ACQUISITIONS: u64 = 0;
 pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
 /// Write holds of i_mmap_rwsem, one slot per rwsem address hash ([`WriteHold`]): most holds
 /// live here, where `down_write`, the rmap operations inside the hold and `up_write` find them
-/// by an array index instead of three to five hash-table operations (`--bpf-stats` under the
-/// instruction-count clock: a hash-table operation on these keys costs ~250 instructions).
+/// by an array index instead of three to five hash-table operations (each costs far more than
+/// an index: docs/performance.md).
 /// A slot another task holds (the same rwsem contended, or two held rwsems in one slot) sends
 /// the newcomer to `HOLDS`.
 #[map]
 static WRITE_HOLDS: Array<WriteHold> = Array::with_max_entries(SLOTS, 0);
 /// Holds that have no slot: read holds (shared, so not one per rwsem) and the rest. Each
 /// slot's `elsewhere` counts the rows here for its rwsems: `up_*`, which runs for every rwsem
-/// in the kernel (~390 times per fork+exec+exit), looks here only when it is not zero.
+/// in the kernel (rmapprof's most frequent probe), looks here only when it is not zero.
 #[map]
 static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
 const SLOTS: u32 = 4096;
@@ -148,7 +149,7 @@ fn slowpath_enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     // From the call-site cache, as for down_*: a slowpath is entered from down_*, so its
     // return address says little, but the call's depth and the split words above it tell the
     // paths apart (callsite.rs), and a contended lock is entered from the same few paths again
-    // and again; a full unwind costs ~6.5k instructions per contended acquisition. Taken
+    // and again; a full unwind is the most a probe costs (docs/performance.md). Taken
     // before the clock starts, as contention_begin does: this is rmapprof's time, not spinning.
     let stack = stack_at_slowpath(ctx);
     let s = Slowpath {
@@ -269,9 +270,9 @@ fn acquired<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     hold_from_now(tid, sem, OpKey { target, op, _pad: 0, stack: stack_at_entry(ctx) });
 }
 
-/// `up_*` entered for `sem`. Runs for every rwsem in the kernel, ~390 times per
-/// fork+exec+exit: the slot's `sem` (an array read) rules out nearly all of them before the
-/// task id, a helper call, is asked for.
+/// `up_*` entered for `sem`. Runs for every rwsem in the kernel, rmapprof's most frequent
+/// probe: the slot's `sem` (an array read) rules out nearly all of them before the task id, a
+/// helper call, is asked for.
 #[inline(always)]
 fn release(sem: u64) {
     let Some(w) = WRITE_HOLDS.get_ptr_mut(slot(sem)) else { return };

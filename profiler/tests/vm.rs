@@ -196,8 +196,7 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
     };
     let (cached, unwind) = paths("64");
     let (unwound, every) = paths("0");
-    // The cache saves unwinds (6.12: ~70% on spawn in kprobe mode, ~85% in fentry mode;
-    // 6.1, with more sites that have two paths, less).
+    // The cache saves unwinds (how many, per kernel and mode: docs/performance.md).
     assert!(
         u(&unwind, "cache_hits") > 0 && u(&unwind, "unwinds") < u(&every, "unwinds"),
         "{mode}: {unwind} {every}"

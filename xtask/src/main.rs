@@ -69,7 +69,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         tools: Vec<String>,
         /// With --vm: time by QEMU's instruction-count clock (1 ns per guest instruction), which
-        /// the host's load cannot move: ratios then compare instructions executed, to ~1%.
+        /// the host's load cannot move: ratios then compare instructions executed (how closely:
+        /// docs/performance.md, "The two clocks").
         #[arg(long)]
         icount: bool,
         /// Set by --vm for the run inside the guest (no build, no apt).

@@ -121,7 +121,7 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
             bail!("rmapprof diff {w}: {}", String::from_utf8_lossy(&o.stderr));
         }
         summary += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n", String::from_utf8_lossy(&o.stdout));
-        // The serialised ceiling at large CPU counts, before and after (README: Scaling model).
+        // The serialised ceiling at large CPU counts, before and after (docs/design.md, "The scaling model").
         let m = Command::new(&rmapprof)
             .arg("model")
             .arg(out.join(format!("base/{w}/report.json")))

@@ -208,7 +208,7 @@ impl Collector {
         }
         // The tracepoints go in last: the waits they count then begin no earlier than the
         // profiling window, which starts once attaching is done (in auto mode the fentry and
-        // kprobe attempts before take ~100 ms).
+        // kprobe attempts come before).
         let mut tracepoints = Vec::new();
         for tp in TRACEPOINTS {
             let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
