@@ -19,9 +19,11 @@ use std::{
 };
 
 use crate::{
-    build, perf, root, sh,
+    host::{have, root, sh},
+    kernel, perf,
+    setup::build,
     tools::{rmapprof_events, start, stop, tools, Kind, Tool},
-    vm::{self, have},
+    vm,
 };
 
 pub struct Opts {
@@ -194,7 +196,7 @@ pub fn run(o: &Opts) -> Result<()> {
             cmd.push("--icount".into());
         }
         let opts = vm::VmOpts {
-            kernel: vm::OURS,
+            kernel: kernel::OURS,
             patched: false,
             debug: false,
             cpus,

@@ -3,7 +3,12 @@
 use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
-use crate::{build, root, sh, vm};
+use crate::{
+    host::{root, sh},
+    kernel,
+    setup::build,
+    vm,
+};
 
 /// Cycles and parallel jobs of each workload in the report.
 const CYCLES: u32 = 100;
@@ -23,19 +28,19 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
 /// DEBUG_VM on the patched kernel.
 pub fn check(cpus: u32, seconds: u32) -> Result<()> {
     build()?;
-    let src = vm::unpacked_source(vm::OURS)?;
+    let src = kernel::unpacked_source(kernel::OURS)?;
     for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
         sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
         eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
     }
-    vm::build_kernel(vm::OURS, true, true)?;
+    kernel::build_kernel(kernel::OURS, true, true)?;
     let selftests = build_selftests()?;
     let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
     cmd.extend(selftests);
     // 4G: mremap_test moves 2GB regions.
     let code = vm::run(
         &vm::VmOpts {
-            kernel: vm::OURS,
+            kernel: kernel::OURS,
             patched: true,
             debug: true,
             cpus,
@@ -56,10 +61,10 @@ const SELFTESTS: &[&str] =
     &["cow", "mremap_test", "mremap_dontunmap", "map_fixed_noreplace", "madv_populate", "mseal_test"];
 
 fn build_selftests() -> Result<Vec<String>> {
-    let src = vm::source(vm::OURS, true)?;
+    let src = kernel::source(kernel::OURS, true)?;
     let out = root().join("target/selftests-mm");
     std::fs::create_dir_all(&out)?;
-    let hdr = vm::build_dir(vm::OURS, true, true);
+    let hdr = kernel::build_dir(kernel::OURS, true, true);
     sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
     let mut built = Vec::new();
     for t in SELFTESTS {
@@ -98,7 +103,14 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
         let dir = format!("target/patches-report/{name}");
         let cmd = ["scripts/patches-report-guest.sh".to_owned(), dir, CYCLES.to_string(), cpus.to_string()];
         let code = vm::run(
-            &vm::VmOpts { kernel: vm::OURS, patched, debug: false, cpus, memory: "2G".into(), icount: false },
+            &vm::VmOpts {
+                kernel: kernel::OURS,
+                patched,
+                debug: false,
+                cpus,
+                memory: "2G".into(),
+                icount: false,
+            },
             &cmd,
         )?;
         if code != 0 {
@@ -181,15 +193,15 @@ fn write_cover_letter(numbers: &str) -> Result<()> {
     let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
     let (subject, blurb) =
         template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
-    let version = vm::kernel_version(&vm::unpacked_source(vm::OURS)?)?;
-    let package = vm::package_version(vm::OURS);
+    let version = kernel::kernel_version(&kernel::unpacked_source(kernel::OURS)?)?;
+    let package = kernel::package_version(kernel::OURS);
     let blurb = blurb
         .replace(
             "@BASE@",
             &format!(
                 "Debian linux-source-{} {package} from {} (Linux {version})",
-                vm::OURS,
-                vm::package_suite(vm::OURS)
+                kernel::OURS,
+                kernel::package_suite(kernel::OURS)
             ),
         )
         .replace("@NUMBERS@", numbers.trim_end());

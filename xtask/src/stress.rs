@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use std::{process::Command, time::Instant};
 
 use crate::{
-    root, sh,
+    host::{root, sh},
     tools::{lost_of, read_report, rmapprof_events, start, stop, Kind, Tool},
 };
 

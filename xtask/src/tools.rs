@@ -10,7 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{perf, root, vm::have};
+use crate::{
+    host::{have, root},
+    perf,
+};
 
 /// Short names for `--tools`, in the order the tools run.
 pub const TOOL_NAMES: [&str; 8] =
