@@ -275,6 +275,7 @@ pub struct WaitStats {
 /// - `SLOWPATH_*` rows: how much of the slowpath time was spinning (the rest slept) and queued
 ///   in `osq_lock`, one update instead of three, made while the lock is already held (the
 ///   slowpath has returned), where every instruction lengthens the hold others wait on.
+///
 /// The report reads the rows as they are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

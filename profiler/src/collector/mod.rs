@@ -307,7 +307,7 @@ impl Collector {
             })
             .filter(|c| c.runs > 0)
             .collect();
-        v.sort_by(|a, b| b.ns.cmp(&a.ns));
+        v.sort_by_key(|c| std::cmp::Reverse(c.ns));
         v
     }
 

@@ -270,7 +270,7 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
         }
     }
     d.files.retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));
-    d.files.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
+    d.files.sort_by_key(|f| std::cmp::Reverse(f.wait_ns_total));
     for l in &mut d.locks {
         if let Some(p) = prev.locks.iter().find(|p| p.lock == l.lock) {
             l.contentions = l.contentions.saturating_sub(p.contentions);

@@ -5,7 +5,10 @@
 //! A stack is symbolized and classified once however many rows name it ([`Stacks`]).
 
 use profiler_common::{lcb_flags, lock_kind, op, ContentionKey, LockTarget, OpKey, WaitStats, HIST_BUCKETS};
-use std::collections::{BTreeMap, HashMap};
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, HashMap},
+};
 
 use super::{merge_paths, AcquirePath, CallPath, ClassRow, FileReport, LockSummary, Report, Waits};
 use crate::{
@@ -309,9 +312,9 @@ fn finish_files(files: BTreeMap<FileId, FileReport>, ctx: &Context) -> Vec<FileR
             }
             f.acquire_paths = merge_paths(std::mem::take(&mut f.acquire_paths));
             // Stable sorts: ties stay in (rw, frames) order, the same in every run.
-            f.call_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
-            f.spin_paths.sort_by(|a, b| b.wait_ns_total.cmp(&a.wait_ns_total));
-            f.acquire_paths.sort_by(|a, b| b.acquisitions.cmp(&a.acquisitions));
+            f.call_paths.sort_by_key(|p| Reverse(p.wait_ns_total));
+            f.spin_paths.sort_by_key(|p| Reverse(p.wait_ns_total));
+            f.acquire_paths.sort_by_key(|p| Reverse(p.acquisitions));
             f.by_class.sort_by_key(|r| callers::ALL.iter().position(|c| *c == r.class));
             if probed {
                 for v in
