@@ -1,20 +1,19 @@
 #!/bin/sh
-# Runs inside the VM for `cargo xtask patches-report`: every bundled workload under rmapprof
-# (counts, call paths, spin/sleep), then three times unprofiled for throughput.
+# Runs inside the VM for `cargo xtask patches-report`: every bundled workload under rmapprof,
+# counting each write acquisition of i_mmap_rwsem by file and caller, for libc.so.6,
+# ld-linux-x86-64.so.2 and the binary the workload executes.
 # usage: patches-report-guest.sh OUTDIR CYCLES JOBS
 set -eu
 out=$1 cycles=$2 jobs=$3
-bin=target/release
+bin=$PWD/target/release
 mkdir -p "$out"
-: > "$out/throughput.txt"
 for w in spawn execl shellscript; do
+	case $w in
+	spawn) exe=$(readlink -f /bin/true) ;;
+	execl) exe=$bin/execl ;;
+	shellscript) exe=$(readlink -f /bin/sh) ;;
+	esac
 	"$bin/rmapprof" --mode fentry --acquisitions --inode libc.so.6 --inode ld-linux-x86-64.so.2 \
-		-o "$out/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
-	for run in 1 2 3; do
-		t0=$(date +%s%N)
-		"$bin/$w" "$cycles" -j "$jobs"
-		t1=$(date +%s%N)
-		echo "$w $cycles $((t1 - t0))" >> "$out/throughput.txt"
-	done
+		--inode "$exe" -o "$out/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
 done
 uname -r > "$out/kernel.txt"

@@ -219,7 +219,12 @@ pub fn source(kernel: &str, patched: bool) -> Result<PathBuf> {
         return Ok(base);
     }
     let patches = series(kernel)?;
-    let stamp: String = patches.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect();
+    // The diffs only: rewriting a commit message or the To:/Cc: headers rebuilds nothing.
+    let stamp: String = patches
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .map(|t| t.find("\ndiff --git ").map(|i| t[i..].to_owned()).unwrap_or(t))
+        .collect();
     let stamp = format!("{:x}", fnv(stamp.as_bytes()));
     let tree = cache_dir().join(format!("src/linux-{kernel}-patched"));
     if std::fs::read_to_string(tree.join(".rmapprof-patches")).ok().as_deref() == Some(&stamp) {

@@ -6,6 +6,7 @@
 mod bench;
 mod host;
 mod kernel;
+mod letter;
 mod patches;
 mod perf;
 mod setup;

@@ -1,0 +1,276 @@
+//! Posting patches/: the author's identity, the To/Cc addresses from the kernel tree's
+//! `scripts/get_maintainer.pl`, and the cover letter written from patches-report's numbers.
+
+use anyhow::{bail, Context, Result};
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::{host::root, kernel};
+
+/// `git config user.name` and `user.email`: the only identity a patch is signed with.
+pub struct Identity {
+    pub name: String,
+    pub email: String,
+}
+
+impl Identity {
+    pub fn from_git_config() -> Result<Identity> {
+        let get = |key: &str| -> Option<String> {
+            let o = Command::new("git").args(["config", "--get", key]).current_dir(root()).output().ok()?;
+            let v = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+            (o.status.success() && !v.is_empty()).then_some(v)
+        };
+        match (get("user.name"), get("user.email")) {
+            (Some(name), Some(email)) => Ok(Identity { name, email }),
+            _ => bail!(
+                "no git identity to sign the series with: set it with `git config --global user.name \"Your Name\"` \
+                 and `git config --global user.email you@example.org`, then regenerate patches/ with git format-patch"
+            ),
+        }
+    }
+
+    /// "Name <email>", as From: and Signed-off-by: carry it.
+    fn address(&self) -> String {
+        format!("{} <{}>", self.name, self.email)
+    }
+}
+
+/// Every patch's author and Signed-off-by must be the git identity: a series written by
+/// someone else's (or a placeholder) identity is refused, not posted.
+pub fn check_authorship(series: &[PathBuf], me: &Identity) -> Result<()> {
+    for p in series {
+        let text = std::fs::read_to_string(p)?;
+        let name = p.file_name().unwrap_or_default().to_string_lossy();
+        let from = header(&text, "From").with_context(|| format!("patches/{name}: no From: header"))?;
+        if from != me.address() {
+            bail!(
+                "patches/{name}: From: {from} is not your git identity {}; regenerate it with git format-patch",
+                me.address()
+            );
+        }
+        if name.starts_with("0000-") {
+            continue;
+        }
+        let signed = format!("Signed-off-by: {}", me.address());
+        if !text.lines().any(|l| l == signed) {
+            bail!("patches/{name}: no `{signed}` line; sign it off (git commit -s) and regenerate it");
+        }
+    }
+    Ok(())
+}
+
+/// The value of `name:` in the mail header block (folded lines joined), if present.
+fn header(text: &str, name: &str) -> Option<String> {
+    let block = text.split("\n\n").next()?;
+    let mut value: Option<String> = None;
+    for line in block.lines() {
+        if let Some(v) = value.as_mut() {
+            if line.starts_with([' ', '\t']) {
+                v.push(' ');
+                v.push_str(line.trim());
+                continue;
+            }
+            break;
+        }
+        if let Some(v) = line.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
+            value = Some(v.trim().to_owned());
+        }
+    }
+    value
+}
+
+/// To: maintainers, Cc: reviewers and lists, as get_maintainer.pl names them for a patch.
+#[derive(Default)]
+struct Addresses {
+    to: BTreeSet<String>,
+    cc: BTreeSet<String>,
+}
+
+fn get_maintainer(src: &Path, patch: &Path) -> Result<Addresses> {
+    let o = Command::new("perl")
+        .arg("scripts/get_maintainer.pl")
+        .args(["--no-git", "--no-git-fallback", "--no-multiline", "--separator", "\n"])
+        .arg(patch)
+        .current_dir(src)
+        .output()
+        .context("running scripts/get_maintainer.pl")?;
+    if !o.status.success() {
+        bail!("get_maintainer.pl {}: {}", patch.display(), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    let mut a = Addresses::default();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        // `Name <addr> (maintainer:SECTION)`, `list@host (open list:SECTION)`
+        let (who, role) = line.rsplit_once(" (").unwrap_or((line, ""));
+        if who.trim().is_empty() {
+            continue;
+        }
+        if role.starts_with("maintainer") {
+            a.to.insert(who.trim().to_owned());
+        } else {
+            a.cc.insert(who.trim().to_owned());
+        }
+    }
+    Ok(a)
+}
+
+/// Writes To:/Cc: into each patch's mail header and the union into the cover letter's:
+/// every patch goes to the maintainers of what it touches, the letter to all of them.
+pub fn address(series: &[PathBuf], letter: &Path, me: &Identity) -> Result<()> {
+    let src = kernel::unpacked_source(kernel::OURS)?;
+    let mut all = Addresses::default();
+    for p in series {
+        let mut a = get_maintainer(&src, p)?;
+        a.to.remove(&me.address());
+        a.cc.retain(|c| !a.to.contains(c) && *c != me.address());
+        set_recipients(p, &a)?;
+        all.to.extend(a.to);
+        all.cc.extend(a.cc);
+    }
+    all.cc.retain(|c| !all.to.contains(c));
+    set_recipients(letter, &all)
+}
+
+/// Replaces the To:/Cc: headers of a format-patch mail by `a`'s, folded as git folds them.
+fn set_recipients(path: &Path, a: &Addresses) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let (head, body) =
+        text.split_once("\n\n").with_context(|| format!("{}: no mail header", path.display()))?;
+    let mut kept = Vec::new();
+    let mut dropping = false;
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if !dropping {
+                kept.push(line.to_owned());
+            }
+            continue;
+        }
+        dropping = line.starts_with("To:") || line.starts_with("Cc:");
+        if !dropping {
+            kept.push(line.to_owned());
+        }
+    }
+    for (name, set) in [("To", &a.to), ("Cc", &a.cc)] {
+        if !set.is_empty() {
+            kept.push(format!("{name}: {}", set.iter().cloned().collect::<Vec<_>>().join(",\n    ")));
+        }
+    }
+    std::fs::write(path, format!("{}\n\n{body}", kept.join("\n")))?;
+    Ok(())
+}
+
+/// Regenerates the cover letter in `git format-patch --cover-letter` layout: the text of
+/// xtask/cover-letter.in with its @NAME@ fields filled from `fields`, between git's header
+/// lines and the shortlog/diffstat already in the letter.
+pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
+    let path = root().join("patches/0000-cover-letter.patch");
+    let old = std::fs::read_to_string(&path).context("patches/0000-cover-letter.patch")?;
+    let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
+    let (subject, blurb) =
+        template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
+    let version = kernel::kernel_version(&kernel::unpacked_source(kernel::OURS)?)?;
+    let base = format!(
+        "Debian's linux-source-{} {} from {} (Linux {version})",
+        kernel::OURS,
+        kernel::package_version(kernel::OURS),
+        kernel::package_suite(kernel::OURS)
+    );
+    let mut blurb = blurb.replace("@BASE@", &base);
+    for (name, value) in fields {
+        blurb = blurb.replace(&format!("@{name}@"), value.trim_end());
+    }
+    if let Some(field) = blurb.split('@').skip(1).find(|f| is_field(f)) {
+        bail!("xtask/cover-letter.in: @{field}@ has no value");
+    }
+    // Keep git's header lines and the shortlog/diffstat tail (from git's "AUTHOR (N):" line).
+    let header_end = old.find("Subject:").context("cover letter without Subject")?;
+    let tail = shortlog_start(&old).map(|i| &old[i..]).unwrap_or("");
+    let n = kernel::series(kernel::OURS)?.len();
+    // The subject prefix format-patch was given ("RFC PATCH v2"), kept from the letter there.
+    let prefix = old[header_end..]
+        .strip_prefix("Subject: [")
+        .and_then(|s| s.split_once(" 0/"))
+        .map(|(p, _)| p.to_owned())
+        .unwrap_or_else(|| "PATCH".into());
+    // To:/Cc: are written afterwards, by [`address`].
+    let text = format!(
+        "{}Subject: [{prefix} 0/{n}] {}\n\n{}\n\n{}",
+        &old[..header_end],
+        subject.trim(),
+        blurb.trim_end(),
+        tail
+    );
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+fn is_field(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+}
+
+/// Where `git format-patch --cover-letter`'s shortlog starts: its "AUTHOR (N):" line.
+fn shortlog_start(letter: &str) -> Option<usize> {
+    let mut at = 0;
+    for line in letter.split_inclusive('\n') {
+        let l = line.trim_end();
+        if let Some(n) = l.strip_suffix("):").and_then(|h| h.rsplit_once(" (")).map(|(_, n)| n) {
+            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                return Some(at);
+            }
+        }
+        at += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAIL: &str = "From 1234 Mon Sep 17 00:00:00 2001\nFrom: A Person\n <a@example.org>\n\
+        Date: Tue, 1 Dec 2026 21:10:29 +0000\nSubject: [RFC PATCH v2 1/3] mm: a\n long subject\n\
+        Cc: old@example.org,\n    older@example.org\n\nBody.\nCc: stable@vger.kernel.org\n";
+
+    #[test]
+    fn folded_headers_are_read_whole() {
+        assert_eq!(header(MAIL, "From").as_deref(), Some("A Person <a@example.org>"));
+        assert_eq!(header(MAIL, "Subject").as_deref(), Some("[RFC PATCH v2 1/3] mm: a long subject"));
+        assert_eq!(header(MAIL, "To"), None);
+    }
+
+    #[test]
+    fn recipients_replace_the_old_ones_and_leave_the_body_alone() {
+        let dir = std::env::temp_dir().join(format!("xtask-letter-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("0001.patch");
+        std::fs::write(&p, MAIL).unwrap();
+        let a = Addresses {
+            to: ["M One <m1@example.org>".to_owned(), "M Two <m2@example.org>".to_owned()].into(),
+            cc: ["list@example.org".to_owned()].into(),
+        };
+        set_recipients(&p, &a).unwrap();
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert_eq!(header(&t, "To").as_deref(), Some("M One <m1@example.org>, M Two <m2@example.org>"));
+        assert_eq!(header(&t, "Cc").as_deref(), Some("list@example.org"));
+        assert_eq!(header(&t, "Subject").as_deref(), Some("[RFC PATCH v2 1/3] mm: a long subject"));
+        assert!(!t.contains("old@example.org"));
+        assert!(t.ends_with("\n\nBody.\nCc: stable@vger.kernel.org\n"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_series_signed_by_someone_else_is_refused() {
+        let dir = std::env::temp_dir().join(format!("xtask-sign-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("0001-x.patch");
+        std::fs::write(&p, format!("{MAIL}\nSigned-off-by: A Person <a@example.org>\n")).unwrap();
+        let me = Identity { name: "A Person".into(), email: "a@example.org".into() };
+        check_authorship(std::slice::from_ref(&p), &me).unwrap();
+        let other = Identity { name: "B".into(), email: "b@example.org".into() };
+        let e = check_authorship(&[p], &other).unwrap_err().to_string();
+        assert!(e.contains("is not your git identity B <b@example.org>"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
