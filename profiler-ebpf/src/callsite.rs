@@ -22,7 +22,12 @@ use aya_ebpf::{
 };
 use profiler_common::{unwind, CachedStack, CallSite, SLOWPATH_SITE};
 
-use crate::{count_unwind, global, kernel, scratch};
+use crate::{
+    helpers::{count_unwind, global},
+    kernel,
+    maps::scratch,
+    stacks,
+};
 
 /// Re-unwind every Nth reuse of a cached stack to check it; 0 disables the cache.
 #[no_mangle]
@@ -142,7 +147,7 @@ pub extern "C" fn rmapprof_parting(sp: u64, cached: u64) -> u64 {
 
 #[inline(always)]
 fn parting(sp: u64, cached: u64) -> u64 {
-    let (Some(new), Some(old)) = (crate::last_unwound(scratch::PROBE), crate::stored_stack(cached)) else {
+    let (Some(new), Some(old)) = (stacks::last_unwound(scratch::PROBE), stacks::stored_stack(cached)) else {
         return 0;
     };
     let mut first = 0;
@@ -306,7 +311,7 @@ fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
             }
         }
     }
-    let key = crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
+    let key = stacks::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
     if key == 0 {
         return 0;
     }
