@@ -23,7 +23,7 @@ const _: () = assert!((STACK_DEPTH + 1).is_power_of_two());
 /// The current kernel stack's key in `STACKS` (stored there on first sight), or 0 (counted as
 /// lost) when it cannot be kept. `slot` is the caller's family's scratch slot
 /// ([`crate::maps::scratch`]); `skip` leading frames are left out: see
-/// [`crate::callsite::SiteOf::BPF_FRAMES`].
+/// `SiteOf::BPF_FRAMES` in callsite.rs.
 #[inline(always)]
 pub fn stack<C: EbpfContext>(ctx: &C, slot: u32, skip: u64) -> u64 {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
