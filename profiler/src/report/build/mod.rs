@@ -4,13 +4,16 @@
 //! operations inside them); then each file's rows, call paths and caller classes, in order.
 //! A stack is symbolized and classified once however many rows name it ([`Stacks`]).
 
+mod stacks;
+#[cfg(test)]
+mod tests;
+
 use profiler_common::{lcb_flags, lock_kind, op, ContentionKey, LockTarget, OpKey, WaitStats, HIST_BUCKETS};
-use std::{
-    cmp::Reverse,
-    collections::{BTreeMap, HashMap},
-};
+use std::{cmp::Reverse, collections::BTreeMap};
 
 use super::{merge_paths, AcquirePath, CallPath, ClassRow, FileReport, LockSummary, Report, Waits};
+use stacks::Stacks;
+
 use crate::{
     attribution::{
         callers,
@@ -53,41 +56,6 @@ fn rw_name(flags: u32) -> String {
         lcb_flags::WRITE => "write".into(),
         lcb_flags::READ => "read".into(),
         f => format!("flags={f:#x}"),
-    }
-}
-
-/// The snapshot's stacks, each symbolized and classified once.
-struct Stacks<'a> {
-    stacks: &'a BTreeMap<u64, Vec<u64>>,
-    symbols: &'a KernelSymbols,
-    seen: HashMap<u64, (Vec<String>, &'static str)>,
-}
-
-impl<'a> Stacks<'a> {
-    fn new(stacks: &'a BTreeMap<u64, Vec<u64>>, symbols: &'a KernelSymbols) -> Self {
-        Self { stacks, symbols, seen: HashMap::new() }
-    }
-
-    fn get(&mut self, stack: u64) -> &(Vec<String>, &'static str) {
-        let (stacks, symbols) = (self.stacks, self.symbols);
-        self.seen.entry(stack).or_insert_with(|| {
-            let frames = match stacks.get(&stack) {
-                Some(ips) => symbols.frames(ips),
-                None => vec![callers::NO_STACK_FRAME.to_owned()],
-            };
-            let class = callers::classify(&frames);
-            (frames, class)
-        })
-    }
-
-    /// Function names, outermost first; a stack not kept reads as one placeholder frame.
-    fn frames(&mut self, stack: u64) -> Vec<String> {
-        self.get(stack).0.clone()
-    }
-
-    /// The caller class (fork, mmap, ...).
-    fn class(&mut self, stack: u64) -> &'static str {
-        self.get(stack).1
     }
 }
 
@@ -419,6 +387,3 @@ fn add_hist(into: &mut Vec<u64>, buckets: &[u64]) {
         *a += b;
     }
 }
-
-#[cfg(test)]
-mod tests;
