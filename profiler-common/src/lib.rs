@@ -71,9 +71,11 @@ pub mod unwind {
     pub const CACHE_CONFLICTS: u32 = 3;
     /// Hashes of the stack above a split call site (each instead of an unwind).
     pub const SPLIT_HASHES: u32 = 4;
-    pub const COUNT: u32 = 5;
+    /// Call sites that could not be named (no trampoline frame found): unwound in full.
+    pub const NO_SITE: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const NAMES: [&str; COUNT as usize] =
-        ["unwinds", "cache_hits", "cache_checks", "cache_conflicts", "split_hashes"];
+        ["unwinds", "cache_hits", "cache_checks", "cache_conflicts", "split_hashes", "no_site"];
 }
 
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,

@@ -15,7 +15,10 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_get_func_ip, generated::bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_func_ip,
+        generated::{bpf_get_func_arg_cnt, bpf_probe_read_kernel},
+    },
     macros::map,
     maps::{HashMap, PerCpuArray},
     programs::{FEntryContext, ProbeContext},
@@ -207,28 +210,67 @@ const FENTRY_RETURN: [u64; 2] = [5, 4 + 5];
 
 impl SiteOf for FEntryContext {
     const BPF_FRAMES: u64 = 1;
-    /// fentry programs get no registers, but their frame sits on the task's kernel stack right
-    /// under the trampoline's, and both keep frame pointers (x86-64 BPF JIT: r10 is rbp):
-    /// `*r10` is the trampoline's rbp, above which lie the return address into the traced
-    /// function and then the one into its caller, the same slot as kprobe mode's
-    /// `*regs->sp`. Checked rather than assumed: the first must be the traced function's
-    /// fentry site plus the call (else, e.g. a trampoline shared with ftrace, or a program
-    /// on a private stack: no site, a full unwind).
+    /// fentry programs get no registers, but their context is the traced function's argument
+    /// registers as the trampoline saved them in its frame on the task's kernel stack. Above
+    /// them: a return-value slot when an fexit program shares the trampoline, the saved rbp,
+    /// then the trampoline's return address. The traced function's fentry site calls the
+    /// trampoline (that return address is into the function; the one into its caller comes
+    /// next) or, on newer kernels (7.2) when the trampoline calls the function itself for
+    /// fexit, jumps to it (the return address is the one into the caller). Either way the
+    /// caller's is the same slot as kprobe mode's `*regs->sp`. Found from the context, not
+    /// from r10: since 6.13 a program with a big stack runs on a per-CPU private stack and r10
+    /// points there. Checked rather than assumed: the fentry site's return address, or a
+    /// kernel text address in the jump case (else no site: a full unwind, `no_site`).
     #[inline(always)]
     fn call_site(&self) -> Option<(CallSite, u64)> {
-        let fp: u64;
-        // SAFETY: reads a register. The verifier types it as a stack pointer, which a
-        // privileged program may hand to bpf_probe_read_kernel as an address.
-        unsafe { core::arch::asm!("{} = r10", out(reg) fp) };
-        let tramp_fp = kernel::read::<u64>(fp)?;
-        let [into_fn, into_caller] = kernel::read::<[u64; 2]>(tramp_fp + 8)?;
-        let func = unsafe { bpf_get_func_ip(self.as_ptr()) };
-        let past = into_fn.wrapping_sub(func);
-        if past != FENTRY_RETURN[0] && past != FENTRY_RETURN[1] {
+        let ctx = address_of(self.as_ptr())?;
+        // SAFETY: both helpers are inlined reads of the trampoline's frame through the context.
+        let (nregs, func) = unsafe { (bpf_get_func_arg_cnt(self.as_ptr()), bpf_get_func_ip(self.as_ptr())) };
+        if !(0..=MAX_ARG_REGS).contains(&nregs) {
             return None;
         }
-        let sp = tramp_fp + 16;
-        Some((CallSite { ret: into_caller, depth: depth_of(sp), above: 0 }, sp))
+        let above_regs = ctx + nregs as u64 * 8;
+        let w = kernel::read::<[u64; 4]>(above_regs)?;
+        let into_fn = |v: u64| {
+            let past = v.wrapping_sub(func);
+            past == FENTRY_RETURN[0] || past == FENTRY_RETURN[1]
+        };
+        // Called: [rbp, into fn, into caller] or [return value, rbp, into fn, into caller];
+        // jumped to (always with a return-value slot): [return value, rbp, into caller].
+        let at = if into_fn(w[1]) {
+            2
+        } else if into_fn(w[2]) {
+            3
+        } else if w[2].wrapping_sub(global(&TEXT_START)) < global(&TEXT_END).wrapping_sub(global(&TEXT_START))
+        {
+            2
+        } else {
+            return None;
+        };
+        let sp = above_regs + at as u64 * 8;
+        Some((CallSite { ret: w[at], depth: depth_of(sp), above: 0 }, sp))
+    }
+}
+
+/// The argument registers a trampoline saves on x86-64 (more arguments are on the stack).
+const MAX_ARG_REGS: i64 = 6;
+
+/// One per CPU: where [`address_of`] turns the context pointer into a plain number.
+#[map]
+static CTX_ADDRESS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// The context pointer as a number: the verifier forbids masking a context pointer (as
+/// [`depth_of`] does) or passing it to a global function as a scalar, but a value read back
+/// from a map is a plain number. Storing a kernel pointer in a map needs `CAP_PERFMON`, which
+/// loading tracing programs needs anyway.
+#[inline(always)]
+fn address_of(ctx: *mut core::ffi::c_void) -> Option<u64> {
+    let slot = CTX_ADDRESS.get_ptr_mut(0)?;
+    // SAFETY: `slot` is this CPU's element of a one-element array, valid for the program's
+    // run; volatile so that the compiler does not forward the store to the load.
+    unsafe {
+        core::ptr::write_volatile(slot, ctx as u64);
+        Some(core::ptr::read_volatile(slot))
     }
 }
 
@@ -254,7 +296,11 @@ fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
     let mut miss = None; // a new site, cached after the unwind
     let mut entry: Option<(*mut CachedStack, u64)> = None; // a reuse being checked
     let mut word_sp = 0; // when that reuse is of a row not split by a hash: where the site is
-    if let Some((mut site, sp)) = if check != 0 { ctx.call_site() } else { None } {
+    let named = if check != 0 { ctx.call_site() } else { None };
+    if check != 0 && named.is_none() {
+        count_unwind(unwind::NO_SITE);
+    }
+    if let Some((mut site, sp)) = named {
         let depth = site.depth;
         site.depth |= tag;
         let mut row = CALL_SITES.get_ptr_mut(&site);
