@@ -14,8 +14,6 @@
 // The BPF target has no AtomicU64::fetch_add; the intrinsic lowers to BPF_ATOMIC_ADD (XADD).
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
-// r10 (the frame pointer) for fentry mode's call site: see callsite.rs.
-#![feature(asm_experimental_arch)]
 #![warn(unsafe_op_in_unsafe_fn)]
 
 mod callsite;
