@@ -3,6 +3,8 @@
 //! a key, so every byte must be written.
 #![cfg_attr(not(test), no_std)]
 
+pub mod names;
+
 /// Which lock a contended address turned out to be.
 pub mod lock_kind {
     /// `address_space->i_mmap_rwsem` of a file: `host->i_mapping` points back at it.
@@ -37,19 +39,26 @@ pub mod lost {
     pub const STATS_MAP_FULL: u32 = 3;
     /// The per-file histogram map was full: the wait is in the totals but not the histogram.
     pub const HIST_MAP_FULL: u32 = 4;
-    /// A lock contended while the task already waited for another (a spinlock inside an rwsem
-    /// slowpath): only the outer wait is measured, as perf lock contention does.
-    pub const NESTED: u32 = 5;
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 5;
     pub const NAMES: [&str; COUNT as usize] =
-        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full", "nested"];
+        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full"];
 }
 
-/// How kprobe mode came by its kernel stacks; index into the `UNWIND` array map. A stack is
-/// unwound once per call site (the return address `down_*` was called from, and how deep in
-/// the task's kernel stack that call is) and reused for the site's later acquisitions; every
-/// `--stack-cache-check`-th reuse unwinds again and compares. A site that ever showed two
-/// different stacks is unwound every time from then on and counted as a conflict.
+/// Events left unmeasured by design, not lost; index into the `NOT_MEASURED` array map.
+pub mod not_measured {
+    /// A lock contended while the task already waited for another (a spinlock inside an rwsem
+    /// slowpath): only the outer wait is measured, as perf lock contention does.
+    pub const NESTED: u32 = 0;
+    pub const COUNT: u32 = 1;
+}
+
+/// Where the kernel stacks came from; index into the `UNWIND` array map. In kprobe and fentry
+/// modes a stack is unwound once per call site (the return address `down_*` was called from,
+/// and how deep in the task's kernel stack that call is) and reused for the site's later
+/// acquisitions; the first reuses and then every `--stack-cache-check`-th unwind again and
+/// compare. A site caught with two different stacks (a conflict) is split: by the stack
+/// words where its paths part, then by a hash of the stack above; a hash row caught again is
+/// unwound every time.
 pub mod unwind {
     /// Full unwinds (`bpf_get_stack`), every mode.
     pub const UNWINDS: u32 = 0;
@@ -57,7 +66,8 @@ pub mod unwind {
     pub const CACHE_HITS: u32 = 1;
     /// Reuses that were unwound again to check the cached stack.
     pub const CACHE_CHECKS: u32 = 2;
-    /// Checks that found another stack: the site is uncached from then on.
+    /// Checks that found another stack: the row is split from then on (a hash row: unwound
+    /// every time).
     pub const CACHE_CONFLICTS: u32 = 3;
     /// Hashes of the stack above a split call site (each instead of an unwind).
     pub const SPLIT_HASHES: u32 = 4;
@@ -71,9 +81,9 @@ pub mod unwind {
 /// Key of the call-site stack cache: where `down_*` (or an rmap operation) will return to,
 /// and the offset of that return address from the base of the task's kernel stack. Two
 /// call paths through the same call site at the same depth are caught by the checks; the
-/// site is then split by `above` (0 in a site's own row): the stack word where two of its
-/// paths part (even), or, where that is not enough, a hash of the kernel text addresses in
-/// the stack above it (odd).
+/// site is then split by `above` (0 in a site's own row): the stack words where its paths
+/// part, one and then a second (even), or, where that is not enough, a hash of the kernel
+/// text addresses in the stack above it (odd).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CallSite {
@@ -97,10 +107,10 @@ pub const SLOWPATH_SITE: u64 = 1 << 63;
 pub struct CachedStack {
     pub stack: u64,
     pub seen: u64,
-    /// In a split site's own row: 8 + the offset from the site's return address of the stack
-    /// word where its two paths were seen to part (the return address of the first frame
-    /// they do not share), which keys the split rows; 0 when it was not found (a hash of the
-    /// stack above keys them).
+    /// In a split row that is a site's own or split by a word: 8 + the offset from the site's
+    /// return address of the stack word where its two paths were seen to part (the return
+    /// address of the first frame they do not share), which keys the rows split from it; 0
+    /// when it was not found (a hash of the stack above keys them).
     pub split_at: u64,
 }
 
@@ -111,15 +121,12 @@ pub mod op {
     pub const ACQUIRE_WRITE: u32 = 1;
     /// i_mmap_rwsem taken for read (`down_read`); ns = hold time.
     pub const ACQUIRE_READ: u32 = 2;
-    /// `rwsem_down_{write,read}_slowpath` entry to return; ns = spin + sleep.
+    /// `rwsem_down_{write,read}_slowpath` entry to return; ns = spin + sleep. The row also
+    /// carries the spinning and `osq_lock` time ([`super::OpStats`]).
     pub const SLOWPATH_WRITE: u32 = 3;
     pub const SLOWPATH_READ: u32 = 4;
-    /// Slowpath time not spent asleep: optimistic spinning (osq_lock, owner spinning); ns.
-    /// Counted inside the slowpath rows ([`super::OpStats`]); rows of their own in userspace.
-    pub const SPIN: u32 = 5;
-    /// Time inside `osq_lock` (part of SPIN); ns. As SPIN.
-    pub const OSQ: u32 = 6;
-    /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree.
+    /// `vma_interval_tree_insert` / `_insert_after` on the file's i_mmap tree, outside a write
+    /// hold of this task (inside one, the hold's row counts it).
     pub const RMAP_INSERT: u32 = 7;
     /// `vma_interval_tree_remove`.
     pub const RMAP_REMOVE: u32 = 8;
@@ -270,8 +277,8 @@ pub struct WaitStats {
 /// - `SLOWPATH_*` rows: how much of the slowpath time was spinning (the rest slept) and queued
 ///   in `osq_lock`, one update instead of three, made while the lock is already held (the
 ///   slowpath has returned), where every instruction lengthens the hold others wait on.
-/// The collector turns these into `RMAP_INSERT`/`RMAP_REMOVE` and `SPIN`/`OSQ` rows with the
-/// same file and stack.
+///
+/// The report reads the rows as they are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpStats {

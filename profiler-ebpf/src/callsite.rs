@@ -1,15 +1,16 @@
 //! The call-site stack cache: one full kernel unwind per call site of `down_*` (and of the
 //! rmap tree operations) instead of one per i_mmap_rwsem acquisition.
 //!
-//! `--bpf-stats` put the unwind (`bpf_get_stack`) at ~90% of the cost of an acquisition probe,
-//! and fork/exec/exit takes the lock from a few dozen sites, over and over. A site is named
-//! cheaply ([`SiteOf`]), and its full stack unwound once. To keep that honest, the first
-//! reuses and then every `STACK_CACHE_CHECK`-th are unwound again and compared, and a site
-//! caught with two paths (`unwind.cache_conflicts`) is split: its rows are keyed by the site
-//! and the stack word where those two paths part ([`parting`]: one probe read tells them
-//! apart); a row of those caught with two paths too, by the site and a hash of the kernel
-//! text addresses in the stack above it ([`above`]). Every row is checked the same way; a
-//! hash row caught again is unwound every time from then on.
+//! The unwind (`bpf_get_stack`) is most of what an acquisition probe costs
+//! (docs/performance.md), and fork/exec/exit takes the lock from a few dozen sites, over and
+//! over. A site is named cheaply ([`SiteOf`]), and its full stack unwound once. To keep that
+//! honest, the first reuses and then every `STACK_CACHE_CHECK`-th are unwound again and
+//! compared, and a site caught with two paths (`unwind.cache_conflicts`) is split: its rows
+//! are keyed by the site and the stack word where those two paths part ([`parting`]: one
+//! probe read tells them apart); a row of those caught with two paths too, by a second such
+//! word; a row of those, by the site and a hash of the kernel text addresses in the stack
+//! above it ([`above`]). Every row is checked the same way; a hash row caught again is
+//! unwound every time from then on.
 //! `STACK_CACHE_CHECK` 0 (`--stack-cache-check 0`) unwinds everything.
 
 use aya_ebpf::{
@@ -25,7 +26,12 @@ use aya_ebpf::{
 };
 use profiler_common::{unwind, CachedStack, CallSite, SLOWPATH_SITE};
 
-use crate::{count_unwind, global, kernel, scratch};
+use crate::{
+    helpers::{count_unwind, global},
+    kernel,
+    maps::scratch,
+    stacks,
+};
 
 /// Re-unwind every Nth reuse of a cached stack to check it; 0 disables the cache.
 #[no_mangle]
@@ -38,7 +44,8 @@ const FIRST_CHECKS: u64 = 4;
 #[map]
 static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
-/// The kernel's text, `_stext` to `_etext` (from kallsyms); 0 disables splitting sites.
+/// The kernel's text, `_stext` to `_etext` (from kallsyms); 0 (tracepoint mode, or kernel
+/// addresses hidden): no hash of the stack above, sites are split by stack words only.
 #[no_mangle]
 static TEXT_START: u64 = 0;
 #[no_mangle]
@@ -145,7 +152,7 @@ pub extern "C" fn rmapprof_parting(sp: u64, cached: u64) -> u64 {
 
 #[inline(always)]
 fn parting(sp: u64, cached: u64) -> u64 {
-    let (Some(new), Some(old)) = (crate::last_unwound(scratch::PROBE), crate::stored_stack(cached)) else {
+    let (Some(new), Some(old)) = (stacks::last_unwound(scratch::PROBE), stacks::stored_stack(cached)) else {
         return 0;
     };
     let mut first = 0;
@@ -352,7 +359,7 @@ fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
             }
         }
     }
-    let key = crate::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
+    let key = stacks::stack(ctx, scratch::PROBE, C::BPF_FRAMES);
     if key == 0 {
         return 0;
     }

@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use profiler_common::{lcb_flags, lock_kind, LockTarget};
 
-use crate::global;
+use crate::helpers::global;
 
 #[no_mangle]
 static AS_I_MMAP_RWSEM: u64 = 0; // offsetof(struct address_space, i_mmap_rwsem)
@@ -29,8 +29,11 @@ static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
 #[no_mangle]
 static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
 
+/// A `T` at kernel address `addr`, or None where the read faults.
 #[inline(always)]
 pub fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies into its own result and returns an error on a
+    // fault, whatever `addr` is.
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }
 
@@ -47,6 +50,7 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
     {
         return other;
     }
+    // SAFETY: a helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
     if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
         if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {

@@ -4,6 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
+use profiler_common::names::global;
 use std::path::Path;
 
 /// Byte offset of `field` in `struct strukt`, looking through anonymous struct/union members
@@ -70,25 +71,13 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
     }
     let btf =
         Btf::from_file(btf_path).map_err(|e| anyhow!("cannot parse BTF {}: {e}", btf_path.display()))?;
-    let wanted = [
-        ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
-        ("AS_HOST", "address_space", "host"),
-        ("AS_I_MMAP", "address_space", "i_mmap"),
-        ("INODE_I_MAPPING", "inode", "i_mapping"),
-        ("INODE_I_DATA", "inode", "i_data"),
-        ("INODE_I_INO", "inode", "i_ino"),
-        ("INODE_I_SB", "inode", "i_sb"),
-        ("SB_S_DEV", "super_block", "s_dev"),
-        ("TASK_MM", "task_struct", "mm"),
-        ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
-    ];
-    let mut offsets: Vec<(&'static str, u64)> = wanted
+    let mut offsets: Vec<(&'static str, u64)> = global::OFFSETS
         .into_iter()
         .map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?)))
         .collect::<Result<_>>()?;
     // The user registers saved at the top of a task's kernel stack (callsite.rs hashes the
     // stack below them).
-    offsets.push(("PT_REGS_SIZE", size_of(&btf, "pt_regs")?));
+    offsets.push((global::PT_REGS_SIZE, size_of(&btf, "pt_regs")?));
     Ok(offsets)
 }
 

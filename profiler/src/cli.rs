@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::{path::PathBuf, time::Duration};
 
-use crate::collector::Mode;
+use crate::mode::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,10 +99,6 @@ pub struct Cli {
 }
 
 impl Cli {
-    pub fn stacks(&self) -> crate::collector::StackOptions {
-        crate::collector::StackOptions { max_stack: self.max_stack, cache_check: self.stack_cache_check }
-    }
-
     /// --cycles, or COUNT when COMMAND is one of the bundled workloads (`spawn 1000 -j 4`).
     pub fn cycles(&self) -> Option<u64> {
         if self.cycles.is_some() {
@@ -140,7 +136,7 @@ pub enum Sub {
     Model {
         #[arg(required = true, num_args = 1..=2, value_name = "REPORT.json")]
         reports: Vec<PathBuf>,
-        #[arg(long, value_name = "N,N,...", default_value = "64,128,384", value_parser = crate::render::model::parse_cpus)]
+        #[arg(long, value_name = "N,N,...", default_value = "64,128,384", value_parser = parse_cpus)]
         cpus: std::vec::Vec<u32>,
         /// Cost of moving the lock to its next owner, per write acquisition (a cache-line
         /// transfer between sockets is ~100 ns); 0 models hold times alone.
@@ -179,6 +175,15 @@ fn too_long(s: &str) -> String {
     format!("'{s}' is longer than the longest duration accepted, 365 days")
 }
 
+/// `--cpus 64,128,384`: CPU counts, each above 0.
+pub fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
+    s.split(',')
+        .map(|x| {
+            x.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("'{x}' is not a CPU count"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +204,12 @@ mod tests {
             let e = parse_duration(long).unwrap_err();
             assert!(e.contains("longest duration accepted, 365 days"), "{long}: {e}");
         }
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpus("64,128, 384"), Ok(vec![64, 128, 384]));
+        assert!(parse_cpus("64,x").is_err() && parse_cpus("0").is_err());
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::{
 };
 use tokio::process::Child;
 
-use crate::{output::invoking_user, session::Exit, signals};
+use crate::{errors::Exit, output::invoking_user, signals};
 
 /// How long COMMAND's group has to exit after a signal before it is killed.
 pub const GRACE: Duration = Duration::from_secs(2);

@@ -190,14 +190,13 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
         let mut by_names = std::collections::BTreeMap::new();
         for p in r["files"][0]["acquire_paths"].as_array().unwrap() {
             *by_names.entry((p["rw"].to_string(), p["frames"].to_string())).or_insert(0) +=
-                u(p, "contentions");
+                u(p, "acquisitions");
         }
         (by_names, r["unwind"].clone())
     };
     let (cached, unwind) = paths("64");
     let (unwound, every) = paths("0");
-    // The cache saves unwinds (6.12: ~70% on spawn in kprobe mode, ~85% in fentry mode;
-    // 6.1, with more sites that have two paths, less).
+    // The cache saves unwinds (how many, per kernel and mode: docs/performance.md).
     assert!(
         u(&unwind, "cache_hits") > 0 && u(&unwind, "unwinds") < u(&every, "unwinds"),
         "{mode}: {unwind} {every}"

@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use crate::{root, vm};
+use crate::{host::root, kernel};
 
 /// `git config user.name` and `user.email`: the only identity a patch is signed with.
 pub struct Identity {
@@ -119,7 +119,7 @@ fn get_maintainer(src: &Path, patch: &Path) -> Result<Addresses> {
 /// Writes To:/Cc: into each patch's mail header and the union into the cover letter's:
 /// every patch goes to the maintainers of what it touches, the letter to all of them.
 pub fn address(series: &[PathBuf], letter: &Path, me: &Identity) -> Result<()> {
-    let src = vm::unpacked_source(vm::OURS)?;
+    let src = kernel::unpacked_source(kernel::OURS)?;
     let mut all = Addresses::default();
     for p in series {
         let mut a = get_maintainer(&src, p)?;
@@ -170,12 +170,12 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
     let (subject, blurb) =
         template.split_once("\n\n").context("cover-letter.in: subject, blank line, body")?;
-    let version = vm::kernel_version(&vm::unpacked_source(vm::OURS)?)?;
+    let version = kernel::kernel_version(&kernel::unpacked_source(kernel::OURS)?)?;
     let base = format!(
         "Debian's linux-source-{} {} from {} (Linux {version})",
-        vm::OURS,
-        vm::package_version(vm::OURS),
-        vm::package_suite(vm::OURS)
+        kernel::OURS,
+        kernel::package_version(kernel::OURS),
+        kernel::package_suite(kernel::OURS)
     );
     let mut blurb = blurb.replace("@BASE@", &base);
     for (name, value) in fields {
@@ -187,7 +187,7 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     // Keep git's header lines and the shortlog/diffstat tail (from git's "AUTHOR (N):" line).
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
     let tail = shortlog_start(&old).map(|i| &old[i..]).unwrap_or("");
-    let n = vm::series(vm::OURS)?.len();
+    let n = kernel::series(kernel::OURS)?.len();
     // The subject prefix format-patch was given ("RFC PATCH v2"), kept from the letter there.
     let prefix = old[header_end..]
         .strip_prefix("Subject: [")

@@ -4,19 +4,21 @@
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
 mod bench;
+mod host;
+mod kernel;
 mod letter;
 mod patches;
 mod perf;
 mod setup;
 mod stress;
+mod tools;
 mod vm;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use host::{cargo, root, sh};
+use setup::build;
+use std::{path::Path, process::Command};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -69,7 +71,8 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         tools: Vec<String>,
         /// With --vm: time by QEMU's instruction-count clock (1 ns per guest instruction), which
-        /// the host's load cannot move: ratios then compare instructions executed, to ~1%.
+        /// the host's load cannot move: ratios then compare instructions executed (how closely:
+        /// docs/performance.md, "The two clocks").
         #[arg(long)]
         icount: bool,
         /// Set by --vm for the run inside the guest (no build, no apt).
@@ -85,7 +88,7 @@ enum Cmd {
     /// Build our 7.2 kernel (cached) and run COMMAND inside it under QEMU, repo visible.
     Vm {
         /// Kernel series: 7.2 (ours, Debian unstable's), 6.1 (Debian's older one) or 6.12.
-        #[arg(long, default_value = vm::OURS, value_parser = kernel_series)]
+        #[arg(long, default_value = kernel::OURS, value_parser = kernel_series)]
         kernel: &'static str,
         /// Boot the kernel with patches/ applied (a separate cached build; 7.2 only).
         #[arg(long)]
@@ -112,7 +115,7 @@ enum Cmd {
     TestVm {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
-        /// Kernel series: 7.2 (ours), 6.1 or 6.12; default 6.12 and 6.1 (CI's, `vm::CI_KERNELS`), in turn.
+        /// Kernel series: 7.2 (ours), 6.1 or 6.12; default 6.12 and 6.1 (CI's, `kernel::CI_KERNELS`), in turn.
         #[arg(long, value_parser = kernel_series)]
         kernel: Option<&'static str>,
     },
@@ -135,7 +138,7 @@ enum Cmd {
         cover_letter_only: bool,
     },
     /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
-    /// the kprobe/fentry tests inside Debian's 6.12 and 6.1 kernels (test-vm, `vm::CI_KERNELS`).
+    /// the kprobe/fentry tests inside Debian's 6.12 and 6.1 kernels (test-vm, `kernel::CI_KERNELS`).
     Test {
         /// Only the tests on this machine's kernel (skip the VM).
         #[arg(long)]
@@ -163,12 +166,12 @@ fn run(cli: Cli) -> Result<()> {
             if host {
                 Ok(())
             } else {
-                vm::CI_KERNELS.iter().try_for_each(|k| test_vm(2, k))
+                kernel::CI_KERNELS.iter().try_for_each(|k| test_vm(2, k))
             }
         }
         Cmd::TestVm { cpus, kernel } => match kernel {
             Some(k) => test_vm(cpus, k),
-            None => vm::CI_KERNELS.iter().try_for_each(|k| test_vm(cpus, k)),
+            None => kernel::CI_KERNELS.iter().try_for_each(|k| test_vm(cpus, k)),
         },
         Cmd::Soak { minutes } => {
             setup::ensure()?;
@@ -193,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
         Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {
-                vm::build_kernel(kernel, patched, debug).map(|_| ())
+                kernel::build_kernel(kernel, patched, debug).map(|_| ())
             } else {
                 if command.is_empty() {
                     anyhow::bail!("nothing to run: cargo xtask vm [--patched] [--cpus N] -- COMMAND...");
@@ -203,33 +206,6 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-}
-
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
-/// Runs a command in the repository root (unless it has a directory of its own), echoing it;
-/// fails if it fails.
-pub fn sh(cmd: &mut Command) -> Result<()> {
-    eprintln!("xtask: $ {}", format!("{cmd:?}").replace('"', ""));
-    if cmd.get_current_dir().is_none() {
-        cmd.current_dir(root());
-    }
-    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !st.success() {
-        bail!("{cmd:?} failed ({st})");
-    }
-    Ok(())
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
-
-fn build() -> Result<()> {
-    setup::ensure()?;
-    sh(cargo().args(["build", "--release", "-p", "rmapprof", "-p", "rmapprof-workloads"]))
 }
 
 /// Root or sudo in front of `cmd`: rmapprof loads BPF programs.
@@ -269,7 +245,11 @@ fn test(args: &[String]) -> Result<()> {
 }
 
 fn kernel_series(s: &str) -> Result<&'static str, String> {
-    vm::KERNELS.iter().find(|k| **k == s).copied().ok_or_else(|| format!("one of {}", vm::KERNELS.join(", ")))
+    kernel::KERNELS
+        .iter()
+        .find(|k| **k == s)
+        .copied()
+        .ok_or_else(|| format!("one of {}", kernel::KERNELS.join(", ")))
 }
 
 /// Builds everything on the host, then runs the VM test binary inside `kernel`.

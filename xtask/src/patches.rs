@@ -3,7 +3,12 @@
 use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
-use crate::{build, letter, root, sh, vm};
+use crate::{
+    host::{root, sh},
+    kernel, letter,
+    setup::build,
+    vm,
+};
 
 /// Cycles and parallel jobs of each workload in the report.
 const CYCLES: u32 = 100;
@@ -23,19 +28,19 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
 /// DEBUG_VM on the patched kernel.
 pub fn check(cpus: u32, seconds: u32) -> Result<()> {
     build()?;
-    let src = vm::unpacked_source(vm::OURS)?;
+    let src = kernel::unpacked_source(kernel::OURS)?;
     for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
         sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
         eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
     }
-    vm::build_kernel(vm::OURS, true, true)?;
+    kernel::build_kernel(kernel::OURS, true, true)?;
     let selftests = build_selftests()?;
     let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
     cmd.extend(selftests);
     // 4G: mremap_test moves 2GB regions.
     let code = vm::run(
         &vm::VmOpts {
-            kernel: vm::OURS,
+            kernel: kernel::OURS,
             patched: true,
             debug: true,
             cpus,
@@ -56,10 +61,10 @@ const SELFTESTS: &[&str] =
     &["cow", "mremap_test", "mremap_dontunmap", "map_fixed_noreplace", "madv_populate", "mseal_test"];
 
 fn build_selftests() -> Result<Vec<String>> {
-    let src = vm::source(vm::OURS, true)?;
+    let src = kernel::source(kernel::OURS, true)?;
     let out = root().join("target/selftests-mm");
     std::fs::create_dir_all(&out)?;
-    let hdr = vm::build_dir(vm::OURS, true, true);
+    let hdr = kernel::build_dir(kernel::OURS, true, true);
     sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
     let mut built = Vec::new();
     for t in SELFTESTS {
@@ -86,7 +91,7 @@ fn build_selftests() -> Result<Vec<String>> {
 /// under QEMU's instruction-count clock, then the cover letter and its addresses.
 pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
     let me = letter::Identity::from_git_config()?;
-    let patches = vm::series(vm::OURS)?;
+    let patches = kernel::series(kernel::OURS)?;
     letter::check_authorship(&patches, &me)?;
     let out = root().join("target/patches-report");
     if !cover_letter_only {
@@ -121,7 +126,14 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
         let cmd =
             ["scripts/patches-report-guest.sh".to_owned(), dir.clone(), CYCLES.to_string(), cpus.to_string()];
         let code = vm::run(
-            &vm::VmOpts { kernel: vm::OURS, patched, debug: false, cpus, memory: "2G".into(), icount: false },
+            &vm::VmOpts {
+                kernel: kernel::OURS,
+                patched,
+                debug: false,
+                cpus,
+                memory: "2G".into(),
+                icount: false,
+            },
             &cmd,
         )?;
         if code != 0 {
@@ -131,7 +143,7 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
         let cmd = ["scripts/patches-icount-guest.sh".to_owned(), dir, ICOUNT_CYCLES.to_string()];
         let code = vm::run(
             &vm::VmOpts {
-                kernel: vm::OURS,
+                kernel: kernel::OURS,
                 patched,
                 debug: false,
                 cpus: 1,

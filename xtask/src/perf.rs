@@ -5,7 +5,10 @@
 use anyhow::{bail, Result};
 use std::{path::PathBuf, process::Command};
 
-use crate::{sh, vm};
+use crate::{
+    host::{cache_dir, have, sh},
+    kernel,
+};
 
 const APT_PACKAGES: &[&str] = &[
     "clang",
@@ -20,7 +23,7 @@ const APT_PACKAGES: &[&str] = &[
 
 /// `<cache>/perf/perf`, when built.
 pub fn binary() -> Option<PathBuf> {
-    let p = vm::cache_dir().join("perf/perf");
+    let p = cache_dir().join("perf/perf");
     p.exists().then_some(p)
 }
 
@@ -29,8 +32,8 @@ pub fn ensure() -> Result<PathBuf> {
     if let Some(p) = binary() {
         return Ok(p);
     }
-    vm::ensure_tools(vm::OURS)?;
-    if !["clang", "llvm-strip"].iter().all(|c| vm::have(c))
+    kernel::ensure_tools(kernel::OURS)?;
+    if !["clang", "llvm-strip"].iter().all(|c| have(c))
         || !std::path::Path::new("/usr/include/traceevent/event-parse.h").exists()
     {
         eprintln!("xtask: installing perf's build dependencies (apt)");
@@ -39,8 +42,8 @@ pub fn ensure() -> Result<PathBuf> {
             .args(APT_PACKAGES)
             .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
-    let src = vm::base_source()?;
-    let out = vm::cache_dir().join("perf");
+    let src = kernel::base_source()?;
+    let out = cache_dir().join("perf");
     std::fs::create_dir_all(&out)?;
     eprintln!("xtask: building perf from {}/tools/perf with BUILD_BPF_SKEL=1 (~2 min)", src.display());
     let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();

@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::{path::PathBuf, process::Command};
 
-use crate::sh;
+use crate::host::{cargo, sh};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -56,4 +56,10 @@ fn install_bpf_linker(sysroot: &std::path::Path) -> Result<()> {
         .env("RUSTFLAGS", rustflags)
         .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION, "--force"])
         .args(["--no-default-features", "--features", &format!("llvm-{major},no-llvm-linking")]))
+}
+
+/// rmapprof (with its eBPF object) and the workloads, release builds; the eBPF toolchain first.
+pub fn build() -> Result<()> {
+    ensure()?;
+    sh(cargo().args(["build", "--release", "-p", "rmapprof", "-p", "rmapprof-workloads"]))
 }

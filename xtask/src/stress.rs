@@ -3,11 +3,11 @@
 //! more jobs (event rate), under the most detailed mode this kernel attaches.
 
 use anyhow::{Context, Result};
-use std::{path::Path, process::Command, time::Instant};
+use std::{process::Command, time::Instant};
 
 use crate::{
-    bench::{lost_of, read_report, rmapprof_events, start, stop, Kind, Tool},
-    root, sh,
+    host::{root, sh},
+    tools::{lost_of, read_report, rmapprof_events, start, stop, Kind, Tool},
 };
 
 /// Where loss starts, under the most detailed rmapprof mode this kernel attaches: mmap-churn
@@ -48,8 +48,8 @@ pub fn run(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
         sh(Command::new(&churn).arg(&sub).arg(cycles.to_string()).args(["-j", &jobs.to_string()]))?;
         let secs = t.elapsed().as_secs_f64();
         stop(child, tool.kind)?;
-        let report = read_report(Path::new(&tool.argv[4]))?;
-        let (events, _) = rmapprof_events(Path::new(&tool.argv[4]))?;
+        let report = read_report(tool.report_dir()?)?;
+        let (events, _) = rmapprof_events(tool.report_dir()?)?;
         let lost = lost_of(&report);
         let nrows = report["files"].as_array().map_or(0, |f| f.len());
         let lost_s = if lost.is_empty() {

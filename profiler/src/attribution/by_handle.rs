@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use super::files::FileId;
+use super::FileId;
 
 /// `FILEID_INO32_GEN` in include/linux/exportfs.h: { u32 ino; u32 gen; }.
 const FILEID_INO32_GEN: i32 = 1;

@@ -22,7 +22,7 @@ fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
 
 /// Which waits a folded file holds.
 #[derive(Clone, Copy, PartialEq)]
-pub enum Waits {
+pub enum WaitPart {
     /// Off-CPU: sleeping in the rwsem slowpath (lock:contention_begin/end).
     Sleep,
     /// On-CPU: optimistic spinning (kprobe/fentry modes).
@@ -33,24 +33,24 @@ pub enum Waits {
 
 /// One line per (file, direction, call path), heaviest files first.
 pub fn folded(r: &Report) -> String {
-    folded_waits(r, Waits::All)
+    folded_waits(r, WaitPart::All)
 }
 
-pub fn folded_waits(r: &Report, which: Waits) -> String {
+pub fn folded_waits(r: &Report, which: WaitPart) -> String {
     let mut out = String::new();
     for f in &r.files {
         let root = frame(&format!("i_mmap_rwsem {}", file_label(f.path.as_deref(), &f.dev, f.ino)));
         let paths = match which {
-            Waits::Sleep => f.call_paths.iter().collect::<Vec<_>>(),
-            Waits::Spin => f.spin_paths.iter().collect(),
-            Waits::All => f.spin_paths.iter().chain(&f.call_paths).collect(),
+            WaitPart::Sleep => f.call_paths.iter().collect::<Vec<_>>(),
+            WaitPart::Spin => f.spin_paths.iter().collect(),
+            WaitPart::All => f.spin_paths.iter().chain(&f.call_paths).collect(),
         };
         for p in paths {
             if p.wait_ns_total == 0 {
                 continue;
             }
             // Beside spin (on CPU), say that the other waits are sleeps (off CPU).
-            let label = if which == Waits::All && !f.spin_paths.is_empty() && p.osq_ns.is_none() {
+            let label = if which == WaitPart::All && !f.spin_paths.is_empty() && p.osq_ns.is_none() {
                 format!("sleep {}", p.rw)
             } else {
                 p.rw.clone()
@@ -89,7 +89,7 @@ pub fn title(r: &Report) -> String {
         .collect();
     let more = if r.files.len() > 4 { format!(" +{}", r.files.len() - 4) } else { String::new() };
     let files = if names.is_empty() { "no contention seen".to_owned() } else { names.join(", ") + &more };
-    format!("i_mmap_rwsem wait: {files} ({} mode)", super::escape(&r.mode))
+    format!("i_mmap_rwsem wait: {files} ({} mode)", r.mode)
 }
 
 /// SVG flame graph; width is nanoseconds waited.
@@ -146,16 +146,16 @@ mod tests {
         spin.wait_ns_total = 1000;
         spin.osq_ns = Some(600);
         r.files[0].spin_paths = vec![spin];
-        let s = folded_waits(&r, Waits::Spin);
+        let s = folded_waits(&r, WaitPart::Spin);
         assert_eq!(
             s,
             "i_mmap_rwsem libc.so.6;spin;entry_SYSCALL_64;dup_mmap;down_write;osq_lock 600\n\
              i_mmap_rwsem libc.so.6;spin;entry_SYSCALL_64;dup_mmap;down_write;[owner spinning] 400\n"
         );
-        let all = folded_waits(&r, Waits::All);
+        let all = folded_waits(&r, WaitPart::All);
         assert_eq!(all.lines().count(), 3);
         assert!(all.lines().last().unwrap().starts_with("i_mmap_rwsem libc.so.6;sleep write;"), "{all}");
-        assert_eq!(folded_waits(&r, Waits::Sleep), folded(&sample()));
+        assert_eq!(folded_waits(&r, WaitPart::Sleep), folded(&sample()));
     }
 
     #[test]

@@ -174,7 +174,7 @@ mod tests {
 
     mod any_name {
         use super::super::*;
-        use crate::report::{CallPath, ClassRow};
+        use crate::report::{AcquirePath, CallPath, ClassRow};
         use proptest::prelude::*;
 
         /// Any Unicode, weighted toward what breaks lines and columns: control characters,
@@ -207,8 +207,14 @@ mod tests {
             };
             f.spin_paths = vec![spin];
             f.spin_ns_total = Some(1000);
-            f.acquire_paths =
-                vec![CallPath { contentions: 50, wait_ns_total: 90_000, ..f.call_paths[0].clone() }];
+            let frames = f.call_paths[0].frames.clone();
+            f.acquire_paths = vec![AcquirePath {
+                rw: "write".into(),
+                frames,
+                acquisitions: 50,
+                hold_ns_total: 90_000,
+                hold_ns_max: 0,
+            }];
             f.by_class = vec![ClassRow {
                 class: "fork".into(),
                 write_acquisitions: Some(50),
@@ -257,8 +263,8 @@ mod tests {
                 clean_lines("model", &model::table(&[("before", &b), ("after", &a)], &[64], 100.0).unwrap())?;
                 // Per file: one sleep stack, and spin split in osq_lock and owner spinning.
                 one_line_per_stack(&folded::folded(&b), 6)?;
-                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Sleep), 2)?;
-                one_line_per_stack(&folded::folded_waits(&b, folded::Waits::Spin), 4)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Sleep), 2)?;
+                one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Spin), 4)?;
             }
         }
 

@@ -1,82 +1,17 @@
-//! `rmapprof model REPORT.json [AFTER.json] --cpus 64,128,384`: the serialised ceiling that
-//! i_mmap_rwsem write holds put on a fork/exec workload, and how a patch moves it.
-//!
-//! Model (an upper bound, derived in docs/design.md): a file's i_mmap_rwsem is held for write by
-//! one task at a time, for H ns per workload cycle (the sum of its write hold times per cycle), and
-//! each of its A write acquisitions per cycle must also move the lock's cache line to the next
-//! owner (a hand-off of h ns, --handoff-ns). So the lock is busy S = H + A x h ns per cycle and no
-//! machine runs more than 1e9 / S cycles/s, whatever its CPU count. Without the lock, N CPUs run
-//! N x r cycles/s, r being the per-CPU rate the profiled run reached. The estimate at N CPUs is
-//! min(N x r, 1e9 / S of the busiest lock). Contention itself lengthens holds (wakeups, spinning
-//! owners' cache traffic), so real curves bend below this bound before reaching it.
+//! `rmapprof model` as an 80-column table: the ceiling per CPU count (crate::ceiling), one
+//! run or two side by side.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use std::fmt::Write;
 
 use super::{clip, escape, Keep};
-use crate::report::Report;
-
-/// Per cycle, one file's lock: write acquisitions, write hold time, and the time the lock is
-/// unavailable to others (hold + hand-offs).
-struct Lock {
-    file: String,
-    acquisitions_per_cycle: f64,
-    hold_ns_per_cycle: f64,
-    busy_ns_per_cycle: f64,
-}
-
-struct Run {
-    per_cpu_rate: f64,
-    locks: Vec<Lock>,
-}
-
-fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Run> {
-    let Some(cycles) = r.cycles.filter(|c| *c > 0) else {
-        bail!("{name}: no cycle count (profile a bundled workload, or pass --cycles)");
-    };
-    if r.files.iter().all(|f| f.acquire_paths.is_empty()) {
-        bail!(
-            "{name}: no hold times ({} mode{}); the model needs a kprobe or fentry run with --acquisitions",
-            escape(&r.mode),
-            if r.acquisitions_counted == Some(false) { " without --acquisitions" } else { "" }
-        );
-    }
-    let cpus = r.cpus.unwrap_or(1).max(1) as f64;
-    let secs = r.duration_ns as f64 / 1e9;
-    let mut locks: Vec<Lock> = r
-        .files
-        .iter()
-        .map(|f| {
-            // acquire_paths: `contentions` counts acquisitions, `wait_ns_total` is hold time.
-            let writes = f.acquire_paths.iter().filter(|p| p.rw == "write");
-            let acquisitions = writes.clone().map(|p| p.contentions as f64).sum::<f64>() / cycles as f64;
-            let hold = writes.map(|p| p.wait_ns_total as f64).sum::<f64>() / cycles as f64;
-            Lock {
-                file: f.path.as_deref().map(|p| p.rsplit('/').next().unwrap_or(p)).unwrap_or("?").to_owned(),
-                acquisitions_per_cycle: acquisitions,
-                hold_ns_per_cycle: hold,
-                busy_ns_per_cycle: hold + acquisitions * handoff_ns,
-            }
-        })
-        .filter(|l| l.busy_ns_per_cycle > 0.0)
-        .collect();
-    locks.sort_by(|a, b| b.busy_ns_per_cycle.total_cmp(&a.busy_ns_per_cycle));
-    Ok(Run { per_cpu_rate: cycles as f64 / secs / cpus, locks })
-}
-
-fn estimate(run: &Run, n: u32) -> (f64, f64, &str) {
-    let offered = run.per_cpu_rate * n as f64;
-    match run.locks.first() {
-        Some(l) => {
-            let ceiling = 1e9 / l.busy_ns_per_cycle;
-            (offered.min(ceiling), (offered * l.busy_ns_per_cycle / 1e9).min(1.0), &l.file)
-        }
-        None => (offered, 0.0, "-"),
-    }
-}
+use crate::{
+    ceiling::{analyse, estimate, Analysis},
+    report::Report,
+};
 
 pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<String> {
-    let analysed: Vec<(&str, Run)> =
+    let analysed: Vec<(&str, Analysis)> =
         runs.iter().map(|(n, r)| Ok((*n, analyse(r, n, handoff_ns)?))).collect::<Result<_>>()?;
     let mut s = String::new();
     let _ = writeln!(
@@ -123,30 +58,18 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
     Ok(s)
 }
 
-pub fn parse_cpus(s: &str) -> Result<Vec<u32>, String> {
-    s.split(',')
-        .map(|x| {
-            x.trim().parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| format!("'{x}' is not a CPU count"))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::CallPath;
+    use crate::report::AcquirePath;
 
     fn report(hold_ns_total: u64) -> Report {
         let mut r = crate::render::text::tests::sample();
         r.cycles = Some(100);
         r.duration_ns = 1_000_000_000;
         r.cpus = Some(2);
-        r.files[0].acquire_paths = vec![CallPath {
-            rw: "write".into(),
-            contentions: 500,
-            wait_ns_total: hold_ns_total,
-            ..Default::default()
-        }];
+        r.files[0].acquire_paths =
+            vec![AcquirePath { rw: "write".into(), acquisitions: 500, hold_ns_total, ..Default::default() }];
         r
     }
 
@@ -191,8 +114,6 @@ mod tests {
         let mut r = report(1);
         r.files[0].acquire_paths.clear();
         assert!(table(&[("x", &r)], &[64], 0.0).unwrap_err().to_string().contains("kprobe or fentry"));
-        assert_eq!(parse_cpus("64,128, 384"), Ok(vec![64, 128, 384]));
-        assert!(parse_cpus("64,x").is_err() && parse_cpus("0").is_err());
     }
 
     /// A non-ASCII basename longer than the column was cut inside a character (a panic), and

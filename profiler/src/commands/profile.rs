@@ -1,7 +1,7 @@
-//! One profiling run: check, attach, wait for the end (duration, COMMAND, PID, signal), detach,
-//! attribute, write the outputs.
+//! `rmapprof [OPTIONS] [-- COMMAND]`, one profiling run: check, attach, wait for the end
+//! (duration, COMMAND, PID, signal), detach, attribute, write the outputs.
 
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -14,30 +14,16 @@ use crate::{
         symbols::KernelSymbols,
     },
     cli::Cli,
-    collector::{Collector, ProbeStatus, Snapshot},
+    collector::{Collector, Config, ProbeStatus, Snapshot, StackOptions},
     command::{self, Command},
+    errors::usage,
     interval,
+    mode::{Mode, RunMode},
     output::OutputDir,
     preflight, render,
     report::{self, Report},
-    signals, UsageError,
+    signals,
 };
-
-/// An error that carries its own exit status (127: COMMAND not found, as a shell says).
-#[derive(Debug)]
-pub struct Exit(pub u8, pub String);
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for Exit {}
-
-fn usage(msg: impl Into<String>) -> anyhow::Error {
-    anyhow!(UsageError(msg.into()))
-}
 
 /// Why profiling stopped.
 enum End {
@@ -48,7 +34,7 @@ enum End {
 }
 
 pub async fn run(cli: Cli) -> Result<u8> {
-    if cli.acquisitions && cli.mode == crate::collector::Mode::Tracepoint {
+    if cli.acquisitions && cli.mode == Mode::Tracepoint {
         return Err(usage("--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits"));
     }
     preflight::check_caps()?;
@@ -85,12 +71,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
     // Reading BTF and loading and verifying the programs takes a moment: say what happens.
     say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
-    let collector =
-        Collector::start(cli.mode, &cli.btf, cli.pid, cli.stacks(), cli.bpf_stats, cli.acquisitions)?;
+    let collector = Collector::start(&Config {
+        mode: cli.mode,
+        btf: &cli.btf,
+        tgid: cli.pid,
+        stacks: StackOptions { max_stack: cli.max_stack, cache_check: cli.stack_cache_check },
+        bpf_stats: cli.bpf_stats,
+        acquisitions: cli.acquisitions,
+    })?;
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
-    let run = Run {
+    let window = Window {
         cli: &cli,
-        mode: collector.mode.name(),
+        mode: collector.mode,
         acquisitions: collector.acquisitions,
         probes: collector.probes.clone(),
         started: Instant::now(),
@@ -135,7 +127,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 let at = Instant::now();
                 let snap = collector.snapshot(false)?;
                 index.name_unmapped(snap.files());
-                let cur = run.report(&snap, &index, &KernelSymbols::default(), at);
+                let cur = window.report(&snap, &index, &KernelSymbols::default(), at);
                 out!("{}\n", interval::table(&last, &cur, false));
                 last = cur;
             }
@@ -151,7 +143,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     index.name_unmapped(snap.files());
     let code = end_command(end, command.as_mut(), cli.duration).await;
     drop(command);
-    let report = run.report(&snap, &index, &KernelSymbols::load(), ended);
+    let report = window.report(&snap, &index, &KernelSymbols::load(), ended);
     if cli.interval.is_some() {
         out!("{}\n", interval::table(&last, &report, true));
     }
@@ -196,17 +188,18 @@ async fn end_command(end: End, command: Option<&mut Command>, duration: Option<D
     }
 }
 
-/// What a report is made of besides the snapshot and files.
-struct Run<'a> {
+/// The profiling window (when it opened, what was attached) and what the user asked: what a
+/// report is made of besides the snapshot and files.
+struct Window<'a> {
     cli: &'a Cli,
-    mode: &'static str,
+    mode: RunMode,
     acquisitions: bool,
     probes: Vec<ProbeStatus>,
     started: Instant,
     selected: &'a [files::Selected],
 }
 
-impl Run<'_> {
+impl Window<'_> {
     /// The report of a snapshot taken at `at`: its duration is the time profiled until then.
     fn report(&self, snap: &Snapshot, index: &FileIndex, symbols: &KernelSymbols, at: Instant) -> Report {
         report::build(
@@ -235,10 +228,10 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
         ("flamegraph.svg".to_owned(), render::folded::flamegraph_svg(report, &folded)?),
         ("stacks.folded".to_owned(), folded.into_bytes()),
     ];
-    if matches!(report.mode.as_str(), "kprobe" | "fentry") {
+    if report.mode.probed() {
         // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
-        use render::folded::{flamegraph_svg_titled, folded_waits, title, Waits};
-        for (which, name) in [(Waits::Spin, "spin"), (Waits::Sleep, "sleep")] {
+        use render::folded::{flamegraph_svg_titled, folded_waits, title, WaitPart};
+        for (which, name) in [(WaitPart::Spin, "spin"), (WaitPart::Sleep, "sleep")] {
             let f = folded_waits(report, which);
             let t = format!("{} - {name} only", title(report));
             files.push((format!("flamegraph-{name}.svg"), flamegraph_svg_titled(report, &f, t)?));

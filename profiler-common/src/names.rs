@@ -1,0 +1,142 @@
+//! The names userspace looks up in the eBPF object: maps, globals, programs, and the kernel
+//! functions each probe program is attached to. The eBPF side spells them as the identifiers
+//! of its `#[map]` statics, `#[no_mangle]` globals and program functions (an attribute takes
+//! no constant); profiler's `contract` test opens the object it embeds and checks that every
+//! name here is in it.
+
+/// Maps userspace reads (or resizes, for the tests' fault injection).
+pub mod map {
+    pub const CONTENTION: &str = "CONTENTION";
+    pub const WAIT_HIST: &str = "WAIT_HIST";
+    pub const STACKS: &str = "STACKS";
+    pub const OPS: &str = "OPS";
+    pub const CALL_SITES: &str = "CALL_SITES";
+    pub const LOST: &str = "LOST";
+    pub const UNWIND: &str = "UNWIND";
+    pub const NOT_MEASURED: &str = "NOT_MEASURED";
+    /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
+    pub const AGGREGATION: [&str; 5] = [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES];
+}
+
+/// Globals userspace writes before load (`EbpfLoader::override_global`).
+pub mod global {
+    /// Offsets of `lock_addr` and `flags` in the `lock:contention_*` records (tracefs).
+    pub const TP_BEGIN_LOCK: &str = "TP_BEGIN_LOCK";
+    pub const TP_BEGIN_FLAGS: &str = "TP_BEGIN_FLAGS";
+    pub const TP_END_LOCK: &str = "TP_END_LOCK";
+    pub const MAX_STACK: &str = "MAX_STACK";
+    pub const FILTER_TGID: &str = "FILTER_TGID";
+    pub const ACQUISITIONS: &str = "ACQUISITIONS";
+    pub const STACK_CACHE_CHECK: &str = "STACK_CACHE_CHECK";
+    pub const TEXT_START: &str = "TEXT_START";
+    pub const TEXT_END: &str = "TEXT_END";
+    /// `sizeof(struct pt_regs)`, from BTF.
+    pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
+    /// Struct offsets from BTF: (global, struct, field).
+    pub const OFFSETS: [(&str, &str, &str); 10] = [
+        ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
+        ("AS_HOST", "address_space", "host"),
+        ("AS_I_MMAP", "address_space", "i_mmap"),
+        ("INODE_I_MAPPING", "inode", "i_mapping"),
+        ("INODE_I_DATA", "inode", "i_data"),
+        ("INODE_I_INO", "inode", "i_ino"),
+        ("INODE_I_SB", "inode", "i_sb"),
+        ("SB_S_DEV", "super_block", "s_dev"),
+        ("TASK_MM", "task_struct", "mm"),
+        ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
+    ];
+}
+
+/// A tracepoint program and the event it is attached to.
+#[derive(Clone, Copy, Debug)]
+pub struct Tracepoint {
+    pub program: &'static str,
+    pub category: &'static str,
+    pub event: &'static str,
+}
+
+/// The lock tracepoints, attached in every mode.
+pub const TRACEPOINTS: [Tracepoint; 2] = [
+    Tracepoint { program: "contention_begin", category: "lock", event: "contention_begin" },
+    Tracepoint { program: "contention_end", category: "lock", event: "contention_end" },
+];
+
+/// The two families of probe programs: each probe exists in both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Kprobe,
+    Fentry,
+}
+
+/// Where in the kernel function a probe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum At {
+    Entry,
+    Return,
+}
+
+/// One probe on one kernel function, as a program of each family. A kprobe program may serve
+/// several functions; an fentry program is bound to one function at load.
+#[derive(Clone, Copy, Debug)]
+pub struct Probe {
+    pub function: &'static str,
+    pub at: At,
+    pub kprobe: &'static str,
+    pub fentry: &'static str,
+}
+
+impl Probe {
+    /// The program of `family` for this probe.
+    pub fn program(&self, family: Family) -> &'static str {
+        match family {
+            Family::Kprobe => self.kprobe,
+            Family::Fentry => self.fentry,
+        }
+    }
+
+    /// The program type, as the kernel and the report name it.
+    pub fn kind(&self, family: Family) -> &'static str {
+        match (family, self.at) {
+            (Family::Kprobe, At::Entry) => "kprobe",
+            (Family::Kprobe, At::Return) => "kretprobe",
+            (Family::Fentry, At::Entry) => "fentry",
+            (Family::Fentry, At::Return) => "fexit",
+        }
+    }
+}
+
+const fn entry(function: &'static str, kprobe: &'static str, fentry: &'static str) -> Probe {
+    Probe { function, at: At::Entry, kprobe, fentry }
+}
+
+const fn exit(function: &'static str, kprobe: &'static str, fentry: &'static str) -> Probe {
+    Probe { function, at: At::Return, kprobe, fentry }
+}
+
+/// What kprobe/fentry modes always attach: the waits the lock tracepoints cannot see. These
+/// functions run only when an rwsem is contended, so they cost little.
+pub const WAIT_PROBES: &[Probe] = &[
+    entry("rwsem_down_write_slowpath", "kp_down_write_slowpath", "fe_down_write_slowpath"),
+    exit("rwsem_down_write_slowpath", "kr_down_write_slowpath", "fx_down_write_slowpath"),
+    entry("rwsem_down_read_slowpath", "kp_down_read_slowpath", "fe_down_read_slowpath"),
+    exit("rwsem_down_read_slowpath", "kr_down_read_slowpath", "fx_down_read_slowpath"),
+    entry("osq_lock", "kp_osq_lock", "fe_osq_lock"),
+    exit("osq_lock", "kr_osq_lock", "fx_osq_lock"),
+];
+
+/// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
+/// it. `down_*`/`up_*` run for every rwsem in the kernel, far more often than on an
+/// i_mmap_rwsem, so these cost a fork/exec-heavy workload measurably (docs/performance.md).
+/// `down_*` have entry probes only: the hold starts there, and a slowpath's return moves the
+/// start to when the lock is granted.
+pub const ACQUISITION_PROBES: &[Probe] = &[
+    // Releases before acquisitions: a hold begun while only `down_*` was attached would never
+    // end, and a write hold would keep its slot taken for the whole run.
+    entry("up_write", "kp_up", "fe_up_write"),
+    entry("up_read", "kp_up", "fe_up_read"),
+    entry("down_write", "kp_down_write", "fe_down_write"),
+    entry("down_read", "kp_down_read", "fe_down_read"),
+    entry("vma_interval_tree_insert", "kp_rmap_insert", "fe_rmap_insert"),
+    entry("vma_interval_tree_insert_after", "kp_rmap_insert_after", "fe_rmap_insert_after"),
+    entry("vma_interval_tree_remove", "kp_rmap_remove", "fe_rmap_remove"),
+];

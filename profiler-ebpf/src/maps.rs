@@ -1,0 +1,76 @@
+//! The maps the programs share, and what each holds. Names are the contract with userspace
+//! (profiler_common::names). The call-site cache's own maps are in callsite.rs.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use profiler_common::{
+    lost, not_measured, unwind, ContentionKey, Hold, HoldKey, KernelStack, LockTarget, OpKey, OpStats,
+    Slowpath, TaskWait, WaitHist, WaitStats, WriteHold,
+};
+
+/// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
+#[map]
+pub static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_entries(16384, 0);
+/// Log2 wait histogram per lock target.
+#[map]
+pub static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096, 0);
+/// The wait in progress per task (tid), from contention_begin to contention_end.
+#[map]
+pub static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);
+/// Distinct kernel stacks by [`profiler_common::stack_key`]; grows with the stacks seen (not
+/// preallocated: 1 KiB a row).
+#[map]
+pub static STACKS: HashMap<u64, KernelStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
+/// Where `bpf_get_stack` writes (a stack is too big for the 512-byte BPF stack). One slot per
+/// program family ([`scratch`]): a tracepoint program can run inside a kprobe/fentry one on
+/// the same CPU (a contended spinlock in a map update), never inside another tracepoint one.
+/// Caveat: on a fully preemptible kernel an fentry program can be preempted (migration is
+/// disabled, preemption is not) and another task's fentry program reuse the slot before the
+/// first one stores its stack, the usual caveat of per-CPU scratch buffers. kprobe and
+/// tracepoint programs run with preemption off. A stack stored that way is caught and dropped
+/// (`stacks::stack`); the one event whose frames were overwritten may still be charged to the
+/// other task's stack.
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<KernelStack> = PerCpuArray::with_max_entries(2, 0);
+/// The slots of [`STACK_SCRATCH`].
+pub mod scratch {
+    pub const TRACEPOINT: u32 = 0;
+    pub const PROBE: u32 = 1;
+}
+/// Events and stacks dropped, by cause ([`profiler_common::lost`]).
+#[map]
+pub static LOST: Array<u64> = Array::with_max_entries(lost::COUNT, 0);
+/// Waits left unmeasured by design ([`profiler_common::not_measured`]).
+#[map]
+pub static NOT_MEASURED: Array<u64> = Array::with_max_entries(not_measured::COUNT, 0);
+/// Where kernel stacks came from ([`profiler_common::unwind`]).
+#[map]
+pub static UNWIND: Array<u64> = Array::with_max_entries(unwind::COUNT, 0);
+
+/// A task inside an rwsem slowpath (kprobe/fentry modes), by tid.
+#[map]
+pub static SLOWPATH: HashMap<u32, Slowpath> = HashMap::with_max_entries(16384, 0);
+/// Slots of [`WRITE_HOLDS`]: a power of two, indexed by a hash of the rwsem's address.
+pub const WRITE_HOLD_SLOTS: u32 = 4096;
+/// Write holds of i_mmap_rwsem, one slot per rwsem address hash ([`WriteHold`]): most holds
+/// live here, where `down_write`, the rmap operations inside the hold and `up_write` find them
+/// by an array index instead of three to five hash-table operations (each costs far more than
+/// an index: docs/performance.md). A slot another task holds (the same rwsem contended, or two
+/// held rwsems in one slot) sends the newcomer to [`HOLDS`].
+#[map]
+pub static WRITE_HOLDS: Array<WriteHold> = Array::with_max_entries(WRITE_HOLD_SLOTS, 0);
+/// Holds that have no slot: read holds (shared, so not one per rwsem) and the rest. Each
+/// slot's `elsewhere` counts the rows here for its rwsems: `up_*`, which runs for every rwsem
+/// in the kernel (rmapprof's most frequent probe), looks here only when it is not zero.
+#[map]
+pub static HOLDS: HashMap<HoldKey, Hold> = HashMap::with_max_entries(16384, 0);
+/// Acquisitions, slowpaths and rmap operations per file, operation and kernel stack
+/// ([`OpStats`]). About 2 rows per file a workload maps (its write holds on the map and the
+/// unmap stack, with the rmap insert and remove counted inside them): 65536 rows keep ~32k
+/// files. Not preallocated, so a short run on a few libraries does not pin 5 MB of kernel
+/// memory.
+#[map]
+pub static OPS: HashMap<OpKey, OpStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);

@@ -1,0 +1,129 @@
+//! kprobe and fentry modes: what the lock tracepoints cannot see of a contended rwsem.
+//!
+//! - `rwsem_down_{write,read}_slowpath` entry→return: slowpath time per lock; minus the sleep
+//!   that lock:contention_end adds to the same task's record = optimistic spinning;
+//! - `osq_lock` entry→return inside a slowpath: MCS queue spinning, charged to that rwsem.
+//!
+//! One `OPS` row per slowpath carries both ([`profiler_common::OpStats`]).
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use profiler_common::{lock_kind, lost, HoldKey, LockTarget, OpKey, Slowpath};
+
+use crate::{
+    callsite::{stack_at_slowpath, SiteOf},
+    helpers::{add, add_event, count_lost, global, op_row, profiled_task, store_max, tid},
+    holds::my_write_hold,
+    kernel,
+    maps::{HOLDS, SLOWPATH},
+};
+
+/// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
+/// is no hold for a slowpath's return to move the start of.
+#[no_mangle]
+static ACQUISITIONS: u64 = 0;
+
+/// The file whose i_mmap_rwsem `sem` is, if it is one and this task is profiled.
+#[inline(always)]
+fn wanted_i_mmap(sem: u64) -> Option<LockTarget> {
+    if !profiled_task() {
+        return None;
+    }
+    let target = kernel::classify_rwsem(sem);
+    (target.kind == lock_kind::I_MMAP_RWSEM).then_some(target)
+}
+
+/// `rwsem_down_*_slowpath` entered for `sem`, as operation `op` (`SLOWPATH_WRITE`/`_READ`).
+#[inline(always)]
+pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
+    let Some(target) = wanted_i_mmap(sem) else { return };
+    // From the call-site cache, as for down_*: a slowpath is entered from down_*, so its
+    // return address says little, but the call's depth and the split words above it tell the
+    // paths apart (callsite.rs), and a contended lock is entered from the same few paths again
+    // and again; a full unwind is the most a probe costs (docs/performance.md). Taken
+    // before the clock starts, as contention_begin does: this is rmapprof's time, not spinning.
+    let stack = stack_at_slowpath(ctx);
+    let s = Slowpath {
+        sem,
+        // SAFETY: a helper call without arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        target,
+        op,
+        _pad: 0,
+        stack,
+        ..Default::default()
+    };
+    if SLOWPATH.insert(&tid(), &s, 0).is_err() {
+        count_lost(lost::TASK_MAP_FULL);
+    }
+}
+
+/// The slowpath returned: the lock is granted.
+#[inline(always)]
+pub fn exit() {
+    let tid = tid();
+    // SAFETY (SLOWPATH): a task's row is written only by that task (its probes and its
+    // contention_end), which is here.
+    let Some(s) = (unsafe { SLOWPATH.get(&tid) }) else { return };
+    let s = *s;
+    let _ = SLOWPATH.remove(&tid);
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The lock is granted now: the hold `down_*` started at its entry begins here.
+    if global(&ACQUISITIONS) != 0 {
+        if let Some(w) = my_write_hold(s.sem, tid) {
+            // SAFETY: this task's slot (it owns it until it stores 0 in `owner`).
+            unsafe { (*w).start_ns = now };
+        } else if let Some(h) = HOLDS.get_ptr_mut(&HoldKey { tid, _pad: 0, sem: s.sem }) {
+            // SAFETY: this task's own `HOLDS` row.
+            unsafe { (*h).start_ns = now };
+        }
+    }
+    // One row for the slowpath, its spin and its osq_lock time: this runs inside the hold.
+    let Some(row) = op_row(&OpKey { target: s.target, op: s.op, _pad: 0, stack: s.stack }) else { return };
+    let total = now.saturating_sub(s.start_ns);
+    let spin = total.saturating_sub(s.sleep_ns);
+    // SAFETY: an `OPS` value this program looked up (freed only after it runs).
+    unsafe {
+        add_event(&mut (*row).stats, total);
+        add(&mut (*row).spin_ns, spin);
+        store_max(&mut (*row).spin_max_ns, spin);
+        if s.osq_ns > 0 {
+            add(&mut (*row).osq_ns, s.osq_ns);
+        }
+    }
+}
+
+/// Called by lock:contention_end: the sleep part of a slowpath being timed.
+#[inline(always)]
+pub fn slept(tid: u32, lock: u64, ns: u64) {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid) {
+        // SAFETY: the current task's own row.
+        unsafe {
+            if (*s).sem == lock {
+                (*s).sleep_ns += ns;
+            }
+        }
+    }
+}
+
+/// `osq_lock` entered inside a slowpath.
+#[inline(always)]
+pub fn osq_enter() {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid()) {
+        // SAFETY: the current task's own row.
+        unsafe { (*s).osq_start_ns = bpf_ktime_get_ns() };
+    }
+}
+
+/// `osq_lock` returned.
+#[inline(always)]
+pub fn osq_exit() {
+    if let Some(s) = SLOWPATH.get_ptr_mut(&tid()) {
+        // SAFETY: the current task's own row.
+        unsafe {
+            if (*s).osq_start_ns != 0 {
+                (*s).osq_ns += bpf_ktime_get_ns().saturating_sub((*s).osq_start_ns);
+                (*s).osq_start_ns = 0;
+            }
+        }
+    }
+}

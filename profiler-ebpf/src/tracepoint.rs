@@ -1,0 +1,114 @@
+//! The lock tracepoints, attached in every mode.
+//!
+//! begin: recognise the lock (i_mmap_rwsem of which inode, mmap_lock, other), take the kernel
+//!        stack, remember (start, lock, key) per task.
+//! end:   add the wait to `CONTENTION[key]` and to the lock target's log2 histogram, and the
+//!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes).
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use profiler_common::{
+    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, TaskWait, WaitHist,
+};
+
+use crate::{
+    helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
+    kernel,
+    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_WAIT, WAIT_HIST},
+    slowpath, stacks,
+};
+
+/// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
+#[no_mangle]
+static TP_BEGIN_LOCK: u64 = 8;
+#[no_mangle]
+static TP_BEGIN_FLAGS: u64 = 16;
+#[no_mangle]
+static TP_END_LOCK: u64 = 8;
+
+#[tracepoint]
+pub fn contention_begin(ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !profiled(pid_tgid) {
+        return 0;
+    }
+    let tid = pid_tgid as u32;
+    // SAFETY (record reads): bounds-checked by the helper against the record.
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_BEGIN_LOCK) as usize) }) else {
+        return 0;
+    };
+    let flags = unsafe { ctx.read_at::<u32>(global(&TP_BEGIN_FLAGS) as usize) }.unwrap_or(0);
+    // SAFETY: a `TASK_WAIT` row is only written by its own task, which is here.
+    if let Some(w) = unsafe { TASK_WAIT.get(&tid) } {
+        // Already waiting: the same lock again (a retry inside one slowpath) keeps the first
+        // start time; another lock is a nested wait (wait_lock inside an rwsem slowpath).
+        if w.lock != lock {
+            bump(&NOT_MEASURED, not_measured::NESTED);
+        }
+        return 0;
+    }
+    let target = kernel::classify(lock, flags);
+    // Stacks only for the locks whose call paths are reported: other locks' would fill the
+    // table and cost an unwind each.
+    let stack = if target.kind == lock_kind::OTHER { 0 } else { stacks::stack(&ctx, scratch::TRACEPOINT, 0) };
+    let wait = TaskWait {
+        // SAFETY: a helper call without arguments.
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        lock,
+        key: ContentionKey {
+            target,
+            flags: if flags & lcb_flags::SPIN == 0 && flags & (lcb_flags::READ | lcb_flags::WRITE) != 0 {
+                flags & (lcb_flags::READ | lcb_flags::WRITE)
+            } else {
+                flags
+            },
+            _pad: 0,
+            stack,
+        },
+    };
+    if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
+        count_lost(lost::TASK_MAP_FULL);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn contention_end(ctx: TracePointContext) -> u32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: as in contention_begin.
+    let Some(w) = (unsafe { TASK_WAIT.get(&tid) }) else {
+        return 0;
+    };
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_END_LOCK) as usize) }) else {
+        return 0;
+    };
+    if w.lock != lock {
+        return 0; // end of a nested wait we did not measure
+    }
+    let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.start_ns);
+    let key = w.key;
+    let _ = TASK_WAIT.remove(&tid);
+    record(&key, delta);
+    slowpath::slept(tid, lock, delta);
+    0
+}
+
+/// One wait of `delta` ns: its row and its target's histogram.
+#[inline(always)]
+fn record(key: &ContentionKey, delta: u64) {
+    add_stats(&CONTENTION, key, delta);
+    match get_or_insert(&WAIT_HIST, &key.target, &WaitHist::default()) {
+        // SAFETY: a `WAIT_HIST` value this program looked up (freed only after it runs), and a
+        // bucket of it.
+        Some(h) => unsafe {
+            let b = log2_bucket(delta);
+            if let Some(slot) = (*h).buckets.get_mut(b) {
+                add(slot, 1);
+            }
+        },
+        None => count_lost(lost::HIST_MAP_FULL),
+    }
+}

@@ -1,0 +1,364 @@
+//! Loads the eBPF programs, attaches them (attach.rs), and reads the maps they aggregate into.
+
+mod attach;
+
+use anyhow::{anyhow, bail, Context, Result};
+use attach::{attach_family, program, unload};
+use aya::{
+    maps::{Array, HashMap, MapData},
+    programs::TracePoint,
+    Ebpf, EbpfLoader,
+};
+use profiler_common::{
+    lost,
+    names::{global, map, Family, TRACEPOINTS},
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
+    WaitHist, WaitStats,
+};
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, path::Path};
+
+use crate::{
+    attribution::symbols::KernelSymbols,
+    btf,
+    mode::{Mode, RunMode},
+    tracefs,
+};
+
+/// The eBPF object built by build.rs from profiler-ebpf.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof"));
+
+/// One probe and whether it attached, for the report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ProbeStatus {
+    pub probe: String,
+    pub attached: bool,
+    pub error: Option<String>,
+}
+
+/// Everything the maps hold at one moment.
+#[derive(Default)]
+pub struct Snapshot {
+    pub waits: Vec<(ContentionKey, WaitStats)>,
+    /// kprobe/fentry modes: acquisitions, slowpaths, spin, rmap operations, as the kernel
+    /// folded them (`OpStats`).
+    pub ops: Vec<(OpKey, OpStats)>,
+    pub hists: BTreeMap<LockTarget, WaitHist>,
+    pub lost: BTreeMap<String, u64>,
+    /// Nested waits, not measured by design.
+    pub nested_waits: u64,
+    /// Where the kernel stacks came from: unwinds, call-site cache hits, checks, conflicts.
+    pub unwind: BTreeMap<String, u64>,
+    /// kprobe/fentry modes: call sites whose cached stack a recheck found wrong (split from
+    /// then on, callsite.rs).
+    pub conflict_sites: Vec<CallSite>,
+    /// Kernel stacks by key, leaf first, as the kernel records them.
+    pub stacks: BTreeMap<u64, Vec<u64>>,
+    /// Rows in use and capacity of each aggregation map: bounded by construction; a full one
+    /// shows up in `lost`.
+    pub map_rows: BTreeMap<String, MapRows>,
+    /// `--bpf-stats`: what our programs cost (final snapshot only).
+    pub cost: Option<Vec<ProgramCost>>,
+}
+
+impl Snapshot {
+    /// Every file whose i_mmap_rwsem the snapshot has a row for.
+    pub fn files(&self) -> impl Iterator<Item = crate::attribution::files::FileId> + '_ {
+        let waits = self.waits.iter().map(|(k, _)| k.target);
+        let ops = self.ops.iter().map(|(k, _)| k.target);
+        waits
+            .chain(ops)
+            .filter(|t| t.kind == profiler_common::lock_kind::I_MMAP_RWSEM)
+            .map(|t| crate::attribution::files::FileId { dev: t.dev, ino: t.ino })
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MapRows {
+    pub rows: u32,
+    pub max: u32,
+}
+
+/// How kernel stacks are taken: `--max-stack`, `--stack-cache-check`.
+#[derive(Clone, Copy, Debug)]
+pub struct StackOptions {
+    pub max_stack: u32,
+    pub cache_check: u64,
+}
+
+/// An array map of counters, by the names of its slots.
+fn counters(map: &Array<&MapData, u64>, names: &[&str]) -> BTreeMap<String, u64> {
+    names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), map.get(&(i as u32), 0).unwrap_or(0))).collect()
+}
+
+/// What to load and attach: the run's options that reach the kernel.
+pub struct Config<'a> {
+    pub mode: Mode,
+    /// Kernel BTF to read struct offsets (and fentry targets) from.
+    pub btf: &'a Path,
+    /// Only this process's tasks; every task when None.
+    pub tgid: Option<u32>,
+    pub stacks: StackOptions,
+    /// Keep the kernel's BPF run-time statistics on (`--bpf-stats`).
+    pub bpf_stats: bool,
+    /// Attach [`profiler_common::names::ACQUISITION_PROBES`] too (`--acquisitions`).
+    pub acquisitions: bool,
+}
+
+pub struct Collector {
+    ebpf: Ebpf,
+    pub mode: RunMode,
+    pub probes: Vec<ProbeStatus>,
+    /// Every acquisition is counted (`--acquisitions` in kprobe/fentry mode).
+    pub acquisitions: bool,
+    /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
+    stats: Option<std::os::fd::OwnedFd>,
+}
+
+/// rmapprof's own cost, per program, from the kernel's BPF statistics (`--bpf-stats`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProgramCost {
+    pub program: String,
+    pub runs: u64,
+    pub ns: u64,
+    /// Instructions the verifier processed to load it (its share of the attach time).
+    #[serde(default)]
+    pub verified_insns: Option<u32>,
+}
+
+impl Collector {
+    /// Loads and attaches the programs of `config.mode`. `auto` tries fentry, then kprobe, then
+    /// tracepoints alone, and records why each failed. With `acquisitions` (kprobe/fentry only)
+    /// a kernel that allows neither family is an error, not a fallback.
+    pub fn start(config: &Config) -> Result<Self> {
+        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions } = *config;
+        // Before attaching, so every run is counted.
+        let stats = if bpf_stats {
+            Some(
+                aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                    .context("--bpf-stats: the kernel refused BPF_ENABLE_STATS")?,
+            )
+        } else {
+            None
+        };
+        let offsets = btf::lock_offsets(btf_path)?;
+        let tracefs = tracefs::ensure_mounted()?;
+        let tp = |event, field| tracefs::field_offset(&tracefs, "lock", event, field);
+        let tp_offsets = [
+            (global::TP_BEGIN_LOCK, tp("contention_begin", "lock_addr")?),
+            (global::TP_BEGIN_FLAGS, tp("contention_begin", "flags")?),
+            (global::TP_END_LOCK, tp("contention_end", "lock_addr")?),
+        ];
+        let filter = tgid.unwrap_or(0);
+        let mut loader = EbpfLoader::new();
+        for (name, off) in offsets.iter().chain(tp_offsets.iter()) {
+            loader.override_global(name, off, true);
+        }
+        loader.override_global(global::FILTER_TGID, &filter, true);
+        let acquisitions_global = acquisitions as u64;
+        loader.override_global(global::ACQUISITIONS, &acquisitions_global, true);
+        let max_stack = stacks.max_stack as u64;
+        loader.override_global(global::MAX_STACK, &max_stack, true);
+        loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
+        // Without it (tracepoint mode, or addresses hidden) a split site is never split by a
+        // hash of the stack above, only by stack words (callsite.rs).
+        let (text_start, text_end) = match mode {
+            Mode::Tracepoint => None,
+            _ => KernelSymbols::text_range(),
+        }
+        .unwrap_or((0, 0));
+        loader.override_global(global::TEXT_START, &text_start, true);
+        loader.override_global(global::TEXT_END, &text_end, true);
+        // Fault injection for the tests: a stack table this small fills up
+        // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
+        if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {
+            loader.map_max_entries(map::STACKS, n);
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the eBPF object")?;
+        for tp in TRACEPOINTS {
+            let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
+            p.load().with_context(|| format!("verifier rejected {}", tp.program))?;
+        }
+        let mut probes = Vec::new();
+        let families: &[(Family, RunMode)] = match mode {
+            Mode::Auto => &[(Family::Fentry, RunMode::Fentry), (Family::Kprobe, RunMode::Kprobe)],
+            Mode::Tracepoint => &[],
+            Mode::Kprobe => &[(Family::Kprobe, RunMode::Kprobe)],
+            Mode::Fentry => &[(Family::Fentry, RunMode::Fentry)],
+        };
+        let mut used = RunMode::Tracepoint;
+        for &(family, family_mode) in families {
+            match attach_family(&mut ebpf, family, btf_path, acquisitions) {
+                Ok(statuses) => {
+                    probes.extend(statuses);
+                    used = family_mode;
+                    break;
+                }
+                Err(e) if mode == Mode::Auto => probes.push(ProbeStatus {
+                    probe: format!("{} mode", family_mode.name()),
+                    attached: false,
+                    error: Some(format!("{e:#}")),
+                }),
+                Err(e) => {
+                    return Err(
+                        e.context(format!("--mode {} is not available on this kernel", family_mode.name()))
+                    )
+                }
+            }
+        }
+        // The tracepoints go in last: the waits they count then begin no earlier than the
+        // profiling window, which starts once attaching is done (in auto mode the fentry and
+        // kprobe attempts come before).
+        let mut tracepoints = Vec::new();
+        for tp in TRACEPOINTS {
+            let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
+            let (category, event) = (tp.category, tp.event);
+            p.attach(category, event).with_context(|| format!("attaching {category}:{event}"))?;
+            let probe = format!("tracepoint:{category}:{event}");
+            tracepoints.push(ProbeStatus { probe, attached: true, error: None });
+        }
+        probes.splice(0..0, tracepoints);
+        if acquisitions && used == RunMode::Tracepoint {
+            let why: Vec<String> =
+                probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();
+            bail!(
+                "--acquisitions needs kprobe or fentry mode, and this kernel allows neither ({})",
+                why.join("; ")
+            );
+        }
+        Ok(Self { ebpf, mode: used, probes, stats, acquisitions })
+    }
+
+    /// Reads the maps; `with_stacks` also copies the kernel stacks they reference.
+    pub fn snapshot(&self, with_stacks: bool) -> Result<Snapshot> {
+        let waits: HashMap<&MapData, ContentionKey, WaitStats> =
+            HashMap::try_from(self.map(map::CONTENTION)?)?;
+        let hists: HashMap<&MapData, LockTarget, WaitHist> = HashMap::try_from(self.map(map::WAIT_HIST)?)?;
+        let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
+        let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
+        let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
+        let mut snap = Snapshot {
+            waits: waits.iter().filter_map(|r| r.ok()).collect(),
+            ops,
+            hists: hists.iter().filter_map(|r| r.ok()).collect(),
+            ..Default::default()
+        };
+        let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
+        let stack_rows = stacks.keys().count();
+        let sites: HashMap<&MapData, CallSite, CachedStack> = HashMap::try_from(self.map(map::CALL_SITES)?)?;
+        let sites: Vec<(CallSite, CachedStack)> = sites.iter().filter_map(|r| r.ok()).collect();
+        let site_rows = sites.len();
+        for (name, rows) in [
+            (map::CONTENTION, snap.waits.len()),
+            (map::WAIT_HIST, snap.hists.len()),
+            (map::OPS, snap.ops.len()),
+            (map::STACKS, stack_rows),
+            (map::CALL_SITES, site_rows),
+        ] {
+            let max = match self.map(name)? {
+                aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
+                _ => 0,
+            };
+            snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
+        }
+        snap.lost = counters(&lost_map, &lost::NAMES);
+        let not_measured: Array<&MapData, u64> = Array::try_from(self.map(map::NOT_MEASURED)?)?;
+        snap.nested_waits = not_measured.get(&not_measured::NESTED, 0).unwrap_or(0);
+        snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
+        if with_stacks {
+            snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
+            let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
+            for key in keys {
+                if key != 0 && !snap.stacks.contains_key(&key) {
+                    if let Ok(st) = stacks.get(&key, 0) {
+                        let frames = st.ips.iter().take_while(|&&ip| ip != 0).copied().collect();
+                        snap.stacks.insert(key, frames);
+                    }
+                }
+            }
+        }
+        Ok(snap)
+    }
+
+    /// Detaches every probe, then reads the maps one last time.
+    pub fn stop(mut self) -> Result<Snapshot> {
+        let cost = self.stats.is_some().then(|| self.program_costs());
+        for (_, p) in self.ebpf.programs_mut() {
+            let _ = unload(p);
+        }
+        let mut snap = self.snapshot(true)?;
+        snap.cost = cost;
+        Ok(snap)
+    }
+
+    /// Runs and run time of each loaded program of ours, most expensive first.
+    fn program_costs(&self) -> Vec<ProgramCost> {
+        let mut v: Vec<ProgramCost> = self
+            .ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let info = p.info().ok()?;
+                Some(ProgramCost {
+                    program: name.to_owned(),
+                    runs: info.run_count(),
+                    ns: info.run_time().as_nanos() as u64,
+                    verified_insns: info.verified_instruction_count(),
+                })
+            })
+            .filter(|c| c.runs > 0)
+            .collect();
+        v.sort_by_key(|c| std::cmp::Reverse(c.ns));
+        v
+    }
+
+    fn map(&self, name: &str) -> Result<&aya::maps::Map> {
+        self.ebpf.map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::names::{ACQUISITION_PROBES, WAIT_PROBES};
+
+    /// profiler-common's names are the contract between the two sides: every map, global and
+    /// program userspace names is in the eBPF object it embeds, each program in the section of
+    /// its kind (which is what the kernel attaches it as).
+    #[test]
+    fn the_embedded_object_has_every_name_userspace_uses() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+        let elf = object::File::parse(EBPF_OBJECT).expect("the embedded eBPF object is ELF");
+        let section_of = |name: &str| -> Option<String> {
+            let index = elf.symbol_by_name(name)?.section_index()?;
+            Some(elf.section_by_index(index).ok()?.name().ok()?.to_owned())
+        };
+        let maps = [map::LOST, map::UNWIND, map::NOT_MEASURED].into_iter().chain(map::AGGREGATION);
+        for name in maps {
+            assert_eq!(section_of(name).as_deref(), Some("maps"), "map {name}");
+        }
+        let globals = [
+            global::TP_BEGIN_LOCK,
+            global::TP_BEGIN_FLAGS,
+            global::TP_END_LOCK,
+            global::MAX_STACK,
+            global::FILTER_TGID,
+            global::ACQUISITIONS,
+            global::STACK_CACHE_CHECK,
+            global::TEXT_START,
+            global::TEXT_END,
+            global::PT_REGS_SIZE,
+        ];
+        for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
+            assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
+        }
+        for tp in TRACEPOINTS {
+            assert_eq!(section_of(tp.program).as_deref(), Some("tracepoint"), "{}", tp.program);
+        }
+        for probe in WAIT_PROBES.iter().chain(ACQUISITION_PROBES) {
+            for family in [Family::Kprobe, Family::Fentry] {
+                let (program, kind) = (probe.program(family), probe.kind(family));
+                assert_eq!(section_of(program).as_deref(), Some(kind), "{program} on {}", probe.function);
+            }
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The machine xtask runs on: the repository, commands run and echoed, tools looked up, the
+//! cache of kernel sources and builds.
+
+use anyhow::{bail, Context, Result};
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// Runs a command in the repository root (unless it has a directory of its own), echoing it;
+/// fails if it fails.
+pub fn sh(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", format!("{cmd:?}").replace('"', ""));
+    if cmd.get_current_dir().is_none() {
+        cmd.current_dir(root());
+    }
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !st.success() {
+        bail!("{cmd:?} failed ({st})");
+    }
+    Ok(())
+}
+
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// `~/.cache/rmapprof` (or `$RMAPPROF_CACHE`): kernel sources and builds survive the clone.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RMAPPROF_CACHE") {
+        return d.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/rmapprof")
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
