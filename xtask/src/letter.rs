@@ -102,9 +102,8 @@ fn get_maintainer(src: &Path, patch: &Path) -> Result<Addresses> {
     }
     let mut a = Addresses::default();
     for line in String::from_utf8_lossy(&o.stdout).lines() {
-        // `Name <addr> (maintainer:SECTION)`, `list@host (open list:SECTION)`
-        let (who, role) = line.rsplit_once(" (").unwrap_or((line, ""));
-        if who.trim().is_empty() {
+        let (who, role) = recipient(line);
+        if who.is_empty() {
             continue;
         }
         if role.starts_with("maintainer") {
@@ -114,6 +113,17 @@ fn get_maintainer(src: &Path, patch: &Path) -> Result<Addresses> {
         }
     }
     Ok(a)
+}
+
+/// A get_maintainer.pl line split into the address and its role: `Name <addr> (maintainer:
+/// SECTION (MORE))`, `list@host (open list:SECTION)`; a section name may hold parentheses.
+fn recipient(line: &str) -> (&str, &str) {
+    let split = match line.find("> (") {
+        Some(i) => Some((&line[..=i], &line[i + 3..])),
+        None => line.split_once(" ("),
+    };
+    let (who, role) = split.unwrap_or((line, ""));
+    (who.trim(), role)
 }
 
 /// Writes To:/Cc: into each patch's mail header and the union into the cover letter's:
@@ -232,6 +242,17 @@ mod tests {
     const MAIL: &str = "From 1234 Mon Sep 17 00:00:00 2001\nFrom: A Person\n <a@example.org>\n\
         Date: Tue, 1 Dec 2026 21:10:29 +0000\nSubject: [RFC PATCH v2 1/3] mm: a\n long subject\n\
         Cc: old@example.org,\n    older@example.org\n\nBody.\nCc: stable@vger.kernel.org\n";
+
+    #[test]
+    fn roles_with_parentheses_keep_the_address_whole() {
+        let l = "Alexander Viro <viro@zeniv.linux.org.uk> (maintainer:FILESYSTEMS (VFS and infrastructure))";
+        assert_eq!(
+            recipient(l),
+            ("Alexander Viro <viro@zeniv.linux.org.uk>", "maintainer:FILESYSTEMS (VFS and infrastructure))")
+        );
+        let l = "linux-fsdevel@vger.kernel.org (open list:FILESYSTEMS (VFS and infrastructure))";
+        assert_eq!(recipient(l).0, "linux-fsdevel@vger.kernel.org");
+    }
 
     #[test]
     fn folded_headers_are_read_whole() {
