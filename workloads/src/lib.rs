@@ -104,3 +104,32 @@ pub fn map_touch_unmap(fd: std::os::fd::RawFd) -> bool {
 pub fn exit(ok: bool) -> ! {
     std::process::exit(if ok { 0 } else { 1 })
 }
+
+/// A file of `len` bytes, `data` in a fresh directory of the temporary directory named after
+/// `name` and this process, opened read-write; the caller removes the directory.
+pub fn scratch_file(name: &str, len: u64) -> (std::path::PathBuf, std::fs::File) {
+    let dir = std::env::temp_dir().join(format!("{name}.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("data");
+    let file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    file.set_len(len).unwrap();
+    (dir, file)
+}
+
+/// One page shared with every process forked after this call (anonymous, MAP_SHARED).
+pub fn shared_page() -> *mut libc::c_void {
+    // SAFETY: a new anonymous mapping; nothing else refers to the range it returns.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap of a shared page");
+    p
+}

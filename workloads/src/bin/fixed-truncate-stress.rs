@@ -27,26 +27,11 @@ const PAGES: usize = 16;
 fn main() {
     let a = rmapprof_workloads::parse("fixed-truncate-stress SECONDS [-j JOBS]");
     let secs = a.count;
-    let dir = std::env::temp_dir().join(format!("fixed-truncate-stress.{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("data");
-    let file =
-        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
+    let (dir, file) = rmapprof_workloads::scratch_file("fixed-truncate-stress", (PAGES * PAGE) as u64);
     let fd = file.as_raw_fd();
-    file.set_len((PAGES * PAGE) as u64).unwrap();
 
     // Shared between processes: the last truncation completed, and the workers' tallies.
-    let shared = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(shared, libc::MAP_FAILED);
+    let shared = rmapprof_workloads::shared_page();
     let truncated = unsafe { &*(shared as *const AtomicU32) };
     let tally = unsafe { std::slice::from_raw_parts((shared as *const AtomicU64).add(1), 5) };
     let [rounds, current, beyond_eof, stale, torn] = [&tally[0], &tally[1], &tally[2], &tally[3], &tally[4]];
