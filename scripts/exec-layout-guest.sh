@@ -16,7 +16,7 @@ echo 65536 > /proc/sys/vm/mmap_min_addr
 t=/sys/kernel/tracing
 mountpoint -q $t || mount -t tracefs nodev $t
 echo 0 > $t/tracing_on
-echo 'r:execret bprm_execve ret=$retval:s64' > $t/kprobe_events || echo "no kretprobe on bprm_execve"
+echo 'r:execret bprm_execve ret=$retval:s32' > $t/kprobe_events || echo "no kretprobe on bprm_execve"
 echo 1 > $t/events/kprobes/execret/enable 2>/dev/null
 : > $t/trace
 

@@ -205,7 +205,12 @@ pub fn compare_layouts(base: &Path, patched: &Path) -> Vec<String> {
         rp.lines().find(|l| l.split_whitespace().next() == Some(name)).map(|l| l.trim())
     };
     let ret_of = |line: &str| -> Vec<i64> {
-        line.split("ret=").skip(1).filter_map(|r| r.split_whitespace().next()?.parse().ok()).collect()
+        // bprm_execve() returns an int: -22, or 4294967274 from a probe that read it unsigned.
+        line.split("ret=")
+            .skip(1)
+            .filter_map(|r| r.split_whitespace().next()?.parse::<i64>().ok())
+            .map(|v| if v > i64::from(i32::MAX) { i64::from(v as u32 as i32) } else { v })
+            .collect()
     };
     let mut bad = Vec::new();
     for p in [
@@ -249,7 +254,7 @@ pub fn compare_layouts(base: &Path, patched: &Path) -> Vec<String> {
         [("bad-filesz", Some(-22i64), "program"), ("bad-interp", None, "interpreter (ld.so) of a PIE")]
     {
         let (lb, lp) = (
-            rb.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or(""),
+            rb.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or("").trim(),
             status(name).unwrap_or(""),
         );
         let (eb, ep) = (ret_of(lb).last().copied(), ret_of(lp).last().copied());
@@ -337,4 +342,51 @@ pub fn negative_control_kernel() -> Result<PathBuf> {
 
 fn fnv(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf29ce484222325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Guest output of the real run of 2026-12-02 (exec-results.txt), maps files alike.
+    fn layout(dir: &Path, results: &str, maps: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("exec-results.txt"), results).unwrap();
+        for p in ["pie", "lowvaddr"] {
+            std::fs::write(dir.join(format!("{p}.maps")), maps).unwrap();
+        }
+    }
+
+    const RESULTS: &str = "pie exit=0 bprm_execve:ret=0 \nnopie exit=0 bprm_execve:ret=0 \n\
+        static exit=0 bprm_execve:ret=0 \nstatic-pie exit=0 bprm_execve:ret=0 \n\
+        align64k exit=0 bprm_execve:ret=0 \nalign2m exit=0 bprm_execve:ret=0 \n\
+        m32-static exit=0 bprm_execve:ret=0 \nm32-pie exit=0 bprm_execve:ret=0 \n\
+        raw-pie exit=0 bprm_execve:ret=0 \nlowvaddr exit=0 bprm_execve:ret=0 \n\
+        lowvaddr-8k exit=0 bprm_execve:ret=0 \nldso exit=0 bprm_execve:ret=0 \n\
+        lowvaddr-nobody exit=0 bprm_execve:ret=0 ret=0 \nlowvaddr-8k-nobody exit=0 bprm_execve:ret=0 ret=0 \n\
+        bad-filesz exit=139 bprm_execve:ret=4294967274 \nbad-interp exit=139 bprm_execve:ret=-12 \n";
+
+    #[test]
+    fn identical_layouts_pass_and_errors_are_read_signed() {
+        let d = std::env::temp_dir().join(format!("rmapprof-layout-test-{}", std::process::id()));
+        layout(&d.join("base"), RESULTS, "555555554000-555555555000 r--p\n");
+        layout(&d.join("patched"), RESULTS, "555555554000-555555555000 r--p\n");
+        let lines = compare_layouts(&d.join("base"), &d.join("patched"));
+        assert!(lines.iter().all(|l| l.starts_with("PASS")), "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("with -22 as on base")), "{lines:#?}");
+        assert!(lines.iter().any(|l| l.contains("with -12 as on base")), "{lines:#?}");
+        // One byte of one map differs: that fails, naming the file.
+        layout(&d.join("patched"), RESULTS, "555555555000-555555556000 r--p\n");
+        let lines = compare_layouts(&d.join("base"), &d.join("patched"));
+        assert!(lines.iter().any(|l| l.starts_with("FAIL exec-layout: base and patched differ in lowvaddr.maps pie.maps")), "{lines:#?}");
+        // A different error than base's fails.
+        layout(
+            &d.join("patched"),
+            &RESULTS.replace("ret=-12", "ret=-22"),
+            "555555554000-555555555000 r--p\n",
+        );
+        let lines = compare_layouts(&d.join("base"), &d.join("patched"));
+        assert!(lines.iter().any(|l| l.starts_with("FAIL exec-bad-filesz interpreter")), "{lines:#?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }
