@@ -19,12 +19,16 @@ result() { # PASS|FAIL CHECK DETAIL
 	[ "$1" = PASS ] || fail=1
 }
 
-echo "== fork-truncate-stress ${secs}s on $(uname -r), $(nproc) CPUs"
-o=$(target/release/fork-truncate-stress "$secs")
-rc=$?
-echo "$o"
-[ $rc -eq 0 ] && r=PASS || r=FAIL
-result $r fork-truncate-stress "${secs}s, lockdep+DEBUG_VM, $(nproc) CPUs: ${o#fork-truncate-stress: }"
+# Truncating all the time, then only while the parent forks (--sync: what the negative
+# control shows can catch the ordering bug).
+for mode in "" --sync; do
+	echo "== fork-truncate-stress ${secs}s $mode on $(uname -r), $(nproc) CPUs"
+	o=$(target/release/fork-truncate-stress "$secs" $mode)
+	rc=$?
+	echo "$o"
+	[ $rc -eq 0 ] && r=PASS || r=FAIL
+	result $r "fork-truncate-stress${mode:+ $mode}" "${secs}s, lockdep+DEBUG_VM, $(nproc) CPUs: ${o#fork-truncate-stress*: }"
+done
 
 passed= skipped= failed=
 for t in "$@"; do

@@ -10,6 +10,12 @@
 //!   0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale data.
 //! - A thread of the parent keeps splitting and merging another mapping of the file
 //!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
+//! - With `--sync`, the truncator truncates only while the parent is in fork(), and each child
+//!   reads only once the truncator is idle again. A child VMA truncation missed keeps its
+//!   stale page until the next truncation zaps it through the (by then linked) VMA; without
+//!   `--sync` the truncator cycles much faster than a child gets to run under QEMU, so that
+//!   next truncation nearly always comes first and hides the bug (the negative control of
+//!   `cargo xtask patches-check` shows it: 0 stale in 60 s without `--sync`).
 //!
 //! Exit 0 when no child saw stale data; prints what happened.
 use std::{
@@ -22,8 +28,10 @@ const PAGE: usize = 4096;
 const PAGES: usize = 16;
 
 fn main() {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: fork-truncate-stress SECONDS");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sync = args.iter().any(|a| a == "--sync");
+    let secs: u64 = args.iter().find(|a| *a != "--sync").and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: fork-truncate-stress SECONDS [--sync]");
         std::process::exit(2)
     });
     let dir = std::env::temp_dir().join(format!("fork-truncate-stress.{}", std::process::id()));
@@ -47,11 +55,22 @@ fn main() {
     };
     assert_ne!(shared, libc::MAP_FAILED);
     let truncated = unsafe { &*(shared as *const AtomicU32) };
+    // --sync: the parent is in fork(); the truncator is between cycles.
+    let forking = unsafe { &*(shared as *const AtomicU32).add(1) };
+    let idle = unsafe { &*(shared as *const AtomicU32).add(2) };
+    idle.store(1, SeqCst);
 
     let truncator = unsafe { libc::fork() };
     if truncator == 0 {
         let mut k = 1u32;
         loop {
+            if sync {
+                idle.store(1, SeqCst);
+                while forking.load(SeqCst) == 0 {
+                    unsafe { libc::sched_yield() };
+                }
+                idle.store(0, SeqCst);
+            }
             for p in 1..PAGES {
                 let b = k.to_ne_bytes();
                 unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
@@ -91,14 +110,22 @@ fn main() {
                       // raising SIGBUS as a plain read would.
             libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
         }
+        forking.store(1, SeqCst);
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            if sync {
+                // Read once the truncations that ran during fork() are over, before any other.
+                while forking.load(SeqCst) != 0 || idle.load(SeqCst) == 0 {
+                    unsafe { libc::sched_yield() };
+                }
+            }
             let g = truncated.load(SeqCst);
             let p = 1 + (g as usize % (PAGES - 1));
             let v = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u32) };
             // v was written by generation v, and removed by truncation v.
             unsafe { libc::_exit(if v == 0 || v > g { 0 } else { 3 }) };
         }
+        forking.store(0, SeqCst);
         forks += 1;
         let mut st = 0;
         unsafe { libc::waitpid(pid, &mut st, 0) };
@@ -119,7 +146,8 @@ fn main() {
     unsafe { libc::waitpid(truncator, std::ptr::null_mut(), 0) };
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "fork-truncate-stress: {forks} forks: {ok} read current data, {sigbus} SIGBUS beyond EOF, {stale} STALE, {other} other; {splits} split/merge rounds"
+        "fork-truncate-stress{}: {forks} forks: {ok} read current data, {sigbus} SIGBUS beyond EOF, {stale} STALE, {other} other; {splits} split/merge rounds",
+        if sync { " --sync" } else { "" }
     );
     std::process::exit(if stale == 0 && other == 0 { 0 } else { 1 });
 }
