@@ -6,7 +6,7 @@
 # and skip reasons go into the result line.
 # usage: exec-selftests-guest.sh RESULTS LABEL DIR
 set -u
-results=$1 label=$2 dir=$3
+results=$(realpath -m "$1") label=$2 dir=$(realpath -m "$3")
 work=/tmp/selftests-exec.$$
 mkdir -p $work
 mount -t tmpfs -o size=512m tmpfs $work

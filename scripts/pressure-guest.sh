@@ -1,9 +1,10 @@
 #!/bin/sh
 # Runs inside the lockdep + DEBUG_VM patched kernel with little memory (patches-check boots
-# it with 512M) for `cargo xtask patches-check`: mem-hog takes all but ~64 MiB, then
-# fork-truncate-stress and spawn fork beside it, so reclaim (fs_reclaim held: kswapd and
-# direct reclaim) walks the rmap of mapped file pages (libc, ld.so, the binaries) while fork
-# write-locks the same files' i_mmap_rwsem. Passes when reclaim ran, lockdep recorded
+# it with 512M) for `cargo xtask patches-check`: mem-hog takes all but ~48 MiB, then reads a
+# 1 GiB sparse file on the 9p root through 64 VMAs, forking as it goes, while
+# fork-truncate-stress and spawn fork beside it: reclaim (fs_reclaim held: kswapd and direct
+# reclaim) unmaps mapped file pages (that file's, libc's, ld.so's) through their rmap while
+# fork write-locks the same files' i_mmap_rwsem. Passes when reclaim ran, lockdep recorded
 # fs_reclaim -> i_mmap_rwsem (a direct dependency in /proc/lockdep, else a chain in
 # /proc/lockdep_chains holding both in that order), reported nothing and is still on, the
 # stress saw no stale data and the kernel log has no warning.
@@ -16,7 +17,11 @@ vm() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
 scan0=$(( $(vm pgscan_kswapd) + $(vm pgscan_direct) ))
 stall0=$(vm allocstall_normal)
 echo "== memory pressure: $(awk '/MemTotal/ { print $2 / 1024 " MiB" }' /proc/meminfo) RAM, ${secs}s"
-target/release/mem-hog 64 &
+grep -E " / " /proc/mounts | head -1
+file=target/patches-check/pressure.dat
+rm -f $file
+truncate -s 1G $file
+target/release/mem-hog 48 $file &
 hog=$!
 sleep 5
 target/release/fork-truncate-stress "$secs" > /tmp/pressure-stress.txt 2>&1 &
@@ -31,6 +36,7 @@ wait $stress
 stress_rc=$?
 kill $hog
 wait $hog 2>/dev/null
+rm -f $file
 sleep 1
 kill $logger
 cat /tmp/pressure-stress.txt
@@ -53,8 +59,9 @@ chains=$(awk '
 	END { print n + 0 }' /proc/lockdep_chains)
 lockdep=on
 grep -q "debug_locks: *1" /proc/lockdep_stats || lockdep=OFF
-warn=$(grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|blocked for more than|Bad page|Out of memory" "$kmsg" | head -3)
-detail="${secs}s at $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), $scan pages scanned by reclaim ($stall direct-reclaim stalls), $cycles spawn cycles; lockdep: fs_reclaim -> i_mmap_rwsem ${direct:+direct dependency ($direct)}${direct:-no direct dependency}, $chains lock chains holding fs_reclaim then i_mmap_rwsem, i_mmap_rwsem -> fs_reclaim ${reverse:-never}, lockdep $lockdep"
+warn=$(grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|blocked for more than|Bad page" "$kmsg" | head -3)
+oom=$(grep -c "Out of memory" "$kmsg")
+detail="${secs}s at $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), $scan pages scanned by reclaim ($stall direct-reclaim stalls), $cycles spawn cycles, $oom OOM kills; lockdep: fs_reclaim -> i_mmap_rwsem ${direct:+direct dependency ($direct)}${direct:-no direct dependency}, $chains lock chains holding fs_reclaim then i_mmap_rwsem, i_mmap_rwsem -> fs_reclaim ${reverse:-never}, lockdep $lockdep"
 echo "$detail"
 if [ "$stress_rc" -eq 0 ] && [ "$scan" -gt 0 ] && [ -z "$warn" ] && [ $lockdep = on ] &&
 	{ [ -n "$direct" ] || [ "$chains" -gt 0 ]; }; then
