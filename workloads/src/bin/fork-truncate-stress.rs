@@ -10,8 +10,8 @@
 //!   0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale data.
 //! - A thread of the parent keeps splitting and merging another mapping of the file
 //!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
-//! - With `--sync`, the truncator truncates only while the parent is in fork(), and each child
-//!   reads only once the truncator is idle again. A child VMA truncation missed keeps its
+//! - With `--sync`, the truncator truncates once per fork, at a random point of it (within
+//!   the last fork's length), and each child reads only once the truncator is idle again. A child VMA truncation missed keeps its
 //!   stale page until the next truncation zaps it through the (by then linked) VMA; without
 //!   `--sync` the truncator cycles much faster than a child gets to run under QEMU, so that
 //!   next truncation nearly always comes first and hides the bug (the negative control of
@@ -58,18 +58,40 @@ fn main() {
     // --sync: the parent is in fork(); the truncator is between cycles.
     let forking = unsafe { &*(shared as *const AtomicU32).add(1) };
     let idle = unsafe { &*(shared as *const AtomicU32).add(2) };
-    idle.store(1, SeqCst);
+    // --sync: how long the last fork() took, in ns.
+    let fork_ns = unsafe { &*(shared as *const AtomicU32).add(3) };
 
     let truncator = unsafe { libc::fork() };
     if truncator == 0 {
         let mut k = 1u32;
+        let mut rng = u64::from(std::process::id()) | 1;
         loop {
             if sync {
+                // Pages written, then one truncation per fork, at a random point of it (the
+                // last fork's length): a truncation after the child VMA is linked would zap a
+                // stale page before the child gets to read it.
+                for p in 1..PAGES {
+                    let b = k.to_ne_bytes();
+                    unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
+                }
                 idle.store(1, SeqCst);
                 while forking.load(SeqCst) == 0 {
                     unsafe { libc::sched_yield() };
                 }
                 idle.store(0, SeqCst);
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let delay = Duration::from_nanos(rng % u64::from(fork_ns.load(SeqCst).max(1)));
+                let t = Instant::now();
+                while t.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
+                unsafe { libc::ftruncate(fd, PAGE as i64) };
+                truncated.store(k, SeqCst);
+                unsafe { libc::ftruncate(fd, (PAGES * PAGE) as i64) };
+                k += 1;
+                continue;
             }
             for p in 1..PAGES {
                 let b = k.to_ne_bytes();
@@ -110,6 +132,14 @@ fn main() {
                       // raising SIGBUS as a plain read would.
             libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
         }
+        if sync {
+            // The truncator has written this round's pages: map them into the parent again.
+            while idle.load(SeqCst) == 0 {
+                unsafe { libc::sched_yield() };
+            }
+            unsafe { libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ) };
+        }
+        let t = Instant::now();
         forking.store(1, SeqCst);
         let pid = unsafe { libc::fork() };
         if pid == 0 {
@@ -126,6 +156,7 @@ fn main() {
             unsafe { libc::_exit(if v == 0 || v > g { 0 } else { 3 }) };
         }
         forking.store(0, SeqCst);
+        fork_ns.store(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32, SeqCst);
         forks += 1;
         let mut st = 0;
         unsafe { libc::waitpid(pid, &mut st, 0) };
