@@ -407,7 +407,7 @@ pub fn run_image(image: &Path, opts: &VmOpts, command: &[String]) -> Result<i32>
     };
     let mut st = vng
         .arg("--run")
-        .arg(&image)
+        .arg(image)
         .args(["--disable-kvm", "--force-9p", "--user", "root"])
         .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
         .args(opts.icount.then_some("--qemu-opts=-icount shift=0,sleep=off"))

@@ -75,7 +75,7 @@ fn main() {
     assert_ne!(reserve, libc::MAP_FAILED);
     let base = ((reserve as usize + HUGE - 1) & !(HUGE - 1)) as *mut u8;
     let slot = |i: usize| unsafe { base.add(i * HUGE) };
-    let value = |i: usize| if i % 2 == 0 { i as u32 + 1 } else { 1000 + i as u32 };
+    let value = |i: usize| if i.is_multiple_of(2) { i as u32 + 1 } else { 1000 + i as u32 };
     for i in 0..VMAS {
         let shared = i % 2 == 0;
         let p = unsafe {
