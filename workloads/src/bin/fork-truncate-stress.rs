@@ -2,12 +2,12 @@
 //! truncate has removed (the rule dup_mmap must keep: the child VMA is in the file's rmap
 //! before its page tables are copied).
 //!
-//! - The parent maps FILE MAP_PRIVATE, dirties page 0 (so the VMA has an anon_vma and fork
-//!   copies its page tables) and keeps pages 1..N mapped, then forks children in a loop.
-//! - A truncator process writes generation k into every page, truncates the file to one page
-//!   (publishing "truncated k"), and extends it again (the pages read back as zero).
-//! - Each child reads "truncated" (g), then a page through the inherited mapping: it must be
-//!   0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale data.
+//! - The parent maps FILE (8 MiB) MAP_PRIVATE, dirties page 0 (so the VMA has an anon_vma and
+//!   fork copies its page tables) and keeps pages 1..N mapped, then forks children in a loop.
+//! - A truncator process writes generation k into 8 sampled pages, truncates the file to one
+//!   page (publishing "truncated k"), and extends it again (the pages read back as zero).
+//! - Each child reads "truncated" (g), then the sampled pages through the inherited mapping:
+//!   each must be 0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale.
 //! - A thread of the parent keeps splitting and merging another mapping of the file
 //!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
 //! - With `--sync`, the truncator truncates once per fork, at a random point of it (within
@@ -25,7 +25,14 @@ use std::{
 };
 
 const PAGE: usize = 4096;
+/// Pages of the file the splitter maps.
 const PAGES: usize = 16;
+/// Pages of the private mapping children inherit: 8 MiB of page table entries to copy, so a
+/// truncation has time to land between the copy of a sampled page's entry and the link of the
+/// child VMA in a kernel that copies first.
+const DATA_PAGES: usize = 2048;
+/// The pages generations are written to and children read: the last of every 256.
+const SAMPLES: [usize; 8] = [255, 511, 767, 1023, 1279, 1535, 1791, 2047];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +47,7 @@ fn main() {
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
     let fd = file.as_raw_fd();
-    file.set_len((PAGES * PAGE) as u64).unwrap();
+    file.set_len((DATA_PAGES * PAGE) as u64).unwrap();
 
     // Shared between processes: the last truncation completed.
     let shared = unsafe {
@@ -70,7 +77,7 @@ fn main() {
                 // Pages written, then one truncation per fork, at a random point of it (the
                 // last fork's length): a truncation after the child VMA is linked would zap a
                 // stale page before the child gets to read it.
-                for p in 1..PAGES {
+                for p in SAMPLES {
                     let b = k.to_ne_bytes();
                     unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
                 }
@@ -89,17 +96,17 @@ fn main() {
                 }
                 unsafe { libc::ftruncate(fd, PAGE as i64) };
                 truncated.store(k, SeqCst);
-                unsafe { libc::ftruncate(fd, (PAGES * PAGE) as i64) };
+                unsafe { libc::ftruncate(fd, (DATA_PAGES * PAGE) as i64) };
                 k += 1;
                 continue;
             }
-            for p in 1..PAGES {
+            for p in SAMPLES {
                 let b = k.to_ne_bytes();
                 unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
             }
             unsafe { libc::ftruncate(fd, PAGE as i64) };
             truncated.store(k, SeqCst);
-            unsafe { libc::ftruncate(fd, (PAGES * PAGE) as i64) };
+            unsafe { libc::ftruncate(fd, (DATA_PAGES * PAGE) as i64) };
             k += 1;
         }
     }
@@ -108,7 +115,7 @@ fn main() {
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            PAGES * PAGE,
+            DATA_PAGES * PAGE,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE,
             fd,
@@ -130,14 +137,14 @@ fn main() {
             *map = 1; // keep page 0 private: the VMA keeps its anon_vma
                       // Map the file pages into the parent; past EOF this fails (EFAULT) rather than
                       // raising SIGBUS as a plain read would.
-            libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
+            libc::madvise(map.add(PAGE).cast(), (DATA_PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
         }
         if sync {
             // The truncator has written this round's pages: map them into the parent again.
             while idle.load(SeqCst) == 0 {
                 unsafe { libc::sched_yield() };
             }
-            unsafe { libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ) };
+            unsafe { libc::madvise(map.add(PAGE).cast(), (DATA_PAGES - 1) * PAGE, libc::MADV_POPULATE_READ) };
         }
         let t = Instant::now();
         forking.store(1, SeqCst);
@@ -150,10 +157,12 @@ fn main() {
                 }
             }
             let g = truncated.load(SeqCst);
-            let p = 1 + (g as usize % (PAGES - 1));
-            let v = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u32) };
             // v was written by generation v, and removed by truncation v.
-            unsafe { libc::_exit(if v == 0 || v > g { 0 } else { 3 }) };
+            let stale = SAMPLES.iter().any(|&p| {
+                let v = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u32) };
+                v != 0 && v <= g
+            });
+            unsafe { libc::_exit(if stale { 3 } else { 0 }) };
         }
         forking.store(0, SeqCst);
         fork_ns.store(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32, SeqCst);
