@@ -34,6 +34,10 @@ while [ "$(date +%s)" -lt $end ]; do
 done
 wait $stress
 stress_rc=$?
+grep -E "^(Cached|Mapped|MemFree|MemAvailable):" /proc/meminfo | tr -s ' ' | tr '\n' ' '
+echo
+grep -E "^(pgscan|pgsteal|allocstall|workingset_refault_file|nr_mapped|nr_file_pages|pgmajfault|oom_kill)" /proc/vmstat | tr '\n' ' '
+echo
 kill $hog
 wait $hog 2>/dev/null
 rm -f $file
