@@ -12,6 +12,10 @@ out=$(target/release/fork-truncate-stress "$secs" --sync)
 rc=$?
 echo "$out"
 stale=$(echo "$out" | sed -n 's/.* \([0-9]*\) STALE.*/\1/p')
+# The kernel sees it too: a truncated page cache page still mapped (by the child).
+bad=$(dmesg | grep -c "Bad page cache")
+out="$out; kernel log: $bad \"BUG: Bad page cache ... still mapped when deleted\""
+
 if [ $rc -ne 0 ] && [ "${stale:-0}" -gt 0 ]; then
 	echo "PASS negative-control: fork-truncate-stress --sync FAILS on the test-only kernel that copies page tables before linking (exit $rc): ${out#fork-truncate-stress*: }" >> "$results"
 else
