@@ -14,6 +14,8 @@ fail=0
 # Stack dumps by the thousand: keep them off the console, in the log only.
 printk=$(cut -f1 /proc/sys/kernel/printk)
 echo 1 > /proc/sys/kernel/printk
+# A task killed by a signal says so in the log, registers and all.
+echo 1 > /proc/sys/kernel/print-fatal-signals
 for attr in failslab fail_page_alloc; do
 	a=$d/$attr
 	if [ ! -d $a ]; then
@@ -35,7 +37,8 @@ for attr in failslab fail_page_alloc; do
 	echo 1000000 > $a/times
 	echo 0 > $a/space
 	echo 2 > $a/verbose
-	echo 1000000000 > $a/verbose_ratelimit_burst 2>/dev/null
+	echo 0 > $a/verbose_ratelimit_interval_ms
+	echo 1000000000 > $a/verbose_ratelimit_burst
 	dmesg -C
 	log=$kmsg.$attr
 	dmesg -w > "$log" &

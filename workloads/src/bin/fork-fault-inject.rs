@@ -55,6 +55,12 @@ fn main() {
         eprintln!("usage: fork-fault-inject ITERATIONS");
         std::process::exit(2)
     });
+    // A fault here is the kernel's to report (show_unhandled_signals: "segfault at ..."), not
+    // Rust's stack-overflow handler's.
+    unsafe {
+        libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+    }
     let mut failures = Vec::new();
     let name = CString::new("fork-fault-inject").unwrap();
     let memfd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
