@@ -99,6 +99,11 @@ fn main() {
                 truncated.store(k, SeqCst);
                 unsafe { libc::ftruncate(fd, (DATA_PAGES * PAGE) as i64) };
                 k += 1;
+                // Once per fork: a second truncation in the same fork would zap what the first
+                // one left behind.
+                while forking.load(SeqCst) != 0 {
+                    unsafe { libc::sched_yield() };
+                }
                 continue;
             }
             for p in SAMPLES {
