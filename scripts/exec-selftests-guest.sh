@@ -27,8 +27,8 @@ for t in execveat non-regular load_address.0x1000 load_address.0x200000 load_add
 	# kselftest totals, where the program prints them.
 	tot=$(grep -E "^# Totals:" ../$t.log | tail -1)
 	if [ -n "$tot" ]; then
-		sub_pass=$((sub_pass + $(echo "$tot" | sed 's/.*pass:\([0-9]*\).*/\1/')))
-		sub_fail=$((sub_fail + $(echo "$tot" | sed 's/.*fail:\([0-9]*\).*/\1/')))
+		sub_pass=$((sub_pass + $(echo "$tot" | sed 's/.* pass:\([0-9]*\).*/\1/')))
+		sub_fail=$((sub_fail + $(echo "$tot" | sed 's/.* fail:\([0-9]*\).*/\1/')))
 		sub_skip=$((sub_skip + $(echo "$tot" | sed 's/.*skip:\([0-9]*\).*/\1/')))
 	fi
 	case $rc in
