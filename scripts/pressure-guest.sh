@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs inside the lockdep + DEBUG_VM patched kernel with little memory (patches-check boots
-# it with 512M) for `cargo xtask patches-check`: mem-hog takes all but ~24 MiB, then reads a
+# it with 512M) for `cargo xtask patches-check`: mem-hog takes memory until ~8 MiB is free, then reads a
 # 1 GiB sparse file on the 9p root through 64 VMAs, forking as it goes, while
 # fork-truncate-stress and spawn fork beside it: reclaim (fs_reclaim held: kswapd and direct
 # reclaim) unmaps mapped file pages (that file's, libc's, ld.so's) through their rmap while
@@ -21,7 +21,7 @@ grep -E " / " /proc/mounts | head -1
 file=target/patches-check/pressure.dat
 rm -f $file
 truncate -s 1G $file
-target/release/mem-hog 24 $file &
+target/release/mem-hog 4 $file &
 hog=$!
 sleep 5
 target/release/fork-truncate-stress "$secs" > /tmp/pressure-stress.txt 2>&1 &

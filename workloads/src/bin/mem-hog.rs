@@ -1,5 +1,5 @@
-//! mem-hog LEAVE_MB [FILE]: takes all of MemAvailable but LEAVE_MB in anonymous memory and
-//! keeps it until killed, so that (without swap) the kernel reclaims file pages, mapped ones
+//! mem-hog LEAVE_MB [FILE]: takes anonymous memory until MemFree is down to LEAVE_MB (near
+//! the zone watermarks: kswapd and direct reclaim run from then on) and keeps it until killed, so that (without swap) the kernel reclaims file pages, mapped ones
 //! included, for everything else that runs: `cargo xtask patches-check` runs fork stress
 //! beside it to have reclaim's rmap walks meet fork's i_mmap_rwsem under lockdep. Takes the
 //! memory in 4 MiB pieces and stops growing at the first refusal.
@@ -9,15 +9,19 @@
 //! walk of its i_mmap tree each time), and forks a child that exits at once every 256 pages,
 //! so fork's dup_mmap() write-locks the same file's i_mmap_rwsem (64 VMAs: 8 batches) while
 //! reclaim wants it: reclaim's trylock fails, and it waits for the lock under fs_reclaim.
-fn mem_available_kb() -> u64 {
+fn meminfo_kb(key: &str) -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
             m.lines()
-                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .find_map(|l| l.strip_prefix(key))
                 .and_then(|v| v.split_whitespace().next()?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn mem_available_kb() -> u64 {
+    meminfo_kb("MemAvailable:")
 }
 
 fn main() {
@@ -29,7 +33,8 @@ fn main() {
     let mut pieces: Vec<*mut u8> = Vec::new();
     let mut taken = 0u64;
     loop {
-        if mem_available_kb() / 1024 <= leave_mb + 4 {
+        // MemAvailable counts reclaimable page cache: MemFree is what reclaim starts from.
+        if meminfo_kb("MemFree:") / 1024 <= leave_mb + 4 || mem_available_kb() / 1024 <= leave_mb {
             break;
         }
         let p = unsafe {
@@ -50,7 +55,11 @@ fn main() {
         pieces.push(p.cast());
         taken += 4;
     }
-    println!("mem-hog: holding {taken} MiB, MemAvailable now {} MiB", mem_available_kb() / 1024);
+    println!(
+        "mem-hog: holding {taken} MiB, MemFree now {} MiB, MemAvailable {} MiB",
+        meminfo_kb("MemFree:") / 1024,
+        mem_available_kb() / 1024
+    );
     if let Some(path) = std::env::args().nth(2) {
         churn_file(&path);
     }
