@@ -11,8 +11,9 @@
 //!   A generation is written as k and !k, so a read of one being written is not taken for it.
 //! - A thread of the parent keeps splitting and merging another mapping of the file
 //!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
-//! - With `--sync`, the truncator truncates once per fork, at a random point of it (within
-//!   the last fork's length), and each child reads only once the truncator is idle again. A child VMA truncation missed keeps its
+//! - With `--sync`, the truncator writes every page, truncates once per fork, at a random
+//!   point of it (within the last fork's length), and each child reads every page once the
+//!   truncator is idle again. A child VMA truncation missed keeps its
 //!   stale page until the next truncation zaps it through the (by then linked) VMA; without
 //!   `--sync` the truncator cycles much faster than a child gets to run under QEMU, so that
 //!   next truncation nearly always comes first and hides the bug (the negative control of
@@ -73,15 +74,20 @@ fn main() {
     if truncator == 0 {
         let mut k = 1u32;
         let mut rng = u64::from(std::process::id()) | 1;
+        let mut all = vec![0u8; if sync { DATA_PAGES * PAGE } else { 0 }];
         loop {
             if sync {
                 // Pages written, then one truncation per fork, at a random point of it (the
                 // last fork's length): a truncation after the child VMA is linked would zap a
                 // stale page before the child gets to read it.
-                for p in SAMPLES {
-                    let b = record(k).to_ne_bytes();
-                    unsafe { libc::pwrite(fd, b.as_ptr().cast(), 8, (p * PAGE) as i64) };
+                // Every page, in one write: a truncation racing with the copy of the page
+                // tables leaves whichever pages were copied before it, not only the samples.
+                for p in 1..DATA_PAGES {
+                    all[p * PAGE..p * PAGE + 8].copy_from_slice(&record(k).to_ne_bytes());
                 }
+                unsafe {
+                    libc::pwrite(fd, all[PAGE..].as_ptr().cast(), (DATA_PAGES - 1) * PAGE, PAGE as i64)
+                };
                 idle.store(1, SeqCst);
                 while forking.load(SeqCst) == 0 {
                     unsafe { libc::sched_yield() };
@@ -171,7 +177,8 @@ fn main() {
                 libc::signal(libc::SIGSEGV, libc::SIG_DFL);
             }
             let (mut stale, mut torn) = (false, false);
-            for p in SAMPLES {
+            let every: Vec<usize> = (1..DATA_PAGES).collect();
+            for &p in if sync { &every[..] } else { &SAMPLES[..] } {
                 let r = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u64) };
                 match generation(r) {
                     Some(v) => stale |= v != 0 && v <= g,
