@@ -15,7 +15,8 @@ dmesg -w > "$kmsg" &
 logger=$!
 vm() { awk -v k="$1" '$1 == k { print $2 }' /proc/vmstat; }
 scan0=$(( $(vm pgscan_kswapd) + $(vm pgscan_direct) ))
-stall0=$(vm allocstall_normal)
+stalls() { awk '$1 ~ /^allocstall_/ { n += $2 } END { print n + 0 }' /proc/vmstat; }
+stall0=$(stalls)
 echo "== memory pressure: $(awk '/MemTotal/ { print $2 / 1024 " MiB" }' /proc/meminfo) RAM, ${secs}s"
 grep -E " / " /proc/mounts | head -1
 file=target/patches-check/pressure.dat
@@ -45,12 +46,12 @@ sleep 1
 kill $logger
 cat /tmp/pressure-stress.txt
 scan=$(( $(vm pgscan_kswapd) + $(vm pgscan_direct) - scan0 ))
-stall=$(( $(vm allocstall_normal) - stall0 ))
+stall=$(( $(stalls) - stall0 ))
 # Direct dependency: in fs_reclaim's block of /proc/lockdep, a "-> [...] ...i_mmap_rwsem" line.
 direct=$(awk '
 	/^$/ { inblk = 0; next }
 	/^[0-9a-f]+ / { inblk = ($NF == "fs_reclaim"); next }
-	inblk && /^ -> / && /i_mmap_rwsem/ { print $NF }' /proc/lockdep | sort -u | tr '\n' ' ')
+	inblk && /^ -> / && /i_mmap_rwsem/ { print $NF }' /proc/lockdep | sort -u | tr '\n' ' ' | sed 's/ $//')
 reverse=$(awk '
 	/^$/ { inblk = 0; next }
 	/^[0-9a-f]+ / { inblk = ($NF ~ /i_mmap_rwsem/); next }
@@ -61,11 +62,12 @@ chains=$(awk '
 	/ fs_reclaim$/ { fr = 1; next }
 	fr && /i_mmap_rwsem/ { n++; fr = 0 }
 	END { print n + 0 }' /proc/lockdep_chains)
+if [ -n "$direct" ]; then dep="direct dependency (to $direct)"; else dep="no direct dependency"; fi
 lockdep=on
 grep -q "debug_locks: *1" /proc/lockdep_stats || lockdep=OFF
 warn=$(grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|blocked for more than|Bad page" "$kmsg" | head -3)
 oom=$(grep -c "Out of memory" "$kmsg")
-detail="${secs}s at $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), $scan pages scanned by reclaim ($stall direct-reclaim stalls), $cycles spawn cycles, $oom OOM kills; lockdep: fs_reclaim -> i_mmap_rwsem ${direct:+direct dependency ($direct)}${direct:-no direct dependency}, $chains lock chains holding fs_reclaim then i_mmap_rwsem, i_mmap_rwsem -> fs_reclaim ${reverse:-never}, lockdep $lockdep"
+detail="${secs}s at $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), $scan pages scanned by reclaim ($stall direct-reclaim stalls), $cycles spawn cycles, $oom OOM kills; lockdep: fs_reclaim -> i_mmap_rwsem $dep, $chains lock chains holding fs_reclaim then i_mmap_rwsem, i_mmap_rwsem -> fs_reclaim ${reverse:-never}, lockdep $lockdep"
 echo "$detail"
 if [ "$stress_rc" -eq 0 ] && [ "$scan" -gt 0 ] && [ -z "$warn" ] && [ $lockdep = on ] &&
 	{ [ -n "$direct" ] || [ "$chains" -gt 0 ]; }; then
