@@ -7,6 +7,10 @@
 # usage: negative-control-guest.sh RESULTS SECONDS
 set -u
 results=$1 secs=$2
+# The kernel's "Bad page cache" reports (a stack dump each) on the serial console slow each
+# truncation past the window, and its second unmap pass then zaps the child's stale entries
+# (104 reports, 0 stale in 359 forks): keep them in the log only.
+echo 1 > /proc/sys/kernel/printk
 echo "== fork-truncate-stress ${secs}s --sync on the negative control $(uname -r)"
 out=$(target/release/fork-truncate-stress "$secs" --sync)
 rc=$?
