@@ -4,6 +4,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
 mod bench;
+mod evidence;
 mod host;
 mod kernel;
 mod letter;
@@ -119,14 +120,27 @@ enum Cmd {
         #[arg(long, value_parser = kernel_series)]
         kernel: Option<&'static str>,
     },
-    /// checkpatch --strict the series, then stress it and run mm selftests on the patched
-    /// kernel with lockdep and DEBUG_VM; any kernel warning fails.
+    /// checkpatch --strict the series; exec layout (/proc/PID/maps) base vs patched; the
+    /// test-only negative control must fail the stress test; on the patched kernel with
+    /// lockdep and DEBUG_VM: fork/truncate stress, mm and exec selftests, fault injection in
+    /// dup_mmap(), lockdep under memory pressure. Any kernel warning fails. One line per check
+    /// at the end (docs/testing.md, "patches-check").
     PatchesCheck {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
-        /// Seconds of fork/truncate stress.
+        /// Seconds of fork/truncate stress (on the debug kernel, under memory pressure, and on
+        /// the negative control).
         #[arg(long, default_value_t = 60)]
         seconds: u32,
+        /// Forks per fault-injection run (failslab, then fail_page_alloc).
+        #[arg(long, default_value_t = 1000)]
+        fault_iterations: u32,
+        /// Only these parts: checkpatch, layout, negative, debug, pressure (default: all).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Build what the parts need (kernels, programs, selftests) and boot nothing.
+        #[arg(long)]
+        build_only: bool,
     },
     /// Base vs patched kernel under rmapprof: before/after tables, differential flame graphs,
     /// and the cover letter's numbers (target/patches-report/, patches/0000-cover-letter.patch).
@@ -192,7 +206,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, tools, icount, guest } => {
             bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, icount, stress, workloads, tools })
         }
-        Cmd::PatchesCheck { cpus, seconds } => patches::check(cpus, seconds),
+        Cmd::PatchesCheck { cpus, seconds, fault_iterations, only, build_only } => {
+            patches::check(cpus, seconds, fault_iterations, &only, build_only)
+        }
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
         Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {

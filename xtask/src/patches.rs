@@ -1,9 +1,10 @@
 //! patches/: checking the series (`patches-check`) and measuring it (`patches-report`).
 
 use anyhow::{bail, Context, Result};
-use std::{path::Path, process::Command};
+use std::{path::Path, process::Command, time::Instant};
 
 use crate::{
+    evidence,
     host::{root, sh},
     kernel, letter,
     setup::build,
@@ -24,33 +25,224 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
     Ok(v)
 }
 
-/// checkpatch --strict on every patch, then the stress test and selftests under lockdep and
-/// DEBUG_VM on the patched kernel.
-pub fn check(cpus: u32, seconds: u32) -> Result<()> {
-    build()?;
-    let src = kernel::unpacked_source(kernel::OURS)?;
-    for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
-        sh(Command::new(src.join("scripts/checkpatch.pl")).args(["--strict", "--no-tree", "-q"]).arg(p))?;
-        eprintln!("xtask: checkpatch --strict: {} clean", p.file_name().unwrap().to_string_lossy());
+/// The parts of `patches-check`, in the order they run (`--only` picks some).
+const PARTS: [&str; 5] = ["checkpatch", "layout", "negative", "debug", "pressure"];
+
+/// checkpatch --strict on every patch; exec layout base vs patched; the test-only negative
+/// control; stress, selftests and fault injection under lockdep and DEBUG_VM on the patched
+/// kernel; lockdep under memory pressure. Every check ends in one PASS/FAIL line, printed
+/// together at the end (and in target/patches-check/results.txt); any FAIL fails the command.
+pub fn check(
+    cpus: u32,
+    seconds: u32,
+    fault_iterations: u32,
+    only: &[String],
+    build_only: bool,
+) -> Result<()> {
+    for o in only {
+        if !PARTS.contains(&o.as_str()) {
+            bail!("--only: {o} is not one of {}", PARTS.join(", "));
+        }
     }
-    kernel::build_kernel(kernel::OURS, true, true)?;
-    let selftests = build_selftests()?;
-    let mut cmd = vec!["scripts/patches-check-guest.sh".to_owned(), seconds.to_string()];
-    cmd.extend(selftests);
-    // 4G: mremap_test moves 2GB regions.
-    let code = vm::run(
-        &vm::VmOpts {
+    let want = |p: &str| only.is_empty() || only.iter().any(|o| o == p);
+    let t0 = Instant::now();
+    build()?;
+    let out = evidence::out_dir();
+    std::fs::create_dir_all(&out)?;
+    // Each guest appends its lines to a file of its own (relative path: the guest's working
+    // directory is the repository).
+    let results = |part: &str| {
+        (format!("target/patches-check/results-{part}.txt"), out.join(format!("results-{part}.txt")))
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let mut times: Vec<(String, u64)> = Vec::new();
+
+    if want("checkpatch") {
+        let t = Instant::now();
+        let src = kernel::unpacked_source(kernel::OURS)?;
+        for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            match sh(Command::new(src.join("scripts/checkpatch.pl"))
+                .args(["--strict", "--no-tree", "-q"])
+                .arg(p))
+            {
+                Ok(()) => lines.push(format!("PASS checkpatch --strict: {name} clean")),
+                Err(e) => lines.push(format!("FAIL checkpatch --strict: {name}: {e:#}")),
+            }
+        }
+        times.push(("checkpatch".into(), t.elapsed().as_secs()));
+    }
+
+    if want("layout") {
+        // Base and patched, non-debug: the same programs, the same script, then a byte diff.
+        let t = Instant::now();
+        evidence::build_elf_programs()?;
+        if build_only {
+            kernel::build_kernel(kernel::OURS, false, false)?;
+            kernel::build_kernel(kernel::OURS, true, false)?;
+        }
+        for (patched, name) in [(false, "base"), (true, "patched")].into_iter().filter(|_| !build_only) {
+            let dir = format!("target/patches-check/layout-{name}");
+            let opts = vm::VmOpts {
+                kernel: kernel::OURS,
+                patched,
+                debug: false,
+                cpus,
+                memory: "2G".into(),
+                icount: false,
+            };
+            let code = vm::run(&opts, &["scripts/exec-layout-guest.sh".to_owned(), dir])?;
+            if code != 0 {
+                lines.push(format!("FAIL exec-layout: scripts/exec-layout-guest.sh exited {code} on {name}"));
+            }
+        }
+        if !build_only {
+            lines.extend(evidence::compare_layouts(&out.join("layout-base"), &out.join("layout-patched")));
+        }
+        times.push(("layout (base + patched boots)".into(), t.elapsed().as_secs()));
+    }
+
+    if want("negative") {
+        let t = Instant::now();
+        match evidence::negative_control_kernel() {
+            Ok(_) if build_only => {}
+            Ok(image) => {
+                let opts = vm::VmOpts {
+                    kernel: kernel::OURS,
+                    patched: true,
+                    debug: false,
+                    cpus,
+                    memory: "2G".into(),
+                    icount: false,
+                };
+                let cmd = [
+                    "scripts/negative-control-guest.sh".to_owned(),
+                    results("negative").0,
+                    seconds.to_string(),
+                ];
+                guest_results(&mut lines, &results("negative").1, "negative-control", || {
+                    vm::run_image(&image, &opts, &cmd)
+                })?;
+            }
+            Err(e) => lines.push(format!("FAIL negative-control: the test-only kernel did not build: {e:#}")),
+        }
+        times.push(("negative control (build + boot)".into(), t.elapsed().as_secs()));
+    }
+
+    if want("debug") {
+        let t = Instant::now();
+        kernel::build_kernel(kernel::OURS, true, true)?;
+        let selftests = build_selftests()?;
+        evidence::build_exec_selftests(
+            &kernel::source(kernel::OURS, true)?,
+            &kernel::build_dir(kernel::OURS, true, true),
+        )?;
+        let mut cmd = vec![
+            "scripts/patches-check-guest.sh".to_owned(),
+            results("debug").0,
+            seconds.to_string(),
+            fault_iterations.to_string(),
+        ];
+        cmd.extend(selftests);
+        if build_only {
+            return finish(&lines, &times, t0, true);
+        }
+        // 4G: mremap_test moves 2GB regions.
+        let opts = vm::VmOpts {
             kernel: kernel::OURS,
             patched: true,
             debug: true,
             cpus,
             memory: "4G".into(),
             icount: false,
-        },
-        &cmd,
-    )?;
-    if code != 0 {
-        bail!("patched kernel failed its checks (exit {code})");
+        };
+        guest_results(&mut lines, &results("debug").1, "debug-kernel checks", || vm::run(&opts, &cmd))?;
+        times.push(("debug kernel: stress, selftests, fault injection".into(), t.elapsed().as_secs()));
+    }
+
+    if want("pressure") && !build_only {
+        let t = Instant::now();
+        let opts = vm::VmOpts {
+            kernel: kernel::OURS,
+            patched: true,
+            debug: true,
+            cpus,
+            memory: "512M".into(),
+            icount: false,
+        };
+        let cmd = [
+            "scripts/pressure-guest.sh".to_owned(),
+            results("pressure").0,
+            "target/patches-check/kmsg-pressure.txt".to_owned(),
+            seconds.to_string(),
+        ];
+        guest_results(&mut lines, &results("pressure").1, "lockdep-under-pressure", || vm::run(&opts, &cmd))?;
+        times.push(("debug kernel, 512M: lockdep under memory pressure".into(), t.elapsed().as_secs()));
+    }
+
+    finish(&lines, &times, t0, build_only)
+}
+
+/// Writes and prints the result lines, one per check, and the times; fails on any FAIL.
+fn finish(lines: &[String], times: &[(String, u64)], t0: Instant, build_only: bool) -> Result<()> {
+    if build_only {
+        eprintln!("xtask: patches-check --build-only: built in {} s", t0.elapsed().as_secs());
+        return Ok(());
+    }
+    let failed = lines.iter().filter(|l| !l.starts_with("PASS")).count();
+    std::fs::write(evidence::out_dir().join("results.txt"), lines.join("\n") + "\n")?;
+    println!("\npatches-check on {} patches/ ({}):", kernel::OURS, series_names()?.join(" "));
+    for l in lines {
+        println!("{l}");
+    }
+    println!(
+        "patches-check: {} checks, {} in {} s ({})",
+        lines.len(),
+        if failed == 0 { "all passed".to_owned() } else { format!("{failed} FAILED") },
+        t0.elapsed().as_secs(),
+        times.iter().map(|(p, s)| format!("{p} {s} s")).collect::<Vec<_>>().join(", ")
+    );
+    if failed > 0 {
+        bail!("patches-check: {failed} of {} checks failed", lines.len());
+    }
+    Ok(())
+}
+
+/// The series' patch names, without the cover letter.
+fn series_names() -> Result<Vec<String>> {
+    Ok(series()?
+        .iter()
+        .filter(|p| !p.to_string_lossy().contains("0000-cover-letter"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().chars().take(4).collect())
+        .collect())
+}
+
+/// Boots a guest whose scripts append PASS/FAIL lines to `results`; takes those lines, and
+/// one FAIL line of its own when the guest failed without saying which check did.
+fn guest_results(
+    lines: &mut Vec<String>,
+    results: &Path,
+    label: &str,
+    boot: impl FnOnce() -> Result<i32>,
+) -> Result<()> {
+    let _ = std::fs::remove_file(results);
+    let code = boot();
+    let new: Vec<String> = std::fs::read_to_string(results)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .map(str::to_owned)
+        .collect();
+    let _ = std::fs::remove_file(results);
+    let any_fail = new.iter().any(|l| l.starts_with("FAIL"));
+    lines.extend(new.iter().cloned());
+    match code {
+        Ok(0) if !new.is_empty() => {}
+        Ok(c) if !any_fail => {
+            lines.push(format!("FAIL {label}: guest exited {c} with {} results", new.len()))
+        }
+        Ok(_) => {}
+        Err(e) => lines.push(format!("FAIL {label}: {e:#}")),
     }
     Ok(())
 }
@@ -116,8 +308,8 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
     Ok(())
 }
 
-/// Where patches-check leaves one line per check, for the cover letter.
-pub const CHECK_SUMMARY: &str = "target/patches-check/summary.txt";
+/// Where patches-check leaves one "PASS/FAIL check: detail" line per check, for the letter.
+pub const CHECK_SUMMARY: &str = "target/patches-check/results.txt";
 
 /// Runs the workloads on both kernels, writing acquisitions.txt and instructions.txt in `out`.
 fn measure(out: &Path, cpus: u32) -> Result<()> {

@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
@@ -38,6 +38,13 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
         }
         None => build_kernel(opts.kernel, opts.patched, opts.debug)?,
     };
+    run_image(&image, opts, command)
+}
+
+/// As `run`, booting `image` (a kernel built elsewhere, e.g. patches-check's negative
+/// control); `opts.kernel`, `patched` and `debug` are not used. With `RMAPPROF_VM_LOCK` set,
+/// QEMU runs under `flock` of that file, one guest at a time on a shared machine.
+pub fn run_image(image: &Path, opts: &VmOpts, command: &[String]) -> Result<i32> {
     let repo = root();
     let script = format!(
         "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",
@@ -50,9 +57,18 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
         opts.cpus,
         if opts.icount { ", instruction-count clock" } else { "" }
     );
-    let mut st = Command::new("vng")
+    let lock = std::env::var_os("RMAPPROF_VM_LOCK").filter(|l| !l.is_empty());
+    let mut vng = match &lock {
+        Some(l) => {
+            let mut c = Command::new("flock");
+            c.arg(l).arg("vng");
+            c
+        }
+        None => Command::new("vng"),
+    };
+    let mut st = vng
         .arg("--run")
-        .arg(&image)
+        .arg(image)
         .args(["--disable-kvm", "--force-9p", "--user", "root"])
         .args(["--cpus", &opts.cpus.to_string(), "--memory", &opts.memory])
         .args(opts.icount.then_some("--qemu-opts=-icount shift=0,sleep=off"))

@@ -2,14 +2,22 @@
 //! truncate has removed (the rule dup_mmap must keep: the child VMA is in the file's rmap
 //! before its page tables are copied).
 //!
-//! - The parent maps FILE MAP_PRIVATE, dirties page 0 (so the VMA has an anon_vma and fork
-//!   copies its page tables) and keeps pages 1..N mapped, then forks children in a loop.
-//! - A truncator process writes generation k into every page, truncates the file to one page
-//!   (publishing "truncated k"), and extends it again (the pages read back as zero).
-//! - Each child reads "truncated" (g), then a page through the inherited mapping: it must be
-//!   0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale data.
+//! - The parent maps FILE (8 MiB) MAP_PRIVATE, dirties page 0 (so the VMA has an anon_vma and
+//!   fork copies its page tables) and keeps pages 1..N mapped, then forks children in a loop.
+//! - A truncator process writes generation k into 8 sampled pages, truncates the file to one
+//!   page (publishing "truncated k"), and extends it again (the pages read back as zero).
+//! - Each child reads "truncated" (g), then the sampled pages through the inherited mapping:
+//!   each must be 0 or newer than g, or fault with SIGBUS beyond EOF. Anything else is stale.
+//!   A generation is written as k and !k, so a read of one being written is not taken for it.
 //! - A thread of the parent keeps splitting and merging another mapping of the file
 //!   (mprotect, munmap/mmap, mremap), so fork sees many VMAs of one file.
+//! - With `--sync`, the truncator writes every page, truncates once per fork, at a random
+//!   point of it (within the last fork's length), and each child reads every page once the
+//!   truncator is idle again. A child VMA truncation missed keeps its
+//!   stale page until the next truncation zaps it through the (by then linked) VMA; without
+//!   `--sync` the truncator cycles much faster than a child gets to run under QEMU, so that
+//!   next truncation nearly always comes first and hides the bug (the negative control of
+//!   `cargo xtask patches-check` shows it: 0 stale in 60 s without `--sync`).
 //!
 //! Exit 0 when no child saw stale data; prints what happened.
 use std::{
@@ -19,11 +27,20 @@ use std::{
 };
 
 const PAGE: usize = 4096;
+/// Pages of the file the splitter maps.
 const PAGES: usize = 16;
+/// Pages of the private mapping children inherit: 8 MiB of page table entries to copy, so a
+/// truncation has time to land between the copy of a sampled page's entry and the link of the
+/// child VMA in a kernel that copies first.
+const DATA_PAGES: usize = 2048;
+/// The pages generations are written to and children read: the last of every 256.
+const SAMPLES: [usize; 8] = [255, 511, 767, 1023, 1279, 1535, 1791, 2047];
 
 fn main() {
-    let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: fork-truncate-stress SECONDS");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let sync = args.iter().any(|a| a == "--sync");
+    let secs: u64 = args.iter().find(|a| *a != "--sync").and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("usage: fork-truncate-stress SECONDS [--sync]");
         std::process::exit(2)
     });
     let dir = std::env::temp_dir().join(format!("fork-truncate-stress.{}", std::process::id()));
@@ -32,7 +49,7 @@ fn main() {
     let file =
         std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
     let fd = file.as_raw_fd();
-    file.set_len((PAGES * PAGE) as u64).unwrap();
+    file.set_len((DATA_PAGES * PAGE) as u64).unwrap();
 
     // Shared between processes: the last truncation completed.
     let shared = unsafe {
@@ -47,18 +64,61 @@ fn main() {
     };
     assert_ne!(shared, libc::MAP_FAILED);
     let truncated = unsafe { &*(shared as *const AtomicU32) };
+    // --sync: the parent is in fork(); the truncator is between cycles.
+    let forking = unsafe { &*(shared as *const AtomicU32).add(1) };
+    let idle = unsafe { &*(shared as *const AtomicU32).add(2) };
+    // --sync: how long the last fork() took, in ns.
+    let fork_ns = unsafe { &*(shared as *const AtomicU32).add(3) };
 
     let truncator = unsafe { libc::fork() };
     if truncator == 0 {
         let mut k = 1u32;
+        let mut rng = u64::from(std::process::id()) | 1;
+        let mut all = vec![0u8; if sync { DATA_PAGES * PAGE } else { 0 }];
         loop {
-            for p in 1..PAGES {
-                let b = k.to_ne_bytes();
-                unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (p * PAGE) as i64) };
+            if sync {
+                // Pages written, then one truncation per fork, at a random point of it (the
+                // last fork's length): a truncation after the child VMA is linked would zap a
+                // stale page before the child gets to read it.
+                // Every page, in one write: a truncation racing with the copy of the page
+                // tables leaves whichever pages were copied before it, not only the samples.
+                for p in 1..DATA_PAGES {
+                    all[p * PAGE..p * PAGE + 8].copy_from_slice(&record(k).to_ne_bytes());
+                }
+                unsafe {
+                    libc::pwrite(fd, all[PAGE..].as_ptr().cast(), (DATA_PAGES - 1) * PAGE, PAGE as i64)
+                };
+                idle.store(1, SeqCst);
+                while forking.load(SeqCst) == 0 {
+                    unsafe { libc::sched_yield() };
+                }
+                idle.store(0, SeqCst);
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let delay = Duration::from_nanos(rng % u64::from(fork_ns.load(SeqCst).max(1)));
+                let t = Instant::now();
+                while t.elapsed() < delay {
+                    std::hint::spin_loop();
+                }
+                unsafe { libc::ftruncate(fd, PAGE as i64) };
+                truncated.store(k, SeqCst);
+                unsafe { libc::ftruncate(fd, (DATA_PAGES * PAGE) as i64) };
+                k += 1;
+                // Once per fork: a second truncation in the same fork would zap what the first
+                // one left behind.
+                while forking.load(SeqCst) != 0 {
+                    unsafe { libc::sched_yield() };
+                }
+                continue;
+            }
+            for p in SAMPLES {
+                let b = record(k).to_ne_bytes();
+                unsafe { libc::pwrite(fd, b.as_ptr().cast(), 8, (p * PAGE) as i64) };
             }
             unsafe { libc::ftruncate(fd, PAGE as i64) };
             truncated.store(k, SeqCst);
-            unsafe { libc::ftruncate(fd, (PAGES * PAGE) as i64) };
+            unsafe { libc::ftruncate(fd, (DATA_PAGES * PAGE) as i64) };
             k += 1;
         }
     }
@@ -67,7 +127,7 @@ fn main() {
     let map = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            PAGES * PAGE,
+            DATA_PAGES * PAGE,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE,
             fd,
@@ -83,22 +143,60 @@ fn main() {
     };
 
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let (mut forks, mut ok, mut sigbus, mut stale, mut other) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut forks, mut ok, mut sigbus, mut stale, mut other, mut torn) =
+        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
     while Instant::now() < deadline {
         unsafe {
             *map = 1; // keep page 0 private: the VMA keeps its anon_vma
                       // Map the file pages into the parent; past EOF this fails (EFAULT) rather than
                       // raising SIGBUS as a plain read would.
-            libc::madvise(map.add(PAGE).cast(), (PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
+            libc::madvise(map.add(PAGE).cast(), (DATA_PAGES - 1) * PAGE, libc::MADV_POPULATE_READ);
         }
+        if sync {
+            // The truncator has written this round's pages: map them into the parent again.
+            while idle.load(SeqCst) == 0 {
+                unsafe { libc::sched_yield() };
+            }
+            unsafe { libc::madvise(map.add(PAGE).cast(), (DATA_PAGES - 1) * PAGE, libc::MADV_POPULATE_READ) };
+        }
+        let t = Instant::now();
+        forking.store(1, SeqCst);
         let pid = unsafe { libc::fork() };
         if pid == 0 {
+            if sync {
+                // Read once the truncations that ran during fork() are over, before any other.
+                while forking.load(SeqCst) != 0 || idle.load(SeqCst) == 0 {
+                    unsafe { libc::sched_yield() };
+                }
+            }
             let g = truncated.load(SeqCst);
-            let p = 1 + (g as usize % (PAGES - 1));
-            let v = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u32) };
             // v was written by generation v, and removed by truncation v.
-            unsafe { libc::_exit(if v == 0 || v > g { 0 } else { 3 }) };
+            // Beyond EOF: die of SIGBUS, not in Rust's handler (forked from a threaded parent).
+            unsafe {
+                libc::signal(libc::SIGBUS, libc::SIG_DFL);
+                libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            }
+            let (mut stale, mut torn) = (false, false);
+            let every: Vec<usize> = (1..DATA_PAGES).collect();
+            for &p in if sync { &every[..] } else { &SAMPLES[..] } {
+                let r = unsafe { std::ptr::read_volatile(map.add(p * PAGE) as *const u64) };
+                match generation(r) {
+                    Some(v) => stale |= v != 0 && v <= g,
+                    None => torn = true,
+                }
+            }
+            unsafe {
+                libc::_exit(if stale {
+                    3
+                } else if torn {
+                    5
+                } else {
+                    0
+                })
+            };
         }
+        forking.store(0, SeqCst);
+        fork_ns.store(t.elapsed().as_nanos().min(u128::from(u32::MAX)) as u32, SeqCst);
         forks += 1;
         let mut st = 0;
         unsafe { libc::waitpid(pid, &mut st, 0) };
@@ -109,6 +207,7 @@ fn main() {
         ) {
             (true, 0, _) => ok += 1,
             (true, 3, _) => stale += 1,
+            (true, 5, _) => torn += 1,
             (_, _, true) => sigbus += 1,
             _ => other += 1,
         }
@@ -119,7 +218,8 @@ fn main() {
     unsafe { libc::waitpid(truncator, std::ptr::null_mut(), 0) };
     let _ = std::fs::remove_dir_all(&dir);
     println!(
-        "fork-truncate-stress: {forks} forks: {ok} read current data, {sigbus} SIGBUS beyond EOF, {stale} STALE, {other} other; {splits} split/merge rounds"
+        "fork-truncate-stress{}: {forks} forks: {ok} read current data, {sigbus} SIGBUS beyond EOF, {stale} STALE, {other} other, {torn} read a record being written; {splits} split/merge rounds",
+        if sync { " --sync" } else { "" }
     );
     std::process::exit(if stale == 0 && other == 0 { 0 } else { 1 });
 }
@@ -163,4 +263,23 @@ fn split_and_merge(fd: i32, stop: &AtomicBool) -> u64 {
         rounds += 1;
     }
     rounds
+}
+
+/// Generation k as written to a sampled page: k and !k in one 8-byte pwrite. Under QEMU the
+/// kernel's copy may store it a byte at a time, and a child reading meanwhile sees part of it:
+/// such a read is told apart. (A 4-byte k alone gave 1 STALE in 665 forks on the DEBUG_VM
+/// patched kernel on 2026-12-02, which would have hit VM_BUG_ON_FOLIO(folio_mapped) had a
+/// truncated page stayed mapped, and did not: most likely such a read.)
+fn record(k: u32) -> u64 {
+    u64::from(k) | (u64::from(!k) << 32)
+}
+
+/// The generation a sampled page holds: 0 for a hole, None for a record being written.
+fn generation(r: u64) -> Option<u32> {
+    let (lo, hi) = (r as u32, (r >> 32) as u32);
+    match (lo, hi) {
+        (0, 0) => Some(0),
+        _ if hi == !lo => Some(lo),
+        _ => None,
+    }
 }
