@@ -83,15 +83,8 @@ pub fn check(
         }
         for (patched, name) in [(false, "base"), (true, "patched")].into_iter().filter(|_| !build_only) {
             let dir = format!("target/patches-check/layout-{name}");
-            let opts = vm::VmOpts {
-                kernel: kernel::OURS,
-                patched,
-                debug: false,
-                cpus,
-                memory: "2G".into(),
-                icount: false,
-            };
-            let code = vm::run(&opts, &["scripts/exec-layout-guest.sh".to_owned(), dir])?;
+            let code =
+                vm::run(&vm::VmOpts::ours(patched, cpus), &["scripts/exec-layout-guest.sh".to_owned(), dir])?;
             if code != 0 {
                 lines.push(format!("FAIL exec-layout: scripts/exec-layout-guest.sh exited {code} on {name}"));
             }
@@ -317,17 +310,7 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
         let dir = format!("target/patches-report/{name}");
         let cmd =
             ["scripts/patches-report-guest.sh".to_owned(), dir.clone(), CYCLES.to_string(), cpus.to_string()];
-        let code = vm::run(
-            &vm::VmOpts {
-                kernel: kernel::OURS,
-                patched,
-                debug: false,
-                cpus,
-                memory: "2G".into(),
-                icount: false,
-            },
-            &cmd,
-        )?;
+        let code = vm::run(&vm::VmOpts::ours(patched, cpus), &cmd)?;
         if code != 0 {
             bail!("workloads failed on the {name} kernel (exit {code})");
         }

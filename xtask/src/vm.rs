@@ -23,6 +23,21 @@ pub struct VmOpts {
     pub icount: bool,
 }
 
+impl VmOpts {
+    /// Our kernel, base or patched, as patches-check and patches-report boot it: no lockdep,
+    /// 2G, the wall clock.
+    pub fn ours(patched: bool, cpus: u32) -> VmOpts {
+        VmOpts {
+            kernel: crate::kernel::OURS,
+            patched,
+            debug: false,
+            cpus,
+            memory: "2G".into(),
+            icount: false,
+        }
+    }
+}
+
 /// Boots the kernel and runs `command` inside with the repository as working directory.
 /// Returns the command's exit status.
 /// `$RMAPPROF_KERNEL_IMAGE`, when set, is booted instead: a bzImage built elsewhere (a kernel
