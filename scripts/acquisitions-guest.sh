@@ -8,18 +8,9 @@ set -eu
 out=$1 cycles=${2:-100} jobs=${3:-2} what=${4:-spawn execl shellscript map-library}
 bin=$PWD/target/release
 mkdir -p "$out"
+workloads=$(for w in $what; do case $w in spawn | execl | shellscript) echo "$w" ;; esac; done)
+[ -z "$workloads" ] || "$(dirname "$0")/patches-report-guest.sh" "$out" "$cycles" "$jobs" kprobe $workloads
 uname -r > "$out/kernel.txt"
-for w in $what; do
-	case $w in
-	spawn) exe=/usr/bin/true ;;
-	execl) exe=$bin/execl ;;
-	shellscript) exe=$(readlink -f /bin/sh) ;;
-	*) continue ;;
-	esac
-	"$bin/rmapprof" --mode kprobe --acquisitions --inode libc.so.6 \
-		--inode ld-linux-x86-64.so.2 --inode "$exe" \
-		-o "$out/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
-done
 # map-library: copies of libc.so.6 that nothing else maps, so that every acquisition of their
 # i_mmap_rwsem is one of the COUNT mappings (docs/map-library.md): one on the repository's 9p
 # mount, mapped directly as a library on ext4 or xfs is; one under /tmp, which virtme-ng
