@@ -42,6 +42,9 @@ pub mod lost {
     pub const COUNT: u32 = 5;
     pub const NAMES: [&str; COUNT as usize] =
         ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full"];
+    /// Not a slot of the map: runs of our programs the kernel itself skipped (the programs'
+    /// `recursion_misses`), read by userspace from each program's fdinfo.
+    pub const RECURSION_MISSES: &str = "recursion_misses";
 }
 
 /// Events left unmeasured by design, not lost; index into the `NOT_MEASURED` array map.

@@ -139,9 +139,23 @@ fn rmap_operations_are_exact() {
         ]);
         assert_eq!(u(&r, "cycles"), p * m);
         let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
-        assert_eq!(u(f, "rmap_inserts"), p * m, "{mode}: {f}");
-        assert_eq!(u(f, "rmap_removes"), p * m, "{mode}: {f}");
-        assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+        // Exact, unless the kernel skipped runs of our programs (a preempted fentry program on
+        // a PREEMPT_LAZY kernel): then short by no more than the misses it reports.
+        let skipped = u(&r["lost"], "recursion_misses");
+        let exact = |field: &str, want: u64| {
+            let got = u(f, field);
+            assert!(
+                got <= want && want - got <= skipped,
+                "{mode}: {field} {got} of {want}, {skipped} skipped: {f}"
+            );
+        };
+        exact("rmap_inserts", p * m);
+        exact("rmap_removes", p * m);
+        exact("acquisitions", 2 * p * m);
+        if mode == "kprobe" {
+            // Kprobe programs run with preemption off: nothing of ours nests on the CPU.
+            assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+        }
         // Holds start at down_write entry (or when a slowpath grants the lock) and end at
         // up_write: an insert or a remove each, microseconds even under TCG.
         let mean_hold = u(f, "hold_ns_total") / (2 * p * m);
