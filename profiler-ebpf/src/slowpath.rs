@@ -20,7 +20,7 @@ use crate::{
 /// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
 /// is no hold for a slowpath's return to move the start of.
 #[no_mangle]
-static ACQUISITIONS: u64 = 0;
+pub static ACQUISITIONS: u64 = 0;
 
 /// The file whose i_mmap_rwsem `sem` is, if it is one and this task is profiled.
 #[inline(always)]

@@ -6,18 +6,19 @@
 //!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, TaskWait, WaitHist,
+    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, Holder, HolderKey, TaskName,
+    TaskWait, WaitHist, WaitStats,
 };
 
 use crate::{
-    helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
-    kernel,
-    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_WAIT, WAIT_HIST},
+    helpers::{add, add_event, add_stats, bump, count_lost, get_or_insert, global, profiled},
+    holder, kernel,
+    maps::{scratch, CONTENTION, HOLDER_WAITS, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
     slowpath, stacks,
 };
 
@@ -51,6 +52,20 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let target = kernel::classify(lock, flags);
+    // Who holds it, read before the unwind: as close to the wait's start as can be.
+    let mut holder = Holder::default();
+    if target.kind == lock_kind::I_MMAP_RWSEM || target.kind == lock_kind::MMAP_LOCK {
+        name_current(tid, (pid_tgid >> 32) as u32);
+    }
+    if target.kind == lock_kind::I_MMAP_RWSEM {
+        let task;
+        (holder, task) = holder::at_wait(lock);
+        if task != 0 && holder.tid != 0 {
+            if let Some(comm) = holder::comm_of(task) {
+                name_task(holder.tid, holder.tgid, comm);
+            }
+        }
+    }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
     let stack = if target.kind == lock_kind::OTHER { 0 } else { stacks::stack(&ctx, scratch::TRACEPOINT, 0) };
@@ -68,6 +83,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             _pad: 0,
             stack,
         },
+        holder,
     };
     if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
         count_lost(lost::TASK_MAP_FULL);
@@ -77,7 +93,8 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn contention_end(ctx: TracePointContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     // SAFETY: as in contention_begin.
     let Some(w) = (unsafe { TASK_WAIT.get(&tid) }) else {
         return 0;
@@ -89,9 +106,25 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
         return 0; // end of a nested wait we did not measure
     }
     let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.start_ns);
-    let key = w.key;
+    let (key, holder) = (w.key, w.holder);
     let _ = TASK_WAIT.remove(&tid);
     record(&key, delta);
+    if key.target.kind == lock_kind::I_MMAP_RWSEM {
+        let hk = HolderKey {
+            target: key.target,
+            waiter_flags: key.flags,
+            waiter_tid: tid,
+            waiter_tgid: (pid_tgid >> 32) as u32,
+            _pad: 0,
+            waiter_stack: key.stack,
+            holder,
+        };
+        match get_or_insert(&HOLDER_WAITS, &hk, &WaitStats::default()) {
+            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
+            Some(s) => unsafe { add_event(s, delta) },
+            None => count_lost(lost::HOLDER_MAP_FULL),
+        }
+    }
     slowpath::slept(tid, lock, delta);
     0
 }
@@ -111,4 +144,18 @@ fn record(key: &ContentionKey, delta: u64) {
         },
         None => count_lost(lost::HIST_MAP_FULL),
     }
+}
+
+/// The current task's name, as last seen (a task that execs changes it).
+#[inline(always)]
+fn name_current(tid: u32, tgid: u32) {
+    if let Ok(comm) = bpf_get_current_comm() {
+        name_task(tid, tgid, comm);
+    }
+}
+
+/// A task's name, as last seen.
+#[inline(always)]
+fn name_task(tid: u32, tgid: u32, comm: [u8; 16]) {
+    let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
 }

@@ -12,8 +12,8 @@ use aya::{
 use profiler_common::{
     lost,
     names::{global, map, Family, TRACEPOINTS},
-    not_measured, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
-    WaitHist, WaitStats,
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, KernelStack, LockTarget, OpKey,
+    OpStats, TaskName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, path::Path};
@@ -44,6 +44,10 @@ pub struct Snapshot {
     /// folded them (`OpStats`).
     pub ops: Vec<(OpKey, OpStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
+    /// i_mmap_rwsem waits by waiter and by the holder when they began.
+    pub holder_waits: Vec<(HolderKey, WaitStats)>,
+    /// tid -> (tgid, comm) of the waiters and holders seen.
+    pub task_names: BTreeMap<u32, (u32, String)>,
     pub lost: BTreeMap<String, u64>,
     /// Nested waits, not measured by design.
     pub nested_waits: u64,
@@ -84,6 +88,12 @@ pub struct MapRows {
 pub struct StackOptions {
     pub max_stack: u32,
     pub cache_check: u64,
+}
+
+/// A task's `comm`, up to its NUL.
+fn comm(raw: &[u8; 16]) -> String {
+    let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..n]).into_owned()
 }
 
 /// An array map of counters, by the names of its slots.
@@ -237,10 +247,19 @@ impl Collector {
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
         let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
+        let holder_waits: HashMap<&MapData, HolderKey, WaitStats> =
+            HashMap::try_from(self.map(map::HOLDER_WAITS)?)?;
+        let task_names: HashMap<&MapData, u32, TaskName> = HashMap::try_from(self.map(map::TASK_NAMES)?)?;
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
             ops,
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
+            holder_waits: holder_waits.iter().filter_map(|r| r.ok()).collect(),
+            task_names: task_names
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(tid, n)| (tid, (n.tgid, comm(&n.comm))))
+                .collect(),
             ..Default::default()
         };
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
@@ -254,9 +273,13 @@ impl Collector {
             (map::OPS, snap.ops.len()),
             (map::STACKS, stack_rows),
             (map::CALL_SITES, site_rows),
+            (map::HOLDER_WAITS, snap.holder_waits.len()),
+            (map::TASK_NAMES, snap.task_names.len()),
         ] {
             let max = match self.map(name)? {
-                aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
+                aya::maps::Map::HashMap(m)
+                | aya::maps::Map::PerCpuHashMap(m)
+                | aya::maps::Map::LruHashMap(m) => m.info()?.max_entries(),
                 _ => 0,
             };
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
@@ -267,7 +290,13 @@ impl Collector {
         snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
         if with_stacks {
             snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
-            let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
+            let holder_keys = snap.holder_waits.iter().flat_map(|(k, _)| [k.waiter_stack, k.holder.stack]);
+            let keys = snap
+                .waits
+                .iter()
+                .map(|(k, _)| k.stack)
+                .chain(snap.ops.iter().map(|(k, _)| k.stack))
+                .chain(holder_keys);
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {
                     if let Ok(st) = stacks.get(&key, 0) {
