@@ -221,6 +221,21 @@ mod tests {
         assert!(svg.contains("no contention seen"));
     }
 
+    #[test]
+    fn holders_fold_file_first_then_class_then_stack() {
+        let mut r = crate::render::text::tests::with_holders();
+        let h = r.files[0].holders.as_mut().unwrap();
+        h.stacks[0].frames = Some(vec!["do_exit".into(), "exit_mmap".into(), "down_write".into()]);
+        h.stacks[0].doing = None;
+        assert_eq!(
+            holders_folded(&r),
+            "i_mmap_rwsem libc.so.6;holder teardown;do_exit;exit_mmap;down_write 5000\n\
+             i_mmap_rwsem libc.so.6;holder readers;[readers] 2000\n"
+        );
+        let svg = String::from_utf8(holders_svg(&r, &holders_folded(&r)).unwrap()).unwrap();
+        assert!(svg.contains("i_mmap_rwsem holders: libc.so.6"), "{svg}");
+    }
+
     /// One line per stack whatever a name holds; control characters escaped, not dropped.
     #[test]
     fn control_characters_keep_one_line_per_stack() {

@@ -26,11 +26,11 @@ pub fn file_holders(f: &FileReport) -> String {
         return s;
     }
     let how = if h.source == "tracked holds" {
-        "holder stacks from --acquisitions' tracked holds"
+        "tracked holds: their stacks"
     } else {
-        "holder read from the rwsem's owner field; stacks need --acquisitions"
+        "owner field; stacks need --acquisitions"
     };
-    let _ = writeln!(s, "   waiter x holder when the wait began ({how}):");
+    let _ = writeln!(s, "   holders when the waits began ({how}):");
     let used = |list: &mut Vec<String>, c: &str| {
         if !list.iter().any(|x| x == c) {
             list.push(c.to_owned());
