@@ -90,6 +90,21 @@ pub struct StackOptions {
     pub cache_check: u64,
 }
 
+/// Why the report's holders have no stacks without `--acquisitions`: named in `probes` (the
+/// holder's task and system call are still read from the rwsem's owner field).
+fn holder_stacks_unseen() -> ProbeStatus {
+    ProbeStatus {
+        probe: "holder stacks".into(),
+        attached: false,
+        error: Some(
+            "a holder's stack needs --acquisitions (kprobe/fentry): sampling another task's stack \
+             (bpf_get_task_stack) needs a trusted task pointer, which only the bpf_task_from_pid \
+             kfunc gives, and aya cannot emit kfunc calls"
+                .into(),
+        ),
+    }
+}
+
 /// A task's `comm`, up to its NUL.
 fn comm(raw: &[u8; 16]) -> String {
     let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
@@ -228,6 +243,9 @@ impl Collector {
             tracepoints.push(ProbeStatus { probe, attached: true, error: None });
         }
         probes.splice(0..0, tracepoints);
+        if !(acquisitions && used != RunMode::Tracepoint) {
+            probes.push(holder_stacks_unseen());
+        }
         if acquisitions && used == RunMode::Tracepoint {
             let why: Vec<String> =
                 probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();

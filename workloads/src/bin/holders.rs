@@ -1,8 +1,9 @@
 //! holders FILE COUNT [-j JOBS]: waits on FILE's i_mmap_rwsem whose holders are known, for
 //! rmapprof's holder attribution. Each role is a process of its own, COUNT cycles each:
 //!
-//! - a puncher: punches a hole over all of FILE (fallocate PUNCH_HOLE) and writes its first
-//!   page back: truncate's unmap_mapping_range read-holds the lock to zap every VMA;
+//! - a puncher: punches a hole over all of FILE (fallocate PUNCH_HOLE; truncates it to 0 and
+//!   back where the filesystem cannot) and writes its first page back: truncate's
+//!   unmap_mapping_range read-holds the lock to zap every VMA;
 //! - a forker: keeps 16 separate mappings of FILE and forks a child that exits at once, every
 //!   8th cycle: fork's dup_mmap and the child's exit teardown write-hold it 16 times each;
 //! - JOBS churners: mmap a page of FILE shared, read it, munmap (mmap and teardown write
@@ -16,12 +17,15 @@ const SIZE: usize = 16 * PAGE;
 /// The forker's mappings: one page each, a page apart, so no two merge into one VMA.
 const MAPPINGS: usize = 16;
 
+/// Punches the hole, or where the filesystem cannot (EOPNOTSUPP), truncates FILE to nothing
+/// and back: the same unmap_mapping_range of every VMA.
 fn punch(fd: i32, n: u64) -> bool {
     let page = [1u8; PAGE];
     (0..n).all(|_| unsafe {
         let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
-        libc::fallocate(fd, mode, 0, SIZE as i64) == 0
-            && libc::pwrite(fd, page.as_ptr().cast(), PAGE, 0) == PAGE as isize
+        let punched = libc::fallocate(fd, mode, 0, SIZE as i64) == 0
+            || (libc::ftruncate(fd, 0) == 0 && libc::ftruncate(fd, SIZE as i64) == 0);
+        punched && libc::pwrite(fd, page.as_ptr().cast(), PAGE, 0) == PAGE as isize
     })
 }
 

@@ -226,8 +226,18 @@ pub(crate) fn with_holders() -> Report {
         source: "owner field".into(),
         same_task: 0,
         matrix: vec![
-            HolderCell { waiter: "fork".into(), holder: "teardown".into(), contentions: 2, wait_ns_total: 5000 },
-            HolderCell { waiter: "fork".into(), holder: "readers".into(), contentions: 1, wait_ns_total: 2000 },
+            HolderCell {
+                waiter: "fork".into(),
+                holder: "teardown".into(),
+                contentions: 2,
+                wait_ns_total: 5000,
+            },
+            HolderCell {
+                waiter: "fork".into(),
+                holder: "readers".into(),
+                contentions: 1,
+                wait_ns_total: 2000,
+            },
         ],
         stacks: vec![
             HolderStack {
@@ -285,5 +295,8 @@ fn by_task_lists_each_files_waiters() {
     }];
     let s = by_task(&r);
     let row = s.lines().last().unwrap();
-    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["spawn", "7", "8", "4", "8.00", "us", "5.00", "us"]);
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["spawn", "7", "8", "4", "8.00", "us", "5.00", "us"]
+    );
 }

@@ -221,7 +221,8 @@ fn waits_are_attributed_to_their_holders() {
         holder,
     };
     let tracked = Holder { state: holder_state::TRACKED, tid: 20, tgid: 20, hint: 0, stack: 1 };
-    let exiting = Holder { state: holder_state::WRITER, tid: 30, tgid: 30, hint: holder_hint::EXITING, stack: 0 };
+    let exiting =
+        Holder { state: holder_state::WRITER, tid: 30, tgid: 30, hint: holder_hint::EXITING, stack: 0 };
     let readers = Holder { state: holder_state::READERS, ..Default::default() };
     snap.holder_waits = vec![
         (key(tracked, 10), stats(2, 200, 150)),
@@ -235,16 +236,25 @@ fn waits_are_attributed_to_their_holders() {
     let h = r.files[0].holders.as_ref().unwrap();
     assert_eq!(h.source, "tracked holds");
     assert_eq!(h.same_task, 1);
-    let cells: Vec<_> =
-        h.matrix.iter().map(|c| (c.waiter.as_str(), c.holder.as_str(), c.contentions, c.wait_ns_total)).collect();
+    let cells: Vec<_> = h
+        .matrix
+        .iter()
+        .map(|c| (c.waiter.as_str(), c.holder.as_str(), c.contentions, c.wait_ns_total))
+        .collect();
     assert_eq!(cells, [("mmap", "fork", 2, 200), ("mmap", "teardown", 2, 350), ("mmap", "readers", 2, 50)]);
     // Widest first; a tracked holder has frames, the others say what they were doing.
     let st = &h.stacks[0];
-    assert_eq!((st.class.as_str(), st.frames.is_none(), st.doing.as_deref()), ("teardown", true, Some("[exiting]")));
+    assert_eq!(
+        (st.class.as_str(), st.frames.is_none(), st.doing.as_deref()),
+        ("teardown", true, Some("[exiting]"))
+    );
     let fork = h.stacks.iter().find(|s| s.class == "fork").unwrap();
     assert_eq!(fork.frames.as_deref(), Some(&frames(&["entry_SYSCALL_64", "dup_mmap", "down_write"])[..]));
     let exiter = h.tasks.iter().find(|t| t.tid == 30).unwrap();
-    assert_eq!((exiter.comm.as_deref(), exiter.class.as_str(), exiter.contentions), (Some("exiter"), "teardown", 1));
+    assert_eq!(
+        (exiter.comm.as_deref(), exiter.class.as_str(), exiter.contentions),
+        (Some("exiter"), "teardown", 1)
+    );
     let waiters: Vec<_> =
         r.files[0].tasks.iter().map(|t| (t.comm.as_deref(), t.tid, t.contentions)).collect();
     assert_eq!(waiters, [(Some("mmapper"), Some(10), 3), (None, Some(11), 3)]);
