@@ -201,8 +201,8 @@ mod holder_tests {
         assert_eq!(of_holder_hint(h::IN_SYSCALL | 9, "app"), MMAP);
         assert_eq!(of_holder_hint(h::IN_SYSCALL | 435, "app"), FORK);
         assert_eq!(of_holder_hint(h::IN_SYSCALL | 285, "app"), TRUNCATE);
-        // Exiting wins over the system call (exit_group is one, a fatal signal is not).
-        assert_eq!(of_holder_hint(h::EXITING | h::IN_SYSCALL | 0, "app"), TEARDOWN);
+        // Exiting: teardown, whatever the system call (exit_group is one, a fatal signal is not).
+        assert_eq!(of_holder_hint(h::EXITING | h::IN_SYSCALL | 231, "app"), TEARDOWN);
         assert_eq!(of_holder_hint(h::KTHREAD, "kswapd0"), RECLAIM);
         assert_eq!(of_holder_hint(h::KTHREAD, "kworker/0:1"), OTHER);
         assert_eq!(of_holder_hint(0, "app"), OTHER);

@@ -23,11 +23,7 @@ fn comm(snap: &Snapshot, tid: u32, tgid: u32) -> Option<String> {
 
 /// The holder's class and how its stack reads: frames where the stack is known, else what
 /// it was doing.
-fn holder_of(
-    k: &HolderKey,
-    snap: &Snapshot,
-    stacks: &mut Stacks,
-) -> (&'static str, Option<Vec<String>>, Option<String>) {
+fn holder_of(k: &HolderKey, snap: &Snapshot, stacks: &mut Stacks) -> HolderPath {
     let h = &k.holder;
     match h.state {
         holder_state::TRACKED => (stacks.class(h.stack), Some(stacks.frames(h.stack)), None),
@@ -46,11 +42,14 @@ fn add_to(w: &mut Waits, s: &WaitStats) {
     w.wait_ns_max = w.wait_ns_max.max(s.max_ns);
 }
 
+/// A holder as its stack reads: class, frames where seen, else what it was doing.
+type HolderPath = (&'static str, Option<Vec<String>>, Option<String>);
+
 #[derive(Default)]
 struct FileHolders {
     same_task: u64,
     matrix: BTreeMap<(&'static str, &'static str), Waits>,
-    stacks: BTreeMap<(&'static str, Option<Vec<String>>, Option<String>), Waits>,
+    stacks: BTreeMap<HolderPath, Waits>,
     tasks: BTreeMap<(u32, u32, &'static str), Waits>,
     waiters: BTreeMap<(u32, u32), Waits>,
 }
