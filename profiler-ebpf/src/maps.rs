@@ -22,7 +22,7 @@ pub static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(
 /// per task pair, so a fork-heavy run fills it faster than `CONTENTION`; not preallocated.
 #[map]
 pub static HOLDER_WAITS: HashMap<HolderKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-/// Process and name of the waiters and holders seen, by tid; least recently used rows go
+/// Process and name of the waiters and holders seen, by tid, as first seen; least recently used rows go
 /// first, so a long run keeps the names of the tasks it saw last.
 #[map]
 pub static TASK_NAMES: LruHashMap<u32, TaskName> = LruHashMap::with_max_entries(32768, 0);

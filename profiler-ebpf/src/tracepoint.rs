@@ -61,9 +61,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         let task;
         (holder, task) = holder::at_wait(lock);
         if task != 0 && holder.tid != 0 {
-            if let Some(comm) = holder::comm_of(task) {
-                name_task(holder.tid, holder.tgid, comm);
-            }
+            name_holder(holder.tid, holder.tgid, task);
         }
     }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
@@ -146,16 +144,27 @@ fn record(key: &ContentionKey, delta: u64) {
     }
 }
 
-/// The current task's name, as last seen (a task that execs changes it).
+/// The current task's name, on first sight: a lookup per wait, not an update (a task that
+/// execs keeps the name it first waited under).
 #[inline(always)]
 fn name_current(tid: u32, tgid: u32) {
+    // SAFETY: a lookup whose value is not used.
+    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
+        return;
+    }
     if let Ok(comm) = bpf_get_current_comm() {
-        name_task(tid, tgid, comm);
+        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
     }
 }
 
-/// A task's name, as last seen.
+/// The holder `task`'s name, on first sight.
 #[inline(always)]
-fn name_task(tid: u32, tgid: u32, comm: [u8; 16]) {
-    let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
+fn name_holder(tid: u32, tgid: u32, task: u64) {
+    // SAFETY: a lookup whose value is not used.
+    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
+        return;
+    }
+    if let Some(comm) = holder::comm_of(task) {
+        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
+    }
 }

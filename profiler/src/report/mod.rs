@@ -139,7 +139,7 @@ pub struct FileReport {
 /// Waits of one task (or process) on one lock.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct TaskWaits {
-    /// The task's name as last seen; null when it was never recorded.
+    /// The task's name as first seen waiting or holding; null when it was never recorded.
     pub comm: Option<String>,
     /// Process id (tgid).
     pub pid: u32,
