@@ -35,6 +35,9 @@ pub mod global {
     pub const STACK_CACHE_CHECK: &str = "STACK_CACHE_CHECK";
     pub const TEXT_START: &str = "TEXT_START";
     pub const TEXT_END: &str = "TEXT_END";
+    /// 0 turns holder attribution off (`RMAPPROF_NO_HOLDERS=1`): only to measure its cost
+    /// against the same build (docs/performance.md).
+    pub const HOLDERS: &str = "HOLDERS";
     /// `sizeof(struct pt_regs)`, from BTF.
     pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
     /// Struct offsets from BTF: (global, struct, field).

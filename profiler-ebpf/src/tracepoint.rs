@@ -29,6 +29,9 @@ static TP_BEGIN_LOCK: u64 = 8;
 static TP_BEGIN_FLAGS: u64 = 16;
 #[no_mangle]
 static TP_END_LOCK: u64 = 8;
+/// Holder attribution on (1) or off (0, only to measure what it costs).
+#[no_mangle]
+static HOLDERS: u64 = 1;
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {
@@ -54,10 +57,11 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let target = kernel::classify(lock, flags);
     // Who holds it, read before the unwind: as close to the wait's start as can be.
     let mut holder = Holder::default();
-    if target.kind == lock_kind::I_MMAP_RWSEM || target.kind == lock_kind::MMAP_LOCK {
+    let holders = global(&HOLDERS) != 0;
+    if holders && (target.kind == lock_kind::I_MMAP_RWSEM || target.kind == lock_kind::MMAP_LOCK) {
         name_current(tid, (pid_tgid >> 32) as u32);
     }
-    if target.kind == lock_kind::I_MMAP_RWSEM {
+    if holders && target.kind == lock_kind::I_MMAP_RWSEM {
         let task;
         (holder, task) = holder::at_wait(lock);
         if task != 0 && holder.tid != 0 {
@@ -107,7 +111,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let (key, holder) = (w.key, w.holder);
     let _ = TASK_WAIT.remove(&tid);
     record(&key, delta);
-    if key.target.kind == lock_kind::I_MMAP_RWSEM {
+    if key.target.kind == lock_kind::I_MMAP_RWSEM && global(&HOLDERS) != 0 {
         let hk = HolderKey {
             target: key.target,
             waiter_flags: key.flags,

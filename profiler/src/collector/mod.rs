@@ -182,6 +182,9 @@ impl Collector {
         loader.override_global(global::FILTER_TGID, &filter, true);
         let acquisitions_global = acquisitions as u64;
         loader.override_global(global::ACQUISITIONS, &acquisitions_global, true);
+        // Only to measure what holder attribution costs, against the same build.
+        let holders = u64::from(std::env::var_os("RMAPPROF_NO_HOLDERS").is_none());
+        loader.override_global(global::HOLDERS, &holders, true);
         let max_stack = stacks.max_stack as u64;
         loader.override_global(global::MAX_STACK, &max_stack, true);
         loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
@@ -394,6 +397,7 @@ mod tests {
             global::TEXT_START,
             global::TEXT_END,
             global::PT_REGS_SIZE,
+            global::HOLDERS,
         ];
         for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
             assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
