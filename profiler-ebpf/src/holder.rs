@@ -18,6 +18,7 @@ use crate::{
     helpers::global,
     holds,
     kernel::read,
+    maps::{SLOWPATH, TASK_WAIT},
 };
 
 #[no_mangle]
@@ -84,7 +85,9 @@ pub fn at_wait(sem: u64) -> (Holder, u64) {
         // says it is alone, the hint names it, and its hold is in HOLDS.
         if holds::tracking() && task != 0 {
             let tid = read::<u32>(task + global(&TASK_PID)).unwrap_or(0);
-            if readers == 1 && tid != 0 {
+            // The hint may name a reader that left and now waits again, even the waiter
+            // itself: its HOLDS row is then an acquisition not yet granted.
+            if readers == 1 && tid != 0 && !waiting(tid) {
                 if let Some(stack) = holds::tracked_read(tid, sem) {
                     return (describe(task, tid, holder_state::TRACKED, stack), task);
                 }
@@ -102,6 +105,17 @@ pub fn at_wait(sem: u64) -> (Holder, u64) {
         None => describe(task, tid, holder_state::WRITER, 0),
     };
     (h, task)
+}
+
+/// Whether task `tid` is waiting for a lock itself (the current task is: it is in
+/// contention_begin), or in an rwsem slowpath.
+#[inline(always)]
+fn waiting(tid: u32) -> bool {
+    if tid == crate::helpers::tid() {
+        return true;
+    }
+    // SAFETY: lookups whose values are not used.
+    unsafe { TASK_WAIT.get(&tid).is_some() || SLOWPATH.get(&tid).is_some() }
 }
 
 /// The holder `task` (pid `tid`): its process and what it is doing.
