@@ -171,6 +171,8 @@ pub struct Slowpath {
     /// `osq_lock` entry time while inside it, else 0.
     pub osq_start_ns: u64,
     pub osq_ns: u64,
+    /// Who held the lock when the slowpath was entered.
+    pub holder: Holder,
 }
 
 /// Key of `HOLDS`: one held i_mmap_rwsem per (task, lock).
@@ -364,6 +366,11 @@ pub struct Holder {
     /// `TRACKED` holds: the `STACKS` key of the holder's acquisition, else 0.
     pub stack: u64,
 }
+
+/// Set in [`HolderKey::waiter_flags`] on the rows of contended acquisitions (kprobe/fentry
+/// modes: a slowpath, spinning or sleeping, timed entry to return); rows without it are the
+/// sleeping waits lock:contention_begin/end see (every mode).
+pub const HOLDER_SLOWPATH: u32 = 1 << 31;
 
 /// Key of the `HOLDER_WAITS` map: one row per file, waiter (direction, stack, task) and
 /// holder; the value is the waits' `WaitStats`.

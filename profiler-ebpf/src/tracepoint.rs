@@ -57,16 +57,11 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let target = kernel::classify(lock, flags);
     // Who holds it, read before the unwind: as close to the wait's start as can be.
     let mut holder = Holder::default();
-    let holders = global(&HOLDERS) != 0;
-    if holders && (target.kind == lock_kind::I_MMAP_RWSEM || target.kind == lock_kind::MMAP_LOCK) {
+    if target.kind == lock_kind::MMAP_LOCK && holders_on() {
         name_current(tid, (pid_tgid >> 32) as u32);
     }
-    if holders && target.kind == lock_kind::I_MMAP_RWSEM {
-        let task;
-        (holder, task) = holder::at_wait(lock);
-        if task != 0 && holder.tid != 0 {
-            name_holder(holder.tid, holder.tgid, task);
-        }
+    if target.kind == lock_kind::I_MMAP_RWSEM {
+        holder = holder_at_wait(lock);
     }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
@@ -111,7 +106,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let (key, holder) = (w.key, w.holder);
     let _ = TASK_WAIT.remove(&tid);
     record(&key, delta);
-    if key.target.kind == lock_kind::I_MMAP_RWSEM && global(&HOLDERS) != 0 {
+    if key.target.kind == lock_kind::I_MMAP_RWSEM && holders_on() {
         let hk = HolderKey {
             target: key.target,
             waiter_flags: key.flags,
@@ -146,6 +141,28 @@ fn record(key: &ContentionKey, delta: u64) {
         },
         None => count_lost(lost::HIST_MAP_FULL),
     }
+}
+
+/// Whether holder attribution is on (it is but to measure its cost).
+#[inline(always)]
+pub fn holders_on() -> bool {
+    global(&HOLDERS) != 0
+}
+
+/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, with both
+/// tasks' names noted; the default (unknown) when holder attribution is off.
+#[inline(always)]
+pub fn holder_at_wait(sem: u64) -> Holder {
+    if !holders_on() {
+        return Holder::default();
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    name_current(pid_tgid as u32, (pid_tgid >> 32) as u32);
+    let (holder, task) = holder::at_wait(sem);
+    if task != 0 && holder.tid != 0 {
+        name_holder(holder.tid, holder.tgid, task);
+    }
+    holder
 }
 
 /// The current task's name, on first sight: a lookup per wait, not an update (a task that

@@ -159,7 +159,9 @@ pub struct Holders {
     pub source: String,
     /// Waits for a lock the waiting task itself held: never expected.
     pub same_task: u64,
-    /// Waiter class x holder class: waits and ns waited.
+    /// Waiter class x holder class: waits and ns waited. In kprobe/fentry modes the waits are
+    /// the contended acquisitions (`slowpaths`, spinning or sleeping, and their slowpath time);
+    /// in tracepoint mode the sleeping waits (`contentions`, `wait_ns_total`).
     pub matrix: Vec<HolderCell>,
     /// The holders' stacks (or what they were doing, where no stack is seen), most ns
     /// waited on first.

@@ -1,7 +1,7 @@
 //! Who held each file's i_mmap_rwsem when its waits began: the waiter x holder matrix, the
 //! holders' stacks and tasks; the waits per waiting task; mmap_lock waits per process.
 
-use profiler_common::{holder_state, lock_kind, HolderKey, WaitStats};
+use profiler_common::{holder_state, lock_kind, HolderKey, WaitStats, HOLDER_SLOWPATH};
 use std::{cmp::Reverse, collections::BTreeMap};
 
 use super::{stacks::Stacks, Context};
@@ -62,8 +62,11 @@ pub(super) fn add_holders(
     ctx: &Context,
 ) {
     let mut by_file: BTreeMap<FileId, FileHolders> = BTreeMap::new();
+    // kprobe/fentry modes attribute every contended acquisition (a slowpath, spinning or
+    // sleeping); tracepoint mode the sleeping waits, all it sees.
+    let slowpaths = ctx.mode.probed();
     for (k, s) in &snap.holder_waits {
-        if k.target.kind != lock_kind::I_MMAP_RWSEM {
+        if k.target.kind != lock_kind::I_MMAP_RWSEM || (k.waiter_flags & HOLDER_SLOWPATH != 0) != slowpaths {
             continue;
         }
         let id = FileId { dev: k.target.dev, ino: k.target.ino };

@@ -211,9 +211,10 @@ fn waits_are_attributed_to_their_holders() {
     use profiler_common::{holder_hint, holder_state, Holder, HolderKey};
     let mut snap = snapshot();
     snap.waits = vec![(wait(FILE, 3), stats(6, 600, 300))];
+    // kprobe mode: the contended acquisitions' rows (a sleeping wait's row is not used).
     let key = |holder: Holder, waiter_tid| HolderKey {
         target: FILE,
-        waiter_flags: lcb_flags::WRITE,
+        waiter_flags: lcb_flags::WRITE | profiler_common::HOLDER_SLOWPATH,
         waiter_tid,
         waiter_tgid: waiter_tid,
         _pad: 0,
@@ -229,6 +230,7 @@ fn waits_are_attributed_to_their_holders() {
         (key(exiting, 10), stats(1, 300, 300)),
         (key(readers, 11), stats(2, 50, 40)),
         (key(Holder { tid: 11, tgid: 11, ..exiting }, 11), stats(1, 50, 50)),
+        (HolderKey { waiter_flags: lcb_flags::WRITE, ..key(tracked, 12) }, stats(9, 900, 900)),
     ];
     snap.task_names.insert(10, (10, "mmapper".into()));
     snap.task_names.insert(30, (30, "exiter".into()));
