@@ -9,11 +9,16 @@ pub mod names;
 pub mod lock_kind {
     /// `address_space->i_mmap_rwsem` of a file: `host->i_mapping` points back at it.
     pub const I_MMAP_RWSEM: u32 = 1;
-    /// `current->mm->mmap_lock`.
+    /// `current->mm->mmap_lock`. The target's `ino` is the tgid of the process whose mm it is
+    /// (the waiter's own), so each process's mmap_lock is a target of its own.
     pub const MMAP_LOCK: u32 = 2;
     /// Anything else (other rwsems, mutexes, spinlocks): counted so the file rmap lock can be
     /// compared with the rest of the machine's contention.
     pub const OTHER: u32 = 3;
+    /// The `rwsem` of a root `anon_vma` (`anon_vma_lock_write/read` lock the root's): the
+    /// other rmap lock fork and exit take, counted apart so a change that moves contention
+    /// between the file and the anonymous rmap shows it.
+    pub const ANON_VMA: u32 = 4;
 }
 
 /// Bits of the `flags` field of `lock:contention_begin` (include/trace/events/lock.h, also
@@ -39,9 +44,17 @@ pub mod lost {
     pub const STATS_MAP_FULL: u32 = 3;
     /// The per-file histogram map was full: the wait is in the totals but not the histogram.
     pub const HIST_MAP_FULL: u32 = 4;
-    pub const COUNT: u32 = 5;
-    pub const NAMES: [&str; COUNT as usize] =
-        ["stack_map_full", "stack_failed", "task_map_full", "stats_map_full", "hist_map_full"];
+    /// The waiter x holder map was full: the wait is in the totals but not in `holders`.
+    pub const HOLDER_MAP_FULL: u32 = 5;
+    pub const COUNT: u32 = 6;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "stack_map_full",
+        "stack_failed",
+        "task_map_full",
+        "stats_map_full",
+        "hist_map_full",
+        "holder_map_full",
+    ];
     /// Not a slot of the map: runs of our programs the kernel itself skipped (the programs'
     /// `recursion_misses`), read by userspace from each program's fdinfo.
     pub const RECURSION_MISSES: &str = "recursion_misses";
@@ -161,6 +174,8 @@ pub struct Slowpath {
     /// `osq_lock` entry time while inside it, else 0.
     pub osq_start_ns: u64,
     pub osq_ns: u64,
+    /// Who held the lock when the slowpath was entered.
+    pub holder: Holder,
 }
 
 /// Key of `HOLDS`: one held i_mmap_rwsem per (task, lock).
@@ -313,6 +328,74 @@ pub struct TaskWait {
     pub start_ns: u64,
     pub lock: u64,
     pub key: ContentionKey,
+    /// Who held the lock when the wait began (i_mmap_rwsem only).
+    pub holder: Holder,
+}
+
+/// How the holder of a contended i_mmap_rwsem is known ([`Holder::state`]).
+pub mod holder_state {
+    /// The owner field named no task when the wait began (the lock was being handed over).
+    pub const UNKNOWN: u32 = 0;
+    /// A writer: the task the rwsem's owner field names, with what it was doing
+    /// ([`super::holder_hint`]); its stack is not seen.
+    pub const WRITER: u32 = 1;
+    /// Reader-owned: the owner field keeps only a hint of the last reader; not guessed.
+    pub const READERS: u32 = 2;
+    /// A hold `--acquisitions` tracks: the holder task and its acquisition stack, exact.
+    pub const TRACKED: u32 = 3;
+}
+
+/// Bits of [`Holder::hint`]: what the holder task was doing, read off it at wait time.
+pub mod holder_hint {
+    /// The low 16 bits: the system call it is in, valid with `IN_SYSCALL`.
+    pub const SYSCALL_MASK: u32 = 0xffff;
+    /// In a 64-bit system call (its saved `ax` is still -ENOSYS); else in a fault or unknown.
+    pub const IN_SYSCALL: u32 = 1 << 16;
+    /// `PF_EXITING`: tearing down in exit.
+    pub const EXITING: u32 = 1 << 17;
+    /// `PF_KTHREAD`: a kernel thread (kswapd, kcompactd, kdamond...).
+    pub const KTHREAD: u32 = 1 << 18;
+}
+
+/// The holder of a contended lock when a wait began.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub state: u32,
+    /// Kernel pid (thread id) and tgid; 0 when not known.
+    pub tid: u32,
+    pub tgid: u32,
+    pub hint: u32,
+    /// `TRACKED` holds: the `STACKS` key of the holder's acquisition, else 0.
+    pub stack: u64,
+}
+
+/// Set in [`HolderKey::waiter_flags`] on the rows of contended acquisitions (kprobe/fentry
+/// modes: a slowpath, spinning or sleeping, timed entry to return); rows without it are the
+/// sleeping waits lock:contention_begin/end see (every mode).
+pub const HOLDER_SLOWPATH: u32 = 1 << 31;
+
+/// Key of the `HOLDER_WAITS` map: one row per file, waiter (direction, stack, task) and
+/// holder; the value is the waits' `WaitStats`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct HolderKey {
+    pub target: LockTarget,
+    pub waiter_flags: u32,
+    pub waiter_tid: u32,
+    pub waiter_tgid: u32,
+    pub _pad: u32,
+    pub waiter_stack: u64,
+    pub holder: Holder,
+}
+
+/// Value of the `TASK_NAMES` map, keyed by tid: the task's process and name, as first seen.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskName {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub comm: [u8; 16],
 }
 
 /// log2 bucket of a wait in ns, as the eBPF side computes it (no clz instruction in BPF).
@@ -361,6 +444,8 @@ mod pod {
     unsafe impl aya::Pod for super::KernelStack {}
     unsafe impl aya::Pod for super::CallSite {}
     unsafe impl aya::Pod for super::CachedStack {}
+    unsafe impl aya::Pod for super::HolderKey {}
+    unsafe impl aya::Pod for super::TaskName {}
 }
 
 #[cfg(test)]

@@ -14,8 +14,13 @@ pub mod map {
     pub const LOST: &str = "LOST";
     pub const UNWIND: &str = "UNWIND";
     pub const NOT_MEASURED: &str = "NOT_MEASURED";
+    /// Waits by file, waiter and holder.
+    pub const HOLDER_WAITS: &str = "HOLDER_WAITS";
+    /// tid -> process and name of the waiters and holders seen.
+    pub const TASK_NAMES: &str = "TASK_NAMES";
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
-    pub const AGGREGATION: [&str; 5] = [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES];
+    pub const AGGREGATION: [&str; 7] =
+        [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, TASK_NAMES];
 }
 
 /// Globals userspace writes before load (`EbpfLoader::override_global`).
@@ -30,10 +35,13 @@ pub mod global {
     pub const STACK_CACHE_CHECK: &str = "STACK_CACHE_CHECK";
     pub const TEXT_START: &str = "TEXT_START";
     pub const TEXT_END: &str = "TEXT_END";
+    /// 0 turns holder attribution off (`RMAPPROF_NO_HOLDERS=1`): only to measure its cost
+    /// against the same build (docs/performance.md).
+    pub const HOLDERS: &str = "HOLDERS";
     /// `sizeof(struct pt_regs)`, from BTF.
     pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
     /// Struct offsets from BTF: (global, struct, field).
-    pub const OFFSETS: [(&str, &str, &str); 10] = [
+    pub const OFFSETS: [(&str, &str, &str); 22] = [
         ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
         ("AS_HOST", "address_space", "host"),
         ("AS_I_MMAP", "address_space", "i_mmap"),
@@ -44,6 +52,19 @@ pub mod global {
         ("SB_S_DEV", "super_block", "s_dev"),
         ("TASK_MM", "task_struct", "mm"),
         ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
+        // The holder of a contended i_mmap_rwsem (holder.rs) and the anon_vma lock.
+        ("RWSEM_OWNER", "rw_semaphore", "owner"),
+        ("RWSEM_COUNT", "rw_semaphore", "count"),
+        ("TASK_PID", "task_struct", "pid"),
+        ("TASK_TGID", "task_struct", "tgid"),
+        ("TASK_COMM", "task_struct", "comm"),
+        ("TASK_FLAGS", "task_struct", "flags"),
+        ("TASK_STACK", "task_struct", "stack"),
+        ("PT_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+        ("PT_REGS_AX", "pt_regs", "ax"),
+        ("PT_REGS_CS", "pt_regs", "cs"),
+        ("ANON_VMA_ROOT", "anon_vma", "root"),
+        ("ANON_VMA_RWSEM", "anon_vma", "rwsem"),
     ];
 }
 

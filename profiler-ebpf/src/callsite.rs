@@ -62,11 +62,11 @@ const _: () = assert!(ABOVE_WORDS.is_power_of_two()); // for the mask below
 static ABOVE_SCRATCH: PerCpuArray<[u64; 2 * ABOVE_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 /// Kernel stacks are at least this big on x86-64 (more with KASAN): the hashed window ends
 /// below the top of a stack of this size, and a read that would fail falls back to an unwind.
-const THREAD_SIZE: u64 = 16384;
+pub const THREAD_SIZE: u64 = 16384;
 /// `sizeof(struct pt_regs)` (from BTF): the user registers at the top of the stack are left
 /// out of the hash, a user value that looks like a kernel address would only add variants.
 #[no_mangle]
-static PT_REGS_SIZE: u64 = 0;
+pub static PT_REGS_SIZE: u64 = 0;
 
 /// How deep `sp` is in the task's kernel stack, in bytes from its base. A task's stack is
 /// allocated aligned to its size (vmalloc'ed with `THREAD_ALIGN`, or a page block), so this

@@ -184,3 +184,34 @@ pub fn rmap_op<C: SiteOf>(ctx: &C, root: u64, op: u32) {
         record_op(&OpKey { target, op, _pad: 0, stack: stack_at_entry(ctx) }, 0);
     }
 }
+
+/// Whether the holds are tracked (`--acquisitions`).
+#[inline(always)]
+pub fn tracking() -> bool {
+    crate::helpers::global(&crate::slowpath::ACQUISITIONS) != 0
+}
+
+/// The acquisition stack of task `tid`'s write hold of `sem`, if it is tracked: in `sem`'s
+/// slot, or (taken while the slot was busy, a contended acquisition) in `HOLDS`.
+#[inline(always)]
+pub fn tracked_write(tid: u32, sem: u64) -> Option<u64> {
+    if let Some(w) = WRITE_HOLDS.get_ptr(slot(sem)) {
+        // SAFETY: a slot of an array map; a racy read of another task's slot is checked by
+        // its owner and rwsem, and the stack key read is only ever a key (or 0).
+        let (owner, s, stack) = unsafe { ((*w).owner, (*w).sem, (*w).key.stack) };
+        if owner == tid as u64 && s == sem && stack != 0 {
+            return Some(stack);
+        }
+    }
+    tracked_read(tid, sem)
+}
+
+/// The acquisition stack of task `tid`'s hold of `sem` kept in `HOLDS` (read holds, and
+/// write holds taken while the slot was busy).
+#[inline(always)]
+pub fn tracked_read(tid: u32, sem: u64) -> Option<u64> {
+    // SAFETY: a `HOLDS` value, copied out at once; another task's row may be removed
+    // meanwhile (freed after RCU), and a key is all that is read.
+    let h = unsafe { HOLDS.get(&HoldKey { tid, _pad: 0, sem }) }?;
+    (h.key.stack != 0).then_some(h.key.stack)
+}

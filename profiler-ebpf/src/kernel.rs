@@ -3,7 +3,7 @@
 //! A zero `AS_I_MMAP_RWSEM` means "not set" (the rwsem is never the first member of
 //! address_space; `host` is) and disables recognition: everything is "other".
 
-use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
 use profiler_common::{lcb_flags, lock_kind, LockTarget};
 
 use crate::helpers::global;
@@ -28,6 +28,10 @@ static SB_S_DEV: u64 = 0; // offsetof(struct super_block, s_dev)
 static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
 #[no_mangle]
 static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
+#[no_mangle]
+static ANON_VMA_ROOT: u64 = 0; // offsetof(struct anon_vma, root)
+#[no_mangle]
+static ANON_VMA_RWSEM: u64 = 0; // offsetof(struct anon_vma, rwsem)
 
 /// A `T` at kernel address `addr`, or None where the read faults.
 #[inline(always)]
@@ -54,10 +58,29 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
     let task = unsafe { bpf_get_current_task() };
     if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
         if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {
-            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: 0 };
+            // The mm is the waiter's own, so its process is the waiter's: keyed by it, each
+            // process's mmap_lock is reported apart.
+            let tgid = bpf_get_current_pid_tgid() >> 32;
+            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: tgid };
         }
     }
-    owner(lock, global(&AS_I_MMAP_RWSEM))
+    let target = owner(lock, global(&AS_I_MMAP_RWSEM));
+    if target.kind == lock_kind::OTHER && is_anon_vma_root(lock) {
+        return LockTarget { kind: lock_kind::ANON_VMA, dev: 0, ino: 0 };
+    }
+    target
+}
+
+/// Whether `lock` is the rwsem of a root anon_vma, the one `anon_vma_lock_*` take: the
+/// anon_vma around it is its own root (`av->root == av`). One probe read; another struct
+/// would need a pointer to itself just where anon_vma keeps `root`.
+#[inline(always)]
+fn is_anon_vma_root(lock: u64) -> bool {
+    if global(&ANON_VMA_RWSEM) == 0 {
+        return false;
+    }
+    let av = lock.wrapping_sub(global(&ANON_VMA_RWSEM));
+    read::<u64>(av + global(&ANON_VMA_ROOT)) == Some(av)
 }
 
 /// The file whose `address_space` is at `a`, if `a` really is an inode's own mapping:

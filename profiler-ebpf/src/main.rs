@@ -2,7 +2,7 @@
 //! userspace reads when it reports. Nothing goes to userspace per event.
 //!
 //! - `tracepoint`: lock:contention_begin/end, every mode: sleeping waits per lock, file and
-//!   kernel stack;
+//!   kernel stack, and per waiter and holder (`holder`: who held the lock when the wait began);
 //! - `probes`: the kprobe and fentry families (kprobe/fentry modes): the rwsem slowpaths and
 //!   osq_lock (`slowpath`), and with `--acquisitions` every acquisition, its hold and the
 //!   rmap tree operations inside it (`holds`);
@@ -18,6 +18,7 @@
 
 mod callsite;
 mod helpers;
+mod holder;
 mod holds;
 mod kernel;
 mod maps;

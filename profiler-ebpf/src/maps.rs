@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use profiler_common::{
-    lost, not_measured, unwind, ContentionKey, Hold, HoldKey, KernelStack, LockTarget, OpKey, OpStats,
-    Slowpath, TaskWait, WaitHist, WaitStats, WriteHold,
+    lost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, KernelStack, LockTarget, OpKey,
+    OpStats, Slowpath, TaskName, TaskWait, WaitHist, WaitStats, WriteHold,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -17,6 +17,15 @@ pub static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_ent
 /// Log2 wait histogram per lock target.
 #[map]
 pub static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096, 0);
+/// i_mmap_rwsem waits per file, waiter (direction, stack, task) and the holder when the wait
+/// began ([`HolderKey`]): the waiter x holder matrix, holder stacks and waits per task. A row
+/// per task pair, so a fork-heavy run fills it faster than `CONTENTION`; not preallocated.
+#[map]
+pub static HOLDER_WAITS: HashMap<HolderKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+/// Process and name of the waiters and holders seen, by tid, as first seen; least recently used rows go
+/// first, so a long run keeps the names of the tasks it saw last.
+#[map]
+pub static TASK_NAMES: LruHashMap<u32, TaskName> = LruHashMap::with_max_entries(32768, 0);
 /// The wait in progress per task (tid), from contention_begin to contention_end.
 #[map]
 pub static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);

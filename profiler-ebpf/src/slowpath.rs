@@ -7,20 +7,24 @@
 //! One `OPS` row per slowpath carries both ([`profiler_common::OpStats`]).
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use profiler_common::{lock_kind, lost, HoldKey, LockTarget, OpKey, Slowpath};
+use profiler_common::{
+    lcb_flags, lock_kind, lost, op, HoldKey, HolderKey, LockTarget, OpKey, Slowpath, WaitStats,
+    HOLDER_SLOWPATH,
+};
 
 use crate::{
     callsite::{stack_at_slowpath, SiteOf},
-    helpers::{add, add_event, count_lost, global, op_row, profiled_task, store_max, tid},
+    helpers::{add, add_event, count_lost, get_or_insert, global, op_row, profiled_task, store_max, tid},
     holds::my_write_hold,
     kernel,
-    maps::{HOLDS, SLOWPATH},
+    maps::{HOLDER_WAITS, HOLDS, SLOWPATH},
+    tracepoint,
 };
 
 /// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
 /// is no hold for a slowpath's return to move the start of.
 #[no_mangle]
-static ACQUISITIONS: u64 = 0;
+pub static ACQUISITIONS: u64 = 0;
 
 /// The file whose i_mmap_rwsem `sem` is, if it is one and this task is profiled.
 #[inline(always)]
@@ -42,6 +46,9 @@ pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     // and again; a full unwind is the most a probe costs (docs/performance.md). Taken
     // before the clock starts, as contention_begin does: this is rmapprof's time, not spinning.
     let stack = stack_at_slowpath(ctx);
+    // Who holds it: every contended acquisition is attributed, spinning or sleeping (the
+    // tracepoints see only those that sleep).
+    let holder = tracepoint::holder_at_wait(sem);
     let s = Slowpath {
         sem,
         // SAFETY: a helper call without arguments.
@@ -50,6 +57,7 @@ pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
         op,
         _pad: 0,
         stack,
+        holder,
         ..Default::default()
     };
     if SLOWPATH.insert(&tid(), &s, 0).is_err() {
@@ -88,6 +96,24 @@ pub fn exit() {
         store_max(&mut (*row).spin_max_ns, spin);
         if s.osq_ns > 0 {
             add(&mut (*row).osq_ns, s.osq_ns);
+        }
+    }
+    if tracepoint::holders_on() {
+        let rw = if s.op == op::SLOWPATH_WRITE { lcb_flags::WRITE } else { lcb_flags::READ };
+        let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        let key = HolderKey {
+            target: s.target,
+            waiter_flags: rw | HOLDER_SLOWPATH,
+            waiter_tid: tid,
+            waiter_tgid: (pid_tgid >> 32) as u32,
+            _pad: 0,
+            waiter_stack: s.stack,
+            holder: s.holder,
+        };
+        match get_or_insert(&HOLDER_WAITS, &key, &WaitStats::default()) {
+            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed after it runs).
+            Some(w) => unsafe { add_event(w, total) },
+            None => count_lost(lost::HOLDER_MAP_FULL),
         }
     }
 }

@@ -6,18 +6,19 @@
 //!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, TaskWait, WaitHist,
+    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, Holder, HolderKey, TaskName,
+    TaskWait, WaitHist, WaitStats,
 };
 
 use crate::{
-    helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
-    kernel,
-    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_WAIT, WAIT_HIST},
+    helpers::{add, add_event, add_stats, bump, count_lost, get_or_insert, global, profiled},
+    holder, kernel,
+    maps::{scratch, CONTENTION, HOLDER_WAITS, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
     slowpath, stacks,
 };
 
@@ -28,6 +29,9 @@ static TP_BEGIN_LOCK: u64 = 8;
 static TP_BEGIN_FLAGS: u64 = 16;
 #[no_mangle]
 static TP_END_LOCK: u64 = 8;
+/// Holder attribution on (1) or off (0, only to measure what it costs).
+#[no_mangle]
+static HOLDERS: u64 = 1;
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {
@@ -51,6 +55,14 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let target = kernel::classify(lock, flags);
+    // Who holds it, read before the unwind: as close to the wait's start as can be.
+    let mut holder = Holder::default();
+    if target.kind == lock_kind::MMAP_LOCK && holders_on() {
+        name_current(tid, (pid_tgid >> 32) as u32);
+    }
+    if target.kind == lock_kind::I_MMAP_RWSEM {
+        holder = holder_at_wait(lock);
+    }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
     let stack = if target.kind == lock_kind::OTHER { 0 } else { stacks::stack(&ctx, scratch::TRACEPOINT, 0) };
@@ -68,6 +80,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             _pad: 0,
             stack,
         },
+        holder,
     };
     if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
         count_lost(lost::TASK_MAP_FULL);
@@ -77,7 +90,8 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn contention_end(ctx: TracePointContext) -> u32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
     // SAFETY: as in contention_begin.
     let Some(w) = (unsafe { TASK_WAIT.get(&tid) }) else {
         return 0;
@@ -89,9 +103,25 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
         return 0; // end of a nested wait we did not measure
     }
     let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.start_ns);
-    let key = w.key;
+    let (key, holder) = (w.key, w.holder);
     let _ = TASK_WAIT.remove(&tid);
     record(&key, delta);
+    if key.target.kind == lock_kind::I_MMAP_RWSEM && holders_on() {
+        let hk = HolderKey {
+            target: key.target,
+            waiter_flags: key.flags,
+            waiter_tid: tid,
+            waiter_tgid: (pid_tgid >> 32) as u32,
+            _pad: 0,
+            waiter_stack: key.stack,
+            holder,
+        };
+        match get_or_insert(&HOLDER_WAITS, &hk, &WaitStats::default()) {
+            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
+            Some(s) => unsafe { add_event(s, delta) },
+            None => count_lost(lost::HOLDER_MAP_FULL),
+        }
+    }
     slowpath::slept(tid, lock, delta);
     0
 }
@@ -110,5 +140,52 @@ fn record(key: &ContentionKey, delta: u64) {
             }
         },
         None => count_lost(lost::HIST_MAP_FULL),
+    }
+}
+
+/// Whether holder attribution is on (it is but to measure its cost).
+#[inline(always)]
+pub fn holders_on() -> bool {
+    global(&HOLDERS) != 0
+}
+
+/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, with both
+/// tasks' names noted; the default (unknown) when holder attribution is off.
+#[inline(always)]
+pub fn holder_at_wait(sem: u64) -> Holder {
+    if !holders_on() {
+        return Holder::default();
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    name_current(pid_tgid as u32, (pid_tgid >> 32) as u32);
+    let (holder, task) = holder::at_wait(sem);
+    if task != 0 && holder.tid != 0 {
+        name_holder(holder.tid, holder.tgid, task);
+    }
+    holder
+}
+
+/// The current task's name, on first sight: a lookup per wait, not an update (a task that
+/// execs keeps the name it first waited under).
+#[inline(always)]
+fn name_current(tid: u32, tgid: u32) {
+    // SAFETY: a lookup whose value is not used.
+    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
+        return;
+    }
+    if let Ok(comm) = bpf_get_current_comm() {
+        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
+    }
+}
+
+/// The holder `task`'s name, on first sight.
+#[inline(always)]
+fn name_holder(tid: u32, tgid: u32, task: u64) {
+    // SAFETY: a lookup whose value is not used.
+    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
+        return;
+    }
+    if let Some(comm) = holder::comm_of(task) {
+        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
     }
 }

@@ -90,6 +90,10 @@ pub struct Cli {
     /// each of our programs) while profiling. Adds two clock reads per program run.
     #[arg(long)]
     pub bpf_stats: bool,
+    /// Also print each file's waits per waiting task (comm, pid, tid) with the summary, as
+    /// `perf lock contention -t` does per lock. report.txt and report.json always have them.
+    #[arg(long)]
+    pub by_task: bool,
 
     /// Command to run and profile (as the invoking user under sudo), in a process group of its
     /// own that rmapprof never leaves running: a signal ending the run is passed on to it, 2 s

@@ -1,19 +1,33 @@
 //! Caller classes: which part of the process lifecycle took the i_mmap_rwsem, read off the
 //! kernel stack (innermost matching frame wins). These are the rows mm reviewers ask about:
 //! fork copies every file VMA (dup_mmap), mmap links new ones (vma_link_file), mprotect and
-//! MAP_FIXED split or merge (vma_prepare), exit and munmap unlink (unlink_file_vma_batch).
+//! MAP_FIXED split or merge (vma_prepare), exit and munmap unlink (unlink_file_vma_batch),
+//! truncate and hole punching unmap the file's pages from every VMA (unmap_mapping_range, a
+//! read hold), reclaim and migration walk the rmap (rmap_walk_file, a read hold).
+//!
+//! A holder whose stack is not seen is classed by what it was doing ([`of_holder_hint`]).
 
 pub const FORK: &str = "fork";
 pub const MMAP: &str = "mmap";
 pub const SPLIT_MERGE: &str = "split/merge";
 pub const TEARDOWN: &str = "teardown";
+pub const TRUNCATE: &str = "truncate";
+pub const RECLAIM: &str = "reclaim";
 pub const OTHER: &str = "other";
+/// Holders only: a reader-owned rwsem, whose owner field keeps a hint of one reader.
+pub const READERS: &str = "readers";
+/// Holders only: no owner was recorded when the wait began (the lock was being handed over).
+pub const UNKNOWN: &str = "unknown";
 /// The kernel stack was not kept (stack table full, or unwinding failed: see `lost`).
 pub const NO_STACK: &str = "no stack";
 /// What report.rs puts in place of the frames of a stack that was not kept.
 pub const NO_STACK_FRAME: &str = "[stack not recorded]";
 
-pub const ALL: [&str; 6] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, OTHER, NO_STACK];
+pub const ALL: [&str; 8] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK];
+
+/// Holder columns, in order: the caller classes, then the holders that are not one task.
+pub const HOLDER_ALL: [&str; 10] =
+    [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK, READERS, UNKNOWN];
 
 fn class_of_frame(f: &str) -> Option<&'static str> {
     let f = f.split('.').next().unwrap_or(f); // vms_clear_ptes.part.0 → vms_clear_ptes
@@ -43,6 +57,16 @@ fn class_of_frame(f: &str) -> Option<&'static str> {
         | "free_pgtables"
         | "exit_mmap"
         | "remove_vma" => TEARDOWN,
+        "unmap_mapping_range"
+        | "unmap_mapping_pages"
+        | "unmap_mapping_folio"
+        | "truncate_pagecache"
+        | "truncate_pagecache_range"
+        | "truncate_setsize"
+        | "ext4_punch_hole"
+        | "shmem_fallocate" => TRUNCATE,
+        "rmap_walk_file" | "rmap_walk" | "rmap_walk_locked" | "folio_referenced" | "try_to_unmap"
+        | "try_to_migrate" | "shrink_folio_list" | "kswapd" | "kcompactd" => RECLAIM,
         _ => return None,
     })
 }
@@ -53,6 +77,66 @@ pub fn classify(frames_outermost_first: &[String]) -> &'static str {
         return NO_STACK;
     }
     frames_outermost_first.iter().rev().find_map(|f| class_of_frame(f)).unwrap_or(OTHER)
+}
+
+/// x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) that take an
+/// i_mmap_rwsem, and the class of a holder found in them.
+const SYSCALLS: &[(u32, &str, &str)] = &[
+    (9, "mmap", MMAP),
+    (10, "mprotect", SPLIT_MERGE),
+    (11, "munmap", TEARDOWN),
+    (12, "brk", SPLIT_MERGE),
+    (25, "mremap", SPLIT_MERGE),
+    (28, "madvise", OTHER),
+    (56, "clone", FORK),
+    (57, "fork", FORK),
+    (58, "vfork", FORK),
+    (59, "execve", OTHER),
+    (60, "exit", TEARDOWN),
+    (76, "truncate", TRUNCATE),
+    (77, "ftruncate", TRUNCATE),
+    (231, "exit_group", TEARDOWN),
+    (285, "fallocate", TRUNCATE),
+    (322, "execveat", OTHER),
+    (435, "clone3", FORK),
+];
+
+/// What a holder whose stack was not seen was doing, as a frame: `[syscall mmap]`,
+/// `[exiting]`, `[kernel thread]`, `[fault or unknown]`.
+pub fn holder_doing(hint: u32) -> String {
+    use profiler_common::holder_hint as h;
+    if hint & h::KTHREAD != 0 {
+        return "[kernel thread]".into();
+    }
+    if hint & h::EXITING != 0 {
+        return "[exiting]".into();
+    }
+    if hint & h::IN_SYSCALL == 0 {
+        return "[not in a system call]".into();
+    }
+    let nr = hint & h::SYSCALL_MASK;
+    match SYSCALLS.iter().find(|(n, _, _)| *n == nr) {
+        Some((_, name, _)) => format!("[syscall {name}]"),
+        None => format!("[syscall {nr}]"),
+    }
+}
+
+/// The class of a holder from what it was doing (its stack unseen): the system call it is in,
+/// exiting (teardown), or a reclaim kernel thread by name.
+pub fn of_holder_hint(hint: u32, comm: &str) -> &'static str {
+    use profiler_common::holder_hint as h;
+    if hint & h::KTHREAD != 0 {
+        let reclaim = ["kswapd", "kcompactd", "kdamond", "khugepaged"].iter().any(|p| comm.starts_with(p));
+        return if reclaim { RECLAIM } else { OTHER };
+    }
+    if hint & h::EXITING != 0 {
+        return TEARDOWN;
+    }
+    if hint & h::IN_SYSCALL == 0 {
+        return OTHER;
+    }
+    let nr = hint & h::SYSCALL_MASK;
+    SYSCALLS.iter().find(|(n, _, _)| *n == nr).map_or(OTHER, |(_, _, c)| c)
 }
 
 #[cfg(test)]
@@ -97,8 +181,33 @@ mod tests {
             TEARDOWN
         );
         assert_eq!(classify(&s(&["__do_sys_clone", "kernel_clone", "copy_process", "down_write"])), FORK);
-        assert_eq!(classify(&s(&["kswapd", "shrink_folio_list", "rmap_walk_file", "down_read"])), OTHER);
+        assert_eq!(classify(&s(&["kswapd", "shrink_folio_list", "rmap_walk_file", "down_read"])), RECLAIM);
+        assert_eq!(
+            classify(&s(&["__x64_sys_fallocate", "ext4_punch_hole", "unmap_mapping_pages", "down_read"])),
+            TRUNCATE
+        );
         assert_eq!(classify(&[]), OTHER);
         assert_eq!(classify(&s(&[NO_STACK_FRAME])), NO_STACK);
+    }
+}
+
+#[cfg(test)]
+mod holder_tests {
+    use super::*;
+    use profiler_common::holder_hint as h;
+
+    #[test]
+    fn holders_without_a_stack_are_classed_by_what_they_do() {
+        assert_eq!(of_holder_hint(h::IN_SYSCALL | 9, "app"), MMAP);
+        assert_eq!(of_holder_hint(h::IN_SYSCALL | 435, "app"), FORK);
+        assert_eq!(of_holder_hint(h::IN_SYSCALL | 285, "app"), TRUNCATE);
+        // Exiting: teardown, whatever the system call (exit_group is one, a fatal signal is not).
+        assert_eq!(of_holder_hint(h::EXITING | h::IN_SYSCALL | 231, "app"), TEARDOWN);
+        assert_eq!(of_holder_hint(h::KTHREAD, "kswapd0"), RECLAIM);
+        assert_eq!(of_holder_hint(h::KTHREAD, "kworker/0:1"), OTHER);
+        assert_eq!(of_holder_hint(0, "app"), OTHER);
+        assert_eq!(holder_doing(h::IN_SYSCALL | 11), "[syscall munmap]");
+        assert_eq!(holder_doing(h::IN_SYSCALL | 1), "[syscall 1]");
+        assert_eq!(holder_doing(0), "[not in a system call]");
     }
 }

@@ -12,8 +12,8 @@ use aya::{
 use profiler_common::{
     lost,
     names::{global, map, Family, TRACEPOINTS},
-    not_measured, unwind, CachedStack, CallSite, ContentionKey, KernelStack, LockTarget, OpKey, OpStats,
-    WaitHist, WaitStats,
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, KernelStack, LockTarget, OpKey,
+    OpStats, TaskName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -48,6 +48,10 @@ pub struct Snapshot {
     /// folded them (`OpStats`).
     pub ops: Vec<(OpKey, OpStats)>,
     pub hists: BTreeMap<LockTarget, WaitHist>,
+    /// i_mmap_rwsem waits by waiter and by the holder when they began.
+    pub holder_waits: Vec<(HolderKey, WaitStats)>,
+    /// tid -> (tgid, comm) of the waiters and holders seen.
+    pub task_names: BTreeMap<u32, (u32, String)>,
     pub lost: BTreeMap<String, u64>,
     /// Nested waits, not measured by design.
     pub nested_waits: u64,
@@ -94,6 +98,27 @@ pub struct MapRows {
 pub struct StackOptions {
     pub max_stack: u32,
     pub cache_check: u64,
+}
+
+/// Why the report's holders have no stacks without `--acquisitions`: named in `probes` (the
+/// holder's task and system call are still read from the rwsem's owner field).
+fn holder_stacks_unseen() -> ProbeStatus {
+    ProbeStatus {
+        probe: "holder stacks".into(),
+        attached: false,
+        error: Some(
+            "a holder's stack needs --acquisitions (kprobe/fentry): sampling another task's stack \
+             (bpf_get_task_stack) needs a trusted task pointer, which only the bpf_task_from_pid \
+             kfunc gives, and aya cannot emit kfunc calls"
+                .into(),
+        ),
+    }
+}
+
+/// A task's `comm`, up to its NUL.
+fn comm(raw: &[u8; 16]) -> String {
+    let n = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..n]).into_owned()
 }
 
 /// An array map of counters, by the names of its slots.
@@ -172,6 +197,9 @@ impl Collector {
         loader.override_global(global::FILTER_TGID, &filter, true);
         let acquisitions_global = acquisitions as u64;
         loader.override_global(global::ACQUISITIONS, &acquisitions_global, true);
+        // Only to measure what holder attribution costs, against the same build.
+        let holders = u64::from(std::env::var_os("RMAPPROF_NO_HOLDERS").is_none());
+        loader.override_global(global::HOLDERS, &holders, true);
         let max_stack = stacks.max_stack as u64;
         loader.override_global(global::MAX_STACK, &max_stack, true);
         loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
@@ -233,6 +261,9 @@ impl Collector {
             tracepoints.push(ProbeStatus { probe, attached: true, error: None });
         }
         probes.splice(0..0, tracepoints);
+        if !(acquisitions && used != RunMode::Tracepoint) {
+            probes.push(holder_stacks_unseen());
+        }
         if acquisitions && used == RunMode::Tracepoint {
             let why: Vec<String> =
                 probes.iter().filter_map(|p| Some(format!("{}: {}", p.probe, p.error.as_ref()?))).collect();
@@ -252,10 +283,19 @@ impl Collector {
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
         let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
+        let holder_waits: HashMap<&MapData, HolderKey, WaitStats> =
+            HashMap::try_from(self.map(map::HOLDER_WAITS)?)?;
+        let task_names: HashMap<&MapData, u32, TaskName> = HashMap::try_from(self.map(map::TASK_NAMES)?)?;
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
             ops,
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
+            holder_waits: holder_waits.iter().filter_map(|r| r.ok()).collect(),
+            task_names: task_names
+                .iter()
+                .filter_map(|r| r.ok())
+                .map(|(tid, n)| (tid, (n.tgid, comm(&n.comm))))
+                .collect(),
             ..Default::default()
         };
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
@@ -269,9 +309,13 @@ impl Collector {
             (map::OPS, snap.ops.len()),
             (map::STACKS, stack_rows),
             (map::CALL_SITES, site_rows),
+            (map::HOLDER_WAITS, snap.holder_waits.len()),
+            (map::TASK_NAMES, snap.task_names.len()),
         ] {
             let max = match self.map(name)? {
-                aya::maps::Map::HashMap(m) | aya::maps::Map::PerCpuHashMap(m) => m.info()?.max_entries(),
+                aya::maps::Map::HashMap(m)
+                | aya::maps::Map::PerCpuHashMap(m)
+                | aya::maps::Map::LruHashMap(m) => m.info()?.max_entries(),
                 _ => 0,
             };
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
@@ -284,7 +328,13 @@ impl Collector {
         snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
         if with_stacks {
             snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
-            let keys = snap.waits.iter().map(|(k, _)| k.stack).chain(snap.ops.iter().map(|(k, _)| k.stack));
+            let holder_keys = snap.holder_waits.iter().flat_map(|(k, _)| [k.waiter_stack, k.holder.stack]);
+            let keys = snap
+                .waits
+                .iter()
+                .map(|(k, _)| k.stack)
+                .chain(snap.ops.iter().map(|(k, _)| k.stack))
+                .chain(holder_keys);
             for key in keys {
                 if key != 0 && !snap.stacks.contains_key(&key) {
                     if let Ok(st) = stacks.get(&key, 0) {
@@ -397,6 +447,7 @@ mod tests {
             global::TEXT_START,
             global::TEXT_END,
             global::PT_REGS_SIZE,
+            global::HOLDERS,
         ];
         for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
             assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");

@@ -149,7 +149,13 @@ pub async fn run(cli: Cli) -> Result<u8> {
     }
     write_outputs(&out, &report)?;
     out!("{}{}", render::text::summary(&report), render::text::classes(&report));
-    say!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}", cli.output.display());
+    if cli.by_task {
+        out!("{}", render::text::by_task(&report));
+    }
+    say!(
+        "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg holders.folded holders.svg in {}",
+        cli.output.display()
+    );
     Ok(code)
 }
 
@@ -228,6 +234,9 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
         ("flamegraph.svg".to_owned(), render::folded::flamegraph_svg(report, &folded)?),
         ("stacks.folded".to_owned(), folded.into_bytes()),
     ];
+    let holders = render::folded::holders_folded(report);
+    files.push(("holders.svg".to_owned(), render::folded::holders_svg(report, &holders)?));
+    files.push(("holders.folded".to_owned(), holders.into_bytes()));
     if report.mode.probed() {
         // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
         use render::folded::{flamegraph_svg_titled, folded_waits, title, WaitPart};

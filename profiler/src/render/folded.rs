@@ -79,6 +79,49 @@ pub fn folded_waits(r: &Report, which: WaitPart) -> String {
     out
 }
 
+/// Holder stacks weighted by the ns others waited on them, one line per (file, holder stack):
+/// `i_mmap_rwsem <file>;holder <class>;<outermost frame>;...;<acquisition call> <ns>`, or, where
+/// the holder's stack is not seen, `...;holder <class>;[syscall munmap] <ns>`.
+pub fn holders_folded(r: &Report) -> String {
+    let mut out = String::new();
+    for f in &r.files {
+        let Some(h) = &f.holders else { continue };
+        let root = frame(&format!("i_mmap_rwsem {}", file_label(f.path.as_deref(), &f.dev, f.ino)));
+        for st in &h.stacks {
+            if st.wait_ns_total == 0 {
+                continue;
+            }
+            let mut line = format!("{root};{}", frame(&format!("holder {}", st.class)));
+            let leaf = st.doing.iter().cloned();
+            for fr in st.frames.iter().flatten().cloned().chain(leaf) {
+                line.push(';');
+                line.push_str(&frame(&fr));
+            }
+            out.push_str(&format!("{line} {}\n", st.wait_ns_total));
+        }
+    }
+    out
+}
+
+/// The holder flame graph: the widest tower is the path whose holds cost the most waiting.
+pub fn holders_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
+    let title = title(r).replacen("i_mmap_rwsem wait:", "i_mmap_rwsem holders:", 1);
+    let mut opts = Options::default();
+    opts.title = title;
+    opts.subtitle = Some(format!(
+        "Linux {} - holders when waits began (kernel stacks with --acquisitions), width = ns others waited",
+        super::escape(&r.kernel)
+    ));
+    opts.count_name = "ns".into();
+    opts.name_type = "Function:".into();
+    if folded.is_empty() {
+        return Ok(empty_svg(&opts.title, "no waits were recorded").into_bytes());
+    }
+    let mut svg = Vec::new();
+    flamegraph::from_lines(&mut opts, folded.lines(), &mut svg).context("drawing holder flame graph")?;
+    Ok(svg)
+}
+
 /// The title names the files and the mode, so a graph pasted alone still says what it is.
 pub fn title(r: &Report) -> String {
     let names: Vec<String> = r
@@ -176,6 +219,21 @@ mod tests {
         empty.files.clear();
         let svg = String::from_utf8(flamegraph_svg(&empty, "").unwrap()).unwrap();
         assert!(svg.contains("no contention seen"));
+    }
+
+    #[test]
+    fn holders_fold_file_first_then_class_then_stack() {
+        let mut r = crate::render::text::tests::with_holders();
+        let h = r.files[0].holders.as_mut().unwrap();
+        h.stacks[0].frames = Some(vec!["do_exit".into(), "exit_mmap".into(), "down_write".into()]);
+        h.stacks[0].doing = None;
+        assert_eq!(
+            holders_folded(&r),
+            "i_mmap_rwsem libc.so.6;holder teardown;do_exit;exit_mmap;down_write 5000\n\
+             i_mmap_rwsem libc.so.6;holder readers;[readers] 2000\n"
+        );
+        let svg = String::from_utf8(holders_svg(&r, &holders_folded(&r)).unwrap()).unwrap();
+        assert!(svg.contains("i_mmap_rwsem holders: libc.so.6"), "{svg}");
     }
 
     /// One line per stack whatever a name holds; control characters escaped, not dropped.

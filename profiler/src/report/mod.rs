@@ -61,6 +61,9 @@ pub struct Report {
     pub bpf_cost: Option<Vec<crate::collector::ProgramCost>>,
     /// Contention of every lock class in the same run, for comparison.
     pub locks: Vec<LockSummary>,
+    /// mmap_lock waits per process whose mm it is, most waited first.
+    #[serde(default)]
+    pub mmap_lock_by_process: Vec<TaskWaits>,
     /// i_mmap_rwsem contention per file, most waited first.
     pub files: Vec<FileReport>,
 }
@@ -128,6 +131,78 @@ pub struct FileReport {
     pub acquire_paths: Vec<AcquirePath>,
     /// Kernel call paths of the waits, most waited first.
     pub call_paths: Vec<CallPath>,
+    /// Who held the lock when each wait began; null in reports made before rmapprof saw it.
+    #[serde(default)]
+    pub holders: Option<Holders>,
+    /// The waits per waiting task, most waited first (`--by-task` prints them).
+    #[serde(default)]
+    pub tasks: Vec<TaskWaits>,
+}
+
+/// Waits of one task (or process) on one lock.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskWaits {
+    /// The task's name as first seen waiting or holding; null when it was never recorded.
+    pub comm: Option<String>,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id; null for a process's total.
+    pub tid: Option<u32>,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+    pub wait_ns_max: u64,
+}
+
+/// A file's waits by who held the lock when they began.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Holders {
+    /// How the holder was known: `owner field` (the rwsem's owner at wait time: the writer
+    /// task and its system call; no stack) or `tracked holds` (`--acquisitions`: the holder's
+    /// acquisition stack, exact, for the holds it tracks; the rest as `owner field`).
+    pub source: String,
+    /// Waits for a lock the waiting task itself held: never expected.
+    pub same_task: u64,
+    /// Waiter class x holder class: waits and ns waited. In kprobe/fentry modes the waits are
+    /// the contended acquisitions (`slowpaths`, spinning or sleeping, and their slowpath time);
+    /// in tracepoint mode the sleeping waits (`contentions`, `wait_ns_total`).
+    pub matrix: Vec<HolderCell>,
+    /// The holders' stacks (or what they were doing, where no stack is seen), most ns
+    /// waited on first.
+    pub stacks: Vec<HolderStack>,
+    /// The holder tasks, most ns waited on first.
+    pub tasks: Vec<HolderTask>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HolderCell {
+    /// The waiter's caller class.
+    pub waiter: String,
+    /// The holder's caller class, or `readers` / `unknown`.
+    pub holder: String,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HolderStack {
+    pub class: String,
+    /// Kernel functions, outermost first; null where the holder's stack is not seen.
+    pub frames: Option<Vec<String>>,
+    /// What the holder was doing, where its stack is not seen: `[syscall munmap]`,
+    /// `[exiting]`, `[readers]`...
+    pub doing: Option<String>,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HolderTask {
+    pub comm: Option<String>,
+    pub pid: u32,
+    pub tid: u32,
+    pub class: String,
+    pub contentions: u64,
+    pub wait_ns_total: u64,
 }
 
 /// One caller class of one file. Probe-only fields are None in tracepoint mode, and the

@@ -211,6 +211,7 @@ pub fn table(before: &Report, after: &Report) -> String {
             let _ = writeln!(s, "{file:<26} {:<12} {:>9} {:>9} {:>7}", "spin", ns(vb), ns(va), delta(vb, va));
         }
     }
+    holders::table(&mut s, &basis, &files, &unit);
     s
 }
 
@@ -303,5 +304,6 @@ pub fn flamegraph(before: &Report, after: &Report, width: Width) -> Result<Vec<u
     Ok(svg)
 }
 
+mod holders;
 #[cfg(test)]
 mod tests;

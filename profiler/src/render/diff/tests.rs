@@ -196,3 +196,29 @@ fn one_empty_run_draws_both_widths() {
     let svg = String::from_utf8(flamegraph(&none, &a, Width::Before).unwrap()).unwrap();
     assert!(svg.contains("no waits were recorded<"), "{svg}");
 }
+
+/// The holder matrix before and after: per (waiter, holder), a cell one run lacks is 0 there.
+#[test]
+fn holder_matrix_before_and_after() {
+    let before = crate::render::text::tests::with_holders();
+    let mut after = before.clone();
+    let h = after.files[0].holders.as_mut().unwrap();
+    h.matrix.remove(1);
+    h.matrix[0].contentions = 4;
+    let t = table(&before, &after);
+    assert!(t.contains("waits by waiter and holder, totals"), "{t}");
+    let row = |holder: &str| {
+        t.lines()
+            .find(|l| l.split_whitespace().nth(2) == Some(holder))
+            .unwrap_or_else(|| panic!("{holder}: {t}"))
+            .split_whitespace()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("teardown"), ["libc.so.6", "fork", "teardown", "2", "4", "+100%"]);
+    assert_eq!(row("readers"), ["libc.so.6", "fork", "readers", "1", "0", "-100%"]);
+    assert!(t.lines().all(|l| l.len() <= 80), "{t}");
+    // A report from before holders were seen: said, not a table of zeros.
+    let mut old = before.clone();
+    old.files[0].holders = None;
+    assert!(table(&old, &after).contains("holders: only one run saw them"));
+}

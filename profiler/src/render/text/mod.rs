@@ -227,8 +227,10 @@ pub fn full(r: &Report) -> String {
             let _ = writeln!(s, "   spun {:>10} in {} slowpaths", fmt_ns(p.wait_ns_total), p.contentions);
             s.push_str(&frames(&p.frames));
         }
+        s.push_str(&holders::file_holders(f));
         s.push_str(&histogram(&f.wait_hist_log2));
     }
+    s.push_str(&holders::mmap_lock_by_process(r));
     s
 }
 
@@ -237,7 +239,7 @@ const SHOWN_FRAMES: usize = 12;
 
 /// A call path's frames, innermost first (the lock call, then who took it), one a line; a
 /// stack deeper than `SHOWN_FRAMES` ends in a line saying how many outer frames were cut.
-fn frames(outermost_first: &[String]) -> String {
+pub(crate) fn frames(outermost_first: &[String]) -> String {
     let mut s = String::new();
     for fr in outermost_first.iter().rev().take(SHOWN_FRAMES) {
         let _ = writeln!(s, "        {}", escape(fr));
@@ -298,6 +300,9 @@ fn pow2(v: u64) -> String {
         _ => format!("{}G", v >> 30),
     }
 }
+
+mod holders;
+pub use holders::by_task;
 
 #[cfg(test)]
 pub(crate) mod tests;

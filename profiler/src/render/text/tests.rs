@@ -35,6 +35,7 @@ pub(crate) fn sample() -> Report {
             wait_ns_max: 5000,
             wait_hist_log2: hist.clone(),
         }],
+        mmap_lock_by_process: vec![],
         files: vec![FileReport {
             path: Some("/usr/lib/x86_64-linux-gnu/libc.so.6".into()),
             dev: "254:1".into(),
@@ -216,4 +217,87 @@ fn cut_stacks_say_so() {
     assert!(!full(&r).contains("more frame"));
     r.files[0].call_paths[0].frames.push("f12".into());
     assert!(full(&r).contains("        f1\n        ... 1 more frame\n"), "{}", full(&r));
+}
+
+/// `sample()` with holders: a fork waiter behind an exiting holder and a reader-owned lock.
+pub(crate) fn with_holders() -> Report {
+    use crate::report::{HolderCell, HolderStack, HolderTask, Holders};
+    let mut r = sample();
+    r.files[0].holders = Some(Holders {
+        source: "owner field".into(),
+        same_task: 0,
+        matrix: vec![
+            HolderCell {
+                waiter: "fork".into(),
+                holder: "teardown".into(),
+                contentions: 2,
+                wait_ns_total: 5000,
+            },
+            HolderCell {
+                waiter: "fork".into(),
+                holder: "readers".into(),
+                contentions: 1,
+                wait_ns_total: 2000,
+            },
+        ],
+        stacks: vec![
+            HolderStack {
+                class: "teardown".into(),
+                frames: None,
+                doing: Some("[exiting]".into()),
+                contentions: 2,
+                wait_ns_total: 5000,
+            },
+            HolderStack {
+                class: "readers".into(),
+                frames: None,
+                doing: Some("[readers]".into()),
+                contentions: 1,
+                wait_ns_total: 2000,
+            },
+        ],
+        tasks: vec![HolderTask {
+            comm: Some("spawn".into()),
+            pid: 100,
+            tid: 101,
+            class: "teardown".into(),
+            contentions: 2,
+            wait_ns_total: 5000,
+        }],
+    });
+    r
+}
+
+#[test]
+fn holder_matrix_rows_are_waiters_and_columns_holders() {
+    let s = full(&with_holders());
+    assert!(s.lines().all(|l| l.chars().count() <= 80), "{s}");
+    let head = s.lines().find(|l| l.trim_start().starts_with("WAITER")).unwrap();
+    let cols: Vec<&str> = head.split_whitespace().collect();
+    assert_eq!(cols, ["WAITER", "teardown", "readers"], "{s}");
+    let row = s.lines().find(|l| l.trim_start().starts_with("fork ")).unwrap();
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["fork", "2", "5.00", "us", "1", "2.00", "us"]);
+    assert!(s.contains("2 waits    5.00 us on a teardown holder [exiting]"), "{s}");
+    assert!(s.contains("spawn                 100      101 teardown"), "{s}");
+}
+
+#[test]
+fn by_task_lists_each_files_waiters() {
+    use crate::report::TaskWaits;
+    let mut r = sample();
+    assert_eq!(by_task(&r), "");
+    r.files[0].tasks = vec![TaskWaits {
+        comm: Some("spawn".into()),
+        pid: 7,
+        tid: Some(8),
+        contentions: 4,
+        wait_ns_total: 8000,
+        wait_ns_max: 5000,
+    }];
+    let s = by_task(&r);
+    let row = s.lines().last().unwrap();
+    assert_eq!(
+        row.split_whitespace().collect::<Vec<_>>(),
+        ["spawn", "7", "8", "4", "8.00", "us", "5.00", "us"]
+    );
 }

@@ -4,6 +4,7 @@
 //! operations inside them); then each file's rows, call paths and caller classes, in order.
 //! A stack is symbolized and classified once however many rows name it ([`Stacks`]).
 
+mod holders;
 mod stacks;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ fn lock_name(kind: u32) -> &'static str {
     match kind {
         lock_kind::I_MMAP_RWSEM => "i_mmap_rwsem",
         lock_kind::MMAP_LOCK => "mmap_lock",
+        lock_kind::ANON_VMA => "anon_vma",
         _ => "other",
     }
 }
@@ -306,9 +308,9 @@ fn finish_files(files: BTreeMap<FileId, FileReport>, ctx: &Context) -> Vec<FileR
     files
 }
 
-/// The three lock classes, always in this order, for comparison.
+/// The lock classes, always in this order, for comparison.
 fn lock_summaries(mut locks: BTreeMap<u32, (Waits, Vec<u64>)>) -> Vec<LockSummary> {
-    [lock_kind::I_MMAP_RWSEM, lock_kind::MMAP_LOCK, lock_kind::OTHER]
+    [lock_kind::I_MMAP_RWSEM, lock_kind::MMAP_LOCK, lock_kind::ANON_VMA, lock_kind::OTHER]
         .into_iter()
         .map(|k| {
             let (w, mut hist) = locks.remove(&k).unwrap_or_default();
@@ -356,7 +358,9 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     add_wait_classes(&mut t, &mut stacks);
     add_selected(&mut t, ctx);
     let locks = std::mem::take(&mut t.locks);
-    let files = finish_files(attach_paths(t, &mut stacks, ctx), ctx);
+    let mut files = attach_paths(t, &mut stacks, ctx);
+    holders::add_holders(&mut files, snap, &mut stacks, ctx);
+    let files = finish_files(files, ctx);
     Report {
         tool: "rmapprof".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -378,6 +382,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         map_rows: snap.map_rows.clone(),
         bpf_cost: snap.cost.clone(),
         locks: lock_summaries(locks),
+        mmap_lock_by_process: holders::mmap_lock_by_process(snap),
         files,
     }
 }

@@ -177,7 +177,7 @@ fn tracepoint_mode_reports_waits_and_lock_classes() {
     assert_eq!(r.acquisitions_counted, Some(false));
     assert_eq!(r.nested_waits, 4);
     let locks: Vec<_> = r.locks.iter().map(|l| (l.lock.as_str(), l.contentions)).collect();
-    assert_eq!(locks, [("i_mmap_rwsem", 2), ("mmap_lock", 7), ("other", 0)]);
+    assert_eq!(locks, [("i_mmap_rwsem", 2), ("mmap_lock", 7), ("anon_vma", 0), ("other", 0)]);
     let f = &r.files[0];
     assert_eq!((f.contentions, f.write.contentions, f.read.contentions), (2, 2, 0));
     assert_eq!((f.acquisitions, f.spin_ns_total, f.slowpaths), (None, None, None));
@@ -201,4 +201,78 @@ fn stacks_are_symbolized_once() {
     assert_eq!(stacks.frames(99), [callers::NO_STACK_FRAME]);
     assert_eq!(stacks.class(99), callers::NO_STACK);
     assert_eq!(stacks.seen.len(), 3);
+}
+
+/// Each wait goes to the holder when it began: a tracked hold by its stack's class, a writer
+/// by what it was doing, a reader-owned lock as "readers"; per holder task and per waiter
+/// task; a waiter that "held" its own lock is counted apart.
+#[test]
+fn waits_are_attributed_to_their_holders() {
+    use profiler_common::{holder_hint, holder_state, Holder, HolderKey};
+    let mut snap = snapshot();
+    snap.waits = vec![(wait(FILE, 3), stats(6, 600, 300))];
+    // kprobe mode: the contended acquisitions' rows (a sleeping wait's row is not used).
+    let key = |holder: Holder, waiter_tid| HolderKey {
+        target: FILE,
+        waiter_flags: lcb_flags::WRITE | profiler_common::HOLDER_SLOWPATH,
+        waiter_tid,
+        waiter_tgid: waiter_tid,
+        _pad: 0,
+        waiter_stack: 3,
+        holder,
+    };
+    let tracked = Holder { state: holder_state::TRACKED, tid: 20, tgid: 20, hint: 0, stack: 1 };
+    let exiting =
+        Holder { state: holder_state::WRITER, tid: 30, tgid: 30, hint: holder_hint::EXITING, stack: 0 };
+    let readers = Holder { state: holder_state::READERS, ..Default::default() };
+    snap.holder_waits = vec![
+        (key(tracked, 10), stats(2, 200, 150)),
+        (key(exiting, 10), stats(1, 300, 300)),
+        (key(readers, 11), stats(2, 50, 40)),
+        (key(Holder { tid: 11, tgid: 11, ..exiting }, 11), stats(1, 50, 50)),
+        (HolderKey { waiter_flags: lcb_flags::WRITE, ..key(tracked, 12) }, stats(9, 900, 900)),
+    ];
+    snap.task_names.insert(10, (10, "mmapper".into()));
+    snap.task_names.insert(30, (30, "exiter".into()));
+    let r = build_in(RunMode::Kprobe, true, &snap);
+    let h = r.files[0].holders.as_ref().unwrap();
+    assert_eq!(h.source, "tracked holds");
+    assert_eq!(h.same_task, 1);
+    let cells: Vec<_> = h
+        .matrix
+        .iter()
+        .map(|c| (c.waiter.as_str(), c.holder.as_str(), c.contentions, c.wait_ns_total))
+        .collect();
+    assert_eq!(cells, [("mmap", "fork", 2, 200), ("mmap", "teardown", 2, 350), ("mmap", "readers", 2, 50)]);
+    // Widest first; a tracked holder has frames, the others say what they were doing.
+    let st = &h.stacks[0];
+    assert_eq!(
+        (st.class.as_str(), st.frames.is_none(), st.doing.as_deref()),
+        ("teardown", true, Some("[exiting]"))
+    );
+    let fork = h.stacks.iter().find(|s| s.class == "fork").unwrap();
+    assert_eq!(fork.frames.as_deref(), Some(&frames(&["entry_SYSCALL_64", "dup_mmap", "down_write"])[..]));
+    let exiter = h.tasks.iter().find(|t| t.tid == 30).unwrap();
+    assert_eq!(
+        (exiter.comm.as_deref(), exiter.class.as_str(), exiter.contentions),
+        (Some("exiter"), "teardown", 1)
+    );
+    let waiters: Vec<_> =
+        r.files[0].tasks.iter().map(|t| (t.comm.as_deref(), t.tid, t.contentions)).collect();
+    assert_eq!(waiters, [(Some("mmapper"), Some(10), 3), (None, Some(11), 3)]);
+}
+
+/// Each process's mmap_lock is its own target (keyed by tgid): reported apart, by name.
+#[test]
+fn mmap_lock_waits_are_reported_per_process() {
+    let mut snap = snapshot();
+    let mm = |tgid| LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: tgid };
+    snap.waits = vec![(wait(mm(5), 0), stats(2, 20, 15)), (wait(mm(6), 0), stats(3, 90, 40))];
+    snap.task_names.insert(5, (5, "five".into()));
+    snap.task_names.insert(61, (6, "six".into()));
+    let r = build_in(RunMode::Tracepoint, false, &snap);
+    let rows: Vec<_> =
+        r.mmap_lock_by_process.iter().map(|t| (t.comm.as_deref(), t.pid, t.contentions)).collect();
+    assert_eq!(rows, [(Some("six"), 6, 3), (Some("five"), 5, 2)]);
+    assert_eq!(r.locks[1].contentions, 5);
 }

@@ -1,0 +1,158 @@
+//! Who holds a contended i_mmap_rwsem when a wait begins (lock:contention_begin, every mode).
+//!
+//! The rwsem's `owner` field names the writer task (the low bits are flags); a reader-owned
+//! rwsem keeps only a hint of its last reader there, so it is reported as "readers", not
+//! guessed. Of a writer, what can be read without its stack: pid, tgid, and what it is doing
+//! (the system call its saved user registers say it is in, exiting, kernel thread), from
+//! which userspace names a caller class. Its stack: the kernel's `bpf_get_task_stack` needs a
+//! trusted task pointer, which only a kfunc (`bpf_task_from_pid`) gives a tracing program, and
+//! aya cannot emit kfunc calls; with `--acquisitions` the holds themselves are tracked
+//! (holds.rs), so the holder's acquisition stack is known exactly instead.
+//!
+//! All of this runs only when a wait begins (a contended lock): nothing per acquisition.
+
+use profiler_common::{holder_hint, holder_state, Holder};
+
+use crate::{
+    callsite::{PT_REGS_SIZE, THREAD_SIZE},
+    helpers::global,
+    holds,
+    kernel::read,
+    maps::{SLOWPATH, TASK_WAIT},
+};
+
+#[no_mangle]
+static RWSEM_OWNER: u64 = 0; // offsetof(struct rw_semaphore, owner)
+#[no_mangle]
+static RWSEM_COUNT: u64 = 0; // offsetof(struct rw_semaphore, count)
+#[no_mangle]
+static TASK_PID: u64 = 0; // offsetof(struct task_struct, pid)
+#[no_mangle]
+static TASK_TGID: u64 = 0; // offsetof(struct task_struct, tgid)
+#[no_mangle]
+static TASK_COMM: u64 = 0; // offsetof(struct task_struct, comm)
+#[no_mangle]
+static TASK_FLAGS: u64 = 0; // offsetof(struct task_struct, flags)
+#[no_mangle]
+static TASK_STACK: u64 = 0; // offsetof(struct task_struct, stack)
+#[no_mangle]
+static PT_REGS_ORIG_AX: u64 = 0; // offsetof(struct pt_regs, orig_ax)
+#[no_mangle]
+static PT_REGS_AX: u64 = 0; // offsetof(struct pt_regs, ax)
+#[no_mangle]
+static PT_REGS_CS: u64 = 0; // offsetof(struct pt_regs, cs)
+
+/// kernel/locking/rwsem.c: bit 0 of `owner` says reader-owned, bit 1 non-spinnable; a
+/// task_struct is aligned far beyond the flag bits.
+const RWSEM_READER_OWNED: u64 = 1;
+const RWSEM_OWNER_FLAGS: u64 = 7;
+/// `count`'s readers are counted from bit 8 (RWSEM_READER_SHIFT); bits 0-7 are flags.
+const RWSEM_READER_SHIFT: u64 = 8;
+/// include/linux/sched.h.
+const PF_EXITING: u32 = 0x0000_0004;
+const PF_KTHREAD: u32 = 0x0020_0000;
+/// x86-64's `__USER_CS`: the code segment of 64-bit user mode, saved in the registers at the
+/// top of a task's kernel stack.
+const USER_CS: u64 = 0x33;
+/// The entry code stores -ENOSYS in the saved `ax` before a system call runs; it stays there
+/// until the call returns.
+const ENOSYS: u64 = (-38i64) as u64;
+
+/// A task's name and tgid, for `TASK_NAMES`.
+#[inline(always)]
+pub fn comm_of(task: u64) -> Option<[u8; 16]> {
+    read::<[u8; 16]>(task + global(&TASK_COMM))
+}
+
+/// The holder of the i_mmap_rwsem at `sem` now, and its task_struct (0 when none is named).
+#[inline(always)]
+pub fn at_wait(sem: u64) -> (Holder, u64) {
+    let mut h = Holder::default();
+    if global(&RWSEM_OWNER) == 0 && global(&TASK_PID) == 0 {
+        return (h, 0); // offsets not set
+    }
+    let Some(owner) = read::<u64>(sem + global(&RWSEM_OWNER)) else { return (h, 0) };
+    let task = owner & !RWSEM_OWNER_FLAGS;
+    if owner & RWSEM_READER_OWNED != 0 {
+        // The owner field keeps the last reader after the readers are gone: only readers
+        // counted in `count` hold it now (none: the lock is being handed over).
+        let readers = read::<u64>(sem + global(&RWSEM_COUNT)).unwrap_or(0) >> RWSEM_READER_SHIFT;
+        if readers == 0 {
+            return (h, 0);
+        }
+        h.state = holder_state::READERS;
+        // With the holds tracked, one reader whose hold is known is no guess: the count
+        // says it is alone, the hint names it, and its hold is in HOLDS.
+        if holds::tracking() && task != 0 {
+            let tid = read::<u32>(task + global(&TASK_PID)).unwrap_or(0);
+            // The hint may name a reader that left and now waits again, even the waiter
+            // itself: its HOLDS row is then an acquisition not yet granted.
+            if readers == 1 && tid != 0 && !waiting(tid) {
+                if let Some(stack) = holds::tracked_read(tid, sem) {
+                    return (describe(task, tid, holder_state::TRACKED, stack), task);
+                }
+            }
+        }
+        return (h, 0);
+    }
+    if task == 0 {
+        return (h, 0);
+    }
+    let tid = read::<u32>(task + global(&TASK_PID)).unwrap_or(0);
+    let tracked = if holds::tracking() { holds::tracked_write(tid, sem) } else { None };
+    h = match tracked {
+        Some(stack) => describe(task, tid, holder_state::TRACKED, stack),
+        None => describe(task, tid, holder_state::WRITER, 0),
+    };
+    (h, task)
+}
+
+/// Whether task `tid` is waiting for a lock itself (the current task is: it is in
+/// contention_begin), or in an rwsem slowpath.
+#[inline(always)]
+fn waiting(tid: u32) -> bool {
+    if tid == crate::helpers::tid() {
+        return true;
+    }
+    // SAFETY: lookups whose values are not used.
+    unsafe { TASK_WAIT.get(&tid).is_some() || SLOWPATH.get(&tid).is_some() }
+}
+
+/// The holder `task` (pid `tid`): its process and what it is doing.
+#[inline(always)]
+fn describe(task: u64, tid: u32, state: u32, stack: u64) -> Holder {
+    let tgid = read::<u32>(task + global(&TASK_TGID)).unwrap_or(0);
+    Holder { state, tid, tgid, hint: hint(task), stack }
+}
+
+/// What `task` is doing: exiting, a kernel thread, or the 64-bit system call it is in.
+#[inline(always)]
+fn hint(task: u64) -> u32 {
+    let flags = read::<u32>(task + global(&TASK_FLAGS)).unwrap_or(0);
+    let mut hint = 0;
+    if flags & PF_EXITING != 0 {
+        hint |= holder_hint::EXITING;
+    }
+    if flags & PF_KTHREAD != 0 {
+        return hint | holder_hint::KTHREAD;
+    }
+    let Some(stack) = read::<u64>(task + global(&TASK_STACK)) else { return hint };
+    // The user registers sit at the top of the stack, below 16 bytes of padding on kernels
+    // with FRED: the one whose saved code segment is user mode's is them.
+    let size = global(&PT_REGS_SIZE);
+    for pad in [0u64, 16] {
+        let regs = (stack + THREAD_SIZE).wrapping_sub(pad + size);
+        let cs = read::<u64>(regs + global(&PT_REGS_CS)).unwrap_or(0) & 0xffff;
+        if cs != USER_CS {
+            continue;
+        }
+        if read::<u64>(regs + global(&PT_REGS_AX)) == Some(ENOSYS) {
+            let nr = read::<u64>(regs + global(&PT_REGS_ORIG_AX)).unwrap_or(u64::MAX);
+            if nr <= holder_hint::SYSCALL_MASK as u64 {
+                hint |= holder_hint::IN_SYSCALL | nr as u32;
+            }
+        }
+        break;
+    }
+    hint
+}

@@ -1,0 +1,82 @@
+//! Holder attribution on this machine's kernel (tracepoint mode here: the holder is read from
+//! the rwsem's owner field; its stack is not seen, and `probes` says why), and mmap_lock waits
+//! per process.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::os::unix::fs::MetadataExt;
+
+/// The holders workload (a hole puncher, a forker whose children exit, mmap/munmap churners
+/// on one file): each wait on the file has a holder cell; the holders named are the
+/// workload's own tasks, never the waiter; a writer's class comes from its system call.
+#[test]
+fn holders_of_a_punched_and_churned_file() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holders.dat");
+    std::fs::write(&path, vec![1u8; 65536]).unwrap();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let (r, txt) = profile_command(&[
+        workload("holders").into_os_string(),
+        path.clone().into_os_string(),
+        "20000".into(),
+        "-j".into(),
+        "6".into(),
+    ]);
+    let f = file_entry(&r, ino).expect("the workload's file is reported");
+    assert!(u(f, "contentions") > 0, "no waits: {f}");
+    let h = &f["holders"];
+    assert_eq!(u(h, "same_task"), 0, "{h}");
+    let cells = h["matrix"].as_array().unwrap();
+    let sum: u64 = cells.iter().map(|c| u(c, "contentions")).sum();
+    assert_eq!(sum, u(f, "contentions"), "every wait has a holder cell: {h}");
+    let classes = ["fork", "mmap", "split/merge", "teardown", "truncate", "readers", "unknown", "other"];
+    assert!(cells.iter().all(|c| classes.contains(&c["holder"].as_str().unwrap())), "{h}");
+    let named: Vec<&Value> = h["tasks"].as_array().unwrap().iter().collect();
+    assert!(!named.is_empty(), "no writer holder named: {h}");
+    for t in &named {
+        assert_eq!(t["comm"], "holders", "{t}");
+        assert!(["fork", "mmap", "teardown", "split/merge", "other"].contains(&t["class"].as_str().unwrap()));
+    }
+    // Waiters are the workload's tasks too, per task.
+    let waiters = f["tasks"].as_array().unwrap();
+    assert!(waiters.iter().all(|t| t["comm"] == "holders"), "{waiters:?}");
+    let by_waiters: u64 = waiters.iter().map(|t| u(t, "contentions")).sum();
+    assert_eq!(by_waiters, u(f, "contentions"));
+    // Here the holders' stacks are not seen (no --acquisitions), and `probes` says why.
+    if r["acquisitions_counted"] != true {
+        assert!(h["stacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["frames"].is_null() && s["doing"].is_string()));
+        let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "holder stacks").unwrap();
+        assert_eq!(p["attached"], false);
+        assert!(p["error"].as_str().unwrap().contains("bpf_task_from_pid"), "{p}");
+    }
+    assert!(txt.contains("holders when the waits began"), "{txt}");
+}
+
+/// Two processes each contending on its own mm's mmap_lock are reported apart, by process.
+#[test]
+fn mmap_lock_waits_are_told_apart_by_process() {
+    let _g = serial();
+    let run = Running::start(&[]);
+    let churn =
+        || std::process::Command::new(workload("mm-churn")).args(["200000", "-j", "8"]).spawn().unwrap();
+    let (mut a, mut b) = (churn(), churn());
+    let (pa, pb) = (a.id(), b.id());
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let (_, r, _) = run.stop(libc::SIGINT);
+    let rows = r["mmap_lock_by_process"].as_array().unwrap();
+    for pid in [pa, pb] {
+        let row = rows.iter().find(|p| p["pid"] == pid).unwrap_or_else(|| panic!("{pid}: {rows:?}"));
+        assert!(u(row, "contentions") > 0);
+        assert_eq!(row["comm"], "mm-churn", "{row}");
+    }
+    let total: u64 = rows.iter().map(|p| u(p, "contentions")).sum();
+    let mmap_lock = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "mmap_lock").unwrap();
+    assert_eq!(total, u(mmap_lock, "contentions"));
+}
