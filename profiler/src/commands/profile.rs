@@ -148,6 +148,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         out!("{}\n", interval::table(&last, &report, true));
     }
     write_outputs(&out, &report)?;
+    if let Some(p) = &cli.pprof {
+        crate::serve::write_pprof(p, &report)?;
+    }
     out!("{}{}", render::text::summary(&report), render::text::classes(&report));
     say!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}", cli.output.display());
     Ok(code)
@@ -221,6 +224,11 @@ impl Window<'_> {
 }
 
 fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
+    out.write_all(&outputs(report)?)
+}
+
+/// A report's output files, by name (the daemon writes them too, serve/mod.rs).
+pub fn outputs(report: &Report) -> Result<Vec<(String, Vec<u8>)>> {
     let folded = render::folded::folded(report);
     let mut files = vec![
         ("report.json".to_owned(), render::json(report).into_bytes()),
@@ -238,7 +246,7 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
             files.push((format!("stacks-{name}.folded"), f.into_bytes()));
         }
     }
-    out.write_all(&files)
+    Ok(files)
 }
 
 async fn wait_command(command: &mut Option<Command>) -> std::io::Result<std::process::ExitStatus> {
