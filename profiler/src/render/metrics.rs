@@ -85,7 +85,12 @@ where
     family(enc, name, help, rows, |v| ConstCounter::new(v))
 }
 
-fn gauge<N: Copy>(enc: &mut DescriptorEncoder, name: &str, help: &str, rows: &[(Labels, N)]) -> std::fmt::Result
+fn gauge<N: Copy>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, N)],
+) -> std::fmt::Result
 where
     ConstGauge<N>: EncodeMetric,
 {
@@ -118,9 +123,23 @@ impl Collector for Metrics {
     fn encode(&self, mut enc: DescriptorEncoder) -> std::fmt::Result {
         let e = &self.0;
         let r = &e.report;
-        let info: Labels = vec![("version", r.version.clone()), ("mode", r.mode.name().to_owned()), ("kernel", r.kernel.clone())];
-        gauge(&mut enc, "rmapprof_info", "rmapprof's version, probe mode and the kernel it profiles.", &[(info, 1i64)])?;
-        counter(&mut enc, "rmapprof_profiled_seconds", "Time profiled since the daemon started.", &[(vec![], secs(r.duration_ns))])?;
+        let info: Labels = vec![
+            ("version", r.version.clone()),
+            ("mode", r.mode.name().to_owned()),
+            ("kernel", r.kernel.clone()),
+        ];
+        gauge(
+            &mut enc,
+            "rmapprof_info",
+            "rmapprof's version, probe mode and the kernel it profiles.",
+            &[(info, 1i64)],
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_profiled_seconds",
+            "Time profiled since the daemon started.",
+            &[(vec![], secs(r.duration_ns))],
+        )?;
 
         // Per file: the promoted files, then `other`.
         let rows: Vec<(Labels, &FileCounters)> = e
@@ -129,44 +148,124 @@ impl Collector for Metrics {
             .map(|f| (vec![("path", f.path.clone()), ("inode", f.inode.clone())], &f.counters))
             .chain([(vec![("path", OTHER.to_owned()), ("inode", String::new())], &e.other)])
             .collect();
-        let pick = |get: &dyn Fn(&FileCounters) -> Option<f64>| -> Vec<(Labels, f64)> {
+        let count = |get: &dyn Fn(&FileCounters) -> Option<u64>| -> Vec<(Labels, u64)> {
             rows.iter().filter_map(|(l, c)| Some((l.clone(), get(c)?))).collect()
         };
-        let file_families: [(&str, &str, &dyn Fn(&FileCounters) -> Option<f64>); 5] = [
-            ("rmapprof_file_waits", "Sleeping waits for the file's i_mmap_rwsem (lock:contention_begin/end).", &|c| Some(c.waits as f64)),
-            ("rmapprof_file_wait_seconds", "Time slept waiting for the file's i_mmap_rwsem.", &|c| Some(secs(c.wait_ns))),
-            ("rmapprof_file_spin_seconds", "Time spent optimistically spinning for the file's i_mmap_rwsem (kprobe/fentry modes).", &|c| c.spin_ns.map(secs)),
-            ("rmapprof_file_slowpaths", "Contended acquisitions of the file's i_mmap_rwsem, spinning or sleeping (kprobe/fentry modes).", &|c| c.slowpaths.map(|n| n as f64)),
-            ("rmapprof_file_acquisitions", "Acquisitions of the file's i_mmap_rwsem, contended or not (--acquisitions).", &|c| c.acquisitions.map(|n| n as f64)),
-        ];
-        for (name, help, get) in file_families {
-            counter(&mut enc, name, help, &pick(get))?;
-        }
+        let time = |get: &dyn Fn(&FileCounters) -> Option<u64>| -> Vec<(Labels, f64)> {
+            rows.iter().filter_map(|(l, c)| Some((l.clone(), secs(get(c)?)))).collect()
+        };
+        counter(
+            &mut enc,
+            "rmapprof_file_waits",
+            "Sleeping waits for the file's i_mmap_rwsem (lock:contention_begin/end).",
+            &count(&|c| Some(c.waits)),
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_file_wait_seconds",
+            "Time slept waiting for the file's i_mmap_rwsem.",
+            &time(&|c| Some(c.wait_ns)),
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_file_spin_seconds",
+            "Time spent optimistically spinning for the file's i_mmap_rwsem (kprobe/fentry modes).",
+            &time(&|c| c.spin_ns),
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_file_slowpaths",
+            "Contended acquisitions of the file's i_mmap_rwsem, spinning or sleeping (kprobe/fentry modes).",
+            &count(&|c| c.slowpaths),
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_file_acquisitions",
+            "Acquisitions of the file's i_mmap_rwsem, contended or not (--acquisitions).",
+            &count(&|c| c.acquisitions),
+        )?;
         let gauge_files = vec![(vec![], e.files.len() as i64)];
-        gauge(&mut enc, "rmapprof_file_series", "Files with a series of their own (the rest are path=\"[other]\").", &gauge_files)?;
+        gauge(
+            &mut enc,
+            "rmapprof_file_series",
+            "Files with a series of their own (the rest are path=\"[other]\").",
+            &gauge_files,
+        )?;
 
-        let locks: Vec<(Labels, f64)> = r.locks.iter().map(|l| (vec![("lock", l.lock.clone())], l.contentions as f64)).collect();
-        counter(&mut enc, "rmapprof_lock_waits", "Sleeping waits on every contended lock, by class (i_mmap_rwsem, mmap_lock, other).", &locks)?;
-        let locks: Vec<(Labels, f64)> = r.locks.iter().map(|l| (vec![("lock", l.lock.clone())], secs(l.wait_ns_total))).collect();
-        counter(&mut enc, "rmapprof_lock_wait_seconds", "Time slept waiting on every contended lock, by class.", &locks)?;
+        let locks: Vec<(Labels, u64)> =
+            r.locks.iter().map(|l| (vec![("lock", l.lock.clone())], l.contentions)).collect();
+        counter(
+            &mut enc,
+            "rmapprof_lock_waits",
+            "Sleeping waits on every contended lock, by class (i_mmap_rwsem, mmap_lock, other).",
+            &locks,
+        )?;
+        let locks: Vec<(Labels, f64)> =
+            r.locks.iter().map(|l| (vec![("lock", l.lock.clone())], secs(l.wait_ns_total))).collect();
+        counter(
+            &mut enc,
+            "rmapprof_lock_wait_seconds",
+            "Time slept waiting on every contended lock, by class.",
+            &locks,
+        )?;
 
         let lost: Vec<(Labels, u64)> = r.lost.iter().map(|(k, v)| (vec![("cause", k.clone())], *v)).collect();
-        counter(&mut enc, "rmapprof_lost_events", "Events not measured (or measured without their stack), by cause.", &lost)?;
-        counter(&mut enc, "rmapprof_nested_waits", "Lock waits inside an rwsem wait, by design not measured.", &[(vec![], r.nested_waits)])?;
+        counter(
+            &mut enc,
+            "rmapprof_lost_events",
+            "Events not measured (or measured without their stack), by cause.",
+            &lost,
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_nested_waits",
+            "Lock waits inside an rwsem wait, by design not measured.",
+            &[(vec![], r.nested_waits)],
+        )?;
 
-        let rows: Vec<(Labels, i64)> = r.map_rows.iter().map(|(k, v)| (vec![("map", k.clone())], v.rows as i64)).collect();
-        gauge(&mut enc, "rmapprof_map_rows", "Rows in use in each in-kernel aggregation map at the last read, before the daemon drained it.", &rows)?;
-        let rows: Vec<(Labels, i64)> = r.map_rows.iter().map(|(k, v)| (vec![("map", k.clone())], v.max as i64)).collect();
+        let rows: Vec<(Labels, i64)> =
+            r.map_rows.iter().map(|(k, v)| (vec![("map", k.clone())], v.rows as i64)).collect();
+        gauge(
+            &mut enc,
+            "rmapprof_map_rows",
+            "Rows in use in each in-kernel aggregation map at the last read, before the daemon drained it.",
+            &rows,
+        )?;
+        let rows: Vec<(Labels, i64)> =
+            r.map_rows.iter().map(|(k, v)| (vec![("map", k.clone())], v.max as i64)).collect();
         gauge(&mut enc, "rmapprof_map_capacity", "Capacity of each in-kernel aggregation map.", &rows)?;
-        let drained: Vec<(Labels, u64)> = e.drained_rows.iter().map(|(k, v)| (vec![("map", k.clone())], *v)).collect();
-        counter(&mut enc, "rmapprof_drained_rows", "Rows moved from each kernel map into the daemon's totals.", &drained)?;
-        counter(&mut enc, "rmapprof_refreshes", "Times the daemon read the kernel's maps.", &[(vec![], e.refreshes)])?;
+        let drained: Vec<(Labels, u64)> =
+            e.drained_rows.iter().map(|(k, v)| (vec![("map", k.clone())], *v)).collect();
+        counter(
+            &mut enc,
+            "rmapprof_drained_rows",
+            "Rows moved from each kernel map into the daemon's totals.",
+            &drained,
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_refreshes",
+            "Times the daemon read the kernel's maps.",
+            &[(vec![], e.refreshes)],
+        )?;
 
         if let Some(cost) = &r.bpf_cost {
-            let runs: Vec<(Labels, u64)> = cost.iter().map(|c| (vec![("program", c.program.clone())], c.runs)).collect();
-            counter(&mut enc, "rmapprof_bpf_runs", "Runs of each of rmapprof's BPF programs (kernel BPF statistics).", &runs)?;
-            let ns: Vec<(Labels, f64)> = cost.iter().map(|c| (vec![("program", c.program.clone())], secs(c.ns))).collect();
-            counter(&mut enc, "rmapprof_bpf_seconds", "CPU time in each of rmapprof's BPF programs: its own cost.", &ns)?;
+            let runs: Vec<(Labels, u64)> =
+                cost.iter().map(|c| (vec![("program", c.program.clone())], c.runs)).collect();
+            counter(
+                &mut enc,
+                "rmapprof_bpf_runs",
+                "Runs of each of rmapprof's BPF programs (kernel BPF statistics).",
+                &runs,
+            )?;
+            let ns: Vec<(Labels, f64)> =
+                cost.iter().map(|c| (vec![("program", c.program.clone())], secs(c.ns))).collect();
+            counter(
+                &mut enc,
+                "rmapprof_bpf_seconds",
+                "CPU time in each of rmapprof's BPF programs: its own cost.",
+                &ns,
+            )?;
         }
         Ok(())
     }
@@ -196,7 +295,10 @@ mod tests {
         assert!(t.ends_with("# EOF\n"), "{t}");
         assert!(t.contains("# TYPE rmapprof_file_waits counter\n"), "{t}");
         assert!(t.contains(r#"rmapprof_file_waits_total{path="/tmp/a \"b\"\nc",inode="8:1:12"} 3"#), "{t}");
-        assert!(t.contains(r#"rmapprof_file_wait_seconds_total{path="/tmp/a \"b\"\nc",inode="8:1:12"} 1.5"#), "{t}");
+        assert!(
+            t.contains(r#"rmapprof_file_wait_seconds_total{path="/tmp/a \"b\"\nc",inode="8:1:12"} 1.5"#),
+            "{t}"
+        );
         assert!(t.contains(r#"rmapprof_file_waits_total{path="[other]",inode=""} 1"#), "{t}");
         assert!(!t.contains("rmapprof_file_spin_seconds"), "no spin in tracepoint mode: {t}");
         assert!(t.contains(r#"rmapprof_lock_waits_total{lock="i_mmap_rwsem"}"#), "{t}");

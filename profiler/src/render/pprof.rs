@@ -101,7 +101,12 @@ impl Tables {
         }
         let id = self.functions.len() as u64 + 1;
         let name_id = self.string(name);
-        self.functions.push(proto::Function { id, name: name_id, system_name: name_id, ..Default::default() });
+        self.functions.push(proto::Function {
+            id,
+            name: name_id,
+            system_name: name_id,
+            ..Default::default()
+        });
         self.locations.insert(name.to_owned(), id);
         id
     }
@@ -110,8 +115,10 @@ impl Tables {
 fn encode(samples: &Paths, duration_ns: u64, time_nanos: i64) -> proto::Profile {
     let mut t = Tables::default();
     t.string("");
-    let value_type = |t: &mut Tables, ty: &str, unit: &str| proto::ValueType { ty: t.string(ty), unit: t.string(unit) };
-    let sample_type = vec![value_type(&mut t, "contentions", "count"), value_type(&mut t, "delay", "nanoseconds")];
+    let value_type =
+        |t: &mut Tables, ty: &str, unit: &str| proto::ValueType { ty: t.string(ty), unit: t.string(unit) };
+    let sample_type =
+        vec![value_type(&mut t, "contentions", "count"), value_type(&mut t, "delay", "nanoseconds")];
     let period_type = Some(value_type(&mut t, "contentions", "count"));
     let (file_key, rw_key) = (t.string("file"), t.string("rw"));
     let mut sample = Vec::with_capacity(samples.len());
@@ -186,7 +193,8 @@ mod tests {
             p.sample_type.iter().map(|v| (s(v.ty), s(v.unit))).collect::<Vec<_>>(),
             [("contentions", "count"), ("delay", "nanoseconds")]
         );
-        let waits: u64 = r.files.iter().map(|f| f.call_paths.iter().map(|c| c.contentions).sum::<u64>()).sum();
+        let waits: u64 =
+            r.files.iter().map(|f| f.call_paths.iter().map(|c| c.contentions).sum::<u64>()).sum();
         let ns: u64 = r.files.iter().map(|f| f.call_paths.iter().map(|c| c.wait_ns_total).sum::<u64>()).sum();
         assert!(waits > 0);
         assert_eq!(p.sample.iter().map(|x| x.value[0] as u64).sum::<u64>(), waits);

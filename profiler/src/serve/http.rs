@@ -52,7 +52,8 @@ async fn metrics(State(app): State<App>) -> Response {
     }
     let text = render::metrics::openmetrics(&d.exposition);
     drop(d);
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text).into_response()
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

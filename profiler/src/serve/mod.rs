@@ -77,7 +77,8 @@ pub struct ServeArgs {
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| format!("'{s}' is not an address to listen on; give IP:PORT, such as 127.0.0.1:9772"))
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an address to listen on; give IP:PORT, such as 127.0.0.1:9772"))
 }
 
 /// What the daemon keeps: the probes, the totals, and the last exposition it made.
@@ -240,7 +241,10 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         let mut files = crate::commands::profile::outputs(&report)?;
         files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, None, now_nanos())));
         out.write_all(&files)?;
-        say!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg profile.pb.gz in {}", out.dir().display());
+        say!(
+            "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg profile.pb.gz in {}",
+            out.dir().display()
+        );
     }
     say!("rmapprof: stopped");
     Ok(0)

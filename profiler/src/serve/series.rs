@@ -48,12 +48,19 @@ pub fn counters(f: &FileReport) -> FileCounters {
 
 impl Series {
     pub fn new(top: usize, max: usize) -> Self {
-        Self { top, max: max.max(top), promoted: BTreeMap::new(), in_other: HashMap::new(), frozen: FileCounters::default() }
+        Self {
+            top,
+            max: max.max(top),
+            promoted: BTreeMap::new(),
+            in_other: HashMap::new(),
+            frozen: FileCounters::default(),
+        }
     }
 
     /// The series of a cumulative report: the promoted files' and `other`.
     pub fn update(&mut self, r: &Report) -> (Vec<FileSeries>, FileCounters) {
-        let mut ranked: Vec<&FileReport> = r.files.iter().filter(|f| f.contentions > 0 || f.wait_ns_total > 0).collect();
+        let mut ranked: Vec<&FileReport> =
+            r.files.iter().filter(|f| f.contentions > 0 || f.wait_ns_total > 0).collect();
         ranked.sort_by_key(|f| std::cmp::Reverse(f.wait_ns_total));
         for f in ranked.into_iter().take(self.top) {
             let key = (f.dev.clone(), f.ino);

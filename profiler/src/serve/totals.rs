@@ -17,7 +17,9 @@
 //! pairs ever contended, which a host's kernel code paths bound.
 
 use anyhow::{Context, Result};
-use profiler_common::{names::map, ContentionKey, KernelStack, LockTarget, OpKey, OpStats, WaitHist, WaitStats};
+use profiler_common::{
+    names::map, ContentionKey, KernelStack, LockTarget, OpKey, OpStats, WaitHist, WaitStats,
+};
 use std::{
     collections::{BTreeMap, HashMap},
     os::fd::{AsRawFd, BorrowedFd},
@@ -99,7 +101,11 @@ impl Totals {
         // compares a fresh unwind with the stored one, so they stay (those modes unwind once
         // per call site, so their distinct stacks are few).
         let mut deleted = 0;
-        let stack_keys = if collector.mode == crate::mode::RunMode::Tracepoint { keys_of::<u64>(stacks)? } else { Vec::new() };
+        let stack_keys = if collector.mode == crate::mode::RunMode::Tracepoint {
+            keys_of::<u64>(stacks)?
+        } else {
+            Vec::new()
+        };
         for key in stack_keys {
             if self.stacks.contains_key(&key) && delete(stacks, &key)? {
                 deleted += 1;
