@@ -286,3 +286,20 @@ fn reopen_log(path: &std::path::Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    /// The systemd unit in the repository starts a daemon with arguments rmapprof accepts,
+    /// listening on loopback.
+    #[test]
+    fn the_systemd_unit_runs_a_valid_serve_command() {
+        let unit = include_str!("../../../systemd/rmapprof.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+        let cli = crate::cli::Cli::try_parse_from(exec.split_whitespace()).expect("ExecStart parses");
+        let Some(crate::cli::Sub::Serve(args)) = cli.sub else { panic!("not rmapprof serve: {exec}") };
+        assert!(args.listen.ip().is_loopback(), "{exec}");
+        assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("KillSignal=SIGTERM"));
+    }
+}
