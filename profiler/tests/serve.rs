@@ -365,7 +365,8 @@ fn bad_addresses_and_abusive_clients() {
         .map(|_| {
             let url = format!("http://{}/metrics", d.addr);
             std::thread::spawn(move || {
-                ureq::get(&url).timeout(Duration::from_secs(60)).call().map(|r| r.into_string().unwrap())
+                let r = ureq::get(&url).timeout(Duration::from_secs(60)).call();
+                r.map(|r| r.into_string().unwrap()).map_err(|e| e.to_string())
             })
         })
         .collect();

@@ -136,19 +136,14 @@ fn encode(samples: &Paths, duration_ns: u64, time_nanos: i64) -> proto::Profile 
             proto::Label { key: file_key, str: t.string(file), ..Default::default() },
             proto::Label { key: rw_key, str: t.string(rw), ..Default::default() },
         ];
-        sample.push(proto::Sample {
-            location_id,
-            value: vec![waits as i64, ns as i64],
-            label,
-            ..Default::default()
-        });
+        sample.push(proto::Sample { location_id, value: vec![waits as i64, ns as i64], label });
     }
     let location = t
         .locations
         .values()
         .map(|&id| proto::Location {
             id,
-            line: vec![proto::Line { function_id: id, line: 0, ..Default::default() }],
+            line: vec![proto::Line { function_id: id, line: 0 }],
             ..Default::default()
         })
         .collect();

@@ -81,9 +81,9 @@ impl Totals {
         let stacks = fd(map::STACKS)?;
         let keys = waits.iter().map(|(k, _)| k.stack).chain(ops.iter().map(|(k, _)| k.stack));
         for key in keys.filter(|&k| k != 0).collect::<Vec<_>>() {
-            if !self.stacks.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(e) = self.stacks.entry(key) {
                 if let Some(st) = lookup::<u64, KernelStack>(stacks, &key)? {
-                    self.stacks.insert(key, st.ips.iter().take_while(|&&ip| ip != 0).copied().collect());
+                    e.insert(st.ips.iter().take_while(|&&ip| ip != 0).copied().collect());
                 }
             }
         }
