@@ -424,41 +424,66 @@ fn sighup_reopens_the_log_and_sigterm_stops() {
     assert!(out.path().join("report.json").exists() && out.path().join("profile.pb.gz").exists());
 }
 
-/// The soak test, for the daemon: under churn for `RMAPPROF_SOAK_SECS` (default 20; `cargo
-/// xtask soak` sets it) with a refresh every 200 ms and a scrape every 250 ms: every counter
-/// of every scrape is at least what it was, the kernel's maps never hold more than a refresh
-/// period's rows (bounded, far below capacity), and the daemon's RSS after the first quarter
-/// grows by less than 4 MiB to the end.
+/// The soak test, for the daemon: for `RMAPPROF_SOAK_SECS` (default 20; `cargo xtask soak`
+/// sets it) one-shot runs `rmapprof -- mmap-churn FILE` follow one another beside the daemon
+/// (refresh every 200 ms, scraped every 250 ms). Every counter of every scrape is at least
+/// what it was; the kernel's maps never hold more than a refresh period's rows (bounded, far
+/// below capacity); the daemon's RSS after the first quarter grows by less than 4 MiB to the
+/// end; and the daemon, whose maps were drained hundreds of times, counted on the churned file
+/// exactly the waits the one-shot runs (which never drain) counted there, since every wait on
+/// it happened while one of them ran, and the same time waited to within each program's own
+/// clock reads.
 #[test]
 fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
     let _s = serial();
     let secs: u64 = std::env::var("RMAPPROF_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
-    let hot = MappedFile::new(dir.path(), "soak-hot.dat");
+    let hot = dir.path().join("soak-hot.dat");
+    std::fs::write(&hot, vec![1u8; 8192]).unwrap();
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&hot).unwrap());
     let d = Daemon::start(&["--refresh", "200ms"]);
-    let rss = || -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    let pid = d.child.id();
+    let rss = move || -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         s.lines()
             .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix(" kB")?.trim().parse().ok())
             .unwrap()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churner = {
+    // One-shot runs until stopped and at least one saw a wait on the file: (waits, ns, runs).
+    let oneshots = {
         let stop = stop.clone();
-        let file = hot.file.try_clone().unwrap();
+        let hot = hot.clone();
         std::thread::spawn(move || {
-            use std::os::fd::AsRawFd;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                rmapprof_workloads::mmap_churn(&[file.as_raw_fd()], 50_000, 16);
+            let (mut waits, mut ns, mut runs) = (0, 0, 0);
+            while !(stop.load(std::sync::atomic::Ordering::Relaxed) && waits > 0) && runs < 200 {
+                let out = tempfile::tempdir().unwrap();
+                let st = rmapprof()
+                    .arg("-o")
+                    .arg(out.path())
+                    .arg("--")
+                    .arg(workload("mmap-churn"))
+                    .arg(&hot)
+                    .args(["100000", "-j", "16"])
+                    .output()
+                    .unwrap();
+                assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+                let r: Value =
+                    serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
+                        .unwrap();
+                if let Some(f) = file_entry(&r, ino) {
+                    waits += u(f, "contentions");
+                    ns += u(f, "wait_ns_total");
+                }
+                runs += 1;
             }
+            (waits, ns, runs)
         })
     };
     let start = Instant::now();
     let mut last: std::collections::BTreeMap<String, f64> = Default::default();
     let (mut scrapes, mut rss_warm, mut max_rows) = (0, None, 0.0f64);
-    while start.elapsed() < Duration::from_secs(secs) {
-        let m = d.metrics();
-        scrapes += 1;
+    let mut check = |m: &str| {
         for l in m.lines().filter(|l| !l.starts_with('#')) {
             let Some((series, v)) = l.rsplit_once(' ') else { continue };
             let v: f64 = v.parse().unwrap();
@@ -472,15 +497,25 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
                 last.insert(series.to_owned(), v);
             }
         }
+    };
+    while start.elapsed() < Duration::from_secs(secs) {
+        check(&d.metrics());
+        scrapes += 1;
         if rss_warm.is_none() && start.elapsed() > Duration::from_secs(secs / 4) {
             rss_warm = Some(rss());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    churner.join().unwrap();
+    let (waits, ns, runs) = oneshots.join().unwrap();
+    std::thread::sleep(Duration::from_millis(600)); // a scrape that reads the maps again
+    check(&d.metrics());
     let (warm, end) = (rss_warm.unwrap(), rss());
-    eprintln!("soak: {scrapes} scrapes in {secs} s, RSS {warm} kB -> {end} kB, map rows at most {max_rows}");
+    let (report, _, _) = d.stop();
+    eprintln!(
+        "soak: {scrapes} scrapes in {secs} s, RSS {warm} kB -> {end} kB, map rows at most {max_rows}; \
+         {runs} one-shot runs counted {waits} waits, {ns} ns on the churned file"
+    );
     assert!(end < warm + 4096, "RSS grew from {warm} kB to {end} kB");
     assert!(max_rows < 4096.0, "a map held {max_rows} rows in one refresh period");
     let lost: f64 =
@@ -488,5 +523,17 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
     assert_eq!(lost, 0.0, "events lost: {last:?}");
     let drained = last.get("rmapprof_drained_rows_total{map=\"CONTENTION\"}").copied().unwrap_or(0.0);
     assert!(drained > 0.0, "the maps were drained");
-    d.stop();
+    let f = file_entry(&report, ino).expect("the churned file in the daemon's report");
+    assert_eq!(u(f, "contentions"), waits, "the daemon's waits against the one-shot runs'");
+    // Each rmapprof times a wait with clock reads of its own programs, which the tracepoint
+    // runs one after the other: some microseconds apart per wait, never near 100.
+    let diff = u(f, "wait_ns_total").abs_diff(ns);
+    assert!(
+        diff <= waits * 100_000,
+        "the daemon's {} ns against the one-shot runs' {ns} ns",
+        u(f, "wait_ns_total")
+    );
+    let series = format!("{}", waits_series(&std::fs::canonicalize(&hot).unwrap()));
+    let scraped = last.iter().find(|(k, _)| k.starts_with(&series)).map(|(_, v)| *v as u64);
+    assert_eq!(scraped, Some(waits), "the last scrape's waits on the churned file");
 }
