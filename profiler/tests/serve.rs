@@ -46,12 +46,17 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, &[])
+    }
+
+    fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let out = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
         let mut child = rmapprof()
             .args(["serve", "--listen", &addr, "--output"])
             .arg(out.path())
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -424,7 +429,8 @@ fn sighup_reopens_the_log_and_sigterm_stops() {
     assert!(out.path().join("report.json").exists() && out.path().join("profile.pb.gz").exists());
 }
 
-/// The soak test, for the daemon: for `RMAPPROF_SOAK_SECS` (default 20; `cargo xtask soak`
+/// The soak test, for the daemon (folding at every refresh, `RMAPPROF_FAULT_FOLD_ROWS=0`): for
+/// `RMAPPROF_SOAK_SECS` (default 20; `cargo xtask soak`
 /// sets it) one-shot runs `rmapprof -- mmap-churn FILE` follow one another beside the daemon
 /// (refresh every 200 ms, scraped every 250 ms). Every counter of every scrape is at least
 /// what it was; the kernel's maps never hold more than a refresh period's rows (bounded, far
@@ -441,7 +447,9 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
     let hot = dir.path().join("soak-hot.dat");
     std::fs::write(&hot, vec![1u8; 8192]).unwrap();
     let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&hot).unwrap());
-    let d = Daemon::start(&["--refresh", "200ms"]);
+    // Folding the files without a series at every refresh (what bounds the daemon's memory
+    // past 50 000 rows) must keep every counter monotonic and the churned file exact.
+    let d = Daemon::start_with(&["--refresh", "200ms"], &[("RMAPPROF_FAULT_FOLD_ROWS", "0")]);
     let pid = d.child.id();
     let rss = move || -> u64 {
         let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -523,6 +531,7 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
     assert_eq!(lost, 0.0, "events lost: {last:?}");
     let drained = last.get("rmapprof_drained_rows_total{map=\"CONTENTION\"}").copied().unwrap_or(0.0);
     assert!(drained > 0.0, "the maps were drained");
+    assert!(last.get("rmapprof_folds_total").is_some_and(|&n| n > 0.0), "folded: {last:?}");
     let f = file_entry(&report, ino).expect("the churned file in the daemon's report");
     assert_eq!(u(f, "contentions"), waits, "the daemon's waits against the one-shot runs'");
     // Each rmapprof times a wait with clock reads of its own programs, which the tracepoint

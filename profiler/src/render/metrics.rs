@@ -60,6 +60,8 @@ pub struct Exposition {
     pub drained_rows: std::collections::BTreeMap<String, u64>,
     /// Times the daemon read the maps.
     pub refreshes: u64,
+    /// Times the files without a series were folded to bound the daemon's memory.
+    pub folds: u64,
 }
 
 /// The exposition as OpenMetrics text, `# EOF` included.
@@ -247,6 +249,12 @@ impl Collector for Metrics {
             "rmapprof_refreshes",
             "Times the daemon read the kernel's maps.",
             &[(vec![], e.refreshes)],
+        )?;
+        counter(
+            &mut enc,
+            "rmapprof_folds",
+            "Times the call paths of files without a series were folded to bound memory.",
+            &[(vec![], e.folds)],
         )?;
 
         if let Some(cost) = &r.bpf_cost {

@@ -90,6 +90,8 @@ pub struct Daemon {
     symbols: KernelSymbols,
     started: Instant,
     last_refresh: Option<Instant>,
+    /// Rows of the totals past which unpromoted files are folded (totals.rs).
+    max_rows: usize,
     pub exposition: Exposition,
 }
 
@@ -124,11 +126,15 @@ impl Daemon {
         let keep: HashSet<_> = snap.files().collect();
         self.index.retain(&keep);
         let (files, other) = self.series.update(&r);
+        // After the update, so that a file promoted now is kept whole.
+        let series = &self.series;
+        self.totals.fold_unless(self.max_rows, |id| series.is_promoted(&id.dev_string(), id.ino));
         self.exposition = Exposition {
             report: r,
             files,
             other,
             drained_rows: self.totals.drained.clone(),
+            folds: self.totals.folds,
             refreshes: self.exposition.refreshes + 1,
         };
         self.last_refresh = Some(at);
@@ -186,6 +192,11 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         symbols: KernelSymbols::load(),
         started: Instant::now(),
         last_refresh: None,
+        // Fault injection for the tests: fold at every refresh (RMAPPROF_FAULT_FOLD_ROWS=0).
+        max_rows: std::env::var("RMAPPROF_FAULT_FOLD_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(totals::MAX_ROWS),
         exposition: Exposition::default(),
     };
     let shared: Shared = Arc::new(tokio::sync::Mutex::new(daemon));

@@ -57,10 +57,17 @@ impl Series {
         }
     }
 
+    /// Whether the file (`major:minor`, inode) has a series of its own.
+    pub fn is_promoted(&self, dev: &str, ino: u64) -> bool {
+        self.promoted.contains_key(&(dev.to_owned(), ino))
+    }
+
     /// The series of a cumulative report: the promoted files' and `other`.
     pub fn update(&mut self, r: &Report) -> (Vec<FileSeries>, FileCounters) {
+        // The folded files (serve/totals.rs) are never one file to promote.
+        let folded = |f: &&FileReport| f.dev == "0:0" && f.ino == 0;
         let mut ranked: Vec<&FileReport> =
-            r.files.iter().filter(|f| f.contentions > 0 || f.wait_ns_total > 0).collect();
+            r.files.iter().filter(|f| (f.contentions > 0 || f.wait_ns_total > 0) && !folded(f)).collect();
         ranked.sort_by_key(|f| std::cmp::Reverse(f.wait_ns_total));
         for f in ranked.into_iter().take(self.top) {
             let key = (f.dev.clone(), f.ino);

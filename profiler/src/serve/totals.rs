@@ -13,8 +13,15 @@
 //!
 //! What can be lost: an event whose program looked its row up just before the drain deleted
 //! it and adds to the deleted copy after it was read (the window is one syscall; the kernel's
-//! counters of lost events do not see it). The totals grow with the distinct (file, call path)
-//! pairs ever contended, which a host's kernel code paths bound.
+//! counters of lost events do not see it).
+//!
+//! The totals grow with the distinct (file, call path) pairs ever contended. Over days on a
+//! host that maps ever new files (a build farm's fresh binaries) that has no bound, so past
+//! [`MAX_ROWS`] rows the files without a `/metrics` series of their own are folded: their rows
+//! become one row per lock class, kind and direction, of the file [`FOLDED`] (device 0:0,
+//! inode 0), with no stack. The class totals, `[other]` and every promoted file's series stay
+//! as they were; the folded files' call paths are gone from the profile (their time stays,
+//! under the folded file's root), and a folded file seen again counts from then.
 
 use anyhow::{Context, Result};
 use profiler_common::{
@@ -25,7 +32,16 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd},
 };
 
-use crate::collector::{Collector, Snapshot};
+use crate::{
+    attribution::FileId,
+    collector::{Collector, Snapshot},
+};
+
+/// Rows of the totals (contention and operation rows) past which unpromoted files are folded.
+pub const MAX_ROWS: usize = 50_000;
+
+/// Where folded files' rows go: no real file is device 0:0, inode 0.
+pub const FOLDED: (u32, u64) = (0, 0);
 
 #[derive(Default)]
 pub struct Totals {
@@ -36,6 +52,8 @@ pub struct Totals {
     stacks: BTreeMap<u64, Vec<u64>>,
     /// Rows moved out of each kernel map since the start.
     pub drained: BTreeMap<String, u64>,
+    /// Times files were folded for memory (see the module's comment).
+    pub folds: u64,
 }
 
 fn add_waits(a: &mut WaitStats, b: &WaitStats) {
@@ -63,6 +81,35 @@ fn add_hist(a: &mut WaitHist, b: &WaitHist) {
 }
 
 impl Totals {
+    /// Folds the rows of every i_mmap_rwsem file that `keep` does not keep into [`FOLDED`]'s,
+    /// once the totals hold more than `max_rows` rows; then forgets the stacks no row names.
+    pub fn fold_unless(&mut self, max_rows: usize, keep: impl Fn(FileId) -> bool) {
+        if self.waits.len() + self.ops.len() <= max_rows {
+            return;
+        }
+        let fold = |t: &LockTarget| {
+            t.kind == profiler_common::lock_kind::I_MMAP_RWSEM && !keep(FileId { dev: t.dev, ino: t.ino })
+        };
+        let folded = |t: &LockTarget| LockTarget { dev: FOLDED.0, ino: FOLDED.1, ..*t };
+        for (k, v) in std::mem::take(&mut self.waits) {
+            let k =
+                if fold(&k.target) { ContentionKey { target: folded(&k.target), stack: 0, ..k } } else { k };
+            add_waits(self.waits.entry(k).or_default(), &v);
+        }
+        for (k, v) in std::mem::take(&mut self.ops) {
+            let k = if fold(&k.target) { OpKey { target: folded(&k.target), stack: 0, ..k } } else { k };
+            add_ops(self.ops.entry(k).or_default(), &v);
+        }
+        for (k, v) in std::mem::take(&mut self.hists) {
+            let k = if fold(&k) { folded(&k) } else { k };
+            add_hist(self.hists.entry(k).or_default(), &v);
+        }
+        let named: std::collections::HashSet<u64> =
+            self.waits.keys().map(|k| k.stack).chain(self.ops.keys().map(|k| k.stack)).collect();
+        self.stacks.retain(|k, _| named.contains(k));
+        self.folds += 1;
+    }
+
     /// Moves every aggregation row out of the kernel into the totals, and returns them as one
     /// snapshot: the totals since the start, with `live`'s counters (lost events, map rows,
     /// BPF cost), which the kernel keeps as running totals of its own.
@@ -224,4 +271,44 @@ fn bpf(cmd: aya_obj::generated::bpf_cmd, attr: &mut aya_obj::generated::bpf_attr
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::lock_kind::I_MMAP_RWSEM;
+
+    fn target(ino: u64) -> LockTarget {
+        LockTarget { kind: I_MMAP_RWSEM, dev: 8 << 20, ino }
+    }
+
+    /// Past the row limit, unkept files fold into one stackless row per key kind: the class
+    /// totals and histograms are unchanged, the kept file keeps its rows and stacks, the
+    /// stacks only folded rows named are forgotten.
+    #[test]
+    fn folding_keeps_totals_and_kept_files() {
+        let mut t = Totals::default();
+        for ino in 1..=4u64 {
+            for stack in [10 * ino, 10 * ino + 1] {
+                let k = ContentionKey { target: target(ino), stack, ..Default::default() };
+                t.waits.insert(k, WaitStats { count: ino, total_ns: 100 * ino, max_ns: 50 * ino });
+                t.stacks.insert(stack, vec![stack]);
+            }
+            let mut h = WaitHist::default();
+            h.buckets[3] = ino;
+            t.hists.insert(target(ino), h);
+        }
+        let sum = |t: &Totals| t.waits.values().fold((0, 0), |(c, n), v| (c + v.count, n + v.total_ns));
+        let before = sum(&t);
+        t.fold_unless(100, |_| false);
+        assert_eq!(t.waits.len(), 8, "under the limit nothing folds");
+        t.fold_unless(4, |id| id.ino == 2);
+        assert_eq!(sum(&t), before);
+        assert_eq!(t.waits.len(), 3, "file 2's two rows and the folded one");
+        let folded = t.waits.iter().find(|(k, _)| k.target.ino == 0).unwrap();
+        assert_eq!((folded.0.stack, folded.1.count, folded.1.max_ns), (0, 2 * (1 + 3 + 4), 200));
+        assert_eq!(t.stacks.keys().copied().collect::<Vec<_>>(), [20, 21]);
+        assert_eq!(t.hists.values().map(|h| h.buckets[3]).sum::<u64>(), 1 + 2 + 3 + 4);
+        assert_eq!(t.hists.len(), 2);
+    }
 }
