@@ -18,7 +18,7 @@ use crate::mode::Mode;
         timeout(1)).",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
-        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
+        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof serve --listen 127.0.0.1:9772\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
         rmapprof diff base/report.json patched/report.json",
     args_conflicts_with_subcommands = true
 )]
