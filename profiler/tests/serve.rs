@@ -346,6 +346,15 @@ fn bad_addresses_and_abusive_clients() {
         assert!(err.contains("is not an address to listen on"), "{err}");
     }
     drop(taken);
+    // An unwritable --pprof fails before anything is loaded, in a run and in the daemon.
+    let out = tempfile::tempdir().unwrap();
+    for args in [&["-d", "1s"][..], &["serve", "--listen", "127.0.0.1:0"]] {
+        let (code, err) = fails(
+            rmapprof().args(args).arg("-o").arg(out.path()).args(["--pprof", "/proc/no/such/dir/w.pb.gz"]),
+        );
+        assert_eq!(code, 1, "{err}");
+        assert!(err.starts_with("rmapprof: cannot create output directory /proc/no/such/dir"), "{err}");
+    }
 
     let dir = tempfile::tempdir().unwrap();
     let hot = MappedFile::new(dir.path(), "abuse-hot.dat");

@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         );
     }
     let out = OutputDir::create(&cli.output)?;
+    let pprof = cli.pprof.as_deref().map(crate::serve::PprofFile::new).transpose()?;
 
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
@@ -148,8 +149,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         out!("{}\n", interval::table(&last, &report, true));
     }
     write_outputs(&out, &report)?;
-    if let Some(p) = &cli.pprof {
-        crate::serve::write_pprof(p, &report)?;
+    if let Some(p) = &pprof {
+        p.write(&report)?;
     }
     out!("{}{}", render::text::summary(&report), render::text::classes(&report));
     say!("rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg in {}", cli.output.display());

@@ -166,6 +166,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     }
     preflight::check_caps()?;
     let out = args.output.as_deref().map(OutputDir::create).transpose()?;
+    let pprof = args.pprof.as_deref().map(PprofFile::new).transpose()?;
     // Before attaching: an address in use is an error at once, not after loading the probes.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -231,8 +232,8 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
                     say!("rmapprof: reading the maps: {e:#}");
                     continue;
                 }
-                if let Some(p) = &args.pprof {
-                    if let Err(e) = write_pprof(p, d.report()) {
+                if let Some(p) = &pprof {
+                    if let Err(e) = p.write(d.report()) {
                         say!("rmapprof: {e:#}");
                     }
                 }
@@ -244,8 +245,8 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let mut d = shared.lock().await;
     d.refresh(Duration::ZERO)?;
     // The final report names files with the kernel's symbols as a run's report does.
-    if let Some(p) = &args.pprof {
-        write_pprof(p, d.report())?;
+    if let Some(p) = &pprof {
+        p.write(d.report())?;
     }
     if let Some(out) = &out {
         let report = d.report().clone();
@@ -265,11 +266,24 @@ pub fn now_nanos() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// `--pprof FILE`: the profile written whole (temporary name in FILE's directory, rename).
-pub fn write_pprof(path: &std::path::Path, report: &Report) -> Result<()> {
-    let (dir, name) = split(path)?;
-    OutputDir::create(&dir)?.write(&name, &render::pprof::profile(report, None, now_nanos()))?;
-    Ok(())
+/// `--pprof FILE`: its directory, created and checked writable before profiling starts (as
+/// --output is), and the name to write there.
+pub struct PprofFile {
+    dir: OutputDir,
+    name: String,
+}
+
+impl PprofFile {
+    pub fn new(path: &std::path::Path) -> Result<Self> {
+        let (dir, name) = split(path)?;
+        Ok(Self { dir: OutputDir::create(&dir)?, name })
+    }
+
+    /// The profile of `report`, written whole (temporary name in FILE's directory, rename).
+    pub fn write(&self, report: &Report) -> Result<()> {
+        self.dir.write(&self.name, &render::pprof::profile(report, None, now_nanos()))?;
+        Ok(())
+    }
 }
 
 fn split(path: &std::path::Path) -> Result<(PathBuf, String)> {
