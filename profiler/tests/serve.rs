@@ -551,7 +551,7 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
         "the daemon's {} ns against the one-shot runs' {ns} ns",
         u(f, "wait_ns_total")
     );
-    let series = format!("{}", waits_series(&std::fs::canonicalize(&hot).unwrap()));
+    let series = waits_series(&std::fs::canonicalize(&hot).unwrap());
     let scraped = last.iter().find(|(k, _)| k.starts_with(&series)).map(|(_, v)| *v as u64);
     assert_eq!(scraped, Some(waits), "the last scrape's waits on the churned file");
 }
