@@ -234,7 +234,9 @@ fn root_cum(rows: &[(u64, String)], path: &Path) -> Option<u64> {
 /// Prometheus scrapes the daemon while this test churns one file: through Prometheus's own
 /// query API the churned file's wait counter rose (from no series at all) to what the
 /// daemon's report.json says, and a file mapped but never churned has no series; the
-/// daemon's pprof, read by `go tool pprof`, has the same waits under that file's root frame.
+/// daemon's pprof, read by `go tool pprof`, has the same waits under that file's root frame,
+/// in its final profile.pb.gz and from /debug/pprof/mutex, and none in a one-second delta
+/// profile taken after the churn.
 #[test]
 fn prometheus_sees_the_waits_report_json_counts() {
     let _s = serial();
@@ -257,6 +259,15 @@ fn prometheus_sees_the_waits_report_json_counts() {
     let seconds =
         prom.query(&format!("rmapprof_file_wait_seconds_total{{path=\"{}\"}}", hot.path.display()), Some(at));
     let before_churn = prom.query(&q, Some(before));
+    // The endpoint: cumulative, and a delta over one second after the churn (no waits there).
+    let fetch = |query: &str, name: &str| {
+        let mut body = Vec::new();
+        d.get(&format!("/debug/pprof/mutex{query}")).into_reader().read_to_end(&mut body).unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    };
+    let (cumulative, delta) = (fetch("", "cumulative.pb.gz"), fetch("?seconds=1", "delta.pb.gz"));
     let cold_series = prom.query(&format!("{{path=\"{}\"}}", cold.path.display()), Some(at));
     let (report, _, out) = d.stop();
     drop(prom);
@@ -283,6 +294,10 @@ fn prometheus_sees_the_waits_report_json_counts() {
     let (_, rows) = go_pprof_top(&profile, "delay");
     assert_eq!(root_cum(&rows, &hot.path), Some(u(f, "wait_ns_total")));
     assert_eq!(root_cum(&rows, &cold.path), None);
+    let (_, rows) = go_pprof_top(&cumulative, "contentions");
+    assert_eq!(root_cum(&rows, &hot.path), Some(n), "{rows:?}");
+    let (_, rows) = go_pprof_top(&delta, "contentions");
+    assert_eq!(root_cum(&rows, &hot.path), None, "{rows:?}");
 }
 
 /// `rmapprof --pprof FILE -- mmap-churn`: go tool pprof's totals are report.json's waits and
