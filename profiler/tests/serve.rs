@@ -269,6 +269,12 @@ fn prometheus_sees_the_waits_report_json_counts() {
     };
     let (cumulative, delta) = (fetch("", "cumulative.pb.gz"), fetch("?seconds=1", "delta.pb.gz"));
     let cold_series = prom.query(&format!("{{path=\"{}\"}}", cold.path.display()), Some(at));
+    // README's query for the worst file runs as written and names a file with waits.
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let worst =
+        readme.split("```promql\n").nth(1).and_then(|s| s.split("\n```").next()).expect("README query");
+    let top = prom.query(worst, Some(at));
+    assert!(!top.is_empty() && top.iter().all(|s| s["metric"]["path"].is_string()), "{worst}: {top:?}");
     let (report, _, out) = d.stop();
     drop(prom);
 
