@@ -28,10 +28,20 @@ fn main() -> anyhow::Result<()> {
             missing("bpf-linker not found on PATH");
         }
     }
+    profile_proto()?;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiler-ebpf");
     let root = root.to_str().expect("utf-8 path");
     aya_build::build_ebpf(
         [aya_build::Package { name: "profiler-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Nightly,
     )
+}
+
+/// proto/profile.proto (pprof's published format, as google/pprof ships it) to Rust types in
+/// OUT_DIR/perftools.profiles.rs, for `render::pprof`. protox parses it, so no protoc.
+fn profile_proto() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-changed=proto/profile.proto");
+    let fds = protox::compile(["proto/profile.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
 }

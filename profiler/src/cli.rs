@@ -18,7 +18,7 @@ use crate::mode::Mode;
         timeout(1)).",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
-        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
+        sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof serve --listen 127.0.0.1:9772\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \
         rmapprof diff base/report.json patched/report.json",
     args_conflicts_with_subcommands = true
 )]
@@ -95,6 +95,12 @@ pub struct Cli {
     #[arg(long)]
     pub by_task: bool,
 
+    /// Also write the wait stacks as a pprof profile (gzipped profile.proto) to FILE, for
+    /// `go tool pprof`, Pyroscope or Parca: samples are waits and ns waited per file and call
+    /// path, the file the root frame.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+
     /// Command to run and profile (as the invoking user under sudo), in a process group of its
     /// own that rmapprof never leaves running: a signal ending the run is passed on to it, 2 s
     /// later it is killed; processes of the group left when COMMAND exits are ended so too.
@@ -135,6 +141,9 @@ pub enum Sub {
         #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-diff")]
         output: PathBuf,
     },
+    /// Run as a daemon until stopped, serving OpenMetrics on /metrics and the wait stacks as
+    /// pprof on /debug/pprof/mutex (127.0.0.1 unless --listen says otherwise).
+    Serve(crate::serve::ServeArgs),
     /// Estimate the throughput ceiling that i_mmap_rwsem write holds put on the profiled
     /// workload at other CPU counts; two reports (before, after a patch) side by side.
     Model {

@@ -20,6 +20,7 @@ mod output;
 mod preflight;
 mod render;
 mod report;
+mod serve;
 mod signals;
 mod tracefs;
 
@@ -49,6 +50,7 @@ fn main() -> ExitCode {
         Some(cli::Sub::Model { ref reports, ref cpus, handoff_ns }) => {
             commands::model::run(reports, cpus, handoff_ns)
         }
+        Some(cli::Sub::Serve(args)) => rt.block_on(serve::run(args)),
         None => rt.block_on(commands::profile::run(cli)),
     };
     match result {

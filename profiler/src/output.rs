@@ -49,6 +49,10 @@ impl OutputDir {
         Ok(Self { dir: dir.to_owned(), owner })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     #[cfg(test)]
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)

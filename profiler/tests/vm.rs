@@ -438,3 +438,90 @@ fn spawn_libc_holders_are_other_tasks() {
         assert_eq!(sum, u(libc, "slowpaths"), "{h}");
     }
 }
+
+/// `rmapprof serve` in kprobe mode (exact on every kernel: fentry runs can be skipped on
+/// PREEMPT_LAZY ones) with --acquisitions, draining the maps every 100 ms while
+/// mmap-churn runs: the daemon's report and its last scrape count exactly the acquisitions
+/// and rmap operations the workload made (as `rmap_operations_are_exact` does for a run), so
+/// draining the operation rows loses nothing; and with 36 000 files churned, which overflow a
+/// run's OPS map (`full_maps_are_counted_as_lost`), the daemon loses nothing and folds.
+#[test]
+#[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
+fn serve_drains_operation_rows_exactly() {
+    use std::io::{BufRead, BufReader};
+    // The guest's loopback, for the daemon's HTTP endpoint.
+    let _ = Command::new("ip").args(["link", "set", "lo", "up"]).status();
+    let serve = |out: &std::path::Path, port: u16| {
+        let mut child = Command::new(RMAPPROF)
+            .args(["serve", "--mode", "kprobe", "--acquisitions", "--refresh", "100ms", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--output")
+            .arg(out)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("rmapprof: serving") {
+            line.clear();
+            assert!(err.read_line(&mut line).unwrap() > 0, "serve exited: {:?}", child.wait());
+        }
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        child
+    };
+    let stop = |mut child: std::process::Child, out: &std::path::Path| -> Value {
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    let (p, m) = (4u64, 500u64);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("serve-churn.dat");
+    std::fs::write(&path, vec![1u8; 8192]).unwrap();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let out = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = serve(out.path(), port);
+    let st = Command::new(workload("mmap-churn"))
+        .arg(&path)
+        .args([(p * m).to_string(), "-j".into(), p.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(std::time::Duration::from_millis(600)); // a scrape reads the maps again
+    let metrics =
+        ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
+    let r = stop(child, out.path());
+    assert_eq!(r["mode"], "kprobe");
+    let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
+    assert_eq!(u(f, "acquisitions"), 2 * p * m, "{f}");
+    assert_eq!(u(f, "rmap_inserts"), p * m, "{f}");
+    assert_eq!(u(f, "rmap_removes"), p * m, "{f}");
+    let series = format!("rmapprof_file_acquisitions_total{{path=\"{}\"", path.display());
+    let scraped =
+        metrics.lines().find_map(|l| l.strip_prefix(&series)?.rsplit_once(' ')?.1.parse::<u64>().ok());
+    assert_eq!(scraped, Some(2 * p * m), "{metrics}");
+    assert!(
+        metrics.contains("rmapprof_file_slowpaths_total{")
+            && metrics.contains("rmapprof_file_spin_seconds_total{")
+    );
+    assert!(metrics.contains("rmapprof_bpf_seconds_total{program="), "{metrics}");
+
+    // 36 000 files: two OPS rows each, more than the map holds, drained as they come.
+    let many = tempfile::tempdir().unwrap();
+    let files = 36_000u64;
+    for i in 0..files {
+        std::fs::write(many.path().join(format!("{i:05}")), [0u8; 4096]).unwrap();
+    }
+    let out = tempfile::tempdir().unwrap();
+    let child = serve(out.path(), port);
+    let st = Command::new(workload("mmap-churn")).arg(many.path()).arg(files.to_string()).status().unwrap();
+    assert!(st.success());
+    let r = stop(child, out.path());
+    assert!(r["lost"].as_object().unwrap().values().all(|v| v == 0), "{}", r["lost"]);
+    let ops = &r["map_rows"]["OPS"];
+    assert!(u(ops, "rows") < u(ops, "max"), "{ops}");
+    // Past 50 000 rows the files without a series were folded into device 0:0, inode 0.
+    let folded = r["files"].as_array().unwrap().iter().find(|f| f["dev"] == "0:0" && u(f, "ino") == 0);
+    assert!(folded.is_some_and(|f| u(f, "acquisitions") > 0), "no folded files");
+}

@@ -10,6 +10,7 @@ mod kernel;
 mod letter;
 mod patches;
 mod perf;
+mod services;
 mod setup;
 mod stress;
 mod tools;
@@ -201,6 +202,10 @@ fn run(cli: Cli) -> Result<()> {
                 "--",
                 "--nocapture",
             ]);
+            sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))?;
+            // The same for the daemon (profiler/tests/serve.rs).
+            let mut c = cargo();
+            c.args(["test", "--release", "-p", "rmapprof", "--test", "serve", "soak", "--", "--nocapture"]);
             sh(c.env("RMAPPROF_SOAK_SECS", (minutes * 60).to_string()))
         }
         Cmd::Bench { pairs, cycles, jobs, vm, stress, workloads, tools, icount, guest } => {
@@ -256,6 +261,7 @@ fn demo(cycles: u64, jobs: u64) -> Result<()> {
 fn test(args: &[String]) -> Result<()> {
     // The kernel tests run the bundled workloads from target/release.
     build()?;
+    services::ensure()?;
     // Integration tests load BPF into this kernel: one at a time, they share tracepoints.
     sh(cargo().args(["test", "--workspace", "--exclude", "profiler-ebpf"]).args(args))
 }

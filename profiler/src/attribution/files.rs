@@ -51,6 +51,14 @@ impl FileIndex {
         }
     }
 
+    /// Forgets every file but `keep` (the daemon's files with waits), so that an index rescanned
+    /// at every refresh for days holds what is mapped now and what was measured, not every
+    /// file ever mapped.
+    pub fn retain(&mut self, keep: &std::collections::HashSet<FileId>) {
+        self.paths.retain(|id, _| keep.contains(id));
+        self.unnamable.retain(|id| keep.contains(id));
+    }
+
     pub fn add_maps(&mut self, maps: &MemoryMaps) {
         for m in maps.iter() {
             if let (MMapPath::Path(path), true) = (&m.pathname, m.inode != 0) {

@@ -379,6 +379,20 @@ impl Collector {
             .collect()
     }
 
+    /// `--bpf-stats`: runs and run time of our programs so far (the daemon publishes them).
+    pub fn costs(&self) -> Option<Vec<ProgramCost>> {
+        self.stats.is_some().then(|| self.program_costs())
+    }
+
+    /// An aggregation hash map's descriptor, for the daemon's drain (serve/totals.rs).
+    pub fn map_fd(&self, name: &str) -> Result<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        match self.map(name)? {
+            aya::maps::Map::HashMap(m) => Ok(m.fd().as_fd()),
+            _ => bail!("map {name} is not a hash map"),
+        }
+    }
+
     /// Runs and run time of each loaded program of ours, most expensive first.
     fn program_costs(&self) -> Vec<ProgramCost> {
         let mut v: Vec<ProgramCost> = self

@@ -65,6 +65,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         );
     }
     let out = OutputDir::create(&cli.output)?;
+    let pprof = cli.pprof.as_deref().map(crate::serve::PprofFile::new).transpose()?;
 
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
@@ -148,6 +149,9 @@ pub async fn run(cli: Cli) -> Result<u8> {
         out!("{}\n", interval::table(&last, &report, true));
     }
     write_outputs(&out, &report)?;
+    if let Some(p) = &pprof {
+        p.write(&report)?;
+    }
     out!("{}{}", render::text::summary(&report), render::text::classes(&report));
     if cli.by_task {
         out!("{}", render::text::by_task(&report));
@@ -227,6 +231,11 @@ impl Window<'_> {
 }
 
 fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
+    out.write_all(&outputs(report)?)
+}
+
+/// A report's output files, by name (the daemon writes them too, serve/mod.rs).
+pub fn outputs(report: &Report) -> Result<Vec<(String, Vec<u8>)>> {
     let folded = render::folded::folded(report);
     let mut files = vec![
         ("report.json".to_owned(), render::json(report).into_bytes()),
@@ -247,7 +256,7 @@ fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
             files.push((format!("stacks-{name}.folded"), f.into_bytes()));
         }
     }
-    out.write_all(&files)
+    Ok(files)
 }
 
 async fn wait_command(command: &mut Option<Command>) -> std::io::Result<std::process::ExitStatus> {

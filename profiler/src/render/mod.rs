@@ -1,7 +1,9 @@
 //! Renderers: each turns a `Report` into one output, and only formats.
 pub mod diff;
 pub mod folded;
+pub mod metrics;
 pub mod model;
+pub mod pprof;
 pub mod text;
 
 use std::borrow::Cow;

@@ -1,0 +1,330 @@
+//! `rmapprof serve`: profile until stopped and serve what was measured since the start, as
+//! OpenMetrics text on `/metrics` (render/metrics.rs) and as a pprof profile on
+//! `/debug/pprof/mutex` (render/pprof.rs), for Prometheus and continuous profilers.
+//!
+//! The daemon reads the kernel's maps at every `--refresh` and at a scrape (at most every
+//! half second), draining them into its totals (totals.rs), so the maps stay small and the
+//! counters grow for the daemon's life. SIGTERM and SIGINT stop it (the final report and
+//! profile go to `--output`); SIGHUP reopens `--log` (log rotation) and goes on.
+
+mod http;
+mod series;
+mod totals;
+
+use anyhow::{Context, Result};
+use std::{
+    collections::HashSet,
+    net::SocketAddr,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    attribution::{files::FileIndex, symbols::KernelSymbols},
+    cli::parse_duration,
+    collector::{Collector, Config, StackOptions},
+    mode::Mode,
+    output::OutputDir,
+    preflight,
+    render::{self, metrics::Exposition},
+    report::{self, Report},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to serve /metrics and /debug/pprof/mutex on, IP:PORT. The default is loopback
+    /// only: the paths of the files processes map are information a host may not want to
+    /// publish; give another address to serve beyond this host.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9772", value_parser = parse_listen)]
+    pub listen: SocketAddr,
+    /// Files promoted to a series of their own at each refresh: the N most waited on.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// At most this many files ever get a series of their own; the rest are path="[other]".
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub max_files: usize,
+    /// How often the kernel's maps are read and drained (also at each scrape).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub refresh: Duration,
+    /// Write the profile since the start to FILE (pprof, gzipped) at every refresh, whole
+    /// (temporary name, then rename).
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// When stopped, write report.txt, report.json, stacks.folded, flamegraph.svg and
+    /// profile.pb.gz of the whole run to DIR.
+    #[arg(short = 'o', long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Append messages to FILE instead of stderr; SIGHUP reopens it (after log rotation).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// How to observe the lock.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+    /// kprobe/fentry modes: also count every acquisition (see rmapprof --help).
+    #[arg(long)]
+    pub acquisitions: bool,
+    /// Kernel BTF to read struct layouts from.
+    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf: PathBuf,
+    /// Kernel frames kept per stack.
+    #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
+    pub max_stack: u32,
+    /// Call-site stack cache check period (see rmapprof --help).
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub stack_cache_check: u64,
+}
+
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("'{s}' is not an address to listen on; give IP:PORT, such as 127.0.0.1:9772"))
+}
+
+/// What the daemon keeps: the probes, the totals, and the last exposition it made.
+pub struct Daemon {
+    collector: Collector,
+    totals: totals::Totals,
+    series: series::Series,
+    index: FileIndex,
+    symbols: KernelSymbols,
+    started: Instant,
+    last_refresh: Option<Instant>,
+    /// Rows of the totals past which unpromoted files are folded (totals.rs).
+    max_rows: usize,
+    pub exposition: Exposition,
+}
+
+impl Daemon {
+    /// Reads and drains the maps, unless that was done `fresh` ago.
+    pub fn refresh(&mut self, fresh: Duration) -> Result<()> {
+        if self.last_refresh.is_some_and(|t| t.elapsed() < fresh) {
+            return Ok(());
+        }
+        let at = Instant::now();
+        let mut live = self.collector.snapshot(true)?;
+        live.cost = self.collector.costs();
+        let snap = self.totals.drain(&self.collector, live)?;
+        self.index.scan_proc();
+        self.index.name_unmapped(snap.files());
+        let r = report::build(
+            &snap,
+            &report::Context {
+                mode: self.collector.mode,
+                acquisitions: self.collector.acquisitions,
+                duration_ns: at.duration_since(self.started).as_nanos() as u64,
+                cycles: None,
+                command: None,
+                pid: None,
+                probes: self.collector.probes.clone(),
+                selected: &[],
+                index: &self.index,
+                symbols: &self.symbols,
+            },
+        );
+        // Names of what is mapped now and of the files measured; nothing else, over days.
+        let keep: HashSet<_> = snap.files().collect();
+        self.index.retain(&keep);
+        let (files, other) = self.series.update(&r);
+        // After the update, so that a file promoted now is kept whole.
+        let series = &self.series;
+        self.totals.fold_unless(self.max_rows, |id| series.is_promoted(&id.dev_string(), id.ino));
+        self.exposition = Exposition {
+            report: r,
+            files,
+            other,
+            drained_rows: self.totals.drained.clone(),
+            folds: self.totals.folds,
+            refreshes: self.exposition.refreshes + 1,
+        };
+        self.last_refresh = Some(at);
+        Ok(())
+    }
+
+    pub fn report(&self) -> &Report {
+        &self.exposition.report
+    }
+}
+
+pub type Shared = Arc<tokio::sync::Mutex<Daemon>>;
+
+/// A scrape reads the maps again when the last read is older than this.
+pub const SCRAPE_FRESH: Duration = Duration::from_millis(500);
+
+pub async fn run(args: ServeArgs) -> Result<u8> {
+    if args.acquisitions && args.mode == Mode::Tracepoint {
+        return Err(crate::errors::usage(
+            "--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits",
+        ));
+    }
+    if args.top == 0 {
+        return Err(crate::errors::usage("--top must be at least 1"));
+    }
+    let log = args.log.clone();
+    if let Some(l) = &log {
+        reopen_log(l)?;
+    }
+    preflight::check_caps()?;
+    let out = args.output.as_deref().map(OutputDir::create).transpose()?;
+    let pprof = args.pprof.as_deref().map(PprofFile::new).transpose()?;
+    // Before attaching: an address in use is an error at once, not after loading the probes.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
+    let collector = Collector::start(&Config {
+        mode: args.mode,
+        btf: &args.btf,
+        tgid: None,
+        stacks: StackOptions { max_stack: args.max_stack, cache_check: args.stack_cache_check },
+        // rmapprof's own BPF time is one of the daemon's metrics.
+        bpf_stats: true,
+        acquisitions: args.acquisitions,
+    })?;
+    let mode = collector.mode;
+    let daemon = Daemon {
+        collector,
+        totals: totals::Totals::default(),
+        series: series::Series::new(args.top, args.max_files),
+        index: FileIndex::default(),
+        symbols: KernelSymbols::load(),
+        started: Instant::now(),
+        last_refresh: None,
+        // Fault injection for the tests: fold at every refresh (RMAPPROF_FAULT_FOLD_ROWS=0).
+        max_rows: std::env::var("RMAPPROF_FAULT_FOLD_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(totals::MAX_ROWS),
+        exposition: Exposition::default(),
+    };
+    let shared: Shared = Arc::new(tokio::sync::Mutex::new(daemon));
+    shared.lock().await.refresh(Duration::ZERO)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, shared.clone(), stop_rx));
+    say!(
+        "rmapprof: serving i_mmap_rwsem contention ({} mode) on http://{}/metrics and /debug/pprof/mutex",
+        mode.name(),
+        args.listen
+    );
+    let mut ticks = tokio::time::interval(args.refresh);
+    ticks.tick().await;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                if let Some(l) = &log {
+                    match reopen_log(l) {
+                        Ok(()) => say!("rmapprof: SIGHUP: reopened {}", l.display()),
+                        // The old descriptor stays: messages still go somewhere.
+                        Err(e) => say!("rmapprof: SIGHUP: {e:#}"),
+                    }
+                }
+            }
+            _ = ticks.tick() => {
+                let mut d = shared.lock().await;
+                // An error reading the maps is said and the daemon goes on: the next refresh
+                // may work, and the counters keep what they had.
+                if let Err(e) = d.refresh(Duration::ZERO) {
+                    say!("rmapprof: reading the maps: {e:#}");
+                    continue;
+                }
+                if let Some(p) = &pprof {
+                    if let Err(e) = p.write(d.report()) {
+                        say!("rmapprof: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let mut d = shared.lock().await;
+    d.refresh(Duration::ZERO)?;
+    // The final report names files with the kernel's symbols as a run's report does.
+    if let Some(p) = &pprof {
+        p.write(d.report())?;
+    }
+    if let Some(out) = &out {
+        let report = d.report().clone();
+        let mut files = crate::commands::profile::outputs(&report)?;
+        files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, None, now_nanos())));
+        out.write_all(&files)?;
+        say!(
+            "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg profile.pb.gz in {}",
+            out.dir().display()
+        );
+    }
+    say!("rmapprof: stopped");
+    Ok(0)
+}
+
+pub fn now_nanos() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// `--pprof FILE`: its directory, created and checked writable before profiling starts (as
+/// --output is), and the name to write there.
+pub struct PprofFile {
+    dir: OutputDir,
+    name: String,
+}
+
+impl PprofFile {
+    pub fn new(path: &std::path::Path) -> Result<Self> {
+        let (dir, name) = split(path)?;
+        Ok(Self { dir: OutputDir::create(&dir)?, name })
+    }
+
+    /// The profile of `report`, written whole (temporary name in FILE's directory, rename).
+    pub fn write(&self, report: &Report) -> Result<()> {
+        self.dir.write(&self.name, &render::pprof::profile(report, None, now_nanos()))?;
+        Ok(())
+    }
+}
+
+fn split(path: &std::path::Path) -> Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} is not a file name", path.display()))?
+        .to_owned();
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    Ok((dir.to_owned(), name))
+}
+
+/// Points stderr at `path` (appending), so every message goes there; called again on SIGHUP
+/// after the log was rotated.
+fn reopen_log(path: &std::path::Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("--log {}", path.display()))?;
+    // SAFETY: dup2 onto fd 2 of a descriptor we own; both stay valid (f closes its own).
+    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("--log {}", path.display()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    /// The systemd unit in the repository starts a daemon with arguments rmapprof accepts,
+    /// listening on loopback.
+    #[test]
+    fn the_systemd_unit_runs_a_valid_serve_command() {
+        let unit = include_str!("../../../systemd/rmapprof.service");
+        let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("ExecStart");
+        let cli = crate::cli::Cli::try_parse_from(exec.split_whitespace()).expect("ExecStart parses");
+        let Some(crate::cli::Sub::Serve(args)) = cli.sub else { panic!("not rmapprof serve: {exec}") };
+        assert!(args.listen.ip().is_loopback(), "{exec}");
+        assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("KillSignal=SIGTERM"));
+    }
+}

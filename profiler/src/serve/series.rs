@@ -1,0 +1,153 @@
+//! Which files get a `/metrics` series of their own, so label cardinality stays bounded and
+//! every series stays a monotonic counter for the daemon's life.
+//!
+//! - At each refresh the `--top N` files by time waited are promoted: from then on, for the
+//!   daemon's life, the file has a series of its own, with the labels it got then (its path
+//!   as known at promotion, and `major:minor:ino`), whose values are its totals since the
+//!   daemon started. A file that later drops out of the top N keeps its series: a counter
+//!   never disappears nor goes back.
+//! - `path="[other]"` holds every file never promoted, plus, frozen, what each promoted file
+//!   had while it was in `other` (its values at the refresh before its promotion). So `other`
+//!   never decreases when a file leaves it. Summing every file series therefore counts a
+//!   promoted file's early waits twice (in its series and in `other`); the class totals
+//!   (`rmapprof_lock_waits_total{lock="i_mmap_rwsem"}`) are the exact sum.
+//! - At most `--max-files` files are ever promoted; past that, new files stay in `other`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::{
+    render::{
+        metrics::{FileCounters, FileSeries},
+        pprof::file_name,
+    },
+    report::{FileReport, Report},
+};
+
+type Key = (String, u64);
+
+pub struct Series {
+    top: usize,
+    max: usize,
+    /// Promoted files in order of promotion: their labels and last counters.
+    promoted: BTreeMap<Key, (usize, FileSeries)>,
+    /// What `other` holds of each file not promoted: its counters at the last refresh.
+    in_other: HashMap<Key, FileCounters>,
+    /// What promoted files left in `other`.
+    frozen: FileCounters,
+}
+
+pub fn counters(f: &FileReport) -> FileCounters {
+    FileCounters {
+        waits: f.contentions,
+        wait_ns: f.wait_ns_total,
+        spin_ns: f.spin_ns_total,
+        slowpaths: f.slowpaths,
+        acquisitions: f.acquisitions,
+    }
+}
+
+impl Series {
+    pub fn new(top: usize, max: usize) -> Self {
+        Self {
+            top,
+            max: max.max(top),
+            promoted: BTreeMap::new(),
+            in_other: HashMap::new(),
+            frozen: FileCounters::default(),
+        }
+    }
+
+    /// Whether the file (`major:minor`, inode) has a series of its own.
+    pub fn is_promoted(&self, dev: &str, ino: u64) -> bool {
+        self.promoted.contains_key(&(dev.to_owned(), ino))
+    }
+
+    /// The series of a cumulative report: the promoted files' and `other`.
+    pub fn update(&mut self, r: &Report) -> (Vec<FileSeries>, FileCounters) {
+        // The folded files (serve/totals.rs) are never one file to promote.
+        let folded = |f: &&FileReport| f.dev == "0:0" && f.ino == 0;
+        let mut ranked: Vec<&FileReport> =
+            r.files.iter().filter(|f| (f.contentions > 0 || f.wait_ns_total > 0) && !folded(f)).collect();
+        ranked.sort_by_key(|f| std::cmp::Reverse(f.wait_ns_total));
+        for f in ranked.into_iter().take(self.top) {
+            let key = (f.dev.clone(), f.ino);
+            if self.promoted.contains_key(&key) || self.promoted.len() >= self.max {
+                continue;
+            }
+            if let Some(left) = self.in_other.remove(&key) {
+                self.frozen.add(&left);
+            }
+            let series = FileSeries {
+                path: file_name(f.path.as_deref(), &f.dev, f.ino),
+                inode: format!("{}:{}", f.dev, f.ino),
+                counters: FileCounters::default(),
+            };
+            let order = self.promoted.len();
+            self.promoted.insert(key, (order, series));
+        }
+        let mut other = self.frozen.clone();
+        self.in_other.clear();
+        for f in &r.files {
+            let key = (f.dev.clone(), f.ino);
+            let c = counters(f);
+            match self.promoted.get_mut(&key) {
+                Some((_, s)) => s.counters = c,
+                None => {
+                    other.add(&c);
+                    self.in_other.insert(key, c);
+                }
+            }
+        }
+        let mut files: Vec<(usize, FileSeries)> = self.promoted.values().cloned().collect();
+        files.sort_by_key(|(order, _)| *order);
+        (files.into_iter().map(|(_, s)| s).collect(), other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(ino: u64, waits: u64, ns: u64) -> FileReport {
+        FileReport {
+            path: Some(format!("/f{ino}")),
+            dev: "8:1".into(),
+            ino,
+            contentions: waits,
+            wait_ns_total: ns,
+            ..Default::default()
+        }
+    }
+
+    /// Top 1 of 3 files over refreshes: a file promoted keeps its series when it drops out of
+    /// the top, `other` never decreases, and nothing changes labels.
+    #[test]
+    fn promoted_files_keep_series_and_every_counter_grows() {
+        let mut s = Series::new(1, 2);
+        let steps = [
+            vec![file(1, 5, 500), file(2, 1, 100)],
+            vec![file(1, 5, 500), file(2, 10, 1000), file(3, 2, 200)],
+            vec![file(1, 6, 600), file(2, 10, 1000), file(3, 50, 5000)],
+        ];
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let mut seen = Vec::new();
+        for files in steps {
+            let r = Report { files, ..Default::default() };
+            let (series, other) = s.update(&r);
+            let mut now: BTreeMap<String, u64> =
+                series.iter().map(|f| (f.path.clone(), f.counters.waits)).collect();
+            now.insert("[other]".into(), other.waits);
+            for (k, v) in &last {
+                assert!(now.get(k).is_some_and(|n| n >= v), "{k} went from {v} to {:?}", now.get(k));
+            }
+            last = now;
+            seen.push(series.iter().map(|f| f.path.clone()).collect::<Vec<_>>());
+        }
+        // /f1 first; /f2 promoted when it leads; /f3 leads last but max 2 series: stays in other.
+        assert_eq!(seen, [vec!["/f1"], vec!["/f1", "/f2"], vec!["/f1", "/f2"]]);
+        assert_eq!(last["/f1"], 6);
+        assert_eq!(last["/f2"], 10);
+        // other: /f3's 50, plus /f2's 1 frozen when it was promoted.
+        assert_eq!(last["[other]"], 51);
+    }
+}
