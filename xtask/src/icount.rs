@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use crate::{host::root, vm};
 
 /// Cycles per run, and runs per workload and kernel (each with a 0-cycle run beside it).
-pub const CYCLES: u32 = 50;
+pub const CYCLES: u32 = 30;
 pub const REPEATS: u32 = 5;
 /// Spread (max - min over the mean of a workload's runs) beyond which the table says that
 /// the runs do not agree well enough for a change of that size to mean anything.
