@@ -210,6 +210,17 @@ pub fn series(kernel: &str) -> Result<Vec<PathBuf>> {
     Ok(patches)
 }
 
+/// A hash of the series' diffs only: rewriting a commit message or the To:/Cc: headers
+/// changes nothing built from it.
+pub fn series_stamp(kernel: &str) -> Result<String> {
+    let diffs: String = series(kernel)?
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .map(|t| t.find("\ndiff --git ").map(|i| t[i..].to_owned()).unwrap_or(t))
+        .collect();
+    Ok(format!("{:x}", fnv(diffs.as_bytes())))
+}
+
 /// Source tree for `patched`: the kernel's own, or `<cache>/src/linux-KERNEL-patched`, a copy
 /// with its series applied in order, redone whenever the series changes.
 pub fn source(kernel: &str, patched: bool) -> Result<PathBuf> {
@@ -218,13 +229,7 @@ pub fn source(kernel: &str, patched: bool) -> Result<PathBuf> {
         return Ok(base);
     }
     let patches = series(kernel)?;
-    // The diffs only: rewriting a commit message or the To:/Cc: headers rebuilds nothing.
-    let stamp: String = patches
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .map(|t| t.find("\ndiff --git ").map(|i| t[i..].to_owned()).unwrap_or(t))
-        .collect();
-    let stamp = format!("{:x}", fnv(stamp.as_bytes()));
+    let stamp = series_stamp(kernel)?;
     let tree = cache_dir().join(format!("src/linux-{kernel}-patched"));
     if std::fs::read_to_string(tree.join(".rmapprof-patches")).ok().as_deref() == Some(&stamp) {
         return Ok(tree);

@@ -56,8 +56,11 @@ pub fn check(
     };
     let mut lines: Vec<String> = Vec::new();
     let mut times: Vec<(String, u64)> = Vec::new();
+    // Where each part's lines start in `lines`.
+    let mut parts: Vec<(&str, usize)> = Vec::new();
 
     if want("checkpatch") {
+        parts.push(("checkpatch", lines.len()));
         let t = Instant::now();
         let src = kernel::unpacked_source(kernel::OURS)?;
         for p in series()?.iter().filter(|p| !p.to_string_lossy().contains("0000-cover-letter")) {
@@ -74,6 +77,7 @@ pub fn check(
     }
 
     if want("layout") {
+        parts.push(("layout", lines.len()));
         // Base and patched, non-debug: the same programs, the same script, then a byte diff.
         let t = Instant::now();
         evidence::build_elf_programs()?;
@@ -96,6 +100,7 @@ pub fn check(
     }
 
     if want("negative") {
+        parts.push(("negative", lines.len()));
         let t = Instant::now();
         match evidence::negative_control_kernel() {
             Ok(_) if build_only => {}
@@ -123,6 +128,7 @@ pub fn check(
     }
 
     if want("debug") {
+        parts.push(("debug", lines.len()));
         let t = Instant::now();
         kernel::build_kernel(kernel::OURS, true, true)?;
         let selftests = build_selftests()?;
@@ -138,7 +144,7 @@ pub fn check(
         ];
         cmd.extend(selftests);
         if build_only {
-            return finish(&lines, &times, t0, true);
+            return finish(&lines, &parts, &times, t0, true);
         }
         // 4G: mremap_test moves 2GB regions.
         let opts = vm::VmOpts {
@@ -154,6 +160,7 @@ pub fn check(
     }
 
     if want("pressure") && !build_only {
+        parts.push(("pressure", lines.len()));
         let t = Instant::now();
         let opts = vm::VmOpts {
             kernel: kernel::OURS,
@@ -173,27 +180,62 @@ pub fn check(
         times.push(("debug kernel, 512M: lockdep under memory pressure".into(), t.elapsed().as_secs()));
     }
 
-    finish(&lines, &times, t0, build_only)
+    finish(&lines, &parts, &times, t0, build_only)
 }
 
-/// Writes and prints the result lines, one per check, and the times; fails on any FAIL.
-fn finish(lines: &[String], times: &[(String, u64)], t0: Instant, build_only: bool) -> Result<()> {
+/// Writes and prints the result lines, one per check, and the times; fails on any FAIL of
+/// this run. Each part's lines are kept (target/patches-check/part-PART.txt, with the series
+/// they are for), and results.txt, what the letter quotes, is every part's latest lines for
+/// the series in patches/ now: a part run again with `--only` replaces its own lines only.
+fn finish(
+    lines: &[String],
+    parts: &[(&str, usize)],
+    times: &[(String, u64)],
+    t0: Instant,
+    build_only: bool,
+) -> Result<()> {
     if build_only {
         eprintln!("xtask: patches-check --build-only: built in {} s", t0.elapsed().as_secs());
         return Ok(());
     }
     let failed = lines.iter().filter(|l| !l.starts_with("PASS")).count();
-    std::fs::write(evidence::out_dir().join("results.txt"), lines.join("\n") + "\n")?;
+    let out = evidence::out_dir();
+    let stamp = format!("series {}", kernel::series_stamp(kernel::OURS)?);
+    for (i, (part, start)) in parts.iter().enumerate() {
+        let end = parts.get(i + 1).map_or(lines.len(), |p| p.1);
+        let text: Vec<String> =
+            std::iter::once(stamp.clone()).chain(lines[*start..end].iter().cloned()).collect();
+        std::fs::write(out.join(format!("part-{part}.txt")), text.join("\n") + "\n")?;
+    }
+    let mut all = Vec::new();
+    let mut earlier = Vec::new();
+    for part in PARTS {
+        let text = std::fs::read_to_string(out.join(format!("part-{part}.txt"))).unwrap_or_default();
+        let mut l = text.lines();
+        if l.next() == Some(stamp.as_str()) {
+            all.extend(l.map(str::to_owned));
+            if !parts.iter().any(|(q, _)| *q == part) {
+                earlier.push(part);
+            }
+        }
+    }
+    std::fs::write(out.join("results.txt"), all.join("\n") + "\n")?;
     println!("\npatches-check on {} patches/ ({}):", kernel::OURS, series_names()?.join(" "));
     for l in lines {
         println!("{l}");
     }
     println!(
-        "patches-check: {} checks, {} in {} s ({})",
+        "patches-check: {} checks, {} in {} s ({}); results.txt: {} lines{}",
         lines.len(),
         if failed == 0 { "all passed".to_owned() } else { format!("{failed} FAILED") },
         t0.elapsed().as_secs(),
-        times.iter().map(|(p, s)| format!("{p} {s} s")).collect::<Vec<_>>().join(", ")
+        times.iter().map(|(p, s)| format!("{p} {s} s")).collect::<Vec<_>>().join(", "),
+        all.len(),
+        if earlier.is_empty() {
+            String::new()
+        } else {
+            format!(", with those of {} from earlier runs of this series", earlier.join(", "))
+        }
     );
     if failed > 0 {
         bail!("patches-check: {failed} of {} checks failed", lines.len());
