@@ -337,7 +337,7 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
         ("ACQUISITIONS", read("acquisitions.txt")?),
         ("TARGETS", targets(&read("acquisitions.txt")?)?),
         ("INSTRUCTIONS", read("instructions.txt")?),
-        ("CORRECTNESS", correctness),
+        ("CORRECTNESS", letter::bullets(&correctness)),
     ])?;
     letter::address(&patches, &root().join("patches/0000-cover-letter.patch"), &me)?;
     eprintln!("xtask: wrote patches/0000-cover-letter.patch and the To:/Cc: of every patch");
