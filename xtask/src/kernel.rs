@@ -209,6 +209,17 @@ pub fn series(kernel: &str) -> Result<Vec<PathBuf>> {
     Ok(patches)
 }
 
+/// A hash of the series' diffs only: rewriting a commit message or the To:/Cc: headers
+/// changes nothing built from it.
+pub fn series_stamp(kernel: &str) -> Result<String> {
+    let diffs: String = series(kernel)?
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+        .map(|t| t.find("\ndiff --git ").map(|i| t[i..].to_owned()).unwrap_or(t))
+        .collect();
+    Ok(format!("{:x}", fnv(diffs.as_bytes())))
+}
+
 /// Source tree for `patched`: the kernel's own, or `<cache>/src/linux-KERNEL-patched`, a copy
 /// with its series applied in order, redone whenever the series changes.
 pub fn source(kernel: &str, patched: bool) -> Result<PathBuf> {
@@ -217,32 +228,93 @@ pub fn source(kernel: &str, patched: bool) -> Result<PathBuf> {
         return Ok(base);
     }
     let patches = series(kernel)?;
-    // The diffs only: rewriting a commit message or the To:/Cc: headers rebuilds nothing.
-    let stamp: String = patches
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap_or_default())
-        .map(|t| t.find("\ndiff --git ").map(|i| t[i..].to_owned()).unwrap_or(t))
-        .collect();
-    let stamp = format!("{:x}", fnv(stamp.as_bytes()));
+    let stamp = series_stamp(kernel)?;
     let tree = cache_dir().join(format!("src/linux-{kernel}-patched"));
     if std::fs::read_to_string(tree.join(".rmapprof-patches")).ok().as_deref() == Some(&stamp) {
         return Ok(tree);
     }
     eprintln!("xtask: applying {} patches to a copy of the {kernel} source", patches.len());
-    if tree.exists() {
-        std::fs::remove_dir_all(&tree)?;
+    // The new tree is made beside the old one, so that what the two series share keeps the
+    // old tree's mtimes (below).
+    let new = cache_dir().join(format!("src/linux-{kernel}-patched.new"));
+    if new.exists() {
+        std::fs::remove_dir_all(&new)?;
     }
     // A hard-linked copy is instant; `patch` replaces files rather than writing through links.
-    sh(Command::new("cp").arg("-al").arg(&base).arg(&tree))?;
+    sh(Command::new("cp").arg("-al").arg(&base).arg(&new))?;
     for p in &patches {
         sh(Command::new("patch")
             .args(["-p1", "--quiet", "--no-backup-if-mismatch", "-d"])
-            .arg(&tree)
+            .arg(&new)
             .arg("-i")
             .arg(p))?;
     }
+    if tree.exists() {
+        let kept = keep_mtimes(&base, &tree, &new)?;
+        eprintln!("xtask: {kept} patched files are as before and keep their mtimes (no rebuild for them)");
+        std::fs::remove_dir_all(&tree)?;
+    }
+    std::fs::rename(&new, &tree)?;
     std::fs::write(tree.join(".rmapprof-patches"), &stamp)?;
     Ok(tree)
+}
+
+/// make rebuilds by mtime, and `patch` gives every file it writes a new one: a series applied
+/// again would rebuild whatever includes a header any patch touches (include/linux/mm.h: most
+/// of the kernel, an hour for the lockdep build) even when only one .c file changed. So every
+/// file the old or the new series patched (not a hard link to `base`'s) keeps the old tree's
+/// mtime when its content is the same in both trees; one whose content changed keeps the new
+/// mtime `patch` gave it, and one that went back to `base`'s content becomes a copy of its own
+/// with a new mtime (a hard link would carry `base`'s old one, and make would not rebuild it).
+/// Returns how many files kept their mtime.
+fn keep_mtimes(base: &Path, old: &Path, new: &Path) -> Result<usize> {
+    let mut paths = patched_files(base, old)?;
+    paths.extend(patched_files(base, new)?);
+    let mut kept = 0;
+    for rel in paths {
+        let (o, n, b) = (old.join(&rel), new.join(&rel), base.join(&rel));
+        let Ok(n_meta) = std::fs::symlink_metadata(&n) else { continue };
+        let linked_to_base = std::fs::symlink_metadata(&b).is_ok_and(|m| same_file(&m, &n_meta));
+        let same_content = std::fs::read(&o).ok().is_some_and(|x| std::fs::read(&n).is_ok_and(|y| x == y));
+        if same_content && !linked_to_base {
+            let mtime = std::fs::symlink_metadata(&o)?.modified()?;
+            std::fs::File::options().write(true).open(&n)?.set_modified(mtime)?;
+            kept += 1;
+        } else if !same_content && linked_to_base {
+            let tmp = n.with_extension("rmapprof-tmp");
+            std::fs::copy(&n, &tmp)?;
+            std::fs::rename(&tmp, &n)?;
+        }
+    }
+    Ok(kept)
+}
+
+/// Regular files of `tree` (a `cp -al` of `base`, then patched) that are not hard links to
+/// `base`'s: the ones a patch wrote. Relative paths.
+fn patched_files(base: &Path, tree: &Path) -> Result<std::collections::BTreeSet<PathBuf>> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        for e in std::fs::read_dir(tree.join(&rel))? {
+            let e = e?;
+            let r = rel.join(e.file_name());
+            let m = e.metadata()?;
+            if m.is_dir() {
+                dirs.push(r);
+            } else if m.is_file()
+                && !std::fs::symlink_metadata(base.join(&r)).is_ok_and(|b| same_file(&b, &m))
+                && !r.starts_with(".rmapprof-patches")
+            {
+                out.insert(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
 }
 
 /// `<cache>/build-KERNEL[-patched][-debug]`.
@@ -342,4 +414,56 @@ fn run_with_progress(mut cmd: Command, what: &str) -> Result<()> {
     }
     eprintln!("xtask: {what} kernel built in {} s", t.elapsed().as_secs());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A series applied again keeps the mtime of what it patches the same way, so that make
+    /// rebuilds only what changed: a header patched alike is not rebuilt, a file patched
+    /// differently or no longer patched is.
+    #[test]
+    fn a_reapplied_series_keeps_the_mtimes_of_unchanged_files() {
+        let d = std::env::temp_dir().join(format!("xtask-mtimes-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let (base, old, new) = (d.join("base"), d.join("old"), d.join("new"));
+        std::fs::create_dir_all(base.join("include")).unwrap();
+        for (f, t) in [("include/mm.h", "h0"), ("vma.c", "v0"), ("exec.c", "e0"), ("other.c", "o0")] {
+            std::fs::write(base.join(f), t).unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let copy = |to: &Path, patched: &[(&str, &str)]| {
+            sh(Command::new("cp").arg("-al").arg(&base).arg(to)).unwrap();
+            for (f, t) in patched {
+                // As `patch` does: a new file in place of the link.
+                std::fs::remove_file(to.join(f)).unwrap();
+                std::fs::write(to.join(f), t).unwrap();
+            }
+        };
+        // The old series patched mm.h, vma.c and exec.c, an hour ago.
+        copy(&old, &[("include/mm.h", "h1"), ("vma.c", "v1"), ("exec.c", "e1")]);
+        for f in ["include/mm.h", "vma.c", "exec.c"] {
+            std::fs::File::options().write(true).open(old.join(f)).unwrap().set_modified(hour_ago).unwrap();
+        }
+        // The new one patches mm.h alike, vma.c differently, and no longer exec.c.
+        copy(&new, &[("include/mm.h", "h1"), ("vma.c", "v2")]);
+        assert_eq!(keep_mtimes(&base, &old, &new).unwrap(), 1);
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        assert_eq!(mtime(&new.join("include/mm.h")), hour_ago);
+        assert!(mtime(&new.join("vma.c")) > hour_ago);
+        // exec.c is base's content again, in a file of its own with a new mtime; base keeps its.
+        assert_eq!(std::fs::read_to_string(new.join("exec.c")).unwrap(), "e0");
+        assert!(mtime(&new.join("exec.c")) > hour_ago);
+        assert!(!same_file(
+            &std::fs::metadata(new.join("exec.c")).unwrap(),
+            &std::fs::metadata(base.join("exec.c")).unwrap()
+        ));
+        // Untouched files stay hard links to base's.
+        assert!(same_file(
+            &std::fs::metadata(new.join("other.c")).unwrap(),
+            &std::fs::metadata(base.join("other.c")).unwrap()
+        ));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -216,6 +216,31 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     Ok(())
 }
 
+/// patches-check's result lines as the letter lists them: one "- " item per line, wrapped at
+/// 72 columns with continuation lines indented by two (a word longer than that stays whole).
+pub fn bullets(lines: &str) -> String {
+    let mut out = String::new();
+    for line in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut col = 0;
+        for (i, word) in line.split_whitespace().enumerate() {
+            if i == 0 {
+                out += "- ";
+                col = 2;
+            } else if col + 1 + word.len() > 72 {
+                out += "\n  ";
+                col = 2;
+            } else {
+                out.push(' ');
+                col += 1;
+            }
+            out += word;
+            col += word.len();
+        }
+        out.push('\n');
+    }
+    out
+}
+
 fn is_field(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
@@ -242,6 +267,17 @@ mod tests {
     const MAIL: &str = "From 1234 Mon Sep 17 00:00:00 2001\nFrom: A Person\n <a@example.org>\n\
         Date: Tue, 1 Dec 2026 21:10:29 +0000\nSubject: [RFC PATCH v2 1/3] mm: a\n long subject\n\
         Cc: old@example.org,\n    older@example.org\n\nBody.\nCc: stable@vger.kernel.org\n";
+
+    #[test]
+    fn result_lines_become_wrapped_items() {
+        let b = bullets(&format!("PASS a: {}\n\nFAIL b: short\n", "word ".repeat(20)));
+        assert_eq!(
+            b,
+            "- PASS a: word word word word word word word word word word word word\n  \
+             word word word word word word word word\n- FAIL b: short\n"
+        );
+        assert!(b.lines().all(|l| l.len() <= 72));
+    }
 
     #[test]
     fn roles_with_parentheses_keep_the_address_whole() {

@@ -6,6 +6,7 @@
 mod bench;
 mod evidence;
 mod host;
+mod icount;
 mod kernel;
 mod letter;
 mod patches;
