@@ -55,6 +55,9 @@ pub mod lost {
         "hist_map_full",
         "holder_map_full",
     ];
+    /// Not a slot of the map: runs of our programs the kernel itself skipped (the programs'
+    /// `recursion_misses`), read by userspace from each program's fdinfo.
+    pub const RECURSION_MISSES: &str = "recursion_misses";
 }
 
 /// Events left unmeasured by design, not lost; index into the `NOT_MEASURED` array map.

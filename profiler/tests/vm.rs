@@ -144,19 +144,31 @@ fn rmap_operations_are_exact() {
         ]);
         assert_eq!(u(&r, "cycles"), p * m);
         let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
-        assert_eq!(u(f, "rmap_inserts"), p * m, "{mode}: {f}");
-        assert_eq!(u(f, "rmap_removes"), p * m, "{mode}: {f}");
-        assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+        // Exact, unless the kernel skipped runs of our programs (a preempted fentry program on
+        // a PREEMPT_LAZY kernel): then short by no more than the misses it reports.
+        let skipped = u(&r["lost"], "recursion_misses");
+        let skipped_by = &r["recursion_misses"];
+        let exact = |row: &Value, field: &str, want: u64| {
+            let got = u(row, field);
+            let why = format!("{mode}: {field} {got} of {want}, {skipped} skipped ({skipped_by}): {row}");
+            assert!(got <= want && want - got <= skipped, "{why}");
+        };
+        exact(f, "rmap_inserts", p * m);
+        exact(f, "rmap_removes", p * m);
+        exact(f, "acquisitions", 2 * p * m);
+        if mode == "kprobe" {
+            // Kprobe programs run with preemption off: nothing of ours nests on the CPU.
+            assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+        }
         // Holds start at down_write entry (or when a slowpath grants the lock) and end at
         // up_write: an insert or a remove each, microseconds even under TCG.
         let mean_hold = u(f, "hold_ns_total") / (2 * p * m);
         assert!((1..10_000_000).contains(&mean_hold), "{mode}: mean hold {mean_hold} ns: {f}");
         let class = |c: &str| f["by_class"].as_array().unwrap().iter().find(|r| r["class"] == c).cloned();
-        assert_eq!(u(&class("mmap").expect("mmap row"), "write_acquisitions"), p * m, "{mode}: {f}");
-        assert_eq!(u(&class("teardown").expect("teardown row"), "write_acquisitions"), p * m, "{mode}: {f}");
+        exact(&class("mmap").expect("mmap row"), "write_acquisitions", p * m);
+        exact(&class("teardown").expect("teardown row"), "write_acquisitions", p * m);
         // Both modes unwind once per call site: the loop's two sites (map, unmap) at one
-        // depth each, so nearly all of its 2·P×M
-        // acquisitions reuse a stack (the counts above are still exact). The unwinds and
+        // depth each, so nearly all of its 2·P×M acquisitions reuse a stack. The unwinds and
         // conflicts also cover the processes' start and exit (exec, ld.so mapping
         // libraries), which this does not bound.
         let unwind = &r["unwind"];

@@ -116,7 +116,7 @@ enum Cmd {
     TestVm {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
-        /// Kernel series: 7.2 (ours), 6.1 or 6.12; default 6.12 and 6.1 (CI's, `kernel::CI_KERNELS`), in turn.
+        /// Kernel series: 7.2 (ours), 6.1 or 6.12; default 7.2 and 6.1 (CI's, `kernel::CI_KERNELS`), in turn.
         #[arg(long, value_parser = kernel_series)]
         kernel: Option<&'static str>,
     },
@@ -152,7 +152,7 @@ enum Cmd {
         cover_letter_only: bool,
     },
     /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
-    /// the kprobe/fentry tests inside Debian's 6.12 and 6.1 kernels (test-vm, `kernel::CI_KERNELS`).
+    /// the kprobe/fentry tests inside Debian's 7.2 and 6.1 kernels (test-vm, `kernel::CI_KERNELS`).
     Test {
         /// Only the tests on this machine's kernel (skip the VM).
         #[arg(long)]

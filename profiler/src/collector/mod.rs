@@ -16,7 +16,11 @@ use profiler_common::{
     OpStats, TaskName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::Path,
+};
 
 use crate::{
     attribution::symbols::KernelSymbols,
@@ -63,6 +67,12 @@ pub struct Snapshot {
     pub map_rows: BTreeMap<String, MapRows>,
     /// `--bpf-stats`: what our programs cost (final snapshot only).
     pub cost: Option<Vec<ProgramCost>>,
+    /// Runs the kernel skipped, by program, because that program was already running on the
+    /// CPU (`recursion_misses`). An fentry program can be preempted on a preemptible kernel
+    /// (PREEMPT_LAZY is 7.x's default), and another task's run on that CPU is then dropped by
+    /// the trampoline; a kprobe one is dropped while any BPF program runs on the CPU. Their
+    /// sum is `lost.recursion_misses`.
+    pub recursion_misses: BTreeMap<String, u64>,
 }
 
 impl Snapshot {
@@ -114,6 +124,11 @@ fn comm(raw: &[u8; 16]) -> String {
 /// An array map of counters, by the names of its slots.
 fn counters(map: &Array<&MapData, u64>, names: &[&str]) -> BTreeMap<String, u64> {
     names.iter().enumerate().map(|(i, n)| ((*n).to_owned(), map.get(&(i as u32), 0).unwrap_or(0))).collect()
+}
+
+/// A numeric `name:\tvalue` line of an fdinfo file.
+fn fdinfo_field(fdinfo: &str, name: &str) -> Option<u64> {
+    fdinfo.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
 }
 
 /// What to load and attach: the run's options that reach the kernel.
@@ -306,6 +321,8 @@ impl Collector {
             snap.map_rows.insert(name.to_owned(), MapRows { rows: rows as u32, max });
         }
         snap.lost = counters(&lost_map, &lost::NAMES);
+        snap.recursion_misses = self.recursion_misses();
+        snap.lost.insert(lost::RECURSION_MISSES.to_owned(), snap.recursion_misses.values().sum());
         let not_measured: Array<&MapData, u64> = Array::try_from(self.map(map::NOT_MEASURED)?)?;
         snap.nested_waits = not_measured.get(&not_measured::NESTED, 0).unwrap_or(0);
         snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
@@ -333,12 +350,33 @@ impl Collector {
     /// Detaches every probe, then reads the maps one last time.
     pub fn stop(mut self) -> Result<Snapshot> {
         let cost = self.stats.is_some().then(|| self.program_costs());
+        // Unloading closes the programs, and their counters with them.
+        let recursion_misses = self.recursion_misses();
         for (_, p) in self.ebpf.programs_mut() {
             let _ = unload(p);
         }
         let mut snap = self.snapshot(true)?;
         snap.cost = cost;
+        snap.lost.insert(lost::RECURSION_MISSES.to_owned(), recursion_misses.values().sum());
+        snap.recursion_misses = recursion_misses;
         Ok(snap)
+    }
+
+    /// Each loaded program's `recursion_misses`, where not zero. The kernel counts them
+    /// whether or not BPF statistics are on, and shows them in the program's fdinfo (aya's
+    /// ProgramInfo does not carry the field).
+    fn recursion_misses(&self) -> BTreeMap<String, u64> {
+        self.ebpf
+            .programs()
+            .filter_map(|(name, p)| {
+                let fd = p.fd().ok()?.as_fd().as_raw_fd();
+                let misses = fdinfo_field(
+                    &std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?,
+                    "recursion_misses",
+                )?;
+                (misses > 0).then(|| (name.to_owned(), misses))
+            })
+            .collect()
     }
 
     /// Runs and run time of each loaded program of ours, most expensive first.
@@ -370,6 +408,18 @@ impl Collector {
 mod tests {
     use super::*;
     use profiler_common::names::{ACQUISITION_PROBES, WAIT_PROBES};
+
+    /// The fields of a BPF program's fdinfo as the kernel prints them (bpf_prog_show_fdinfo).
+    #[test]
+    fn fdinfo_fields_are_read_by_name() {
+        let fdinfo = "pos:\t0\nflags:\t02000002\nprog_type:\t26\nrun_time_ns:\t0\nrun_cnt:\t12\n\
+                      recursion_misses:\t355\nverified_insns:\t1024\n";
+        assert_eq!(fdinfo_field(fdinfo, "recursion_misses"), Some(355));
+        assert_eq!(fdinfo_field(fdinfo, "run_cnt"), Some(12));
+        // A kernel too old to print it, and a name that is only a prefix of another.
+        assert_eq!(fdinfo_field("pos:\t0\nrun_cnt:\t1\n", "recursion_misses"), None);
+        assert_eq!(fdinfo_field(fdinfo, "run"), None);
+    }
 
     /// profiler-common's names are the contract between the two sides: every map, global and
     /// program userspace names is in the eBPF object it embeds, each program in the section of

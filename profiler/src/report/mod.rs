@@ -38,6 +38,9 @@ pub struct Report {
     pub probes: Vec<ProbeStatus>,
     /// Dropped events and stacks, by cause.
     pub lost: BTreeMap<String, u64>,
+    /// `lost.recursion_misses` by program: which probe's events the kernel skipped.
+    #[serde(default)]
+    pub recursion_misses: BTreeMap<String, u64>,
     /// Locks contended while the task already waited for another (a spinlock inside an rwsem
     /// slowpath): by design only the outer wait is measured, as perf lock contention does.
     #[serde(default)]

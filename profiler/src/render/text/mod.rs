@@ -180,6 +180,11 @@ pub fn full(r: &Report) -> String {
     }
     let lost: Vec<String> = r.lost.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
     let _ = writeln!(s, "lost: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(" ") });
+    if !r.recursion_misses.is_empty() {
+        let by: Vec<String> = r.recursion_misses.iter().map(|(p, n)| format!("{p}={n}")).collect();
+        let _ =
+            writeln!(s, "  runs the kernel skipped (program already running on that CPU): {}", by.join(" "));
+    }
     if r.nested_waits > 0 {
         let _ = writeln!(s, "nested waits (only the outer wait is measured): {}", r.nested_waits);
     }

@@ -19,6 +19,7 @@ pub(crate) fn sample() -> Report {
         selected: vec![],
         probes: vec![],
         lost: [("stats_map_full".to_owned(), 0)].into_iter().collect(),
+        recursion_misses: Default::default(),
         nested_waits: 2,
         unwind: [("unwinds", 120), ("cache_hits", 99_000), ("cache_checks", 1500), ("cache_conflicts", 1)]
             .into_iter()

@@ -375,6 +375,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         selected: ctx.selected.iter().map(|s| s.path.display().to_string()).collect(),
         probes: ctx.probes.clone(),
         lost: snap.lost.clone(),
+        recursion_misses: snap.recursion_misses.clone(),
         nested_waits: snap.nested_waits,
         unwind: snap.unwind.clone(),
         unwind_conflict_sites: conflict_sites(snap, ctx.symbols),
