@@ -80,3 +80,17 @@ fn mmap_lock_waits_are_told_apart_by_process() {
     let mmap_lock = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "mmap_lock").unwrap();
     assert_eq!(total, u(mmap_lock, "contentions"));
 }
+
+/// Processes sharing one root anon_vma, forking and exiting: its rwsem's waits are the
+/// `anon_vma` lock class, apart from i_mmap_rwsem, mmap_lock and the rest.
+#[test]
+fn anon_vma_waits_are_their_own_lock_class() {
+    let _g = serial();
+    let (r, txt) = profile_command(&[workload("anon-fork"), "3000".into(), "-j".into(), "16".into()]);
+    let locks: Vec<&str> =
+        r["locks"].as_array().unwrap().iter().map(|l| l["lock"].as_str().unwrap()).collect();
+    assert_eq!(locks, ["i_mmap_rwsem", "mmap_lock", "anon_vma", "other"]);
+    let anon = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "anon_vma").unwrap();
+    assert!(u(anon, "contentions") > 0, "no anon_vma waits: {anon}");
+    assert!(txt.lines().any(|l| l.starts_with("anon_vma ")), "{txt}");
+}
