@@ -396,7 +396,7 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
     std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;
     let instructions = icount::measure()?;
     std::fs::write(out.join("instructions.txt"), &instructions)?;
-    print!("{acquisitions}{instructions}\n");
+    println!("{acquisitions}{instructions}");
     Ok(())
 }
 
