@@ -19,22 +19,24 @@ const SOUND_SPREAD: f64 = 0.02;
 /// Boots the base and the patched kernel on the instruction-count clock, one vCPU each, and
 /// returns the table for instructions.txt (raw runs in target/patches-report/*-icount/).
 pub fn measure() -> Result<String> {
-    let mut usage = Vec::new();
     for (patched, name) in [(false, "base"), (true, "patched")] {
         let dir = format!("target/patches-report/{name}-icount");
         let opts = vm::VmOpts { icount: true, ..vm::VmOpts::ours(patched, 1) };
-        let cmd = [
-            "scripts/instructions-guest.sh".to_owned(),
-            dir.clone(),
-            CYCLES.to_string(),
-            REPEATS.to_string(),
-        ];
+        let cmd = ["scripts/instructions-guest.sh".to_owned(), dir, CYCLES.to_string(), REPEATS.to_string()];
         let code = vm::run(&opts, &cmd)?;
         if code != 0 {
             bail!("scripts/instructions-guest.sh exited {code} on the {name} kernel");
         }
-        let text = std::fs::read_to_string(root().join(&dir).join("usage.txt"))
-            .with_context(|| format!("{dir}/usage.txt"))?;
+    }
+    table_of_last_runs()
+}
+
+/// The table of the runs the last measure() left in target/patches-report/*-icount.
+pub fn table_of_last_runs() -> Result<String> {
+    let mut usage = Vec::new();
+    for name in ["base", "patched"] {
+        let file = root().join(format!("target/patches-report/{name}-icount/usage.txt"));
+        let text = std::fs::read_to_string(&file).with_context(|| format!("{}", file.display()))?;
         usage.push(Usage::parse(&text)?);
     }
     Ok(table(&usage[0], &usage[1]))
@@ -89,35 +91,41 @@ fn spread(v: &[f64]) -> f64 {
 /// The letter's table: per workload, base and patched instructions per cycle (mean of the
 /// runs), the change, and how far each kernel's runs spread.
 pub fn table(base: &Usage, patched: &Usage) -> String {
-    let mut out = String::from("  workload        base         patched      change   spread of runs\n");
+    let mut out =
+        format!("  {:<12}  {:>10}  {:>10}  {:>7}  spread of runs\n", "workload", "base", "patched", "change");
     let mut loose = Vec::new();
+    let mut runs = (0, 0);
     for w in ["spawn", "execl", "shellscript"] {
         let (Some((n, b)), Some((_, p))) = (base.per_cycle(w), patched.per_cycle(w)) else {
             out += &format!("  {w:<12}  not measured\n");
             continue;
         };
+        runs = (b.len().min(p.len()), n);
         let (mb, mp) = (mean(&b), mean(&p));
         let (sb, sp) = (spread(&b), spread(&p));
         if sb > SOUND_SPREAD || sp > SOUND_SPREAD {
             loose.push(w);
         }
         out += &format!(
-            "  {w:<12}  {:>11}  {:>11}  {:>+6.1}%   {:.1}% / {:.1}% ({} runs of {n})\n",
+            "  {w:<12}  {:>10}  {:>10}  {:>+6.1}%  {:.1}% / {:.1}%\n",
             thousands(mb),
             thousands(mp),
             (mp - mb) / mb * 100.0,
             sb * 100.0,
             sp * 100.0,
-            b.len().min(p.len())
         );
     }
-    let leak = [base.idle_leak(), patched.idle_leak()];
+    let leak = [base.idle_leak(), patched.idle_leak()]
+        .iter()
+        .map(|l| l.map_or("?".to_owned(), |us| thousands(us * 1000.0)))
+        .collect::<Vec<_>>()
+        .join(" and ");
     out += &format!(
-        "\n  Idle time does not count: `sleep 2` took {} more instructions than\n  `sleep 0` (base, patched).",
-        leak.iter()
-            .map(|l| l.map_or("?".to_owned(), |us| format!("{:+}", (us * 1000.0).round() as i64)))
-            .collect::<Vec<_>>()
-            .join(" and ")
+        "\n  {} runs of {} cycles per workload and kernel; spread: (max - min) /\n  \
+         mean of a kernel's runs, base / patched. `sleep 2` less `sleep 0`,\n  \
+         run the same way: {leak} instructions (base, patched), so\n  \
+         time asleep does not count.",
+        runs.0, runs.1
     );
     if !loose.is_empty() {
         out += &format!(
@@ -134,7 +142,7 @@ fn thousands(x: f64) -> String {
     let s = (x.round() as i64).unsigned_abs().to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -165,15 +173,12 @@ mod tests {
         let b = usage(&[100900.0, 100900.0], 900.0, 901.0);
         let p = usage(&[98900.0, 99900.0], 900.0, 900.0);
         let t = table(&b, &p);
-        assert!(
-            t.contains("spawn           2,000,000    1,970,000    -1.5%   0.0% / 1.0% (2 runs of 50)"),
-            "{t}"
-        );
+        assert!(t.contains("  spawn          2,000,000   1,970,000    -1.5%  0.0% / 1.0%\n"), "{t}");
+        assert!(t.contains("  workload            base     patched   change  spread of runs\n"), "{t}");
+        assert!(t.contains("2 runs of 50 cycles"), "{t}");
         assert!(t.contains("execl         not measured"), "{t}");
-        assert!(
-            t.contains("`sleep 2` took +1000 and +0 more instructions than\n  `sleep 0` (base, patched)"),
-            "{t}"
-        );
+        assert!(t.contains("run the same way: 1,000 and 0 instructions (base, patched)"), "{t}");
+        assert!(t.lines().all(|l| l.len() <= 72), "{t}");
         assert!(!t.contains("not resolved"), "{t}");
     }
 

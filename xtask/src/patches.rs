@@ -334,9 +334,9 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
     let correctness = std::fs::read_to_string(root().join(CHECK_SUMMARY))
         .with_context(|| format!("no {CHECK_SUMMARY}: run `cargo xtask patches-check` first"))?;
     letter::write_cover_letter(&[
-        ("ACQUISITIONS", read("acquisitions.txt")?),
+        ("ACQUISITIONS", letter_tables(&read("acquisitions.txt")?)?),
         ("TARGETS", targets(&read("acquisitions.txt")?)?),
-        ("INSTRUCTIONS", read("instructions.txt")?),
+        ("INSTRUCTIONS", icount::table_of_last_runs()?),
         ("CORRECTNESS", letter::bullets(&correctness)),
     ])?;
     letter::address(&patches, &root().join("patches/0000-cover-letter.patch"), &me)?;
@@ -396,7 +396,7 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
     std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;
     let instructions = icount::measure()?;
     std::fs::write(out.join("instructions.txt"), &instructions)?;
-    print!("{acquisitions}{instructions}\n");
+    println!("{acquisitions}{instructions}");
     Ok(())
 }
 
@@ -418,6 +418,23 @@ fn acquisition_table(diff: &str) -> String {
 
 /// The workloads of the report: UnixBench's spawn, execl and shellscript shapes.
 const WORKLOADS: [&str; 3] = ["spawn", "execl", "shellscript"];
+
+/// acquisitions.txt as the letter shows it: each table headed by the kernels it compares
+/// (rmapprof diff names both by `uname -r`, the same for base and patched), without the
+/// before:/after: lines.
+fn letter_tables(acquisitions: &str) -> Result<String> {
+    let version = kernel::kernel_version(&kernel::unpacked_source(kernel::OURS)?)?;
+    let n = kernel::series(kernel::OURS)?.len();
+    Ok(acquisitions
+        .lines()
+        .filter(|l| !l.starts_with("before:") && !l.starts_with("after:"))
+        .map(|l| match l.strip_prefix("--- ").and_then(|h| h.strip_suffix(" ---")) {
+            Some(h) => format!("--- {h}, Linux {version} -> patches 1-{n} ---"),
+            None => l.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
+}
 
 /// The series' targets (issue 18): at most this many write acquisitions per cycle of a file
 /// in a workload, with the patches applied.
