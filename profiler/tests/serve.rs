@@ -254,6 +254,16 @@ fn prometheus_sees_the_waits_report_json_counts() {
     prom.wait_for("a scrape after the churn", |p| {
         p.query(&q, None).first().is_some_and(|s| s["value"][0].as_f64().unwrap() > churned + 1.0)
     });
+    // rate() in README's query needs two samples of the series in its window.
+    let samples =
+        format!("count_over_time(rmapprof_file_wait_seconds_total{{path=\"{}\"}}[1h])", hot.path.display());
+    prom.wait_for("two samples of the file's series", |p| {
+        p.query(&samples, None)
+            .first()
+            .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            >= 2.0
+    });
     let at = now();
     let waits = prom.query(&q, Some(at));
     let seconds =

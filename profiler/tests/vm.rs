@@ -479,6 +479,15 @@ fn serve_drains_operation_rows_exactly() {
     let path = dir.path().join("serve-churn.dat");
     std::fs::write(&path, vec![1u8; 8192]).unwrap();
     let ino = std::fs::metadata(&path).unwrap().ino();
+    // Mapped here for the whole test (before the daemon starts, so not counted), so /proc
+    // names it at the daemon's first scan: the path is its series' label.
+    let file = std::fs::File::open(&path).unwrap();
+    // SAFETY: a new read-only mapping of an open file, never read through.
+    let map = unsafe {
+        use std::os::fd::AsRawFd;
+        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
+    };
+    assert_ne!(map, libc::MAP_FAILED);
     let out = tempfile::tempdir().unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = serve(out.path(), port);

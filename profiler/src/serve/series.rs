@@ -34,7 +34,13 @@ pub struct Series {
     in_other: HashMap<Key, FileCounters>,
     /// What promoted files left in `other`.
     frozen: FileCounters,
+    /// Refreshes each unnamed top file has waited for its path.
+    unnamed: HashMap<Key, u32>,
 }
+
+/// Refreshes a top file without a path waits to be named before it is promoted under
+/// `[dev D ino I]`.
+const UNNAMED_REFRESHES: u32 = 5;
 
 pub fn counters(f: &FileReport) -> FileCounters {
     FileCounters {
@@ -54,6 +60,7 @@ impl Series {
             promoted: BTreeMap::new(),
             in_other: HashMap::new(),
             frozen: FileCounters::default(),
+            unnamed: HashMap::new(),
         }
     }
 
@@ -66,14 +73,32 @@ impl Series {
     pub fn update(&mut self, r: &Report) -> (Vec<FileSeries>, FileCounters) {
         // The folded files (serve/totals.rs) are never one file to promote.
         let folded = |f: &&FileReport| f.dev == "0:0" && f.ino == 0;
-        let mut ranked: Vec<&FileReport> =
-            r.files.iter().filter(|f| (f.contentions > 0 || f.wait_ns_total > 0) && !folded(f)).collect();
-        ranked.sort_by_key(|f| std::cmp::Reverse(f.wait_ns_total));
+        let active = |f: &FileReport| {
+            let c = counters(f);
+            c.waits > 0 || c.slowpaths.unwrap_or(0) > 0 || c.acquisitions.unwrap_or(0) > 0
+        };
+        let mut ranked: Vec<&FileReport> = r.files.iter().filter(|f| active(f) && !folded(f)).collect();
+        // Time waited, sleeping and (where the mode sees it) spinning; then contended and all
+        // acquisitions, for files that never waited.
+        ranked.sort_by_key(|f| {
+            let c = counters(f);
+            std::cmp::Reverse((c.wait_ns + c.spin_ns.unwrap_or(0), c.slowpaths, c.acquisitions))
+        });
         for f in ranked.into_iter().take(self.top) {
             let key = (f.dev.clone(), f.ino);
             if self.promoted.contains_key(&key) || self.promoted.len() >= self.max {
                 continue;
             }
+            // The path is a label for the series' life: a file not named yet (mapped only
+            // for moments, between /proc scans) waits a few refreshes to be named first.
+            if f.path.is_none() {
+                let seen = self.unnamed.entry(key.clone()).or_default();
+                *seen += 1;
+                if *seen < UNNAMED_REFRESHES {
+                    continue;
+                }
+            }
+            self.unnamed.remove(&key);
             if let Some(left) = self.in_other.remove(&key) {
                 self.frozen.add(&left);
             }
@@ -149,5 +174,23 @@ mod tests {
         assert_eq!(last["/f2"], 10);
         // other: /f3's 50, plus /f2's 1 frozen when it was promoted.
         assert_eq!(last["[other]"], 51);
+    }
+
+    /// A top file without a path waits 5 refreshes for one; named meanwhile, it gets its
+    /// path; never named, its device and inode.
+    #[test]
+    fn unnamed_files_wait_for_a_path() {
+        let mut s = Series::new(2, 4);
+        let unnamed = |ino| FileReport { path: None, ..file(ino, 1, 100) };
+        for i in 1..=5 {
+            let files = if i >= 3 { vec![unnamed(1), file(2, 1, 100)] } else { vec![unnamed(1), unnamed(2)] };
+            let (series, _) = s.update(&Report { files, ..Default::default() });
+            let paths: Vec<String> = series.iter().map(|f| f.path.clone()).collect();
+            match i {
+                1 | 2 => assert!(paths.is_empty(), "{i}: {paths:?}"),
+                3 | 4 => assert_eq!(paths, ["/f2"], "{i}"),
+                _ => assert_eq!(paths, ["/f2", "[dev 8:1 ino 1]"], "{i}"),
+            }
+        }
     }
 }

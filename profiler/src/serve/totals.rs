@@ -2,18 +2,21 @@
 //!
 //! A one-shot run reads the kernel's maps at its end; a daemon that ran for days would fill
 //! them (16 k contention rows, 64 k operation rows, 16 k stacks), and a full map loses events.
-//! So at every refresh the daemon moves every aggregation row out of the kernel: each row is
-//! read and deleted in one `BPF_MAP_LOOKUP_AND_DELETE_ELEM` and added to the totals here, and
-//! the kernel starts the row again from zero at its next event. The stacks those rows name are
-//! copied here first and, in tracepoint mode, only then deleted from the kernel's stack map (a
-//! row created later with the same stack key names the same frames: the key is a hash of
-//! them). The kernel's
-//! maps then hold one refresh period's rows, and the totals only grow: every counter the
-//! daemon publishes is monotonic.
+//! So at every refresh the daemon reads every aggregation row and adds what it gained since
+//! the last read to the totals here (a row's counters only grow while it exists), and it
+//! evicts the rows that gained nothing over a whole refresh period: each is read and deleted
+//! in one `BPF_MAP_LOOKUP_AND_DELETE_ELEM`, what it gained in between is added too, and the
+//! kernel starts the row again from zero at its next event. A busy row is never deleted, so
+//! its events cannot land on a deleted copy. The stacks those rows name are copied here first
+//! and, in tracepoint mode, only then deleted from the kernel's stack map (a row created later
+//! with the same stack key names the same frames: the key is a hash of them). The kernel's
+//! maps then hold the rows active in the last period or two, and the totals only grow: every
+//! counter the daemon publishes is monotonic.
 //!
-//! What can be lost: an event whose program looked its row up just before the drain deleted
-//! it and adds to the deleted copy after it was read (the window is one syscall; the kernel's
-//! counters of lost events do not see it).
+//! What can still be lost: an event on a row idle for a whole period whose program looked the
+//! row up just before the eviction deleted it and adds to the deleted copy after it was read
+//! (a window of one syscall, once per idle row; the kernel's counters of lost events do not
+//! see it).
 //!
 //! The totals grow with the distinct (file, call path) pairs ever contended. Over days on a
 //! host that maps ever new files (a build farm's fresh binaries) that has no bound, so past
@@ -50,7 +53,11 @@ pub struct Totals {
     hists: BTreeMap<LockTarget, WaitHist>,
     /// Every stack a drained row named, by its key: frames leaf first.
     stacks: BTreeMap<u64, Vec<u64>>,
-    /// Rows moved out of each kernel map since the start.
+    /// Each kernel row's value when last read: what it gains after is what is added.
+    seen_waits: HashMap<ContentionKey, WaitStats>,
+    seen_ops: HashMap<OpKey, OpStats>,
+    seen_hists: HashMap<LockTarget, WaitHist>,
+    /// Idle rows evicted from each kernel map since the start.
     pub drained: BTreeMap<String, u64>,
     /// Times files were folded for memory (see the module's comment).
     pub folds: u64,
@@ -78,6 +85,82 @@ fn add_hist(a: &mut WaitHist, b: &WaitHist) {
     for (x, y) in a.buckets.iter_mut().zip(b.buckets.iter()) {
         *x += y;
     }
+}
+
+/// What a kernel row gained since it was `seen` (its counters only grow while it exists);
+/// maxima are the row's own, which `add_*` keep the larger of.
+fn gained_waits(now: &WaitStats, seen: &WaitStats) -> WaitStats {
+    let WaitStats { count, total_ns, max_ns } = *now;
+    WaitStats {
+        count: count.saturating_sub(seen.count),
+        total_ns: total_ns.saturating_sub(seen.total_ns),
+        max_ns,
+    }
+}
+
+fn gained_ops(now: &OpStats, seen: &OpStats) -> OpStats {
+    let OpStats { stats, rmap_inserts, rmap_removes, spin_ns, spin_max_ns, osq_ns } = *now;
+    OpStats {
+        stats: gained_waits(&stats, &seen.stats),
+        rmap_inserts: rmap_inserts.saturating_sub(seen.rmap_inserts),
+        rmap_removes: rmap_removes.saturating_sub(seen.rmap_removes),
+        spin_ns: spin_ns.saturating_sub(seen.spin_ns),
+        spin_max_ns,
+        osq_ns: osq_ns.saturating_sub(seen.osq_ns),
+    }
+}
+
+fn gained_hist(now: &WaitHist, seen: &WaitHist) -> WaitHist {
+    let mut d = *now;
+    for (x, y) in d.buckets.iter_mut().zip(seen.buckets.iter()) {
+        *x = x.saturating_sub(*y);
+    }
+    d
+}
+
+/// Reads every row of a kernel hash map, adds what each gained since `seen` into `into`, and
+/// evicts the rows that gained nothing since the last read (adding what they gained between
+/// that read and their deletion). Returns the rows read, for their stacks, and the number
+/// evicted.
+fn drain_map<K, V>(
+    fd: BorrowedFd<'_>,
+    seen: &mut HashMap<K, V>,
+    into: &mut impl FnMut(&K, &V),
+    gained: impl Fn(&V, &V) -> V,
+) -> Result<(Vec<K>, u64)>
+where
+    K: aya::Pod + Eq + std::hash::Hash,
+    V: aya::Pod + PartialEq,
+{
+    let mut keys = Vec::new();
+    let mut evicted = 0;
+    for key in keys_of::<K>(fd)? {
+        let Some(now) = lookup::<K, V>(fd, &key)? else { continue };
+        keys.push(key);
+        match seen.get(&key) {
+            Some(before) if *before == now => {
+                let last =
+                    elem::<K, V>(fd, &key, aya_obj::generated::bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_ELEM)
+                        .context(
+                            "evicting a BPF map row (BPF_MAP_LOOKUP_AND_DELETE_ELEM, Linux 5.14 or later)",
+                        )?;
+                if let Some(last) = last {
+                    into(&key, &gained(&last, before));
+                    evicted += 1;
+                }
+                seen.remove(&key);
+            }
+            before => {
+                let d = match before {
+                    Some(b) => gained(&now, b),
+                    None => now,
+                };
+                into(&key, &d);
+                seen.insert(key, now);
+            }
+        }
+    }
+    Ok((keys, evicted))
 }
 
 impl Totals {
@@ -118,30 +201,37 @@ impl Totals {
             self.stacks.entry(*key).or_insert_with(|| frames.clone());
         }
         let fd = |name| collector.map_fd(name);
-        let waits: Vec<(ContentionKey, WaitStats)> = take_all(fd(map::CONTENTION)?)?;
-        let ops: Vec<(OpKey, OpStats)> = take_all(fd(map::OPS)?)?;
-        let hists: Vec<(LockTarget, WaitHist)> = take_all(fd(map::WAIT_HIST)?)?;
-        *self.drained.entry(map::CONTENTION.into()).or_default() += waits.len() as u64;
-        *self.drained.entry(map::OPS.into()).or_default() += ops.len() as u64;
-        *self.drained.entry(map::WAIT_HIST.into()).or_default() += hists.len() as u64;
+        let (waits, ops, hists) = (&mut self.waits, &mut self.ops, &mut self.hists);
+        let (wait_keys, n) = drain_map(
+            fd(map::CONTENTION)?,
+            &mut self.seen_waits,
+            &mut |k, v| add_waits(waits.entry(*k).or_default(), v),
+            gained_waits,
+        )?;
+        *self.drained.entry(map::CONTENTION.into()).or_default() += n;
+        let (op_keys, n) = drain_map(
+            fd(map::OPS)?,
+            &mut self.seen_ops,
+            &mut |k, v| add_ops(ops.entry(*k).or_default(), v),
+            gained_ops,
+        )?;
+        *self.drained.entry(map::OPS.into()).or_default() += n;
+        let (_, n) = drain_map(
+            fd(map::WAIT_HIST)?,
+            &mut self.seen_hists,
+            &mut |k, v| add_hist(hists.entry(*k).or_default(), v),
+            gained_hist,
+        )?;
+        *self.drained.entry(map::WAIT_HIST.into()).or_default() += n;
         // Rows created since `live` was read may name stacks not copied yet: copy them now.
         let stacks = fd(map::STACKS)?;
-        let keys = waits.iter().map(|(k, _)| k.stack).chain(ops.iter().map(|(k, _)| k.stack));
+        let keys = wait_keys.iter().map(|k| k.stack).chain(op_keys.iter().map(|k| k.stack));
         for key in keys.filter(|&k| k != 0).collect::<Vec<_>>() {
             if let std::collections::btree_map::Entry::Vacant(e) = self.stacks.entry(key) {
                 if let Some(st) = lookup::<u64, KernelStack>(stacks, &key)? {
                     e.insert(st.ips.iter().take_while(|&&ip| ip != 0).copied().collect());
                 }
             }
-        }
-        for (k, v) in &waits {
-            add_waits(self.waits.entry(*k).or_default(), v);
-        }
-        for (k, v) in &ops {
-            add_ops(self.ops.entry(*k).or_default(), v);
-        }
-        for (k, v) in &hists {
-            add_hist(self.hists.entry(*k).or_default(), v);
         }
         // Only stacks copied here are deleted from the kernel, and only in tracepoint mode: in
         // kprobe/fentry modes the call-site cache (callsite.rs) names stacks by key and
@@ -203,19 +293,6 @@ fn keys_of<K: aya::Pod>(fd: BorrowedFd<'_>) -> Result<Vec<K>> {
 /// One element of a map by key, `None` when absent.
 fn lookup<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>, key: &K) -> Result<Option<V>> {
     elem(fd, key, aya_obj::generated::bpf_cmd::BPF_MAP_LOOKUP_ELEM).context("reading a BPF map")
-}
-
-/// Reads and deletes every row of a hash map, one row at a time (atomically per row).
-fn take_all<K: aya::Pod, V: aya::Pod>(fd: BorrowedFd<'_>) -> Result<Vec<(K, V)>> {
-    let mut rows = Vec::new();
-    for key in keys_of::<K>(fd)? {
-        let v = elem(fd, &key, aya_obj::generated::bpf_cmd::BPF_MAP_LOOKUP_AND_DELETE_ELEM)
-            .context("draining a BPF map (BPF_MAP_LOOKUP_AND_DELETE_ELEM, Linux 5.14 or later)")?;
-        if let Some(v) = v {
-            rows.push((key, v));
-        }
-    }
-    Ok(rows)
 }
 
 fn delete<K: aya::Pod>(fd: BorrowedFd<'_>, key: &K) -> Result<bool> {
