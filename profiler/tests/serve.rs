@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, Read, Write},
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -52,26 +52,14 @@ impl Daemon {
     fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let out = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
-        let mut child = rmapprof()
-            .args(["serve", "--listen", &addr, "--output"])
-            .arg(out.path())
-            .args(extra)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if err.read_line(&mut line).unwrap() == 0 {
-                panic!("rmapprof serve exited before serving: {:?}", child.wait());
-            }
-            if line.contains("rmapprof: serving") {
-                break;
-            }
-        }
+        let (child, err) = spawn_until(
+            rmapprof()
+                .args(["serve", "--listen", &addr, "--output"])
+                .arg(out.path())
+                .args(extra)
+                .envs(env.iter().copied()),
+            "rmapprof: serving",
+        );
         let (tx, stderr) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for l in err.lines().map_while(Result::ok) {

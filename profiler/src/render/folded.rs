@@ -106,20 +106,8 @@ pub fn holders_folded(r: &Report) -> String {
 /// The holder flame graph: the widest tower is the path whose holds cost the most waiting.
 pub fn holders_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
     let title = title(r).replacen("i_mmap_rwsem wait:", "i_mmap_rwsem holders:", 1);
-    let mut opts = Options::default();
-    opts.title = title;
-    opts.subtitle = Some(format!(
-        "Linux {} - holders when waits began (kernel stacks with --acquisitions), width = ns others waited",
-        super::escape(&r.kernel)
-    ));
-    opts.count_name = "ns".into();
-    opts.name_type = "Function:".into();
-    if folded.is_empty() {
-        return Ok(empty_svg(&opts.title, "no waits were recorded").into_bytes());
-    }
-    let mut svg = Vec::new();
-    flamegraph::from_lines(&mut opts, folded.lines(), &mut svg).context("drawing holder flame graph")?;
-    Ok(svg)
+    let subtitle = "holders when waits began (kernel stacks with --acquisitions), width = ns others waited";
+    svg(r, folded, title, subtitle)
 }
 
 /// The title names the files and the mode, so a graph pasted alone still says what it is.
@@ -141,12 +129,13 @@ pub fn flamegraph_svg(r: &Report, folded: &str) -> Result<Vec<u8>> {
 }
 
 pub fn flamegraph_svg_titled(r: &Report, folded: &str, title: String) -> Result<Vec<u8>> {
+    svg(r, folded, title, "kernel stacks of contended waits, width = ns waited")
+}
+
+fn svg(r: &Report, folded: &str, title: String, subtitle: &str) -> Result<Vec<u8>> {
     let mut opts = Options::default();
     opts.title = title;
-    opts.subtitle = Some(format!(
-        "Linux {} - kernel stacks of contended waits, width = ns waited",
-        super::escape(&r.kernel)
-    ));
+    opts.subtitle = Some(format!("Linux {} - {subtitle}", super::escape(&r.kernel)));
     opts.count_name = "ns".into();
     opts.name_type = "Function:".into();
     if folded.is_empty() {

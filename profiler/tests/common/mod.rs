@@ -8,7 +8,7 @@ use std::{
     io::{BufRead, BufReader},
     os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStderr, Command, Stdio},
     sync::Mutex,
 };
 
@@ -91,29 +91,30 @@ impl Drop for Running {
     }
 }
 
+/// Spawns `cmd` with stderr piped and reads it until a line contains `marker` (rmapprof says
+/// it is profiling, or serving); a child that exits first fails the test. Returns the child
+/// and the rest of its stderr, which the caller must keep reading.
+pub fn spawn_until(cmd: &mut std::process::Command, marker: &str) -> (Child, BufReader<ChildStderr>) {
+    let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if err.read_line(&mut line).unwrap() == 0 {
+            panic!("{cmd:?} exited before saying {marker:?}: {:?}", child.wait());
+        }
+        if line.contains(marker) {
+            return (child, err);
+        }
+    }
+}
+
 impl Running {
     /// Starts rmapprof with `args` and waits until it says it is profiling (probes attached).
     pub fn start(args: &[&str]) -> Self {
         let out = tempfile::tempdir().unwrap();
-        let mut child = rmapprof()
-            .args(args)
-            .arg("--output")
-            .arg(out.path())
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut err = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if err.read_line(&mut line).unwrap() == 0 {
-                panic!("rmapprof exited before attaching: {:?}", child.wait());
-            }
-            if line.contains("rmapprof: profiling") {
-                break;
-            }
-        }
+        let (child, mut err) =
+            spawn_until(rmapprof().args(args).arg("--output").arg(out.path()), "rmapprof: profiling");
         // Drain the rest of stderr so rmapprof never blocks on a full pipe.
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         Self { child, out }
