@@ -133,19 +133,7 @@ pub(super) fn add_holders(
 }
 
 fn task_rows(waits: BTreeMap<(u32, u32), Waits>, snap: &Snapshot) -> Vec<TaskWaits> {
-    let mut rows: Vec<TaskWaits> = waits
-        .into_iter()
-        .map(|((pid, tid), w)| TaskWaits {
-            comm: comm(snap, tid, pid),
-            pid,
-            tid: Some(tid),
-            contentions: w.contentions,
-            wait_ns_total: w.wait_ns_total,
-            wait_ns_max: w.wait_ns_max,
-        })
-        .collect();
-    rows.sort_by_key(|t| Reverse(t.wait_ns_total));
-    rows
+    most_waited(waits.into_iter().map(|((pid, tid), w)| (comm(snap, tid, pid), pid, Some(tid), w)))
 }
 
 /// mmap_lock waits per process: the kernel keys each process's mmap_lock by its tgid.
@@ -156,12 +144,16 @@ pub(super) fn mmap_lock_by_process(snap: &Snapshot) -> Vec<TaskWaits> {
             add_to(by.entry(k.target.ino as u32).or_default(), s);
         }
     }
-    let mut rows: Vec<TaskWaits> = by
-        .into_iter()
-        .map(|(pid, w)| TaskWaits {
-            comm: comm(snap, pid, pid),
+    most_waited(by.into_iter().map(|(pid, w)| (comm(snap, pid, pid), pid, None, w)))
+}
+
+/// Rows of waits by task or process, the most time waited first.
+fn most_waited(rows: impl Iterator<Item = (Option<String>, u32, Option<u32>, Waits)>) -> Vec<TaskWaits> {
+    let mut rows: Vec<TaskWaits> = rows
+        .map(|(comm, pid, tid, w)| TaskWaits {
+            comm,
             pid,
-            tid: None,
+            tid,
             contentions: w.contentions,
             wait_ns_total: w.wait_ns_total,
             wait_ns_max: w.wait_ns_max,
