@@ -366,7 +366,21 @@ pub struct Holder {
     pub tid: u32,
     pub tgid: u32,
     pub hint: u32,
-    /// `TRACKED` holds: the `STACKS` key of the holder's acquisition, else 0.
+    /// `TRACKED` holds: the `STACKS` key of the holder's acquisition. `WRITER` and `READERS`
+    /// with `--holder-stacks`: the stack of the release that woke the waiter (the writer's
+    /// own, or the last reader's), where that release was seen; else 0.
+    pub stack: u64,
+}
+
+/// Value of the `RELEASES` map, keyed by the woken waiter's tid (`--holder-stacks`): a task
+/// released an i_mmap_rwsem and woke the waiter, with this stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Release {
+    pub lock: u64,
+    /// The releasing task.
+    pub tid: u32,
+    pub _pad: u32,
     pub stack: u64,
 }
 

@@ -18,6 +18,8 @@ pub mod map {
     pub const HOLDER_WAITS: &str = "HOLDER_WAITS";
     /// tid -> process and name of the waiters and holders seen.
     pub const TASK_NAMES: &str = "TASK_NAMES";
+    /// Woken waiter's tid -> the release that woke it (`--holder-stacks`).
+    pub const RELEASES: &str = "RELEASES";
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
     pub const AGGREGATION: [&str; 7] =
         [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, TASK_NAMES];
@@ -38,6 +40,10 @@ pub mod global {
     /// 0 turns holder attribution off (`RMAPPROF_NO_HOLDERS=1`): only to measure its cost
     /// against the same build (docs/performance.md).
     pub const HOLDERS: &str = "HOLDERS";
+    /// 1 with `--holder-stacks`: the release that wakes a waiter is unwound.
+    pub const HOLDER_STACKS: &str = "HOLDER_STACKS";
+    /// Offset of `pid` (the woken task) in the `sched:sched_waking` record (tracefs).
+    pub const TP_WAKING_PID: &str = "TP_WAKING_PID";
     /// `sizeof(struct pt_regs)`, from BTF.
     pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
     /// Struct offsets from BTF: (global, struct, field).
@@ -81,6 +87,11 @@ pub const TRACEPOINTS: [Tracepoint; 2] = [
     Tracepoint { program: "contention_begin", category: "lock", event: "contention_begin" },
     Tracepoint { program: "contention_end", category: "lock", event: "contention_end" },
 ];
+
+/// `--holder-stacks`: a task waking another. When the woken task waits for an i_mmap_rwsem,
+/// the waker is the task that released it, and its stack is taken there.
+pub const RELEASE_TRACEPOINT: Tracepoint =
+    Tracepoint { program: "holder_release", category: "sched", event: "sched_waking" };
 
 /// The two families of probe programs: each probe exists in both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -134,6 +134,17 @@ pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<*mu
     map.get_ptr_mut(key)
 }
 
+/// The `key` row of `map`, created (as `zero`) if new, and whether this call created it;
+/// None when the map is full.
+#[inline(always)]
+pub fn get_or_insert_new<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<(*mut V, bool)> {
+    if let Some(p) = map.get_ptr_mut(key) {
+        return Some((p, false));
+    }
+    let created = map.insert(key, zero, BPF_NOEXIST as u64).is_ok();
+    map.get_ptr_mut(key).map(|p| (p, created))
+}
+
 /// Adds one event of `ns` to `map[key]`, creating the row; a full map is counted as lost.
 #[inline(always)]
 pub fn add_stats<K>(map: &HashMap<K, WaitStats>, key: &K, ns: u64) {

@@ -4,14 +4,17 @@
 //! rwsem keeps only a hint of its last reader there, so it is reported as "readers", not
 //! guessed. Of a writer, what can be read without its stack: pid, tgid, and what it is doing
 //! (the system call its saved user registers say it is in, exiting, kernel thread), from
-//! which userspace names a caller class. Its stack: the kernel's `bpf_get_task_stack` needs a
-//! trusted task pointer, which only a kfunc (`bpf_task_from_pid`) gives a tracing program, and
-//! aya cannot emit kfunc calls; with `--acquisitions` the holds themselves are tracked
-//! (holds.rs), so the holder's acquisition stack is known exactly instead.
+//! which userspace names a caller class. Its stack at wait time: the kernel's
+//! `bpf_get_task_stack` needs a trusted task pointer, which only a kfunc
+//! (`bpf_task_from_pid`) gives a tracing program, and aya cannot emit kfunc calls. Instead,
+//! with `--acquisitions` the holds themselves are tracked (holds.rs), so the holder's
+//! acquisition stack is known exactly; with `--holder-stacks` the holder's stack is taken
+//! when it releases the lock and wakes the waiter (release.rs).
 //!
-//! All of this runs only when a wait begins (a contended lock): nothing per acquisition.
+//! All of this runs only when a wait begins (a contended lock): nothing per acquisition, and
+//! as few kernel reads as the answer needs (each costs a helper call).
 
-use profiler_common::{holder_hint, holder_state, Holder};
+use profiler_common::{holder_hint, holder_state, Holder, Release};
 
 use crate::{
     callsite::{PT_REGS_SIZE, THREAD_SIZE},
@@ -84,12 +87,12 @@ pub fn at_wait(sem: u64) -> (Holder, u64) {
         // With the holds tracked, one reader whose hold is known is no guess: the count
         // says it is alone, the hint names it, and its hold is in HOLDS.
         if holds::tracking() && task != 0 {
-            let tid = read::<u32>(task + global(&TASK_PID)).unwrap_or(0);
+            let (tid, tgid) = ids(task);
             // The hint may name a reader that left and now waits again, even the waiter
             // itself: its HOLDS row is then an acquisition not yet granted.
             if readers == 1 && tid != 0 && !waiting(tid) {
                 if let Some(stack) = holds::tracked_read(tid, sem) {
-                    return (describe(task, tid, holder_state::TRACKED, stack), task);
+                    return (describe(task, tid, tgid, holder_state::TRACKED, stack), task);
                 }
             }
         }
@@ -98,13 +101,40 @@ pub fn at_wait(sem: u64) -> (Holder, u64) {
     if task == 0 {
         return (h, 0);
     }
-    let tid = read::<u32>(task + global(&TASK_PID)).unwrap_or(0);
+    let (tid, tgid) = ids(task);
     let tracked = if holds::tracking() { holds::tracked_write(tid, sem) } else { None };
     h = match tracked {
-        Some(stack) => describe(task, tid, holder_state::TRACKED, stack),
-        None => describe(task, tid, holder_state::WRITER, 0),
+        Some(stack) => describe(task, tid, tgid, holder_state::TRACKED, stack),
+        None => describe(task, tid, tgid, holder_state::WRITER, 0),
     };
     (h, task)
+}
+
+/// `h` with the stack of `release` where the release was the holder's: the writer named
+/// when the wait began released it, or (reader-owned) one of the readers did, the last. A
+/// release by another task (a writer that took the lock in between) leaves the stack unseen.
+#[inline(always)]
+pub fn with_release(h: &mut Holder, release: &Release) {
+    let by_holder = match h.state {
+        holder_state::WRITER => h.tid == release.tid,
+        holder_state::READERS => true,
+        _ => false,
+    };
+    if by_holder {
+        h.stack = release.stack;
+    }
+}
+
+/// `task`'s pid and tgid: one read where they are adjacent, as in every kernel's
+/// task_struct so far.
+#[inline(always)]
+fn ids(task: u64) -> (u32, u32) {
+    let (pid, tgid) = (global(&TASK_PID), global(&TASK_TGID));
+    if tgid == pid + 4 {
+        let both = read::<u64>(task + pid).unwrap_or(0);
+        return (both as u32, (both >> 32) as u32);
+    }
+    (read::<u32>(task + pid).unwrap_or(0), read::<u32>(task + tgid).unwrap_or(0))
 }
 
 /// Whether task `tid` is waiting for a lock itself (the current task is: it is in
@@ -118,10 +148,9 @@ fn waiting(tid: u32) -> bool {
     unsafe { TASK_WAIT.get(&tid).is_some() || SLOWPATH.get(&tid).is_some() }
 }
 
-/// The holder `task` (pid `tid`): its process and what it is doing.
+/// The holder `task` (pid `tid` of process `tgid`) and what it is doing.
 #[inline(always)]
-fn describe(task: u64, tid: u32, state: u32, stack: u64) -> Holder {
-    let tgid = read::<u32>(task + global(&TASK_TGID)).unwrap_or(0);
+fn describe(task: u64, tid: u32, tgid: u32, state: u32, stack: u64) -> Holder {
     Holder { state, tid, tgid, hint: hint(task), stack }
 }
 
@@ -138,16 +167,23 @@ fn hint(task: u64) -> u32 {
     }
     let Some(stack) = read::<u64>(task + global(&TASK_STACK)) else { return hint };
     // The user registers sit at the top of the stack, below 16 bytes of padding on kernels
-    // with FRED: the one whose saved code segment is user mode's is them.
-    let size = global(&PT_REGS_SIZE);
-    for pad in [0u64, 16] {
-        let regs = (stack + THREAD_SIZE).wrapping_sub(pad + size);
-        let cs = read::<u64>(regs + global(&PT_REGS_CS)).unwrap_or(0) & 0xffff;
-        if cs != USER_CS {
+    // with FRED: the one whose saved code segment is user mode's is them. `ax`, `orig_ax` and
+    // `cs` of both places lie in one window of REGS_WINDOW words, read at once.
+    let (ax, orig_ax, cs) = (global(&PT_REGS_AX), global(&PT_REGS_ORIG_AX), global(&PT_REGS_CS));
+    let low = ax.min(orig_ax).min(cs);
+    let high = ax.max(orig_ax).max(cs) + 8 + FRED_PAD;
+    if high - low > REGS_WINDOW as u64 * 8 {
+        return hint;
+    }
+    let top = (stack + THREAD_SIZE).wrapping_sub(global(&PT_REGS_SIZE) + FRED_PAD);
+    let Some(window) = read::<[u64; REGS_WINDOW]>(top + low) else { return hint };
+    let word = |regs: u64, field: u64| window.get(((regs + field - low) / 8) as usize).copied();
+    for regs in [FRED_PAD, 0] {
+        if word(regs, cs).unwrap_or(0) & 0xffff != USER_CS {
             continue;
         }
-        if read::<u64>(regs + global(&PT_REGS_AX)) == Some(ENOSYS) {
-            let nr = read::<u64>(regs + global(&PT_REGS_ORIG_AX)).unwrap_or(u64::MAX);
+        if word(regs, ax) == Some(ENOSYS) {
+            let nr = word(regs, orig_ax).unwrap_or(u64::MAX);
             if nr <= holder_hint::SYSCALL_MASK as u64 {
                 hint |= holder_hint::IN_SYSCALL | nr as u32;
             }
@@ -156,3 +192,8 @@ fn hint(task: u64) -> u32 {
     }
     hint
 }
+
+/// FRED kernels leave 16 bytes above the user registers at the top of the stack.
+const FRED_PAD: u64 = 16;
+/// Words of the saved registers read at once: x86-64's `ax`..`cs` (8 words) and the padding.
+const REGS_WINDOW: usize = 10;

@@ -6,6 +6,8 @@
 //! - `probes`: the kprobe and fentry families (kprobe/fentry modes): the rwsem slowpaths and
 //!   osq_lock (`slowpath`), and with `--acquisitions` every acquisition, its hold and the
 //!   rmap tree operations inside it (`holds`);
+//! - `release`: with `--holder-stacks`, sched:sched_waking: the stack of the task whose
+//!   release of an i_mmap_rwsem wakes a waiter (the holder's stack);
 //! - `callsite`: those probes' kernel stacks, one full unwind per call site;
 //! - `kernel`: reading kernel structures with offsets from BTF;
 //! - `maps`, `stacks`, `helpers`: the maps, kernel stacks into `STACKS`, counters and atomics.
@@ -23,6 +25,7 @@ mod holds;
 mod kernel;
 mod maps;
 mod probes;
+mod release;
 mod slowpath;
 mod stacks;
 mod tracepoint;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     lost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, KernelStack, LockTarget, OpKey,
-    OpStats, Slowpath, TaskName, TaskWait, WaitHist, WaitStats, WriteHold,
+    OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist, WaitStats, WriteHold,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -26,6 +26,14 @@ pub static HOLDER_WAITS: HashMap<HolderKey, WaitStats> = HashMap::with_max_entri
 /// first, so a long run keeps the names of the tasks it saw last.
 #[map]
 pub static TASK_NAMES: LruHashMap<u32, TaskName> = LruHashMap::with_max_entries(32768, 0);
+/// `--holder-stacks`: the release that woke each waiting task, by the waiter's tid; written
+/// by the releasing task (release.rs), taken and removed by the waiter at contention_end.
+#[map]
+pub static RELEASES: HashMap<u32, Release> = HashMap::with_max_entries(16384, 0);
+/// `--holder-stacks`: i_mmap_rwsem waits in progress (contention_begin to end), so that
+/// `holder_release`, which runs at every wakeup in the system, returns at once while none is.
+#[map]
+pub static I_MMAP_WAITING: Array<u64> = Array::with_max_entries(1, 0);
 /// The wait in progress per task (tid), from contention_begin to contention_end.
 #[map]
 pub static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);

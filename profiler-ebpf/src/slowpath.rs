@@ -8,16 +8,16 @@
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use profiler_common::{
-    lcb_flags, lock_kind, lost, op, HoldKey, HolderKey, LockTarget, OpKey, Slowpath, WaitStats,
-    HOLDER_SLOWPATH,
+    lcb_flags, lock_kind, lost, op, HoldKey, HolderKey, LockTarget, OpKey, Release, Slowpath, HOLDER_SLOWPATH,
 };
 
 use crate::{
     callsite::{stack_at_slowpath, SiteOf},
-    helpers::{add, add_event, count_lost, get_or_insert, global, op_row, profiled_task, store_max, tid},
+    helpers::{add, add_event, count_lost, global, op_row, profiled_task, store_max, tid},
+    holder,
     holds::my_write_hold,
     kernel,
-    maps::{HOLDER_WAITS, HOLDS, SLOWPATH},
+    maps::{HOLDS, SLOWPATH},
     tracepoint,
 };
 
@@ -110,25 +110,33 @@ pub fn exit() {
             waiter_stack: s.stack,
             holder: s.holder,
         };
-        match get_or_insert(&HOLDER_WAITS, &key, &WaitStats::default()) {
-            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed after it runs).
-            Some(w) => unsafe { add_event(w, total) },
-            None => count_lost(lost::HOLDER_MAP_FULL),
-        }
+        tracepoint::record_holder_wait(&key, total);
     }
 }
 
-/// Called by lock:contention_end: the sleep part of a slowpath being timed.
+/// Whether task `tid` is in a slowpath timed for `lock` (called by lock:contention_begin).
 #[inline(always)]
-pub fn slept(tid: u32, lock: u64, ns: u64) {
-    if let Some(s) = SLOWPATH.get_ptr_mut(&tid) {
-        // SAFETY: the current task's own row.
-        unsafe {
-            if (*s).sem == lock {
-                (*s).sleep_ns += ns;
-            }
+pub fn timing(tid: u32, lock: u64) -> bool {
+    // SAFETY: the current task's own row, read only.
+    unsafe { SLOWPATH.get(&tid) }.is_some_and(|s| s.sem == lock)
+}
+
+/// Called by lock:contention_end: the sleep part of a slowpath being timed, and the release
+/// that ended it (`--holder-stacks`). Whether a slowpath is timed for `lock`.
+#[inline(always)]
+pub fn slept(tid: u32, lock: u64, ns: u64, release: Option<&Release>) -> bool {
+    let Some(s) = SLOWPATH.get_ptr_mut(&tid) else { return false };
+    // SAFETY: the current task's own row.
+    unsafe {
+        if (*s).sem != lock {
+            return false;
+        }
+        (*s).sleep_ns += ns;
+        if let Some(r) = release {
+            holder::with_release(&mut (*s).holder, r);
         }
     }
+    true
 }
 
 /// `osq_lock` entered inside a slowpath.

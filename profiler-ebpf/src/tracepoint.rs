@@ -3,7 +3,8 @@
 //! begin: recognise the lock (i_mmap_rwsem of which inode, mmap_lock, other), take the kernel
 //!        stack, remember (start, lock, key) per task.
 //! end:   add the wait to `CONTENTION[key]` and to the lock target's log2 histogram, and the
-//!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes).
+//!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes), else
+//!        the i_mmap_rwsem wait to `HOLDER_WAITS` with its holder.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -16,8 +17,8 @@ use profiler_common::{
 };
 
 use crate::{
-    helpers::{add, add_event, add_stats, bump, count_lost, get_or_insert, global, profiled},
-    holder, kernel,
+    helpers::{add, add_event, add_stats, bump, count_lost, get_or_insert, get_or_insert_new, global, profiled},
+    holder, kernel, release,
     maps::{scratch, CONTENTION, HOLDER_WAITS, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
     slowpath, stacks,
 };
@@ -60,7 +61,9 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     if target.kind == lock_kind::MMAP_LOCK && holders_on() {
         name_current(tid, (pid_tgid >> 32) as u32);
     }
-    if target.kind == lock_kind::I_MMAP_RWSEM {
+    // Inside a slowpath (kprobe/fentry modes) the holder was read at its entry, and the row
+    // with the holder is the slowpath's.
+    if target.kind == lock_kind::I_MMAP_RWSEM && !slowpath::timing(tid, lock) {
         holder = holder_at_wait(lock);
     }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
@@ -84,6 +87,8 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     };
     if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
         count_lost(lost::TASK_MAP_FULL);
+    } else if target.kind == lock_kind::I_MMAP_RWSEM && release::on() {
+        release::waiting(1);
     }
     0
 }
@@ -103,27 +108,49 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
         return 0; // end of a nested wait we did not measure
     }
     let delta = unsafe { bpf_ktime_get_ns() }.saturating_sub(w.start_ns);
-    let (key, holder) = (w.key, w.holder);
+    // The wait's row with its holder, built once: the BPF stack is small.
+    let mut hk = HolderKey {
+        target: w.key.target,
+        waiter_flags: w.key.flags,
+        waiter_tid: tid,
+        waiter_tgid: (pid_tgid >> 32) as u32,
+        _pad: 0,
+        waiter_stack: w.key.stack,
+        holder: w.holder,
+    };
     let _ = TASK_WAIT.remove(&tid);
-    record(&key, delta);
-    if key.target.kind == lock_kind::I_MMAP_RWSEM && holders_on() {
-        let hk = HolderKey {
-            target: key.target,
-            waiter_flags: key.flags,
-            waiter_tid: tid,
-            waiter_tgid: (pid_tgid >> 32) as u32,
-            _pad: 0,
-            waiter_stack: key.stack,
-            holder,
-        };
-        match get_or_insert(&HOLDER_WAITS, &hk, &WaitStats::default()) {
-            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
-            Some(s) => unsafe { add_event(s, delta) },
-            None => count_lost(lost::HOLDER_MAP_FULL),
-        }
+    record(&ContentionKey { target: hk.target, flags: hk.waiter_flags, _pad: 0, stack: hk.waiter_stack }, delta);
+    let i_mmap = hk.target.kind == lock_kind::I_MMAP_RWSEM;
+    let release = if i_mmap && release::on() {
+        release::waiting(-1);
+        release::take(tid, lock)
+    } else {
+        None
+    };
+    if let Some(r) = &release {
+        holder::with_release(&mut hk.holder, r);
     }
-    slowpath::slept(tid, lock, delta);
+    // A slowpath's sleep is part of the slowpath's row, holder included.
+    if !slowpath::slept(tid, lock, delta, release.as_ref()) && i_mmap && holders_on() {
+        record_holder_wait(&hk, delta);
+    }
     0
+}
+
+/// One i_mmap_rwsem wait of `delta` ns by the current task, with its holder. The tasks are
+/// named when their row is new, not at every wait.
+#[inline(always)]
+pub fn record_holder_wait(key: &HolderKey, delta: u64) {
+    match get_or_insert_new(&HOLDER_WAITS, key, &WaitStats::default()) {
+        Some((s, created)) => {
+            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
+            unsafe { add_event(s, delta) };
+            if created {
+                name_current(key.waiter_tid, key.waiter_tgid);
+            }
+        }
+        None => count_lost(lost::HOLDER_MAP_FULL),
+    }
 }
 
 /// One wait of `delta` ns: its row and its target's histogram.
@@ -149,15 +176,13 @@ pub fn holders_on() -> bool {
     global(&HOLDERS) != 0
 }
 
-/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, with both
-/// tasks' names noted; the default (unknown) when holder attribution is off.
+/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, its name
+/// noted; the default (unknown) when holder attribution is off.
 #[inline(always)]
 pub fn holder_at_wait(sem: u64) -> Holder {
     if !holders_on() {
         return Holder::default();
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    name_current(pid_tgid as u32, (pid_tgid >> 32) as u32);
     let (holder, task) = holder::at_wait(sem);
     if task != 0 && holder.tid != 0 {
         name_holder(holder.tid, holder.tgid, task);

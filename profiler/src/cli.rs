@@ -68,6 +68,14 @@ pub struct Cli {
     #[arg(long)]
     pub acquisitions: bool,
 
+    /// Also take the stack of the task holding a file's i_mmap_rwsem, when its release wakes
+    /// a sleeping waiter (sched:sched_waking, every mode): the holder's path, or the last
+    /// reader's, in `holders` and holders.svg. Costs an unwind per woken waiter and a check
+    /// per wakeup in the system while one waits. Waiters that only spin (kprobe/fentry
+    /// modes) are never woken: their holders' stacks need --acquisitions.
+    #[arg(long)]
+    pub holder_stacks: bool,
+
     /// Kernel BTF to read struct layouts from.
     #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
     pub btf: PathBuf,

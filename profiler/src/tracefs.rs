@@ -28,7 +28,12 @@ pub fn ensure_mounted() -> Result<PathBuf> {
 pub fn field_offset(tracefs: &Path, category: &str, event: &str, field: &str) -> Result<u64> {
     let path = tracefs.join("events").join(category).join(event).join("format");
     let text = std::fs::read_to_string(&path).with_context(|| {
-        format!("tracepoint {category}:{event} not found ({}): kernel too old or CONFIG_LOCKDEP/CONFIG_LOCK_STAT tracepoints missing", path.display())
+        let why = if category == "lock" {
+            "kernel too old or CONFIG_LOCKDEP/CONFIG_LOCK_STAT tracepoints missing"
+        } else {
+            "not built into this kernel"
+        };
+        format!("tracepoint {category}:{event} not found ({}): {why}", path.display())
     })?;
     parse_field_offset(&text, field)
         .ok_or_else(|| anyhow!("tracepoint {category}:{event} has no field {field}"))

@@ -1,6 +1,6 @@
 //! Holder attribution on this machine's kernel (tracepoint mode here: the holder is read from
-//! the rwsem's owner field; its stack is not seen, and `probes` says why), and mmap_lock waits
-//! per process.
+//! the rwsem's owner field; its stack is seen with --holder-stacks, where its release wakes
+//! the waiter, else `probes` says why not), and mmap_lock waits per process.
 
 mod common;
 
@@ -57,6 +57,66 @@ fn holders_of_a_punched_and_churned_file() {
         assert!(p["error"].as_str().unwrap().contains("bpf_task_from_pid"), "{p}");
     }
     assert!(txt.contains("holders when the waits began"), "{txt}");
+}
+
+/// `--holder-stacks` on the holders workload: a holder's stack, taken where its release woke
+/// the waiter, reads as the holder's path down to the release (nothing of the wakeup below
+/// it); the last reader's is the hole puncher's unmap_mapping_range (a read hold); a writer's
+/// is one of the workload's write paths, classed by it. Every wait still has one cell, and
+/// holders.folded carries the stacks, weighted by the time waited on them.
+#[test]
+fn holder_stacks_at_release_are_the_holders_paths() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holders.dat");
+    std::fs::write(&path, vec![1u8; 65536]).unwrap();
+    let ino = std::fs::metadata(&path).unwrap().ino();
+    let out = tempfile::tempdir().unwrap();
+    let st = rmapprof()
+        .args(["--holder-stacks", "-o"])
+        .arg(out.path())
+        .arg("--")
+        .arg(workload("holders"))
+        .arg(&path)
+        .args(["20000", "-j", "6"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let r: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "holder stacks").unwrap();
+    assert_eq!(p["attached"], true, "{p}");
+    let f = file_entry(&r, ino).expect("the workload's file is reported");
+    let h = &f["holders"];
+    assert_eq!(h["source"], "owner field, stacks at release", "{h}");
+    assert_eq!(u(h, "same_task"), 0, "{h}");
+    let sum: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
+    assert_eq!(sum, u(f, "contentions"), "every wait has a holder cell: {h}");
+    let seen: Vec<&Value> = h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).collect();
+    assert!(!seen.is_empty(), "no holder stack taken at a release: {h}");
+    let names = |s: &Value| -> Vec<String> {
+        s["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
+    };
+    for s in &seen {
+        let frames = names(s);
+        let leaf = frames.last().unwrap().as_str();
+        assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{s}");
+        assert!(!frames.iter().any(|f| f.contains("wake")), "the wakeup is not the holder's path: {s}");
+        match s["class"].as_str().unwrap() {
+            "readers" => {
+                assert_eq!(leaf, "up_read", "{s}");
+                assert_eq!(s["doing"], "[the last reader to release]", "{s}");
+            }
+            class => assert!(["fork", "mmap", "teardown", "split/merge", "truncate"].contains(&class), "{s}"),
+        }
+    }
+    // The hole puncher's read hold is the readers' path the waits are on.
+    assert!(
+        seen.iter().any(|s| s["class"] == "readers" && names(s).iter().any(|f| f == "unmap_mapping_range")),
+        "{h}"
+    );
+    let folded = std::fs::read_to_string(out.path().join("holders.folded")).unwrap();
+    assert!(folded.lines().any(|l| l.contains(";up_read ") || l.contains(";up_write ")), "{folded}");
 }
 
 /// Two processes each contending on its own mm's mmap_lock are reported apart, by process.

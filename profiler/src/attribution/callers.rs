@@ -79,6 +79,17 @@ pub fn classify(frames_outermost_first: &[String]) -> &'static str {
     frames_outermost_first.iter().rev().find_map(|f| class_of_frame(f)).unwrap_or(OTHER)
 }
 
+/// Where a holder's stack taken at its release (`--holder-stacks`) shows the release: the
+/// frames outermost first up to the innermost `up_write`/`up_read`/`downgrade_write` (the
+/// wakeup below it dropped), so the path reads as the holder's; `reader` keeps only a read
+/// release. None when the stack does not pass through one (the waiter was woken for another
+/// reason: a signal, a waiter giving up its turn).
+pub fn release_path(frames_outermost_first: &[String], reader: bool) -> Option<Vec<String>> {
+    let releases: &[&str] = if reader { &["up_read"] } else { &["up_write", "up_read", "downgrade_write"] };
+    let at = frames_outermost_first.iter().rposition(|f| releases.contains(&f.as_str()))?;
+    Some(frames_outermost_first[..=at].to_vec())
+}
+
 /// x86-64 system call numbers (arch/x86/entry/syscalls/syscall_64.tbl) that take an
 /// i_mmap_rwsem, and the class of a holder found in them.
 const SYSCALLS: &[(u32, &str, &str)] = &[

@@ -11,7 +11,7 @@ use aya::{
 };
 use profiler_common::{
     lost,
-    names::{global, map, Family, TRACEPOINTS},
+    names::{global, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
     not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, KernelStack, LockTarget, OpKey,
     OpStats, TaskName, WaitHist, WaitStats,
 };
@@ -107,9 +107,10 @@ fn holder_stacks_unseen() -> ProbeStatus {
         probe: "holder stacks".into(),
         attached: false,
         error: Some(
-            "a holder's stack needs --acquisitions (kprobe/fentry): sampling another task's stack \
-             (bpf_get_task_stack) needs a trusted task pointer, which only the bpf_task_from_pid \
-             kfunc gives, and aya cannot emit kfunc calls"
+            "a holder's stack needs --holder-stacks (taken at its release, every mode) or \
+             --acquisitions (kprobe/fentry): its stack at wait time (bpf_get_task_stack) needs a \
+             trusted task pointer, which only the bpf_task_from_pid kfunc gives, and aya cannot \
+             emit kfunc calls"
                 .into(),
         ),
     }
@@ -143,6 +144,8 @@ pub struct Config<'a> {
     pub bpf_stats: bool,
     /// Attach [`profiler_common::names::ACQUISITION_PROBES`] too (`--acquisitions`).
     pub acquisitions: bool,
+    /// Attach [`RELEASE_TRACEPOINT`] (`--holder-stacks`).
+    pub holder_stacks: bool,
 }
 
 pub struct Collector {
@@ -171,7 +174,7 @@ impl Collector {
     /// tracepoints alone, and records why each failed. With `acquisitions` (kprobe/fentry only)
     /// a kernel that allows neither family is an error, not a fallback.
     pub fn start(config: &Config) -> Result<Self> {
-        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions } = *config;
+        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions, holder_stacks } = *config;
         // Before attaching, so every run is counted.
         let stats = if bpf_stats {
             Some(
@@ -200,6 +203,14 @@ impl Collector {
         // Only to measure what holder attribution costs, against the same build.
         let holders = u64::from(std::env::var_os("RMAPPROF_NO_HOLDERS").is_none());
         loader.override_global(global::HOLDERS, &holders, true);
+        let release_stacks = u64::from(holder_stacks);
+        loader.override_global(global::HOLDER_STACKS, &release_stacks, true);
+        let waking_pid = if holder_stacks {
+            tracefs::field_offset(&tracefs, RELEASE_TRACEPOINT.category, RELEASE_TRACEPOINT.event, "pid")?
+        } else {
+            0
+        };
+        loader.override_global(global::TP_WAKING_PID, &waking_pid, true);
         let max_stack = stacks.max_stack as u64;
         loader.override_global(global::MAX_STACK, &max_stack, true);
         loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
@@ -261,7 +272,13 @@ impl Collector {
             tracepoints.push(ProbeStatus { probe, attached: true, error: None });
         }
         probes.splice(0..0, tracepoints);
-        if !(acquisitions && used != RunMode::Tracepoint) {
+        if holder_stacks {
+            let tp = RELEASE_TRACEPOINT;
+            let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
+            p.load().with_context(|| format!("verifier rejected {}", tp.program))?;
+            p.attach(tp.category, tp.event).with_context(|| format!("attaching {}:{}", tp.category, tp.event))?;
+            probes.push(ProbeStatus { probe: "holder stacks".into(), attached: true, error: None });
+        } else if !(acquisitions && used != RunMode::Tracepoint) {
             probes.push(holder_stacks_unseen());
         }
         if acquisitions && used == RunMode::Tracepoint {
@@ -462,13 +479,16 @@ mod tests {
             global::TEXT_END,
             global::PT_REGS_SIZE,
             global::HOLDERS,
+            global::HOLDER_STACKS,
+            global::TP_WAKING_PID,
         ];
         for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
             assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
         }
-        for tp in TRACEPOINTS {
+        for tp in TRACEPOINTS.into_iter().chain([RELEASE_TRACEPOINT]) {
             assert_eq!(section_of(tp.program).as_deref(), Some("tracepoint"), "{}", tp.program);
         }
+        assert_eq!(section_of(map::RELEASES).as_deref(), Some("maps"));
         for probe in WAIT_PROBES.iter().chain(ACQUISITION_PROBES) {
             for family in [Family::Kprobe, Family::Fentry] {
                 let (program, kind) = (probe.program(family), probe.kind(family));

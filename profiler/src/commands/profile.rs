@@ -79,6 +79,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         stacks: StackOptions { max_stack: cli.max_stack, cache_check: cli.stack_cache_check },
         bpf_stats: cli.bpf_stats,
         acquisitions: cli.acquisitions,
+        holder_stacks: cli.holder_stacks,
     })?;
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
     let window = Window {

@@ -183,6 +183,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         // rmapprof's own BPF time is one of the daemon's metrics.
         bpf_stats: true,
         acquisitions: args.acquisitions,
+        holder_stacks: false,
     })?;
     let mode = collector.mode;
     let daemon = Daemon {

@@ -25,10 +25,10 @@ pub fn file_holders(f: &FileReport) -> String {
     if h.matrix.is_empty() {
         return s;
     }
-    let how = if h.source == "tracked holds" {
-        "tracked holds: their stacks"
-    } else {
-        "owner field; stacks need --acquisitions"
+    let how = match h.source.as_str() {
+        "tracked holds" => "tracked holds: their stacks",
+        "owner field, stacks at release" => "owner field; stacks at their releases",
+        _ => "owner field; for stacks: --holder-stacks",
     };
     let _ = writeln!(s, "   holders when the waits began ({how}):");
     let used = |list: &mut Vec<String>, c: &str| {

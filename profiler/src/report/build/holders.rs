@@ -25,8 +25,18 @@ fn comm(snap: &Snapshot, tid: u32, tgid: u32) -> Option<String> {
 /// it was doing.
 fn holder_of(k: &HolderKey, snap: &Snapshot, stacks: &mut Stacks) -> HolderPath {
     let h = &k.holder;
+    // `--holder-stacks`: the stack of the release that woke the waiter, where it is one.
+    let released = (h.stack != 0 && h.state != holder_state::TRACKED)
+        .then(|| callers::release_path(&stacks.frames(h.stack), h.state == holder_state::READERS))
+        .flatten();
     match h.state {
         holder_state::TRACKED => (stacks.class(h.stack), Some(stacks.frames(h.stack)), None),
+        holder_state::WRITER if released.is_some() => {
+            (callers::classify(released.as_deref().unwrap_or_default()), released, None)
+        }
+        holder_state::READERS if released.is_some() => {
+            (callers::READERS, released, Some("[the last reader to release]".into()))
+        }
         holder_state::WRITER => {
             let name = comm(snap, h.tid, h.tgid).unwrap_or_default();
             (callers::of_holder_hint(h.hint, &name), None, Some(callers::holder_doing(h.hint)))
@@ -86,7 +96,13 @@ pub(super) fn add_holders(
         }
         add_to(f.waiters.entry((k.waiter_tgid, k.waiter_tid)).or_default(), s);
     }
-    let source = if ctx.mode.probed() && ctx.acquisitions { "tracked holds" } else { "owner field" };
+    let source = if ctx.mode.probed() && ctx.acquisitions {
+        "tracked holds"
+    } else if ctx.probes.iter().any(|p| p.probe == "holder stacks" && p.attached) {
+        "owner field, stacks at release"
+    } else {
+        "owner field"
+    };
     for (id, file) in files.iter_mut() {
         let f = by_file.remove(id).unwrap_or_default();
         let order = |c: &str| callers::HOLDER_ALL.iter().position(|x| *x == c);
