@@ -176,6 +176,8 @@ pub struct Slowpath {
     pub osq_ns: u64,
     /// Who held the lock when the slowpath was entered.
     pub holder: Holder,
+    /// The holder's task_struct, to name it when its row is new; 0 when none.
+    pub holder_task: u64,
 }
 
 /// Key of `HOLDS`: one held i_mmap_rwsem per (task, lock).
@@ -330,6 +332,8 @@ pub struct TaskWait {
     pub key: ContentionKey,
     /// Who held the lock when the wait began (i_mmap_rwsem only).
     pub holder: Holder,
+    /// The holder's task_struct, to name it when its row is new; 0 when none.
+    pub holder_task: u64,
 }
 
 /// How the holder of a contended i_mmap_rwsem is known ([`Holder::state`]).
@@ -388,9 +392,23 @@ pub struct Release {
 /// modes: a slowpath, spinning or sleeping, timed entry to return); rows without it are the
 /// sleeping waits lock:contention_begin/end see (every mode).
 pub const HOLDER_SLOWPATH: u32 = 1 << 31;
+/// Set in [`HolderKey::waiter_flags`] where the holder named is the waiter itself (0 rows
+/// unless something is wrong); the waiter's tid is in the key only with `--by-task`.
+pub const HOLDER_SAME_TASK: u32 = 1 << 30;
 
-/// Key of the `HOLDER_WAITS` map: one row per file, waiter (direction, stack, task) and
-/// holder; the value is the waits' `WaitStats`.
+/// Value of the `HOLDER_WAITS` map: the waits, and the names of the waiter and the holder
+/// as the row's first wait saw them (names are taken only when a row is new).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderWaits {
+    pub stats: WaitStats,
+    pub waiter_comm: [u8; 16],
+    /// Empty where the holder is not a named task.
+    pub holder_comm: [u8; 16],
+}
+
+/// Key of the `HOLDER_WAITS` map: one row per file, waiter (direction, stack, and with
+/// `--by-task` task) and holder; the value is [`HolderWaits`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct HolderKey {
@@ -460,6 +478,7 @@ mod pod {
     unsafe impl aya::Pod for super::CachedStack {}
     unsafe impl aya::Pod for super::HolderKey {}
     unsafe impl aya::Pod for super::TaskName {}
+    unsafe impl aya::Pod for super::HolderWaits {}
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub mod map {
     pub const TASK_NAMES: &str = "TASK_NAMES";
     /// Woken waiter's tid -> the release that woke it (`--holder-stacks`).
     pub const RELEASES: &str = "RELEASES";
+    /// `RMAPPROF_MEASURE_HOLDERS=1`: the time spent attributing holders ([`holder_cost`]).
+    pub const HOLDER_COST: &str = "HOLDER_COST";
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
     pub const AGGREGATION: [&str; 7] =
         [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, TASK_NAMES];
@@ -40,6 +42,11 @@ pub mod global {
     /// 0 turns holder attribution off (`RMAPPROF_NO_HOLDERS=1`): only to measure its cost
     /// against the same build (docs/performance.md).
     pub const HOLDERS: &str = "HOLDERS";
+    /// 1 with `RMAPPROF_MEASURE_HOLDERS=1`: holder attribution times itself into
+    /// `HOLDER_COST` (only to measure it: docs/performance.md).
+    pub const MEASURE_HOLDERS: &str = "MEASURE_HOLDERS";
+    /// 1 with `--by-task`: holder rows are kept per waiting task.
+    pub const BY_TASK: &str = "BY_TASK";
     /// 1 with `--holder-stacks`: the release that wakes a waiter is unwound.
     pub const HOLDER_STACKS: &str = "HOLDER_STACKS";
     /// Offset of `pid` (the woken task) in the `sched:sched_waking` record (tracefs).
@@ -172,3 +179,16 @@ pub const ACQUISITION_PROBES: &[Probe] = &[
     entry("vma_interval_tree_insert_after", "kp_rmap_insert_after", "fe_rmap_insert_after"),
     entry("vma_interval_tree_remove", "kp_rmap_remove", "fe_rmap_remove"),
 ];
+
+/// Slots of the `HOLDER_COST` array (`RMAPPROF_MEASURE_HOLDERS=1`).
+pub mod holder_cost {
+    /// Holders read at wait time (one per contended wait), and the ns it took.
+    pub const READS: u32 = 0;
+    pub const READ_NS: u32 = 1;
+    /// Waits recorded with their holder, and the ns it took.
+    pub const RECORDS: u32 = 2;
+    pub const RECORD_NS: u32 = 3;
+    /// ns of as many empty timed sections as both: the clock reads' own cost, to subtract.
+    pub const CLOCK_NS: u32 = 4;
+    pub const COUNT: u32 = 5;
+}

@@ -14,14 +14,15 @@
 //! All of this runs only when a wait begins (a contended lock): nothing per acquisition, and
 //! as few kernel reads as the answer needs (each costs a helper call).
 
-use profiler_common::{holder_hint, holder_state, Holder, Release};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use profiler_common::{holder_hint, holder_state, names::holder_cost, Holder, Release};
 
 use crate::{
     callsite::{PT_REGS_SIZE, THREAD_SIZE},
-    helpers::global,
+    helpers::{add, global},
     holds,
     kernel::read,
-    maps::{SLOWPATH, TASK_WAIT},
+    maps::{HOLDER_COST, SLOWPATH, TASK_WAIT},
 };
 
 #[no_mangle]
@@ -61,10 +62,38 @@ const USER_CS: u64 = 0x33;
 /// until the call returns.
 const ENOSYS: u64 = (-38i64) as u64;
 
-/// A task's name and tgid, for `TASK_NAMES`.
+/// 1 with `RMAPPROF_MEASURE_HOLDERS=1`: the holder work times itself ([`timed`]).
+#[no_mangle]
+static MEASURE_HOLDERS: u64 = 0;
+
+/// The name of `task`, still the task `tid` (its row is named after the wait, and the holder
+/// may have exited since: a task_struct is freed only a grace period after its task is
+/// reaped, and a reused one has another pid).
 #[inline(always)]
-pub fn comm_of(task: u64) -> Option<[u8; 16]> {
-    read::<[u8; 16]>(task + global(&TASK_COMM))
+pub fn comm_of(task: u64, tid: u32) -> Option<[u8; 16]> {
+    let comm = read::<[u8; 16]>(task + global(&TASK_COMM))?;
+    (ids(task).0 == tid).then_some(comm)
+}
+
+/// `f()`, timed into `HOLDER_COST` (slot `count` counts the calls, the next slot their ns)
+/// when measuring holder attribution's cost; the clock reads' own cost is measured beside it.
+#[inline(always)]
+pub fn timed<T>(count: u32, f: impl FnOnce() -> T) -> T {
+    if global(&MEASURE_HOLDERS) == 0 {
+        return f();
+    }
+    // SAFETY (clock reads): helper calls without arguments.
+    let t0 = unsafe { bpf_ktime_get_ns() };
+    let r = f();
+    let t1 = unsafe { bpf_ktime_get_ns() };
+    let t2 = unsafe { bpf_ktime_get_ns() };
+    for (slot, v) in [(count, 1), (count + 1, t1 - t0), (holder_cost::CLOCK_NS, t2 - t1)] {
+        if let Some(p) = HOLDER_COST.get_ptr_mut(slot) {
+            // SAFETY: a slot of an array map, which lives as long as the map.
+            unsafe { add(p, v) };
+        }
+    }
+    r
 }
 
 /// The holder of the i_mmap_rwsem at `sem` now, and its task_struct (0 when none is named).
@@ -157,15 +186,15 @@ fn describe(task: u64, tid: u32, tgid: u32, state: u32, stack: u64) -> Holder {
 /// What `task` is doing: exiting, a kernel thread, or the 64-bit system call it is in.
 #[inline(always)]
 fn hint(task: u64) -> u32 {
-    let flags = read::<u32>(task + global(&TASK_FLAGS)).unwrap_or(0);
     let mut hint = 0;
+    let (flags, stack) = flags_and_stack(task);
     if flags & PF_EXITING != 0 {
         hint |= holder_hint::EXITING;
     }
     if flags & PF_KTHREAD != 0 {
         return hint | holder_hint::KTHREAD;
     }
-    let Some(stack) = read::<u64>(task + global(&TASK_STACK)) else { return hint };
+    let Some(stack) = stack else { return hint };
     // The user registers sit at the top of the stack, below 16 bytes of padding on kernels
     // with FRED: the one whose saved code segment is user mode's is them. `ax`, `orig_ax` and
     // `cs` of both places lie in one window of REGS_WINDOW words, read at once.
@@ -191,6 +220,19 @@ fn hint(task: u64) -> u32 {
         break;
     }
     hint
+}
+
+/// `task`'s flags and kernel stack: one read where they lie within 16 bytes (`stack`, then
+/// `usage`, then `flags`, at the head of every kernel's task_struct so far).
+#[inline(always)]
+fn flags_and_stack(task: u64) -> (u32, Option<u64>) {
+    let (stack, flags) = (global(&TASK_STACK), global(&TASK_FLAGS));
+    if flags >= stack + 8 && flags + 4 <= stack + 16 {
+        let Some(both) = read::<[u64; 2]>(task + stack) else { return (0, None) };
+        let f = if flags - stack == 8 { both[1] as u32 } else { (both[1] >> 32) as u32 };
+        return (f, Some(both[0]));
+    }
+    (read::<u32>(task + flags).unwrap_or(0), read::<u64>(task + stack))
 }
 
 /// FRED kernels leave 16 bytes above the user registers at the top of the stack.

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use profiler_common::{
-    lost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, KernelStack, LockTarget, OpKey,
-    OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist, WaitStats, WriteHold,
+    lost, names::holder_cost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, HolderWaits,
+    KernelStack, LockTarget, OpKey, OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist, WaitStats,
+    WriteHold,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -17,13 +18,15 @@ pub static CONTENTION: HashMap<ContentionKey, WaitStats> = HashMap::with_max_ent
 /// Log2 wait histogram per lock target.
 #[map]
 pub static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(4096, 0);
-/// i_mmap_rwsem waits per file, waiter (direction, stack, task) and the holder when the wait
-/// began ([`HolderKey`]): the waiter x holder matrix, holder stacks and waits per task. A row
-/// per task pair, so a fork-heavy run fills it faster than `CONTENTION`; not preallocated.
+/// i_mmap_rwsem waits per file, waiter (direction, stack, with `--by-task` task) and the
+/// holder when the wait began ([`HolderKey`]), with both tasks' names ([`HolderWaits`]): the
+/// waiter x holder matrix, holder stacks and tasks, waits per task. A row per holder task,
+/// so a fork-heavy run fills it faster than `CONTENTION`; not preallocated.
 #[map]
-pub static HOLDER_WAITS: HashMap<HolderKey, WaitStats> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
-/// Process and name of the waiters and holders seen, by tid, as first seen; least recently used rows go
-/// first, so a long run keeps the names of the tasks it saw last.
+pub static HOLDER_WAITS: HashMap<HolderKey, HolderWaits> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+/// Process and name of the tasks whose mmap_lock waits are reported, by tid, as first seen;
+/// least recently used rows go first, so a long run keeps the names of the tasks it saw last.
 #[map]
 pub static TASK_NAMES: LruHashMap<u32, TaskName> = LruHashMap::with_max_entries(32768, 0);
 /// `--holder-stacks`: the release that woke each waiting task, by the waiter's tid; written
@@ -34,6 +37,9 @@ pub static RELEASES: HashMap<u32, Release> = HashMap::with_max_entries(16384, 0)
 /// `holder_release`, which runs at every wakeup in the system, returns at once while none is.
 #[map]
 pub static I_MMAP_WAITING: Array<u64> = Array::with_max_entries(1, 0);
+/// `RMAPPROF_MEASURE_HOLDERS=1`: what holder attribution costs ([`profiler_common::names::holder_cost`]).
+#[map]
+pub static HOLDER_COST: Array<u64> = Array::with_max_entries(holder_cost::COUNT, 0);
 /// The wait in progress per task (tid), from contention_begin to contention_end.
 #[map]
 pub static TASK_WAIT: HashMap<u32, TaskWait> = HashMap::with_max_entries(16384, 0);

@@ -48,7 +48,7 @@ pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     let stack = stack_at_slowpath(ctx);
     // Who holds it: every contended acquisition is attributed, spinning or sleeping (the
     // tracepoints see only those that sleep).
-    let holder = tracepoint::holder_at_wait(sem);
+    let (holder, holder_task) = tracepoint::holder_at_wait(sem);
     let s = Slowpath {
         sem,
         // SAFETY: a helper call without arguments.
@@ -58,6 +58,7 @@ pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
         _pad: 0,
         stack,
         holder,
+        holder_task,
         ..Default::default()
     };
     if SLOWPATH.insert(&tid(), &s, 0).is_err() {
@@ -101,16 +102,14 @@ pub fn exit() {
     if tracepoint::holders_on() {
         let rw = if s.op == op::SLOWPATH_WRITE { lcb_flags::WRITE } else { lcb_flags::READ };
         let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-        let key = HolderKey {
+        let mut key = HolderKey {
             target: s.target,
             waiter_flags: rw | HOLDER_SLOWPATH,
-            waiter_tid: tid,
-            waiter_tgid: (pid_tgid >> 32) as u32,
-            _pad: 0,
             waiter_stack: s.stack,
             holder: s.holder,
+            ..Default::default()
         };
-        tracepoint::record_holder_wait(&key, total);
+        tracepoint::record_holder_wait(&mut key, tid, (pid_tgid >> 32) as u32, total, s.holder_task);
     }
 }
 

@@ -12,15 +12,17 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, Holder, HolderKey, TaskName,
-    TaskWait, WaitHist, WaitStats,
+    lcb_flags, lock_kind, log2_bucket, lost, names::holder_cost, not_measured, ContentionKey, Holder,
+    HolderKey, HolderWaits, TaskName, TaskWait, WaitHist, HOLDER_SAME_TASK,
 };
 
 use crate::{
-    helpers::{add, add_event, add_stats, bump, count_lost, get_or_insert, get_or_insert_new, global, profiled},
-    holder, kernel, release,
+    helpers::{
+        add, add_event, add_stats, bump, count_lost, get_or_insert, get_or_insert_new, global, profiled,
+    },
+    holder, kernel,
     maps::{scratch, CONTENTION, HOLDER_WAITS, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
-    slowpath, stacks,
+    release, slowpath, stacks,
 };
 
 /// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
@@ -57,14 +59,14 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     }
     let target = kernel::classify(lock, flags);
     // Who holds it, read before the unwind: as close to the wait's start as can be.
-    let mut holder = Holder::default();
+    let (mut holder, mut holder_task) = (Holder::default(), 0);
     if target.kind == lock_kind::MMAP_LOCK && holders_on() {
         name_current(tid, (pid_tgid >> 32) as u32);
     }
     // Inside a slowpath (kprobe/fentry modes) the holder was read at its entry, and the row
     // with the holder is the slowpath's.
     if target.kind == lock_kind::I_MMAP_RWSEM && !slowpath::timing(tid, lock) {
-        holder = holder_at_wait(lock);
+        (holder, holder_task) = holder_at_wait(lock);
     }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
@@ -84,6 +86,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
             stack,
         },
         holder,
+        holder_task,
     };
     if TASK_WAIT.insert(&tid, &wait, 0).is_err() {
         count_lost(lost::TASK_MAP_FULL);
@@ -112,14 +115,16 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let mut hk = HolderKey {
         target: w.key.target,
         waiter_flags: w.key.flags,
-        waiter_tid: tid,
-        waiter_tgid: (pid_tgid >> 32) as u32,
-        _pad: 0,
         waiter_stack: w.key.stack,
         holder: w.holder,
+        ..Default::default()
     };
+    let holder_task = w.holder_task;
     let _ = TASK_WAIT.remove(&tid);
-    record(&ContentionKey { target: hk.target, flags: hk.waiter_flags, _pad: 0, stack: hk.waiter_stack }, delta);
+    record(
+        &ContentionKey { target: hk.target, flags: hk.waiter_flags, _pad: 0, stack: hk.waiter_stack },
+        delta,
+    );
     let i_mmap = hk.target.kind == lock_kind::I_MMAP_RWSEM;
     let release = if i_mmap && release::on() {
         release::waiting(-1);
@@ -132,25 +137,41 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     }
     // A slowpath's sleep is part of the slowpath's row, holder included.
     if !slowpath::slept(tid, lock, delta, release.as_ref()) && i_mmap && holders_on() {
-        record_holder_wait(&hk, delta);
+        record_holder_wait(&mut hk, tid, (pid_tgid >> 32) as u32, delta, holder_task);
     }
     0
 }
 
-/// One i_mmap_rwsem wait of `delta` ns by the current task, with its holder. The tasks are
-/// named when their row is new, not at every wait.
+/// One i_mmap_rwsem wait of `delta` ns by the current task `tid` of process `tgid`, with
+/// its holder (task_struct `holder_task`). The waiter's task is in the key only with
+/// `--by-task`; the names go into the row when it is new, not at every wait.
 #[inline(always)]
-pub fn record_holder_wait(key: &HolderKey, delta: u64) {
-    match get_or_insert_new(&HOLDER_WAITS, key, &WaitStats::default()) {
-        Some((s, created)) => {
-            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
-            unsafe { add_event(s, delta) };
-            if created {
-                name_current(key.waiter_tid, key.waiter_tgid);
-            }
-        }
-        None => count_lost(lost::HOLDER_MAP_FULL),
+pub fn record_holder_wait(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task: u64) {
+    if key.holder.tid == tid && tid != 0 {
+        key.waiter_flags |= HOLDER_SAME_TASK;
     }
+    if global(&BY_TASK) != 0 {
+        (key.waiter_tid, key.waiter_tgid) = (tid, tgid);
+    }
+    holder::timed(holder_cost::RECORDS, || {
+        match get_or_insert_new(&HOLDER_WAITS, key, &HolderWaits::default()) {
+            Some((row, created)) => {
+                // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
+                unsafe { add_event(&mut (*row).stats, delta) };
+                if created {
+                    // SAFETY: as above; another CPU reading the row may see the names unset.
+                    unsafe {
+                        (*row).waiter_comm = bpf_get_current_comm().unwrap_or_default();
+                        if holder_task != 0 && key.holder.tid != 0 {
+                            (*row).holder_comm =
+                                holder::comm_of(holder_task, key.holder.tid).unwrap_or_default();
+                        }
+                    }
+                }
+            }
+            None => count_lost(lost::HOLDER_MAP_FULL),
+        }
+    })
 }
 
 /// One wait of `delta` ns: its row and its target's histogram.
@@ -170,28 +191,28 @@ fn record(key: &ContentionKey, delta: u64) {
     }
 }
 
+/// 1 with `--by-task`: holder rows per waiting task.
+#[no_mangle]
+static BY_TASK: u64 = 0;
+
 /// Whether holder attribution is on (it is but to measure its cost).
 #[inline(always)]
 pub fn holders_on() -> bool {
     global(&HOLDERS) != 0
 }
 
-/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, its name
-/// noted; the default (unknown) when holder attribution is off.
+/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, and its
+/// task_struct (0 when none is named); the default (unknown) when holder attribution is off.
 #[inline(always)]
-pub fn holder_at_wait(sem: u64) -> Holder {
+pub fn holder_at_wait(sem: u64) -> (Holder, u64) {
     if !holders_on() {
-        return Holder::default();
+        return (Holder::default(), 0);
     }
-    let (holder, task) = holder::at_wait(sem);
-    if task != 0 && holder.tid != 0 {
-        name_holder(holder.tid, holder.tgid, task);
-    }
-    holder
+    holder::timed(holder_cost::READS, || holder::at_wait(sem))
 }
 
-/// The current task's name, on first sight: a lookup per wait, not an update (a task that
-/// execs keeps the name it first waited under).
+/// The current task's name, on first sight (mmap_lock waits by process): a lookup per wait,
+/// not an update (a task that execs keeps the name it first waited under).
 #[inline(always)]
 fn name_current(tid: u32, tgid: u32) {
     // SAFETY: a lookup whose value is not used.
@@ -199,18 +220,6 @@ fn name_current(tid: u32, tgid: u32) {
         return;
     }
     if let Ok(comm) = bpf_get_current_comm() {
-        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
-    }
-}
-
-/// The holder `task`'s name, on first sight.
-#[inline(always)]
-fn name_holder(tid: u32, tgid: u32, task: u64) {
-    // SAFETY: a lookup whose value is not used.
-    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
-        return;
-    }
-    if let Some(comm) = holder::comm_of(task) {
         let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
     }
 }

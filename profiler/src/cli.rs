@@ -98,8 +98,9 @@ pub struct Cli {
     /// each of our programs) while profiling. Adds two clock reads per program run.
     #[arg(long)]
     pub bpf_stats: bool,
-    /// Also print each file's waits per waiting task (comm, pid, tid) with the summary, as
-    /// `perf lock contention -t` does per lock. report.txt and report.json always have them.
+    /// Also count each file's waits per waiting task (comm, pid, tid), as `perf lock
+    /// contention -t` does per lock: printed with the summary, in report.txt and in
+    /// report.json's `tasks`. A row per task in the kernel, which fork-heavy work fills.
     #[arg(long)]
     pub by_task: bool,
 

@@ -18,13 +18,16 @@ fn holders_of_a_punched_and_churned_file() {
     let path = dir.path().join("holders.dat");
     std::fs::write(&path, vec![1u8; 65536]).unwrap();
     let ino = std::fs::metadata(&path).unwrap().ino();
-    let (r, txt) = profile_command(&[
-        workload("holders").into_os_string(),
-        path.clone().into_os_string(),
-        "20000".into(),
-        "-j".into(),
-        "6".into(),
-    ]);
+    let (r, txt) = profile_command_with(
+        &["--by-task"],
+        &[
+            workload("holders").into_os_string(),
+            path.clone().into_os_string(),
+            "20000".into(),
+            "-j".into(),
+            "6".into(),
+        ],
+    );
     let f = file_entry(&r, ino).expect("the workload's file is reported");
     assert!(u(f, "contentions") > 0, "no waits: {f}");
     let h = &f["holders"];
@@ -40,7 +43,7 @@ fn holders_of_a_punched_and_churned_file() {
         assert_eq!(t["comm"], "holders", "{t}");
         assert!(["fork", "mmap", "teardown", "split/merge", "other"].contains(&t["class"].as_str().unwrap()));
     }
-    // Waiters are the workload's tasks too, per task.
+    // Waiters are the workload's tasks too, per task (--by-task), in report.txt too.
     let waiters = f["tasks"].as_array().unwrap();
     assert!(waiters.iter().all(|t| t["comm"] == "holders"), "{waiters:?}");
     let by_waiters: u64 = waiters.iter().map(|t| u(t, "contentions")).sum();
@@ -57,6 +60,7 @@ fn holders_of_a_punched_and_churned_file() {
         assert!(p["error"].as_str().unwrap().contains("bpf_task_from_pid"), "{p}");
     }
     assert!(txt.contains("holders when the waits began"), "{txt}");
+    assert!(txt.contains("i_mmap_rwsem waits by task:"), "{txt}");
 }
 
 /// `--holder-stacks` on the holders workload: a holder's stack, taken where its release woke
@@ -92,7 +96,8 @@ fn holder_stacks_at_release_are_the_holders_paths() {
     assert_eq!(u(h, "same_task"), 0, "{h}");
     let sum: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
     assert_eq!(sum, u(f, "contentions"), "every wait has a holder cell: {h}");
-    let seen: Vec<&Value> = h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).collect();
+    let seen: Vec<&Value> =
+        h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).collect();
     assert!(!seen.is_empty(), "no holder stack taken at a release: {h}");
     let names = |s: &Value| -> Vec<String> {
         s["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
@@ -115,6 +120,8 @@ fn holder_stacks_at_release_are_the_holders_paths() {
         seen.iter().any(|s| s["class"] == "readers" && names(s).iter().any(|f| f == "unmap_mapping_range")),
         "{h}"
     );
+    // Without --by-task the rows are not kept per waiting task.
+    assert!(f["tasks"].as_array().unwrap().is_empty(), "{}", f["tasks"]);
     let folded = std::fs::read_to_string(out.path().join("holders.folded")).unwrap();
     assert!(folded.lines().any(|l| l.contains(";up_read ") || l.contains(";up_write ")), "{folded}");
 }

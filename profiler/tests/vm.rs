@@ -417,25 +417,37 @@ fn holders_workload_names_its_holders() {
 }
 
 /// spawn's libc.so.6: the holders of its contended acquisitions (under QEMU they spin rather
-/// than sleep), without and with --acquisitions (the reports are kept under
-/// target/vm-reports for the record); never the waiter itself.
+/// than sleep), plain, with --acquisitions and with --holder-stacks (the reports are kept
+/// under target/vm-reports for the record); never the waiter itself. A holder stack taken at
+/// a release (only where the waiter slept) ends at the release, nothing of the wakeup below.
 #[test]
 #[ignore = "needs kprobes/fentry: run in our kernel with cargo xtask test-vm"]
 fn spawn_libc_holders_are_other_tasks() {
     let spawn = workload("spawn");
-    for acquisitions in [false, true] {
+    for (name, option) in [
+        ("spawn", None),
+        ("spawn-acquisitions", Some("--acquisitions")),
+        ("spawn-holder-stacks", Some("--holder-stacks")),
+    ] {
         let mut args = vec!["--mode", "fentry", "--inode", "libc.so.6"];
-        if acquisitions {
-            args.push("--acquisitions");
-        }
+        args.extend(option);
         args.extend(["--", spawn.to_str().unwrap(), "200", "-j", "2"]);
-        let r = profile_kept(if acquisitions { "spawn-acquisitions" } else { "spawn" }, &args);
+        let r = profile_kept(name, &args);
         let libc = &r["files"][0];
         let h = &libc["holders"];
-        assert!(h.is_object(), "{libc}");
-        assert_eq!(u(h, "same_task"), 0, "{h}");
+        assert!(h.is_object(), "{name}: {libc}");
+        assert_eq!(u(h, "same_task"), 0, "{name}: {h}");
         let sum: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
-        assert_eq!(sum, u(libc, "slowpaths"), "{h}");
+        assert_eq!(sum, u(libc, "slowpaths"), "{name}: {h}");
+        if option == Some("--holder-stacks") {
+            assert_eq!(h["source"], "owner field, stacks at release", "{h}");
+            for st in h["stacks"].as_array().unwrap().iter().filter(|s| s["frames"].is_array()) {
+                let frames = st["frames"].as_array().unwrap();
+                let leaf = frames.last().and_then(|f| f.as_str()).unwrap_or_default();
+                assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{st}");
+                assert!(!frames.iter().any(|f| f.as_str().unwrap().contains("wake")), "{st}");
+            }
+        }
     }
 }
 

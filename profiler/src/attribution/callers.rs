@@ -207,6 +207,37 @@ mod holder_tests {
     use super::*;
     use profiler_common::holder_hint as h;
 
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    /// A stack taken where a release woke the waiter reads as the holder's path, down to the
+    /// release; a reader-owned lock's only through a read release; a wakeup that is no
+    /// release (a signal) gives nothing.
+    #[test]
+    fn release_stacks_end_at_the_release() {
+        let munmap = s(&[
+            "entry_SYSCALL_64",
+            "__x64_sys_munmap",
+            "unlink_file_vma_batch_process",
+            "up_write",
+            "rwsem_wake",
+            "wake_up_q",
+            "try_to_wake_up",
+        ]);
+        let path = release_path(&munmap, false).unwrap();
+        assert_eq!(
+            path,
+            s(&["entry_SYSCALL_64", "__x64_sys_munmap", "unlink_file_vma_batch_process", "up_write"])
+        );
+        assert_eq!(classify(&path), TEARDOWN);
+        assert_eq!(release_path(&munmap, true), None, "a write release is no reader's");
+        let punch = s(&["ext4_punch_hole", "unmap_mapping_range", "up_read", "rwsem_wake", "try_to_wake_up"]);
+        assert_eq!(release_path(&punch, true).unwrap().last().unwrap(), "up_read");
+        let signal = s(&["__x64_sys_kill", "do_send_sig_info", "signal_wake_up_state", "try_to_wake_up"]);
+        assert_eq!(release_path(&signal, false), None);
+    }
+
     #[test]
     fn holders_without_a_stack_are_classed_by_what_they_do() {
         assert_eq!(of_holder_hint(h::IN_SYSCALL | 9, "app"), MMAP);

@@ -11,9 +11,9 @@ use aya::{
 };
 use profiler_common::{
     lost,
-    names::{global, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
-    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, KernelStack, LockTarget, OpKey,
-    OpStats, TaskName, WaitHist, WaitStats,
+    names::{global, holder_cost, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderWaits, KernelStack,
+    LockTarget, OpKey, OpStats, TaskName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -146,6 +146,8 @@ pub struct Config<'a> {
     pub acquisitions: bool,
     /// Attach [`RELEASE_TRACEPOINT`] (`--holder-stacks`).
     pub holder_stacks: bool,
+    /// Keep holder rows per waiting task (`--by-task`).
+    pub by_task: bool,
 }
 
 pub struct Collector {
@@ -174,7 +176,8 @@ impl Collector {
     /// tracepoints alone, and records why each failed. With `acquisitions` (kprobe/fentry only)
     /// a kernel that allows neither family is an error, not a fallback.
     pub fn start(config: &Config) -> Result<Self> {
-        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions, holder_stacks } = *config;
+        let Config { mode, btf: btf_path, tgid, stacks, bpf_stats, acquisitions, holder_stacks, by_task } =
+            *config;
         // Before attaching, so every run is counted.
         let stats = if bpf_stats {
             Some(
@@ -203,8 +206,13 @@ impl Collector {
         // Only to measure what holder attribution costs, against the same build.
         let holders = u64::from(std::env::var_os("RMAPPROF_NO_HOLDERS").is_none());
         loader.override_global(global::HOLDERS, &holders, true);
+        let by_task = u64::from(by_task);
+        loader.override_global(global::BY_TASK, &by_task, true);
         let release_stacks = u64::from(holder_stacks);
         loader.override_global(global::HOLDER_STACKS, &release_stacks, true);
+        // Only to measure what holder attribution costs (docs/performance.md).
+        let measure = u64::from(std::env::var_os("RMAPPROF_MEASURE_HOLDERS").is_some());
+        loader.override_global(global::MEASURE_HOLDERS, &measure, true);
         let waking_pid = if holder_stacks {
             tracefs::field_offset(&tracefs, RELEASE_TRACEPOINT.category, RELEASE_TRACEPOINT.event, "pid")?
         } else {
@@ -276,7 +284,8 @@ impl Collector {
             let tp = RELEASE_TRACEPOINT;
             let p: &mut TracePoint = program(&mut ebpf, tp.program)?.try_into()?;
             p.load().with_context(|| format!("verifier rejected {}", tp.program))?;
-            p.attach(tp.category, tp.event).with_context(|| format!("attaching {}:{}", tp.category, tp.event))?;
+            p.attach(tp.category, tp.event)
+                .with_context(|| format!("attaching {}:{}", tp.category, tp.event))?;
             probes.push(ProbeStatus { probe: "holder stacks".into(), attached: true, error: None });
         } else if !(acquisitions && used != RunMode::Tracepoint) {
             probes.push(holder_stacks_unseen());
@@ -300,19 +309,29 @@ impl Collector {
         let lost_map: Array<&MapData, u64> = Array::try_from(self.map(map::LOST)?)?;
         let ops: HashMap<&MapData, OpKey, OpStats> = HashMap::try_from(self.map(map::OPS)?)?;
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
-        let holder_waits: HashMap<&MapData, HolderKey, WaitStats> =
+        let holder_waits: HashMap<&MapData, HolderKey, HolderWaits> =
             HashMap::try_from(self.map(map::HOLDER_WAITS)?)?;
+        let holder_waits: Vec<(HolderKey, HolderWaits)> =
+            holder_waits.iter().filter_map(|r| r.ok()).collect();
         let task_names: HashMap<&MapData, u32, TaskName> = HashMap::try_from(self.map(map::TASK_NAMES)?)?;
+        let mut task_names: BTreeMap<u32, (u32, String)> =
+            task_names.iter().filter_map(|r| r.ok()).map(|(tid, n)| (tid, (n.tgid, comm(&n.comm)))).collect();
+        // The holder rows carry their tasks' names, taken when each row was new.
+        for (k, w) in &holder_waits {
+            for (tid, tgid, name) in
+                [(k.waiter_tid, k.waiter_tgid, &w.waiter_comm), (k.holder.tid, k.holder.tgid, &w.holder_comm)]
+            {
+                if tid != 0 && name[0] != 0 {
+                    task_names.entry(tid).or_insert_with(|| (tgid, comm(name)));
+                }
+            }
+        }
         let mut snap = Snapshot {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
             ops,
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
-            holder_waits: holder_waits.iter().filter_map(|r| r.ok()).collect(),
-            task_names: task_names
-                .iter()
-                .filter_map(|r| r.ok())
-                .map(|(tid, n)| (tid, (n.tgid, comm(&n.comm))))
-                .collect(),
+            holder_waits: holder_waits.into_iter().map(|(k, w)| (k, w.stats)).collect(),
+            task_names,
             ..Default::default()
         };
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
@@ -364,8 +383,31 @@ impl Collector {
         Ok(snap)
     }
 
+    /// `RMAPPROF_MEASURE_HOLDERS=1`: one line on what holder attribution cost, from the
+    /// programs' own clock reads (BPF time: instructions under QEMU's `-icount`).
+    fn say_holder_cost(&self) {
+        if std::env::var_os("RMAPPROF_MEASURE_HOLDERS").is_none() {
+            return;
+        }
+        let Ok(cost) = self.map(map::HOLDER_COST).and_then(|m| Ok(Array::<&MapData, u64>::try_from(m)?))
+        else {
+            return;
+        };
+        let slot = |i| cost.get(&i, 0).unwrap_or(0);
+        say!(
+            "rmapprof: holder attribution: {} holder reads in {} ns, {} records in {} ns, \
+             {} ns of it the clock's own",
+            slot(holder_cost::READS),
+            slot(holder_cost::READ_NS),
+            slot(holder_cost::RECORDS),
+            slot(holder_cost::RECORD_NS),
+            slot(holder_cost::CLOCK_NS)
+        );
+    }
+
     /// Detaches every probe, then reads the maps one last time.
     pub fn stop(mut self) -> Result<Snapshot> {
+        self.say_holder_cost();
         let cost = self.stats.is_some().then(|| self.program_costs());
         // Unloading closes the programs, and their counters with them.
         let recursion_misses = self.recursion_misses();
@@ -481,6 +523,8 @@ mod tests {
             global::HOLDERS,
             global::HOLDER_STACKS,
             global::TP_WAKING_PID,
+            global::MEASURE_HOLDERS,
+            global::BY_TASK,
         ];
         for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
             assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
@@ -489,6 +533,7 @@ mod tests {
             assert_eq!(section_of(tp.program).as_deref(), Some("tracepoint"), "{}", tp.program);
         }
         assert_eq!(section_of(map::RELEASES).as_deref(), Some("maps"));
+        assert_eq!(section_of(map::HOLDER_COST).as_deref(), Some("maps"));
         for probe in WAIT_PROBES.iter().chain(ACQUISITION_PROBES) {
             for family in [Family::Kprobe, Family::Fentry] {
                 let (program, kind) = (probe.program(family), probe.kind(family));

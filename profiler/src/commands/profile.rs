@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
         bpf_stats: cli.bpf_stats,
         acquisitions: cli.acquisitions,
         holder_stacks: cli.holder_stacks,
+        by_task: cli.by_task,
     })?;
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
     let window = Window {

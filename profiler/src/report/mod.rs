@@ -134,7 +134,7 @@ pub struct FileReport {
     /// Who held the lock when each wait began; null in reports made before rmapprof saw it.
     #[serde(default)]
     pub holders: Option<Holders>,
-    /// The waits per waiting task, most waited first (`--by-task` prints them).
+    /// The waits per waiting task, most waited first: with `--by-task`, else empty.
     #[serde(default)]
     pub tasks: Vec<TaskWaits>,
 }

@@ -184,6 +184,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
         bpf_stats: true,
         acquisitions: args.acquisitions,
         holder_stacks: false,
+        by_task: false,
     })?;
     let mode = collector.mode;
     let daemon = Daemon {

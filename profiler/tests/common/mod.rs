@@ -138,8 +138,13 @@ impl Running {
 /// Runs `rmapprof -o TMP -- COMMAND...` to its end; it must succeed. Returns report.json and
 /// report.txt.
 pub fn profile_command<S: AsRef<std::ffi::OsStr>>(command: &[S]) -> (Value, String) {
+    profile_command_with(&[], command)
+}
+
+/// As [`profile_command`], with rmapprof options.
+pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command: &[S]) -> (Value, String) {
     let out = tempfile::tempdir().unwrap();
-    let st = rmapprof().arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
+    let st = rmapprof().args(options).arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
     (serde_json::from_str(&read("report.json")).expect("report.json parses"), read("report.txt"))

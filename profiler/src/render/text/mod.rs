@@ -231,6 +231,7 @@ pub fn full(r: &Report) -> String {
         s.push_str(&histogram(&f.wait_hist_log2));
     }
     s.push_str(&holders::mmap_lock_by_process(r));
+    s.push_str(&holders::by_task(r));
     s
 }
 

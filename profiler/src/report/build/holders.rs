@@ -1,7 +1,7 @@
 //! Who held each file's i_mmap_rwsem when its waits began: the waiter x holder matrix, the
 //! holders' stacks and tasks; the waits per waiting task; mmap_lock waits per process.
 
-use profiler_common::{holder_state, lock_kind, HolderKey, WaitStats, HOLDER_SLOWPATH};
+use profiler_common::{holder_state, lock_kind, HolderKey, WaitStats, HOLDER_SAME_TASK, HOLDER_SLOWPATH};
 use std::{cmp::Reverse, collections::BTreeMap};
 
 use super::{stacks::Stacks, Context};
@@ -86,7 +86,7 @@ pub(super) fn add_holders(
         let f = by_file.entry(id).or_default();
         let waiter = stacks.class(k.waiter_stack);
         let (holder, frames, doing) = holder_of(k, snap, stacks);
-        if k.holder.tid != 0 && k.holder.tid == k.waiter_tid {
+        if k.waiter_flags & HOLDER_SAME_TASK != 0 {
             f.same_task += s.count;
         }
         add_to(f.matrix.entry((waiter, holder)).or_default(), s);
@@ -94,7 +94,10 @@ pub(super) fn add_holders(
         if k.holder.tid != 0 {
             add_to(f.tasks.entry((k.holder.tgid, k.holder.tid, holder)).or_default(), s);
         }
-        add_to(f.waiters.entry((k.waiter_tgid, k.waiter_tid)).or_default(), s);
+        // Rows carry the waiting task with `--by-task` only.
+        if k.waiter_tid != 0 {
+            add_to(f.waiters.entry((k.waiter_tgid, k.waiter_tid)).or_default(), s);
+        }
     }
     let source = if ctx.mode.probed() && ctx.acquisitions {
         "tracked holds"

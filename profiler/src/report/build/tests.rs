@@ -229,7 +229,16 @@ fn waits_are_attributed_to_their_holders() {
         (key(tracked, 10), stats(2, 200, 150)),
         (key(exiting, 10), stats(1, 300, 300)),
         (key(readers, 11), stats(2, 50, 40)),
-        (key(Holder { tid: 11, tgid: 11, ..exiting }, 11), stats(1, 50, 50)),
+        // The kernel marks a holder that is the waiter itself.
+        (
+            HolderKey {
+                waiter_flags: lcb_flags::WRITE
+                    | profiler_common::HOLDER_SLOWPATH
+                    | profiler_common::HOLDER_SAME_TASK,
+                ..key(Holder { tid: 11, tgid: 11, ..exiting }, 11)
+            },
+            stats(1, 50, 50),
+        ),
         (HolderKey { waiter_flags: lcb_flags::WRITE, ..key(tracked, 12) }, stats(9, 900, 900)),
     ];
     snap.task_names.insert(10, (10, "mmapper".into()));
