@@ -75,16 +75,26 @@ pub fn comm_of(task: u64, tid: u32) -> Option<[u8; 16]> {
     (ids(task).0 == tid).then_some(comm)
 }
 
-/// `f()`, timed into `HOLDER_COST` (slot `count` counts the calls, the next slot their ns)
-/// when measuring holder attribution's cost; the clock reads' own cost is measured beside it.
+/// The start of a section of holder work timed into `HOLDER_COST` when measuring holder
+/// attribution's cost (0 when not); [`timed_end`] ends it. Not a closure: the BPF target
+/// would outline it, and a call's frame adds to the 512-byte stack.
 #[inline(always)]
-pub fn timed<T>(count: u32, f: impl FnOnce() -> T) -> T {
+pub fn timed_start() -> u64 {
     if global(&MEASURE_HOLDERS) == 0 {
-        return f();
+        return 0;
+    }
+    // SAFETY: a helper call without arguments.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// Ends the section [`timed_start`] began at `t0`: slot `count` counts it, the next slot
+/// adds its ns; the clock reads' own cost is measured beside it, to subtract.
+#[inline(always)]
+pub fn timed_end(t0: u64, count: u32) {
+    if global(&MEASURE_HOLDERS) == 0 {
+        return;
     }
     // SAFETY (clock reads): helper calls without arguments.
-    let t0 = unsafe { bpf_ktime_get_ns() };
-    let r = f();
     let t1 = unsafe { bpf_ktime_get_ns() };
     let t2 = unsafe { bpf_ktime_get_ns() };
     for (slot, v) in [(count, 1), (count + 1, t1 - t0), (holder_cost::CLOCK_NS, t2 - t1)] {
@@ -93,7 +103,6 @@ pub fn timed<T>(count: u32, f: impl FnOnce() -> T) -> T {
             unsafe { add(p, v) };
         }
     }
-    r
 }
 
 /// The holder of the i_mmap_rwsem at `sem` now, and its task_struct (0 when none is named).

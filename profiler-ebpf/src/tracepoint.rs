@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     lcb_flags, lock_kind, log2_bucket, lost, names::holder_cost, not_measured, ContentionKey, Holder,
-    HolderKey, HolderWaits, TaskName, TaskWait, WaitHist, HOLDER_SAME_TASK,
+    HolderKey, HolderWaits, TaskName, TaskWait, WaitHist, WaitStats, HIST_BUCKETS, HOLDER_SAME_TASK,
 };
 
 use crate::{
@@ -153,32 +153,31 @@ pub fn record_holder_wait(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, 
     if global(&BY_TASK) != 0 {
         (key.waiter_tid, key.waiter_tgid) = (tid, tgid);
     }
-    holder::timed(holder_cost::RECORDS, || {
-        match get_or_insert_new(&HOLDER_WAITS, key, &HolderWaits::default()) {
-            Some((row, created)) => {
-                // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
-                unsafe { add_event(&mut (*row).stats, delta) };
-                if created {
-                    // SAFETY: as above; another CPU reading the row may see the names unset.
-                    unsafe {
-                        (*row).waiter_comm = bpf_get_current_comm().unwrap_or_default();
-                        if holder_task != 0 && key.holder.tid != 0 {
-                            (*row).holder_comm =
-                                holder::comm_of(holder_task, key.holder.tid).unwrap_or_default();
-                        }
+    let t0 = holder::timed_start();
+    match get_or_insert_new(&HOLDER_WAITS, key, &NEW_HOLDER_WAITS) {
+        Some((row, created)) => {
+            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
+            unsafe { add_event(&mut (*row).stats, delta) };
+            if created {
+                // SAFETY: as above; another CPU reading the row may see the names unset.
+                unsafe {
+                    (*row).waiter_comm = bpf_get_current_comm().unwrap_or_default();
+                    if holder_task != 0 && key.holder.tid != 0 {
+                        (*row).holder_comm = holder::comm_of(holder_task, key.holder.tid).unwrap_or_default();
                     }
                 }
             }
-            None => count_lost(lost::HOLDER_MAP_FULL),
         }
-    })
+        None => count_lost(lost::HOLDER_MAP_FULL),
+    }
+    holder::timed_end(t0, holder_cost::RECORDS);
 }
 
 /// One wait of `delta` ns: its row and its target's histogram.
 #[inline(always)]
 fn record(key: &ContentionKey, delta: u64) {
     add_stats(&CONTENTION, key, delta);
-    match get_or_insert(&WAIT_HIST, &key.target, &WaitHist::default()) {
+    match get_or_insert(&WAIT_HIST, &key.target, &NEW_HIST) {
         // SAFETY: a `WAIT_HIST` value this program looked up (freed only after it runs), and a
         // bucket of it.
         Some(h) => unsafe {
@@ -190,6 +189,11 @@ fn record(key: &ContentionKey, delta: u64) {
         None => count_lost(lost::HIST_MAP_FULL),
     }
 }
+
+/// New rows' values, inserted from global data rather than built on the 512-byte stack.
+static NEW_HIST: WaitHist = WaitHist { buckets: [0; HIST_BUCKETS] };
+static NEW_HOLDER_WAITS: HolderWaits =
+    HolderWaits { stats: WaitStats { count: 0, total_ns: 0, max_ns: 0 }, waiter_comm: [0; 16], holder_comm: [0; 16] };
 
 /// 1 with `--by-task`: holder rows per waiting task.
 #[no_mangle]
@@ -208,7 +212,10 @@ pub fn holder_at_wait(sem: u64) -> (Holder, u64) {
     if !holders_on() {
         return (Holder::default(), 0);
     }
-    holder::timed(holder_cost::READS, || holder::at_wait(sem))
+    let t0 = holder::timed_start();
+    let held = holder::at_wait(sem);
+    holder::timed_end(t0, holder_cost::READS);
+    held
 }
 
 /// The current task's name, on first sight (mmap_lock waits by process): a lookup per wait,
