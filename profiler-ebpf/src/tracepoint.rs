@@ -192,8 +192,11 @@ fn record(key: &ContentionKey, delta: u64) {
 
 /// New rows' values, inserted from global data rather than built on the 512-byte stack.
 static NEW_HIST: WaitHist = WaitHist { buckets: [0; HIST_BUCKETS] };
-static NEW_HOLDER_WAITS: HolderWaits =
-    HolderWaits { stats: WaitStats { count: 0, total_ns: 0, max_ns: 0 }, waiter_comm: [0; 16], holder_comm: [0; 16] };
+static NEW_HOLDER_WAITS: HolderWaits = HolderWaits {
+    stats: WaitStats { count: 0, total_ns: 0, max_ns: 0 },
+    waiter_comm: [0; 16],
+    holder_comm: [0; 16],
+};
 
 /// 1 with `--by-task`: holder rows per waiting task.
 #[no_mangle]

@@ -1,6 +1,8 @@
 //! Loads the eBPF programs, attaches them (attach.rs), and reads the maps they aggregate into.
 
 mod attach;
+#[cfg(test)]
+mod stack_depth;
 
 use anyhow::{anyhow, bail, Context, Result};
 use attach::{attach_family, program, unload};
