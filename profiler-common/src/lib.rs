@@ -407,6 +407,19 @@ pub struct HolderWaits {
     pub holder_comm: [u8; 16],
 }
 
+/// Slots per CPU of the `HOLDER_SLOTS` write-back cache in front of `HOLDER_WAITS`.
+pub const HOLDER_SLOTS: u32 = 64;
+
+/// A slot of `HOLDER_SLOTS` (per CPU): one `HOLDER_WAITS` row's waits not yet added to the
+/// hash map (`value.stats.count` 0: empty), and whether a program is using it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HolderSlot {
+    pub key: HolderKey,
+    pub value: HolderWaits,
+    pub busy: u64,
+}
+
 /// Key of the `HOLDER_WAITS` map: one row per file, waiter (direction, stack, and with
 /// `--by-task` task) and holder; the value is [`HolderWaits`].
 #[repr(C)]
@@ -479,6 +492,7 @@ mod pod {
     unsafe impl aya::Pod for super::HolderKey {}
     unsafe impl aya::Pod for super::TaskName {}
     unsafe impl aya::Pod for super::HolderWaits {}
+    unsafe impl aya::Pod for super::HolderSlot {}
 }
 
 #[cfg(test)]

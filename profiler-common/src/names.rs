@@ -18,6 +18,8 @@ pub mod map {
     pub const HOLDER_WAITS: &str = "HOLDER_WAITS";
     /// tid -> process and name of the waiters and holders seen.
     pub const TASK_NAMES: &str = "TASK_NAMES";
+    /// Per CPU, the holder rows most recently waited on, not yet in `HOLDER_WAITS`.
+    pub const HOLDER_SLOTS: &str = "HOLDER_SLOTS";
     /// Woken waiter's tid -> the release that woke it (`--holder-stacks`).
     pub const RELEASES: &str = "RELEASES";
     /// `RMAPPROF_MEASURE_HOLDERS=1`: the time spent attributing holders ([`holder_cost`]).

@@ -21,6 +21,7 @@
 mod callsite;
 mod helpers;
 mod holder;
+mod holder_waits;
 mod holds;
 mod kernel;
 mod maps;

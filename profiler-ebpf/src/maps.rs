@@ -7,9 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use profiler_common::{
-    lost, names::holder_cost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, HolderWaits,
-    KernelStack, LockTarget, OpKey, OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist, WaitStats,
-    WriteHold,
+    lost, names::holder_cost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, HolderSlot,
+    HolderWaits, KernelStack, LockTarget, OpKey, OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist,
+    WaitStats, WriteHold, HOLDER_SLOTS as HOLDER_SLOT_COUNT,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -25,6 +25,13 @@ pub static WAIT_HIST: HashMap<LockTarget, WaitHist> = HashMap::with_max_entries(
 #[map]
 pub static HOLDER_WAITS: HashMap<HolderKey, HolderWaits> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+/// A write-back cache in front of `HOLDER_WAITS`, per CPU, direct-mapped by a hash of the
+/// row's key: a wait whose row is in its slot costs an array index and a compare, not a
+/// hash-table lookup (most of what holder attribution would cost per wait:
+/// docs/performance.md). A slot taken by another row adds its waits to `HOLDER_WAITS` first;
+/// userspace adds the slots to what it reads there.
+#[map]
+pub static HOLDER_SLOTS: PerCpuArray<HolderSlot> = PerCpuArray::with_max_entries(HOLDER_SLOT_COUNT, 0);
 /// Process and name of the tasks whose mmap_lock waits are reported, by tid, as first seen;
 /// least recently used rows go first, so a long run keeps the names of the tasks it saw last.
 #[map]

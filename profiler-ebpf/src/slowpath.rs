@@ -14,7 +14,7 @@ use profiler_common::{
 use crate::{
     callsite::{stack_at_slowpath, SiteOf},
     helpers::{add, add_event, count_lost, global, op_row, profiled_task, store_max, tid},
-    holder,
+    holder, holder_waits,
     holds::my_write_hold,
     kernel,
     maps::{HOLDS, SLOWPATH},
@@ -109,7 +109,7 @@ pub fn exit() {
             holder: s.holder,
             ..Default::default()
         };
-        tracepoint::record_holder_wait(&mut key, tid, (pid_tgid >> 32) as u32, total, s.holder_task);
+        holder_waits::record(&mut key, tid, (pid_tgid >> 32) as u32, total, s.holder_task);
     }
 }
 

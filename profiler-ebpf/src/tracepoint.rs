@@ -4,7 +4,7 @@
 //!        stack, remember (start, lock, key) per task.
 //! end:   add the wait to `CONTENTION[key]` and to the lock target's log2 histogram, and the
 //!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes), else
-//!        the i_mmap_rwsem wait to `HOLDER_WAITS` with its holder.
+//!        the i_mmap_rwsem wait with its holder (holder_waits.rs).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -13,15 +13,13 @@ use aya_ebpf::{
 };
 use profiler_common::{
     lcb_flags, lock_kind, log2_bucket, lost, names::holder_cost, not_measured, ContentionKey, Holder,
-    HolderKey, HolderWaits, TaskName, TaskWait, WaitHist, WaitStats, HIST_BUCKETS, HOLDER_SAME_TASK,
+    HolderKey, TaskName, TaskWait, WaitHist, HIST_BUCKETS,
 };
 
 use crate::{
-    helpers::{
-        add, add_event, add_stats, bump, count_lost, get_or_insert, get_or_insert_new, global, profiled,
-    },
-    holder, kernel,
-    maps::{scratch, CONTENTION, HOLDER_WAITS, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
+    helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
+    holder, holder_waits, kernel,
+    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
     release, slowpath, stacks,
 };
 
@@ -137,40 +135,9 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     }
     // A slowpath's sleep is part of the slowpath's row, holder included.
     if !slowpath::slept(tid, lock, delta, release.as_ref()) && i_mmap && holders_on() {
-        record_holder_wait(&mut hk, tid, (pid_tgid >> 32) as u32, delta, holder_task);
+        holder_waits::record(&mut hk, tid, (pid_tgid >> 32) as u32, delta, holder_task);
     }
     0
-}
-
-/// One i_mmap_rwsem wait of `delta` ns by the current task `tid` of process `tgid`, with
-/// its holder (task_struct `holder_task`). The waiter's task is in the key only with
-/// `--by-task`; the names go into the row when it is new, not at every wait.
-#[inline(always)]
-pub fn record_holder_wait(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task: u64) {
-    if key.holder.tid == tid && tid != 0 {
-        key.waiter_flags |= HOLDER_SAME_TASK;
-    }
-    if global(&BY_TASK) != 0 {
-        (key.waiter_tid, key.waiter_tgid) = (tid, tgid);
-    }
-    let t0 = holder::timed_start();
-    match get_or_insert_new(&HOLDER_WAITS, key, &NEW_HOLDER_WAITS) {
-        Some((row, created)) => {
-            // SAFETY: a `HOLDER_WAITS` value this program looked up (freed only after it runs).
-            unsafe { add_event(&mut (*row).stats, delta) };
-            if created {
-                // SAFETY: as above; another CPU reading the row may see the names unset.
-                unsafe {
-                    (*row).waiter_comm = bpf_get_current_comm().unwrap_or_default();
-                    if holder_task != 0 && key.holder.tid != 0 {
-                        (*row).holder_comm = holder::comm_of(holder_task, key.holder.tid).unwrap_or_default();
-                    }
-                }
-            }
-        }
-        None => count_lost(lost::HOLDER_MAP_FULL),
-    }
-    holder::timed_end(t0, holder_cost::RECORDS);
 }
 
 /// One wait of `delta` ns: its row and its target's histogram.
@@ -190,17 +157,9 @@ fn record(key: &ContentionKey, delta: u64) {
     }
 }
 
-/// New rows' values, inserted from global data rather than built on the 512-byte stack.
+/// A new histogram row's value, inserted from global data rather than built on the 512-byte
+/// stack.
 static NEW_HIST: WaitHist = WaitHist { buckets: [0; HIST_BUCKETS] };
-static NEW_HOLDER_WAITS: HolderWaits = HolderWaits {
-    stats: WaitStats { count: 0, total_ns: 0, max_ns: 0 },
-    waiter_comm: [0; 16],
-    holder_comm: [0; 16],
-};
-
-/// 1 with `--by-task`: holder rows per waiting task.
-#[no_mangle]
-static BY_TASK: u64 = 0;
 
 /// Whether holder attribution is on (it is but to measure its cost).
 #[inline(always)]

@@ -7,15 +7,15 @@ mod stack_depth;
 use anyhow::{anyhow, bail, Context, Result};
 use attach::{attach_family, program, unload};
 use aya::{
-    maps::{Array, HashMap, MapData},
+    maps::{Array, HashMap, MapData, PerCpuArray},
     programs::TracePoint,
     Ebpf, EbpfLoader,
 };
 use profiler_common::{
     lost,
     names::{global, holder_cost, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
-    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderWaits, KernelStack,
-    LockTarget, OpKey, OpStats, TaskName, WaitHist, WaitStats,
+    not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderSlot, HolderWaits,
+    KernelStack, LockTarget, OpKey, OpStats, TaskName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -116,6 +116,18 @@ fn holder_stacks_unseen() -> ProbeStatus {
                 .into(),
         ),
     }
+}
+
+/// One row per key: a row's waits may be in `HOLDER_WAITS` and in slots of several CPUs.
+fn merged_rows(rows: Vec<(HolderKey, HolderWaits)>) -> Vec<(HolderKey, WaitStats)> {
+    let mut merged: std::collections::HashMap<HolderKey, WaitStats> = std::collections::HashMap::new();
+    for (k, w) in rows {
+        let m = merged.entry(k).or_default();
+        m.count += w.stats.count;
+        m.total_ns += w.stats.total_ns;
+        m.max_ns = m.max_ns.max(w.stats.max_ns);
+    }
+    merged.into_iter().collect()
 }
 
 /// A task's `comm`, up to its NUL.
@@ -313,8 +325,11 @@ impl Collector {
         let ops: Vec<(OpKey, OpStats)> = ops.iter().filter_map(|r| r.ok()).collect();
         let holder_waits: HashMap<&MapData, HolderKey, HolderWaits> =
             HashMap::try_from(self.map(map::HOLDER_WAITS)?)?;
-        let holder_waits: Vec<(HolderKey, HolderWaits)> =
+        let mut holder_waits: Vec<(HolderKey, HolderWaits)> =
             holder_waits.iter().filter_map(|r| r.ok()).collect();
+        // Then the rows still in the per-CPU slots (after the hash map: a row moving from a
+        // slot to the map meanwhile is missed by this read, never counted twice).
+        holder_waits.extend(self.holder_slots()?);
         let task_names: HashMap<&MapData, u32, TaskName> = HashMap::try_from(self.map(map::TASK_NAMES)?)?;
         let mut task_names: BTreeMap<u32, (u32, String)> =
             task_names.iter().filter_map(|r| r.ok()).map(|(tid, n)| (tid, (n.tgid, comm(&n.comm)))).collect();
@@ -332,7 +347,7 @@ impl Collector {
             waits: waits.iter().filter_map(|r| r.ok()).collect(),
             ops,
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
-            holder_waits: holder_waits.into_iter().map(|(k, w)| (k, w.stats)).collect(),
+            holder_waits: merged_rows(holder_waits),
             task_names,
             ..Default::default()
         };
@@ -405,6 +420,20 @@ impl Collector {
             slot(holder_cost::RECORD_NS),
             slot(holder_cost::CLOCK_NS)
         );
+    }
+
+    /// The holder rows in the per-CPU slots of `HOLDER_SLOTS`, not yet in `HOLDER_WAITS`.
+    fn holder_slots(&self) -> Result<Vec<(HolderKey, HolderWaits)>> {
+        let slots: PerCpuArray<&MapData, HolderSlot> = PerCpuArray::try_from(self.map(map::HOLDER_SLOTS)?)?;
+        let mut rows = Vec::new();
+        for i in 0..profiler_common::HOLDER_SLOTS {
+            for slot in slots.get(&i, 0)?.iter() {
+                if slot.value.stats.count != 0 {
+                    rows.push((slot.key, slot.value));
+                }
+            }
+        }
+        Ok(rows)
     }
 
     /// Detaches every probe, then reads the maps one last time.
@@ -536,6 +565,7 @@ mod tests {
         }
         assert_eq!(section_of(map::RELEASES).as_deref(), Some("maps"));
         assert_eq!(section_of(map::HOLDER_COST).as_deref(), Some("maps"));
+        assert_eq!(section_of(map::HOLDER_SLOTS).as_deref(), Some("maps"));
         for probe in WAIT_PROBES.iter().chain(ACQUISITION_PROBES) {
             for family in [Family::Kprobe, Family::Fentry] {
                 let (program, kind) = (probe.program(family), probe.kind(family));
