@@ -56,44 +56,9 @@ pub struct Cli {
     #[arg(short = 'o', long, value_name = "DIR", default_value = "rmapprof-out")]
     pub output: PathBuf,
 
-    /// How to observe the lock.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
+    #[command(flatten)]
+    pub probes: ProbeArgs,
 
-    /// kprobe/fentry modes: also count every i_mmap_rwsem acquisition (write and read), time
-    /// its hold, and count the rmap tree operations inside it, per file and call path. This
-    /// probes down_*/up_* of every rwsem in the kernel, which slows fork/exec-heavy work
-    /// measurably (docs/performance.md); the counts are exact regardless, the wait times are
-    /// the ones to take from a run without it.
-    #[arg(long)]
-    pub acquisitions: bool,
-
-    /// Also take the stack of the task holding a file's i_mmap_rwsem, when its release wakes
-    /// a sleeping waiter (sched:sched_waking, every mode): the holder's path, or the last
-    /// reader's, in `holders` and holders.svg. Costs an unwind per woken waiter and a check
-    /// per wakeup in the system while one waits. Waiters that only spin (kprobe/fentry
-    /// modes) are never woken: their holders' stacks need --acquisitions.
-    #[arg(long)]
-    pub holder_stacks: bool,
-
-    /// Kernel BTF to read struct layouts from.
-    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
-    /// Kernel frames kept per stack (as perf's --max-stack). Unwinding is most of what an
-    /// acquisition costs in kprobe/fentry modes; the caller class needs the few innermost
-    /// frames, the flame graphs the rest.
-    #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
-          value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
-    pub max_stack: u32,
-    /// kprobe and fentry modes unwind the kernel stack once per call site of the rwsem
-    /// slowpaths (and with --acquisitions of down_write/down_read and the rmap tree
-    /// operations) and reuse it; the first reuses and every Nth after are unwound again to
-    /// check it. A site caught with two call paths is split by the stack word where they part
-    /// (then a second word, then a hash of the stack above); only a hash row caught again is
-    /// unwound every time. Counted in the report. 1 checks every reuse; 0 turns the cache
-    /// off: one unwind per acquisition.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub stack_cache_check: u64,
     /// Also measure rmapprof's own cost: the kernel's BPF run-time statistics (runs and ns of
     /// each of our programs) while profiling. Adds two clock reads per program run.
     #[arg(long)]
@@ -137,6 +102,78 @@ impl Cli {
             }
         }
         None
+    }
+}
+
+/// How the kernel is probed: the options `rmapprof` and `rmapprof serve` share.
+#[derive(Debug, clap::Args)]
+pub struct ProbeArgs {
+    /// How to observe the lock.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    pub mode: Mode,
+
+    /// kprobe/fentry modes: also count every i_mmap_rwsem acquisition (write and read), time
+    /// its hold, and count the rmap tree operations inside it, per file and call path. This
+    /// probes down_*/up_* of every rwsem in the kernel, which slows fork/exec-heavy work
+    /// measurably (docs/performance.md); the counts are exact regardless, the wait times are
+    /// the ones to take from a run without it.
+    #[arg(long)]
+    pub acquisitions: bool,
+
+    /// Also take the stack of the task holding a file's i_mmap_rwsem, when its release wakes
+    /// a sleeping waiter (sched:sched_waking, every mode): the holder's path, or the last
+    /// reader's, in `holders` and holders.svg. Costs an unwind per woken waiter and a check
+    /// per wakeup in the system while one waits. Waiters that only spin (kprobe/fentry
+    /// modes) are never woken: their holders' stacks need --acquisitions.
+    #[arg(long)]
+    pub holder_stacks: bool,
+
+    /// Kernel BTF to read struct layouts from.
+    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
+    pub btf: PathBuf,
+    /// Kernel frames kept per stack (as perf's --max-stack). Unwinding is most of what an
+    /// acquisition costs in kprobe/fentry modes; the caller class needs the few innermost
+    /// frames, the flame graphs the rest.
+    #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
+          value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
+    pub max_stack: u32,
+    /// kprobe and fentry modes unwind the kernel stack once per call site of the rwsem
+    /// slowpaths (and with --acquisitions of down_write/down_read and the rmap tree
+    /// operations) and reuse it; the first reuses and every Nth after are unwound again to
+    /// check it. A site caught with two call paths is split by the stack word where they part
+    /// (then a second word, then a hash of the stack above); only a hash row caught again is
+    /// unwound every time. Counted in the report. 1 checks every reuse; 0 turns the cache
+    /// off: one unwind per acquisition.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub stack_cache_check: u64,
+}
+
+impl ProbeArgs {
+    /// The combinations the kernel can never give, as a usage error.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.acquisitions && self.mode == Mode::Tracepoint {
+            return Err(crate::errors::usage(
+                "--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The collector's configuration with these options.
+    pub fn config(&self, tgid: Option<u32>, bpf_stats: bool, by_task: bool) -> crate::collector::Config<'_> {
+        crate::collector::Config {
+            mode: self.mode,
+            btf: &self.btf,
+            tgid,
+            stacks: crate::collector::StackOptions {
+                max_stack: self.max_stack,
+                cache_check: self.stack_cache_check,
+            },
+            bpf_stats,
+            acquisitions: self.acquisitions,
+            holder_stacks: self.holder_stacks,
+            by_task,
+        }
     }
 }
 
@@ -240,7 +277,7 @@ mod tests {
             Cli::try_parse_from(["rmapprof", "--inode", "libc.so.6", "--", "sh", "-c", "true --x"]).unwrap();
         assert_eq!(c.inodes, ["libc.so.6"]);
         assert_eq!(c.command, ["sh", "-c", "true --x"]);
-        assert_eq!(c.mode, Mode::Auto);
+        assert_eq!(c.probes.mode, Mode::Auto);
         assert!(Cli::try_parse_from(["rmapprof", "-p", "1", "--", "true"]).is_err());
         assert!(Cli::try_parse_from(["rmapprof", "--mode", "magic"]).is_err());
         assert!(Cli::try_parse_from(["rmapprof", "--cycles", "0"]).is_err());

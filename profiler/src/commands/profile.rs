@@ -14,11 +14,11 @@ use crate::{
         symbols::KernelSymbols,
     },
     cli::Cli,
-    collector::{Collector, Config, ProbeStatus, Snapshot, StackOptions},
+    collector::{Collector, ProbeStatus, Snapshot},
     command::{self, Command},
     errors::usage,
     interval,
-    mode::{Mode, RunMode},
+    mode::RunMode,
     output::OutputDir,
     preflight, render,
     report::{self, Report},
@@ -34,9 +34,7 @@ enum End {
 }
 
 pub async fn run(cli: Cli) -> Result<u8> {
-    if cli.acquisitions && cli.mode == Mode::Tracepoint {
-        return Err(usage("--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits"));
-    }
+    cli.probes.check()?;
     preflight::check_caps()?;
     if let Some(pid) = cli.pid {
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -72,16 +70,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
 
     // Reading BTF and loading and verifying the programs takes a moment: say what happens.
     say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
-    let collector = Collector::start(&Config {
-        mode: cli.mode,
-        btf: &cli.btf,
-        tgid: cli.pid,
-        stacks: StackOptions { max_stack: cli.max_stack, cache_check: cli.stack_cache_check },
-        bpf_stats: cli.bpf_stats,
-        acquisitions: cli.acquisitions,
-        holder_stacks: cli.holder_stacks,
-        by_task: cli.by_task,
-    })?;
+    let collector = Collector::start(&cli.probes.config(cli.pid, cli.bpf_stats, cli.by_task))?;
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
     let window = Window {
         cli: &cli,

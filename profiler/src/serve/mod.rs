@@ -23,8 +23,7 @@ use std::{
 use crate::{
     attribution::{files::FileIndex, symbols::KernelSymbols},
     cli::parse_duration,
-    collector::{Collector, Config, StackOptions},
-    mode::Mode,
+    collector::Collector,
     output::OutputDir,
     preflight,
     render::{self, metrics::Exposition},
@@ -58,22 +57,8 @@ pub struct ServeArgs {
     /// Append messages to FILE instead of stderr; SIGHUP reopens it (after log rotation).
     #[arg(long, value_name = "FILE")]
     pub log: Option<PathBuf>,
-    /// How to observe the lock.
-    #[arg(long, value_enum, default_value_t = Mode::Auto)]
-    pub mode: Mode,
-    /// kprobe/fentry modes: also count every acquisition (see rmapprof --help).
-    #[arg(long)]
-    pub acquisitions: bool,
-    /// Kernel BTF to read struct layouts from.
-    #[arg(long, value_name = "FILE", default_value = "/sys/kernel/btf/vmlinux")]
-    pub btf: PathBuf,
-    /// Kernel frames kept per stack.
-    #[arg(long, value_name = "N", default_value_t = profiler_common::STACK_DEPTH as u32,
-          value_parser = clap::value_parser!(u32).range(1..=profiler_common::STACK_DEPTH as i64))]
-    pub max_stack: u32,
-    /// Call-site stack cache check period (see rmapprof --help).
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub stack_cache_check: u64,
+    #[command(flatten)]
+    pub probes: crate::cli::ProbeArgs,
 }
 
 fn parse_listen(s: &str) -> Result<SocketAddr, String> {
@@ -152,11 +137,7 @@ pub type Shared = Arc<tokio::sync::Mutex<Daemon>>;
 pub const SCRAPE_FRESH: Duration = Duration::from_millis(500);
 
 pub async fn run(args: ServeArgs) -> Result<u8> {
-    if args.acquisitions && args.mode == Mode::Tracepoint {
-        return Err(crate::errors::usage(
-            "--acquisitions needs kprobe or fentry mode; the lock tracepoints see only waits",
-        ));
-    }
+    args.probes.check()?;
     if args.top == 0 {
         return Err(crate::errors::usage("--top must be at least 1"));
     }
@@ -175,17 +156,8 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
-    let collector = Collector::start(&Config {
-        mode: args.mode,
-        btf: &args.btf,
-        tgid: None,
-        stacks: StackOptions { max_stack: args.max_stack, cache_check: args.stack_cache_check },
-        // rmapprof's own BPF time is one of the daemon's metrics.
-        bpf_stats: true,
-        acquisitions: args.acquisitions,
-        holder_stacks: false,
-        by_task: false,
-    })?;
+    // rmapprof's own BPF time is one of the daemon's metrics.
+    let collector = Collector::start(&args.probes.config(None, true, false))?;
     let mode = collector.mode;
     let daemon = Daemon {
         collector,
