@@ -46,12 +46,13 @@ pub fn record(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task:
         (key.waiter_tid, key.waiter_tgid) = (tid, tgid);
     }
     let t0 = holder::timed_start();
-    let Some(slot) = HOLDER_SLOTS.get_ptr_mut(slot_of(key)) else { return };
+    let one = WaitStats { count: 1, total_ns: delta, max_ns: delta };
     // SAFETY: this CPU's slot of a per-CPU array, which lives as long as the map; `busy`
     // keeps another program on this CPU out of it until this one is done.
     unsafe {
-        if !compare_exchange(&mut (*slot).busy, 0, 1) {
-            add_to_map(key, &WaitStats { count: 1, total_ns: delta, max_ns: delta }, None, holder_task);
+        let slot = HOLDER_SLOTS.get_ptr_mut(slot_of(key)).unwrap_or(core::ptr::null_mut());
+        if slot.is_null() || !compare_exchange(&mut (*slot).busy, 0, 1) {
+            add_to_map(key, &one, None, holder_task);
         } else {
             let s = &mut (*slot).value.stats;
             if s.count != 0 && (*slot).key == *key {
@@ -67,7 +68,7 @@ pub fn record(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task:
                 (*slot).key = *key;
                 (*slot).value.waiter_comm = bpf_get_current_comm().unwrap_or_default();
                 (*slot).value.holder_comm = holder_name(key, holder_task);
-                (*slot).value.stats = WaitStats { count: 1, total_ns: delta, max_ns: delta };
+                (*slot).value.stats = one;
             }
             (*slot).busy = 0;
         }
