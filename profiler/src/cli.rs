@@ -271,6 +271,22 @@ mod tests {
         assert!(parse_cpus("64,x").is_err() && parse_cpus("0").is_err());
     }
 
+    /// `rmapprof` and `rmapprof serve` take the same probe options, parsed the same way.
+    #[test]
+    fn both_commands_take_the_probe_options() {
+        let probe = ["--mode", "kprobe", "--acquisitions", "--holder-stacks", "--max-stack", "8"];
+        let c = Cli::try_parse_from(["rmapprof"].into_iter().chain(probe)).unwrap();
+        let Some(Sub::Serve(s)) =
+            Cli::try_parse_from(["rmapprof", "serve"].into_iter().chain(probe)).unwrap().sub
+        else {
+            panic!("serve")
+        };
+        for p in [&c.probes, &s.probes] {
+            assert_eq!((p.mode, p.acquisitions, p.holder_stacks, p.max_stack), (Mode::Kprobe, true, true, 8));
+        }
+        assert!(Cli::try_parse_from(["rmapprof", "serve", "--max-stack", "0"]).is_err());
+    }
+
     #[test]
     fn command_after_double_dash() {
         let c =
