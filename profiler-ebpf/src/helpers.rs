@@ -126,12 +126,7 @@ pub fn count_unwind(what: u32) {
 /// The `key` row of `map`, created (as `zero`) if new; None when the map is full.
 #[inline(always)]
 pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option<*mut V> {
-    if let Some(p) = map.get_ptr_mut(key) {
-        return Some(p);
-    }
-    // A racing CPU may have inserted it first (the insert then fails): either way look it up.
-    let _ = map.insert(key, zero, BPF_NOEXIST as u64);
-    map.get_ptr_mut(key)
+    get_or_insert_new(map, key, zero).map(|(p, _)| p)
 }
 
 /// The `key` row of `map`, created (as `zero`) if new, and whether this call created it;
@@ -141,6 +136,7 @@ pub fn get_or_insert_new<K, V>(map: &HashMap<K, V>, key: &K, zero: &V) -> Option
     if let Some(p) = map.get_ptr_mut(key) {
         return Some((p, false));
     }
+    // A racing CPU may have inserted it first (the insert then fails): either way look it up.
     let created = map.insert(key, zero, BPF_NOEXIST as u64).is_ok();
     map.get_ptr_mut(key).map(|p| (p, created))
 }
