@@ -31,8 +31,8 @@ fn frame(
         })
         .collect();
     let (mut depth, mut calls) = (0u64, BTreeSet::new());
-    // Registers holding r10 (plus an offset, once added).
-    let mut from_fp = [false; 11];
+    // Registers holding r10 (plus an offset, once added), by the 4-bit register number.
+    let mut from_fp = [false; 16];
     let mut at = f.start;
     while at + 8 <= f.end {
         let i = &data[at as usize..at as usize + 8];
@@ -47,14 +47,18 @@ fn frame(
             _ => {}
         }
         match code {
-            0xbf if src == 10 => from_fp[dst.min(10)] = true, // mov64 dst, r10
-            0x07 if dst < 11 && from_fp[dst] => deepest(imm), // add64 dst, imm
+            0xbf if src == 10 => from_fp[dst] = true, // mov64 dst, r10
+            0x07 => {
+                // add64 dst, imm: keeps dst pointing into the stack, deeper.
+                if from_fp[dst] {
+                    deepest(imm);
+                }
+            }
             0x85 => {
-                // A call clobbers r1-r5; a BPF-to-BPF call (src 1) names its callee by
-                // relocation, or by a pc-relative offset inside its section.
+                // A call clobbers r1-r5. A BPF-to-BPF call (src 1) names its callee by a
+                // relocation against a function, or against a section (the callee then at
+                // (imm + 1) * 8 in it); unrelocated, by a pc-relative offset in this section.
                 if src == 1 {
-                    // Relocated against a function, or against a section (the callee then
-                    // at (imm + 1) * 8 in it); unrelocated, pc-relative in this section.
                     let callee = match relocations.get(&at) {
                         Some(sym) if sym.kind() == SymbolKind::Section => sym
                             .section_index()
@@ -66,11 +70,9 @@ fn frame(
                 }
                 from_fp[1..=5].fill(false);
             }
-            _ => {
-                if dst < 11 && !(code == 0x07 || code & 7 == 2 || code & 7 == 3 || code & 7 == 5) {
-                    from_fp[dst] = code == 0xbf && src == 10;
-                }
-            }
+            // Anything else that writes dst (stores and jumps write no register).
+            _ if !matches!(code & 7, 2 | 3 | 5 | 6) => from_fp[dst] = false,
+            _ => {}
         }
         at += if code == 0x18 { 16 } else { 8 };
     }
