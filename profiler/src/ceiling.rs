@@ -41,6 +41,9 @@ pub fn analyse(r: &Report, name: &str, handoff_ns: f64) -> Result<Analysis> {
             if r.acquisitions_counted == Some(false) { " without --acquisitions" } else { "" }
         );
     }
+    if r.duration_ns == 0 {
+        bail!("{name}: duration_ns is 0: no rate was measured (a report of no time profiled)");
+    }
     let cpus = r.cpus.unwrap_or(1).max(1) as f64;
     let secs = r.duration_ns as f64 / 1e9;
     let mut locks: Vec<Lock> = r

@@ -5,17 +5,38 @@ pub mod diff;
 pub mod model;
 pub mod profile;
 
-use anyhow::{Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 
 use crate::{errors::UsageError, report::Report};
 
 /// A saved report.json. One that is not (another tool's JSON, a report of an older rmapprof
 /// whose fields were renamed) is a one-line error naming the file and the first field that
-/// does not fit.
+/// does not fit; one of another tool, or of a newer rmapprof this one cannot read, says so.
 fn read_report(p: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not an rmapprof report.json", p.display()))
+    let not_ours = || format!("{} is not an rmapprof report.json", p.display());
+    let value: serde_json::Value = serde_json::from_str(&text).with_context(not_ours)?;
+    match value.get("tool").and_then(|t| t.as_str()) {
+        Some("rmapprof") => {}
+        Some(tool) => bail!("{}: its \"tool\" is {:?}, not rmapprof", not_ours(), tool),
+        None => bail!("{}: it has no \"tool\": \"rmapprof\"", not_ours()),
+    }
+    // Parsed again from the text, so that an error says where (line and column).
+    serde_json::from_str(&text).map_err(|e| match value.get("version").and_then(|v| v.as_str()) {
+        Some(v) if newer_than_ours(v) => anyhow!(
+            "{} was written by rmapprof {v}, newer than this rmapprof {}, which cannot read it: {e}",
+            p.display(),
+            env!("CARGO_PKG_VERSION")
+        ),
+        _ => anyhow!("{}: {e}", not_ours()),
+    })
+}
+
+/// A report's `version` is a later release than this binary's.
+fn newer_than_ours(version: &str) -> bool {
+    let ours = semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("our own version is semver");
+    semver::Version::parse(version).is_ok_and(|v| v > ours)
 }
 
 #[cfg(test)]
@@ -57,5 +78,45 @@ mod tests {
         let e = format!("{:#}", read_report(&bad).unwrap_err());
         assert!(e.starts_with(&format!("{} is not an rmapprof report.json: ", bad.display())), "{e}");
         assert!(!e.contains('\n'), "{e}");
+    }
+
+    /// Another tool's JSON, and a newer rmapprof's report this one cannot read, are refused in
+    /// one line that says so (naming both versions); a newer report that reads is read.
+    #[test]
+    fn other_tools_and_newer_reports_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = crate::render::text::tests::sample();
+        let write = |name: &str, v: &serde_json::Value| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, v.to_string()).unwrap();
+            p
+        };
+        let err = |p: &Path| format!("{:#}", read_report(p).unwrap_err());
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["tool"] = "perf".into();
+        let e = err(&write("perf.json", &v));
+        assert!(e.ends_with("is not an rmapprof report.json: its \"tool\" is \"perf\", not rmapprof"), "{e}");
+        v.as_object_mut().unwrap().remove("tool");
+        let e = err(&write("none.json", &v));
+        assert!(e.ends_with("it has no \"tool\": \"rmapprof\""), "{e}");
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["version"] = "99.0.0".into();
+        v["files"][0]["dev"] = serde_json::json!({"major": 8});
+        let e = err(&write("newer.json", &v));
+        let ours = env!("CARGO_PKG_VERSION");
+        assert!(
+            e.contains(&format!(
+                "was written by rmapprof 99.0.0, newer than this rmapprof {ours}, which cannot read it: "
+            )),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        // The same report from an older or this version: the usual message, no versions.
+        v["version"] = "0.0.1".into();
+        let e = err(&write("older.json", &v));
+        assert!(e.contains("is not an rmapprof report.json: ") && !e.contains("newer"), "{e}");
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["version"] = "99.0.0".into();
+        assert_eq!(read_report(&write("newer-ok.json", &v)).unwrap().files, r.files);
     }
 }

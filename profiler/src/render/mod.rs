@@ -93,6 +93,37 @@ pub fn fmt_ns_f(ns: f64) -> String {
     }
 }
 
+/// `text` when it fits `width` columns, else `v` in scientific notation (`sci`): a column's
+/// usual format must not widen a table past 80 columns, whatever a hand-edited or corrupted
+/// report holds (u64::MAX counters). Not a number: `-`.
+pub fn fit(text: String, v: f64, width: usize) -> String {
+    if !v.is_finite() {
+        "-".into()
+    } else if text.chars().count() <= width {
+        text
+    } else {
+        sci(v, width)
+    }
+}
+
+/// `v` as `1.84e19`, with as many digits as fit `width`.
+pub fn sci(v: f64, width: usize) -> String {
+    (0..=3)
+        .rev()
+        .map(|p| format!("{v:.p$e}"))
+        .find(|s| s.len() <= width)
+        .unwrap_or_else(|| format!("{v:.0e}"))
+}
+
+/// `fmt_ns_f` in at most `width` columns: seconds in scientific notation past that.
+pub fn fit_ns(ns: f64, width: usize) -> String {
+    let text = fmt_ns_f(ns);
+    if !ns.is_finite() || text.chars().count() <= width {
+        return fit(text, ns, width);
+    }
+    format!("{} s", sci(ns / 1e9, width.saturating_sub(2)))
+}
+
 /// A count that may be fractional (per cycle) in two decimals, never printing a value above
 /// 0 as `0.00`: a rare event (5 waits in 2000 cycles) reads in four, `0.0025`, and one rarer
 /// still `<0.0001`.
@@ -267,6 +298,56 @@ mod tests {
                 one_line_per_stack(&folded::folded(&b), 6)?;
                 one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Sleep), 2)?;
                 one_line_per_stack(&folded::folded_waits(&b, folded::WaitPart::Spin), 4)?;
+            }
+        }
+
+        /// 0, 1, u64::MAX and anything between, weighted to the ends.
+        fn extreme() -> impl Strategy<Value = u64> {
+            prop_oneof![2 => Just(0u64), 1 => Just(1u64), 2 => Just(u64::MAX), 2 => any::<u64>()]
+        }
+
+        /// The diff and model tables of `b` and `a`: at most 80 columns a line, no `inf` or
+        /// `NaN` (a model that cannot be made is an error, not a table).
+        fn fits_80(b: &Report, a: &Report) -> Result<(), TestCaseError> {
+            let mut tables = vec![diff::table(b, a)];
+            tables.extend(model::table(&[("before", b), ("after", a)], &[64, 384], 100.0).ok());
+            tables.extend(model::table(&[("estimate", b)], &[64], 0.0).ok());
+            for t in &tables {
+                for l in t.lines() {
+                    prop_assert!(l.chars().count() <= 80, "{} columns: {:?}\n{}", l.chars().count(), l, t);
+                    prop_assert!(!l.contains("inf") && !l.contains("NaN"), "{:?}", l);
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            /// Zero durations and u64::MAX counters (a hand-edited or corrupted report) keep the
+            /// diff and model tables in 80 columns and print no `inf`.
+            #[test]
+            fn extreme_values_keep_80_columns(
+                v in prop::collection::vec(extreme(), 12),
+                cycles in prop::option::of(extreme()),
+            ) {
+                let mut b = report("/usr/lib/x86_64-linux-gnu/libc.so.6", "dup_mmap", "6.12");
+                b.duration_ns = v[0];
+                b.cycles = cycles;
+                let f = &mut b.files[0];
+                f.contentions = v[1];
+                f.wait_ns_total = v[2];
+                f.spin_ns_total = Some(v[3]);
+                f.acquire_paths[0].acquisitions = v[4];
+                f.acquire_paths[0].hold_ns_total = v[5];
+                f.call_paths[0].wait_ns_total = v[6];
+                let c = &mut f.by_class[0];
+                c.write_acquisitions = Some(v[7]);
+                c.contentions = v[8];
+                c.sleep_ns = v[9];
+                let mut a = report("/usr/lib/x86_64-linux-gnu/libc.so.6", "dup_mmap", "7.2");
+                a.files[0].by_class[0].sleep_ns = v[10];
+                a.files[0].by_class[0].contentions = v[11];
+                fits_80(&b, &a)?;
+                fits_80(&a, &b)?;
             }
         }
 

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use std::fmt::Write;
 
-use super::{clip, escape, Keep};
+use super::{clip, escape, fit, sci, Keep};
 use crate::{
     ceiling::{analyse, estimate, Analysis},
     report::Report,
@@ -19,21 +19,24 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
         "i_mmap_rwsem write side per cycle; busy = hold + acquisitions x {handoff_ns} ns hand-off"
     );
     for (name, run) in &analysed {
-        let _ = writeln!(s, "{name}: {:.1} cycles/s per CPU measured", run.per_cpu_rate);
+        let rate = run.per_cpu_rate;
+        let _ = writeln!(s, "{name}: {} cycles/s per CPU measured", fit(format!("{rate:.1}"), rate, 12));
         let _ = writeln!(
             s,
             "  {:<24} {:>6} {:>9} {:>9} {:>11}",
             "FILE", "ACQ", "HOLD ns", "BUSY ns", "CEILING/s"
         );
         for l in run.locks.iter().take(4) {
+            let (acq, hold, busy) = (l.acquisitions_per_cycle, l.hold_ns_per_cycle, l.busy_ns_per_cycle);
+            let ceiling = 1e9 / busy;
             let _ = writeln!(
                 s,
-                "  {:<24} {:>6.2} {:>9.0} {:>9.0} {:>11.0}",
+                "  {:<24} {:>6} {:>9} {:>9} {:>11}",
                 clip(&l.file, 24, Keep::Head),
-                l.acquisitions_per_cycle,
-                l.hold_ns_per_cycle,
-                l.busy_ns_per_cycle,
-                1e9 / l.busy_ns_per_cycle
+                fit(format!("{acq:.2}"), acq, 6),
+                fit(format!("{hold:.0}"), hold, 9),
+                fit(format!("{busy:.0}"), busy, 9),
+                whole(ceiling, 11)
             );
         }
     }
@@ -47,7 +50,7 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
         let mut bottlenecks: Vec<&str> = vec![];
         for (_, run) in &analysed {
             let (x, rho, file) = estimate(run, n);
-            let _ = write!(s, " {:>12.0} {:>5.0}%", x, rho * 100.0);
+            let _ = write!(s, " {:>12} {:>5.0}%", whole(x, 12), rho * 100.0);
             if !bottlenecks.contains(&file) {
                 bottlenecks.push(file);
             }
@@ -56,6 +59,16 @@ pub fn table(runs: &[(&str, &Report)], cpus: &[u32], handoff_ns: f64) -> Result<
         let _ = writeln!(s, "  {}", names.join(" / "));
     }
     Ok(s)
+}
+
+/// A rate in whole units within `width` columns; one under a half (a lock busy for seconds per
+/// cycle) in scientific notation rather than a misleading 0.
+fn whole(v: f64, width: usize) -> String {
+    if v > 0.0 && v < 0.5 {
+        sci(v, width)
+    } else {
+        fit(format!("{v:.0}"), v, width)
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use inferno::{differential, flamegraph};
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::{clip, fmt_count_f, fmt_ns_f, folded::frame, Keep};
+use super::{clip, fit, fit_ns, fmt_count_f, folded::frame, sci, Keep};
 use crate::report::{ClassRow, FileReport, Report};
 
 /// Files are matched by path (inode numbers differ between kernels' root filesystems).
@@ -84,23 +84,33 @@ impl Basis {
         }
     }
 
-    /// A count: two decimals per cycle, whole numbers as totals.
+    /// A count in a 9-column cell: two decimals per cycle, whole numbers as totals.
     fn count(&self, v: Option<f64>) -> String {
         match v {
             None => "-".into(),
-            Some(v) if self.cycles.is_some() => fmt_count_f(v),
-            Some(v) => format!("{v:.0}"),
+            Some(v) if self.cycles.is_some() => fit(fmt_count_f(v), v, 9),
+            Some(v) => fit(format!("{v:.0}"), v, 9),
         }
     }
 }
 
+/// A time in a 9-column cell.
 fn ns(v: Option<f64>) -> String {
-    v.map(fmt_ns_f).unwrap_or_else(|| "-".into())
+    v.map(|v| fit_ns(v, 9)).unwrap_or_else(|| "-".into())
 }
 
+/// The change from `a` to `b` in a 7-column cell: a percentage, or past +99999% a factor
+/// (`x4.6e18`).
 fn delta(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
-        (Some(a), Some(b)) if a > 0.0 => format!("{:+.0}%", (b - a) * 100.0 / a),
+        (Some(a), Some(b)) if a > 0.0 => {
+            let pct = format!("{:+.0}%", (b - a) * 100.0 / a);
+            if pct.len() <= 7 {
+                pct
+            } else {
+                format!("x{}", sci(b / a, 6))
+            }
+        }
         (Some(_), Some(b)) if b > 0.0 => "new".into(),
         (Some(_), Some(_)) => "0%".into(),
         _ => "-".into(),
@@ -176,7 +186,10 @@ pub fn table(before: &Report, after: &Report) -> String {
     let _ = writeln!(s, "{}", run_line("before:", before));
     let _ = writeln!(s, "{}", run_line("after: ", after));
     let unit = match basis.cycles {
-        Some((a, b)) => format!(" per cycle ({a} and {b} cycles)"),
+        Some((a, b)) => {
+            let n = |c: u64| fit(c.to_string(), c as f64, 10);
+            format!(" per cycle ({} and {} cycles)", n(a), n(b))
+        }
         None => ", totals".into(),
     };
     let files: BTreeMap<String, Pair> = {
