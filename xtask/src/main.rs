@@ -4,6 +4,7 @@
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.
 
 mod bench;
+mod demo;
 mod evidence;
 mod host;
 mod icount;
@@ -36,7 +37,8 @@ enum Cmd {
     Setup,
     /// setup, then build rmapprof (eBPF object embedded) and the workloads, release mode.
     Build,
-    /// build, then profile the bundled spawn workload and show where the outputs are.
+    /// build, then profile the bundled spawn workload (libc.so.6, ld.so), then one that contends
+    /// even on 2 CPUs (holders), and show where the outputs are.
     Demo {
         /// fork+exec cycles to run.
         #[arg(long, default_value_t = 4000)]
@@ -176,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Setup => setup::ensure(),
         Cmd::Build => build(),
-        Cmd::Demo { cycles, jobs } => demo(cycles, jobs),
+        Cmd::Demo { cycles, jobs } => demo::run(cycles, jobs),
         Cmd::Test { host, args } => {
             test(&args)?;
             if host {
@@ -239,24 +241,6 @@ fn as_root(program: &Path) -> Command {
         c.arg(program);
         c
     }
-}
-
-fn demo(cycles: u64, jobs: u64) -> Result<()> {
-    build()?;
-    let rel = root().join("target/release");
-    let out = root().join("rmapprof-out");
-    eprintln!("xtask: profiling {cycles} x (fork + exec /bin/true + exit) in {jobs} workers");
-    sh(as_root(&rel.join("rmapprof"))
-        .args(["--inode", "libc.so.6", "--inode", "ld-linux-x86-64.so.2", "--output"])
-        .arg(&out)
-        .arg("--")
-        .arg(rel.join("spawn"))
-        .args([cycles.to_string(), "-j".into(), jobs.to_string()]))?;
-    eprintln!("\nxtask: outputs in {}:", out.display());
-    for f in ["report.txt", "report.json", "stacks.folded", "flamegraph.svg"] {
-        eprintln!("  {}", out.join(f).display());
-    }
-    Ok(())
 }
 
 fn test(args: &[String]) -> Result<()> {
