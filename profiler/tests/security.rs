@@ -210,6 +210,7 @@ fn links_planted_at_every_name_are_not_followed() {
     // The daemon is unshare's child, pid 1 inside; from out here, its own pid.
     let children = format!("/proc/{0}/task/{0}/children", unshare.id());
     let daemon: i32 = std::fs::read_to_string(children).unwrap().trim().parse().unwrap();
+    // SAFETY: kill(2) of a pid read just now, the daemon's (unshare waits for it).
     unsafe { libc::kill(daemon, libc::SIGTERM) };
     let st = unshare.wait().unwrap();
     let mut err = String::new();

@@ -118,3 +118,35 @@ fn step(dir: BorrowedFd, name: &OsStr, shown: &Path, links: &mut u32) -> Result<
         _ => Err(anyhow!(std::io::Error::from(Errno::NOTDIR))).with_context(|| shown.display().to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, MetadataExt};
+
+    /// Root's links (the tests run as root) resolve as the kernel resolves them: relative
+    /// targets from the link's directory, `..` from where a link led; a loop ends in an error;
+    /// another user's link is refused (exit 2).
+    #[test]
+    fn follows_roots_links_as_the_kernel_does() {
+        let d = tempfile::tempdir().unwrap();
+        let d = d.path();
+        std::fs::create_dir_all(d.join("real/sub")).unwrap();
+        symlink("real", d.join("a")).unwrap();
+        symlink("a/sub/..", d.join("b")).unwrap();
+        symlink("l2", d.join("l1")).unwrap();
+        symlink("l1", d.join("l2")).unwrap();
+        let ino = |p: &str| fs::fstat(dir(&d.join(p)).unwrap()).unwrap().st_ino;
+        let real = |p: &str| std::fs::metadata(d.join(p)).unwrap().ino();
+        assert_eq!(ino("a/sub"), real("real/sub"));
+        assert_eq!(ino("b"), real("real"));
+        assert_eq!(ino("a/sub/../.."), real(""));
+        assert!(dir(&d.join("l1")).is_err());
+        std::os::unix::fs::lchown(d.join("a"), Some(65534), Some(65534)).unwrap();
+        let e = dir(&d.join("a/sub")).unwrap_err();
+        assert_eq!(crate::errors::exit_status(&e), 2, "{e:#}");
+        assert!(format!("{e:#}").contains("a is a symbolic link owned by uid 65534"), "{e:#}");
+        // Its target named directly is fine.
+        assert_eq!(ino("real/sub"), real("real/sub"));
+    }
+}
