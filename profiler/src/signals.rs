@@ -5,11 +5,12 @@
 //! is then only noted). The second exits at once, as perf and bpftrace do: the handler removes
 //! the temporary output files being written (so nothing half-written is left behind), and the
 //! kernel drops our BPF links with our file descriptors; COMMAND's process group, if one runs,
-//! is killed (SIGKILL) rather than left behind. Only async-signal-safe calls (`unlink`, `kill`,
-//! `_exit`) are made in the handler.
+//! is killed (SIGKILL) rather than left behind. Only async-signal-safe calls (`unlinkat`,
+//! `kill`, `_exit`) are made in the handler.
 
 use std::{
-    ffi::{CStr, CString},
+    ffi::CStr,
+    os::fd::{AsRawFd, BorrowedFd, RawFd},
     sync::{
         atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering},
         Mutex,
@@ -21,11 +22,20 @@ static FIRST: AtomicI32 = AtomicI32::new(0);
 /// COMMAND's process group while it may have members (0: none), for the hard exit.
 static COMMAND_GROUP: AtomicI32 = AtomicI32::new(0);
 
-/// NULL-terminated array of temporary paths to remove on a hard exit; swapped atomically so the
-/// handler always sees a whole list. Lists and paths are leaked, never freed, so a handler that
-/// interrupts an update still reads valid memory (a handful of small allocations per run).
-static TEMPS: AtomicPtr<*const libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
-static ACTIVE: Mutex<Vec<&'static CStr>> = Mutex::new(Vec::new());
+/// A temporary file to remove on a hard exit: its name in the output directory `dir` (a
+/// descriptor, so a directory swapped for a link meanwhile does not redirect the unlink).
+#[derive(Clone, Copy)]
+struct Temp {
+    dir: libc::c_int,
+    name: *const libc::c_char,
+}
+
+/// Array of temporaries to remove on a hard exit, ended by a NULL name; swapped atomically so
+/// the handler always sees a whole list. Lists and names are leaked, never freed, so a handler
+/// that interrupts an update still reads valid memory (a handful of small allocations per
+/// run).
+static TEMPS: AtomicPtr<Temp> = AtomicPtr::new(std::ptr::null_mut());
+static ACTIVE: Mutex<Vec<(RawFd, &'static CStr)>> = Mutex::new(Vec::new());
 
 extern "C" fn on_signal(sig: libc::c_int) {
     if COUNT.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -34,10 +44,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
     let mut p = TEMPS.load(Ordering::SeqCst);
     if !p.is_null() {
-        // SAFETY: a NULL-terminated array of C strings that is never freed.
+        // SAFETY: an array ended by a NULL name, never freed, of C strings never freed; the
+        // directory descriptors stay open while their temporaries are listed (output/mod.rs).
         unsafe {
-            while !(*p).is_null() {
-                libc::unlink(*p);
+            while !(*p).name.is_null() {
+                libc::unlinkat((*p).dir, (*p).name, 0);
                 p = p.add(1);
             }
         }
@@ -81,25 +92,24 @@ pub fn set_command_group(pgid: i32) {
     COMMAND_GROUP.store(pgid, Ordering::SeqCst);
 }
 
-/// Registers a temporary file the handler removes on a hard exit.
-pub fn add_temp(path: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else { return };
+/// Registers a temporary file, `name` in the directory `dir`, that the handler removes on a
+/// hard exit. `dir` must stay open until [`remove_temp`].
+pub fn add_temp(dir: BorrowedFd, name: &CStr) {
+    let name: &'static CStr = Box::leak(name.to_owned().into_boxed_c_str());
     let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    active.push(Box::leak(c.into_boxed_c_str()));
+    active.push((dir.as_raw_fd(), name));
     publish(&active);
 }
 
 /// The temporary file was renamed into place or removed: no longer the handler's to remove.
-pub fn remove_temp(path: &std::path::Path) {
-    use std::os::unix::ffi::OsStrExt;
+pub fn remove_temp(dir: BorrowedFd, name: &CStr) {
     let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
-    active.retain(|c| c.to_bytes() != path.as_os_str().as_bytes());
+    active.retain(|&(d, n)| (d, n) != (dir.as_raw_fd(), name));
     publish(&active);
 }
 
-fn publish(active: &[&'static CStr]) {
-    let mut ptrs: Vec<*const libc::c_char> = active.iter().map(|c| c.as_ptr()).collect();
-    ptrs.push(std::ptr::null());
-    TEMPS.store(Box::leak(ptrs.into_boxed_slice()).as_mut_ptr(), Ordering::SeqCst);
+fn publish(active: &[(RawFd, &'static CStr)]) {
+    let mut temps: Vec<Temp> = active.iter().map(|&(dir, name)| Temp { dir, name: name.as_ptr() }).collect();
+    temps.push(Temp { dir: -1, name: std::ptr::null() });
+    TEMPS.store(Box::leak(temps.into_boxed_slice()).as_mut_ptr(), Ordering::SeqCst);
 }

@@ -365,14 +365,25 @@ fn bad_addresses_and_abusive_clients() {
         assert!(err.contains("is not an address to listen on"), "{err}");
     }
     drop(taken);
-    // An unwritable --pprof fails before anything is loaded, in a run and in the daemon.
+    // An unwritable --pprof fails before anything is loaded, in a run and in the daemon: its
+    // directory is never made (a bad argument, exit 2), nor written where it cannot be (1).
     let out = tempfile::tempdir().unwrap();
     for args in [&["-d", "1s"][..], &["serve", "--listen", "127.0.0.1:0"]] {
         let (code, err) = fails(
             rmapprof().args(args).arg("-o").arg(out.path()).args(["--pprof", "/proc/no/such/dir/w.pb.gz"]),
         );
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.starts_with("rmapprof: --pprof /proc/no/such/dir/w.pb.gz: no such directory /proc/no"),
+            "{err}"
+        );
+        let (code, err) =
+            fails(rmapprof().args(args).arg("-o").arg(out.path()).args(["--pprof", "/proc/w.pb.gz"]));
         assert_eq!(code, 1, "{err}");
-        assert!(err.starts_with("rmapprof: cannot create output directory /proc/no/such/dir"), "{err}");
+        assert!(
+            err.starts_with("rmapprof: --pprof /proc/w.pb.gz: output directory /proc is not writable"),
+            "{err}"
+        );
     }
 
     let dir = tempfile::tempdir().unwrap();

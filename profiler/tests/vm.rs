@@ -317,6 +317,8 @@ fn profile_kept(name: &str, args: &[&str]) -> Value {
         .join("../target/vm-reports")
         .join(release.trim())
         .join(name);
+    // rmapprof makes only the last directory of --output.
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()

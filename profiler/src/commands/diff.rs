@@ -12,14 +12,17 @@ pub fn run(before: &Path, after: &Path, out: &Path) -> Result<u8> {
     let (b, a) = (super::read_report(before)?, super::read_report(after)?);
     let table = table(&b, &a);
     let dir = output::OutputDir::create(out)?;
-    dir.write("diff.txt", table.as_bytes())?;
     // Widths of the before run by default: a path the change removed or cut stays readable.
-    dir.write("diff-flamegraph.svg", &flamegraph(&b, &a, Width::Before)?)?;
-    dir.write("diff-flamegraph-after.svg", &flamegraph(&b, &a, Width::After)?)?;
+    let files = [
+        ("diff.txt".to_owned(), table.as_bytes().to_vec()),
+        ("diff-flamegraph.svg".to_owned(), flamegraph(&b, &a, Width::Before)?),
+        ("diff-flamegraph-after.svg".to_owned(), flamegraph(&b, &a, Width::After)?),
+    ];
+    dir.write_all(&files)?;
     out!("{table}");
     say!(
-        "rmapprof: wrote diff.txt diff-flamegraph.svg (width = before) diff-flamegraph-after.svg in {}",
-        out.display()
+        "rmapprof: wrote {} (flame graph widths: before, then after)",
+        dir.listing(files.iter().map(|(name, _)| name.as_str()))
     );
     Ok(0)
 }

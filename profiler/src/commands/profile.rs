@@ -139,18 +139,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
     if cli.interval.is_some() {
         out!("{}\n", interval::table(&last, &report, true));
     }
-    write_outputs(&out, &report)?;
+    let files = outputs(&report)?;
+    out.write_all(&files)?;
+    // The line says what was written: every file of the list, never a list of its own.
+    let mut wrote = vec![out.listing(files.iter().map(|(name, _)| name.as_str()))];
     if let Some(p) = &pprof {
-        p.write(&report)?;
+        wrote.push(p.write(&report)?.display().to_string());
     }
     out!("{}{}", render::text::summary(&report), render::text::classes(&report));
     if cli.by_task {
         out!("{}", render::text::by_task(&report));
     }
-    say!(
-        "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg holders.folded holders.svg in {}",
-        cli.output.display()
-    );
+    say!("rmapprof: wrote {}", wrote.join(" and "));
     Ok(code)
 }
 
@@ -219,10 +219,6 @@ impl Window<'_> {
             },
         )
     }
-}
-
-fn write_outputs(out: &OutputDir, report: &Report) -> Result<()> {
-    out.write_all(&outputs(report)?)
 }
 
 /// A report's output files, by name (the daemon writes them too, serve/mod.rs).

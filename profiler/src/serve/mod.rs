@@ -219,18 +219,22 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let mut d = shared.lock().await;
     d.refresh(Duration::ZERO)?;
     // The final report names files with the kernel's symbols as a run's report does.
-    if let Some(p) = &pprof {
-        p.write(d.report())?;
-    }
+    let pprof_written = match &pprof {
+        Some(p) => Some(p.write(d.report())?),
+        None => None,
+    };
+    // The line says what was written: every file of the lists, never a list of its own.
+    let mut wrote = Vec::new();
     if let Some(out) = &out {
         let report = d.report().clone();
         let mut files = crate::commands::profile::outputs(&report)?;
         files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, None, now_nanos())));
         out.write_all(&files)?;
-        say!(
-            "rmapprof: wrote report.txt report.json stacks.folded flamegraph.svg profile.pb.gz in {}",
-            out.dir().display()
-        );
+        wrote.push(out.listing(files.iter().map(|(name, _)| name.as_str())));
+    }
+    wrote.extend(pprof_written.map(|p| p.display().to_string()));
+    if !wrote.is_empty() {
+        say!("rmapprof: wrote {}", wrote.join(" and "));
     }
     say!("rmapprof: stopped");
     Ok(0)
@@ -240,8 +244,9 @@ pub fn now_nanos() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// `--pprof FILE`: its directory, created and checked writable before profiling starts (as
-/// --output is), and the name to write there.
+/// `--pprof FILE`: its directory (which must exist: rmapprof never makes directories for it)
+/// checked writable and FILE checked not to be a directory, before profiling starts, as
+/// --output is; and the name to write there.
 pub struct PprofFile {
     dir: OutputDir,
     name: String,
@@ -249,36 +254,32 @@ pub struct PprofFile {
 
 impl PprofFile {
     pub fn new(path: &std::path::Path) -> Result<Self> {
-        let (dir, name) = split(path)?;
-        Ok(Self { dir: OutputDir::create(&dir)?, name })
+        let what = || format!("--pprof {}", path.display());
+        let (dir, name) = crate::output::split(path)
+            .and_then(|(d, n)| Some((d, n.to_str()?.to_owned())))
+            .ok_or_else(|| crate::errors::usage(format!("{}: not a file name", what())))?;
+        let dir = OutputDir::existing(dir).with_context(what)?;
+        if dir.is_directory(&name) {
+            return Err(crate::errors::usage(format!(
+                "{}: is a directory; give the name of a file to write",
+                what()
+            )));
+        }
+        Ok(Self { dir, name })
     }
 
     /// The profile of `report`, written whole (temporary name in FILE's directory, rename).
-    pub fn write(&self, report: &Report) -> Result<()> {
-        self.dir.write(&self.name, &render::pprof::profile(report, None, now_nanos()))?;
-        Ok(())
+    pub fn write(&self, report: &Report) -> Result<PathBuf> {
+        self.dir.write(&self.name, &render::pprof::profile(report, None, now_nanos()))
     }
 }
 
-fn split(path: &std::path::Path) -> Result<(PathBuf, String)> {
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .with_context(|| format!("{} is not a file name", path.display()))?
-        .to_owned();
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-    Ok((dir.to_owned(), name))
-}
-
 /// Points stderr at `path` (appending), so every message goes there; called again on SIGHUP
-/// after the log was rotated.
+/// after the log was rotated. Opened as root in a directory another user may own: never
+/// through a link at its name (output/mod.rs).
 fn reopen_log(path: &std::path::Path) -> Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("--log {}", path.display()))?;
+    let f = crate::output::open_log(path).with_context(|| format!("--log {}", path.display()))?;
     // SAFETY: dup2 onto fd 2 of a descriptor we own; both stay valid (f closes its own).
     if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
         return Err(std::io::Error::last_os_error()).with_context(|| format!("--log {}", path.display()));
