@@ -39,6 +39,8 @@ pub fn run(cycles: u64, jobs: u64) -> Result<()> {
     let out = root().join("rmapprof-out");
     let libs = out.join("spawn-libc");
     let contended_out = out.join("holders");
+    // rmapprof makes only the last component of --output (never parents, as root).
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
 
     eprintln!("xtask: 1/2: profiling {cycles} x (fork + exec /bin/true + exit) in {jobs} workers");
     sh(as_root(&rel.join("rmapprof"))
