@@ -12,7 +12,7 @@ use std::{
     ffi::CStr,
     os::fd::{AsRawFd, BorrowedFd, RawFd},
     sync::{
-        atomic::{AtomicI32, AtomicPtr, AtomicU32, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering},
         Mutex,
     },
 };
@@ -64,8 +64,14 @@ extern "C" fn on_signal(sig: libc::c_int) {
     };
 }
 
+/// The handlers are installed: only then is there a hard exit to register temporaries for.
+/// The daemon, which never installs them (it takes its signals through tokio), writes its
+/// `--pprof` file at every refresh for days, and would leak a registration each time.
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
 /// Installs the handlers; call before attaching, so a signal during attach is seen.
 pub fn install() {
+    INSTALLED.store(true, Ordering::SeqCst);
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
@@ -95,6 +101,9 @@ pub fn set_command_group(pgid: i32) {
 /// Registers a temporary file, `name` in the directory `dir`, that the handler removes on a
 /// hard exit. `dir` must stay open until [`remove_temp`].
 pub fn add_temp(dir: BorrowedFd, name: &CStr) {
+    if !INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
     let name: &'static CStr = Box::leak(name.to_owned().into_boxed_c_str());
     let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
     active.push((dir.as_raw_fd(), name));
@@ -103,6 +112,9 @@ pub fn add_temp(dir: BorrowedFd, name: &CStr) {
 
 /// The temporary file was renamed into place or removed: no longer the handler's to remove.
 pub fn remove_temp(dir: BorrowedFd, name: &CStr) {
+    if !INSTALLED.load(Ordering::SeqCst) {
+        return;
+    }
     let mut active = ACTIVE.lock().unwrap_or_else(|e| e.into_inner());
     active.retain(|&(d, n)| (d, n) != (dir.as_raw_fd(), name));
     publish(&active);
