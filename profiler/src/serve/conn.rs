@@ -9,7 +9,8 @@
 //!   does not read it is idle;
 //! - at most `--max-connections` are open, so the daemon's own files (the kernel's maps,
 //!   /proc, `--pprof`) always have descriptors: a connection past the cap closes the oldest
-//!   idle or half-sent one, so a flood of idle connections cannot keep a scrape out.
+//!   idle or half-sent one (the oldest of all when every one is being answered), so a flood
+//!   of connections cannot keep a scrape out.
 
 use axum::Router;
 use hyper::{body::Incoming, Request};
@@ -123,14 +124,18 @@ impl Connections {
     }
 
     /// Room for one more under `max`: if there is none, the oldest connection not being
-    /// answered is closed; false if every one is being answered.
-    fn make_room(&self, max: usize) -> bool {
+    /// answered is closed, or if every one is being answered (delta profiles, say), the
+    /// oldest of all: the new connection is never the one refused.
+    fn make_room(&self, max: usize) {
         let map = self.map();
-        let open = map.values().filter(|s| !s.state().closing).count();
-        if open < max {
-            return true;
+        let open = || map.values().filter(|s| !s.state().closing);
+        if open().count() < max {
+            return;
         }
-        map.values().find(|s| s.state().answering == 0 && s.close()).is_some()
+        let oldest_idle = open().find(|s| s.state().answering == 0);
+        if let Some(s) = oldest_idle.or_else(|| open().next()) {
+            s.close();
+        }
     }
 }
 
@@ -209,9 +214,7 @@ pub async fn serve(listener: TcpListener, server: Server, stop: watch::Receiver<
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if !conns.make_room(server.limits.max_connections) {
-            continue; // every connection is being answered: this one closes
-        }
+        conns.make_room(server.limits.max_connections);
         let slot = Arc::new(Slot::new());
         next += 1;
         conns.map().insert(next, slot.clone());
@@ -287,4 +290,42 @@ where
         _ = stopped(&mut stop) => conn.as_mut().graceful_shutdown(),
     }
     let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closing(c: &Connections) -> Vec<u64> {
+        c.map().iter().filter(|(_, s)| s.state().closing).map(|(id, _)| *id).collect()
+    }
+
+    /// At the cap, the oldest connection not being answered closes; when every one is being
+    /// answered, the oldest of all; below the cap, none.
+    #[test]
+    fn the_cap_closes_the_oldest_idle_then_the_oldest() {
+        let c = Connections::default();
+        let slots: Vec<Arc<Slot>> = (1..=3).map(|_| Arc::new(Slot::new())).collect();
+        for (id, s) in slots.iter().enumerate() {
+            c.map().insert(id as u64 + 1, s.clone());
+        }
+        let _answering = slots[0].begin();
+        c.make_room(4);
+        assert_eq!(closing(&c), [] as [u64; 0]);
+        c.make_room(3);
+        assert_eq!(closing(&c), [2]);
+        let _more = slots[2].begin();
+        c.make_room(3);
+        assert_eq!(closing(&c), [2], "two open under a cap of three");
+        c.make_room(2);
+        assert_eq!(closing(&c), [1, 2], "every one answered: the oldest");
+        let limits =
+            Limits { header: Duration::from_secs(10), idle: Duration::from_secs(60), max_connections: 1 };
+        let later = Instant::now() + Duration::from_secs(61);
+        assert!(!slots[2].expired(later, &limits), "a connection being answered never expires");
+        let idle = Slot::new();
+        assert!(idle.expired(later, &limits) && !idle.expired(Instant::now(), &limits));
+        idle.read_some();
+        assert!(idle.expired(Instant::now() + Duration::from_secs(11), &limits), "headers late");
+    }
 }
