@@ -325,6 +325,19 @@ fn the_daemon_keeps_only_what_it_needs_and_still_names_other_users_files() {
     }
     assert!(seen, "no series for {} of user nobody", hot.display());
     d.stop();
+
+    // --output in a directory another user owns: the daemon keeps what writes there, and
+    // writes the report when stopped.
+    let out = dir.path().join("nobodys-output");
+    std::fs::create_dir(&out).unwrap();
+    std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).unwrap();
+    let d = Daemon::start(&["--output", out.to_str().unwrap()]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.child.id())).unwrap();
+    // CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_FOWNER 3.
+    let writing = kept | 1 | (1 << 1) | (1 << 3);
+    assert_eq!(cap_set(&status, "CapEff"), writing, "{status}");
+    d.stop();
+    assert!(out.join("report.json").exists());
 }
 
 /// The daemon's certificate (self-signed, for 127.0.0.1) and key, by openssl.

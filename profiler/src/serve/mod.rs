@@ -210,7 +210,9 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     };
     let shared: Shared = Arc::new(tokio::sync::Mutex::new(daemon));
     shared.lock().await.refresh(Duration::ZERO)?;
-    privileges::keep_only(&kept_capabilities(&args))?;
+    let pprof_dir = args.pprof.as_deref().and_then(|p| split(p).ok()).map(|(d, _)| d);
+    let written: Vec<PathBuf> = args.output.iter().cloned().chain(pprof_dir).collect();
+    privileges::keep_only(&privileges::kept(&written))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let server = conn::Server {
         app: http::router(shared.clone(), stop_rx.clone(), args.path_labels),
@@ -301,21 +303,6 @@ fn check(args: &ServeArgs) -> Result<()> {
         return Err(usage("--max-connections must be at least 1"));
     }
     Ok(())
-}
-
-/// The capabilities the daemon keeps once attached: privileges::KEPT, and where --output or
-/// --pprof writes in a directory root does not own, or under sudo (the files are then given
-/// to the user who ran it), those that write there.
-fn kept_capabilities(args: &ServeArgs) -> Vec<caps::Capability> {
-    use std::os::unix::fs::MetadataExt as _;
-    let pprof_dir = args.pprof.as_deref().and_then(|p| split(p).ok()).map(|(d, _)| d);
-    let dirs: Vec<PathBuf> = args.output.iter().cloned().chain(pprof_dir).collect();
-    let foreign = dirs.iter().any(|d| std::fs::metadata(d).map_or(true, |m| m.uid() != 0));
-    let mut keep = privileges::KEPT.to_vec();
-    if !dirs.is_empty() && (foreign || crate::output::invoking_user().is_some()) {
-        keep.extend(privileges::TO_WRITE_ANYWHERE);
-    }
-    keep
 }
 
 pub fn now_nanos() -> i64 {

@@ -38,6 +38,19 @@ pub const TO_ATTACH: [Capability; 6] = [
 pub const TO_WRITE_ANYWHERE: [Capability; 3] =
     [Capability::CAP_DAC_OVERRIDE, Capability::CAP_FOWNER, Capability::CAP_CHOWN];
 
+/// What the daemon keeps once attached: KEPT, and where it writes files in a directory root
+/// does not own, or under sudo (the files are then given to the user who ran it), what writes
+/// there.
+pub fn kept(written: &[std::path::PathBuf]) -> Vec<Capability> {
+    use std::os::unix::fs::MetadataExt as _;
+    let foreign = written.iter().any(|d| std::fs::metadata(d).map_or(true, |m| m.uid() != 0));
+    let mut keep = KEPT.to_vec();
+    if !written.is_empty() && (foreign || crate::output::invoking_user().is_some()) {
+        keep.extend(TO_WRITE_ANYWHERE);
+    }
+    keep
+}
+
 /// Keeps `keep` (those of it the process has) and gives up every other capability: bounding
 /// set, inheritable, ambient, permitted and effective. Capabilities are a thread's; the
 /// daemon's runtime has one thread, and a thread started later (tokio's blocking pool)
@@ -50,11 +63,17 @@ pub fn keep_only(keep: &[Capability]) -> Result<()> {
     let keep: CapsHashSet = keep.iter().copied().collect();
     let had = caps::read(None, CapSet::Permitted).context("reading capabilities")?;
     let keep: CapsHashSet = keep.intersection(&had).copied().collect();
-    // The bounding set first: dropping from it takes CAP_SETPCAP, given up just after.
-    for cap in caps::read(None, CapSet::Bounding).context("reading the bounding set")? {
-        if !keep.contains(&cap) {
-            caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("giving up {cap}"))?;
+    // The bounding set first: dropping from it takes CAP_SETPCAP, given up just after. Run
+    // with file capabilities and without it, the bounding set stays (it limits only what an
+    // exec could gain, and the daemon execs nothing).
+    if caps::has_cap(None, CapSet::Effective, Capability::CAP_SETPCAP).unwrap_or(false) {
+        for cap in caps::read(None, CapSet::Bounding).context("reading the bounding set")? {
+            if !keep.contains(&cap) {
+                caps::drop(None, CapSet::Bounding, cap).with_context(|| format!("giving up {cap}"))?;
+            }
         }
+    } else {
+        say!("rmapprof: without CAP_SETPCAP the capability bounding set stays as it is");
     }
     caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
     caps::clear(None, CapSet::Inheritable).context("clearing inheritable capabilities")?;
