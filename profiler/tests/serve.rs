@@ -184,7 +184,7 @@ fn go_pprof_top(profile: &Path, index: &str) -> (u64, Vec<(u64, String)>) {
     need("go", "golang-go");
     let home = tempfile::tempdir().unwrap();
     let o = Command::new("go")
-        .args(["tool", "pprof", "-top", "-cum", "-nodecount=100000", "-unit=ns"])
+        .args(["tool", "pprof", "-top", "-cum", "-nodecount=100000", "-nodefraction=0", "-unit=ns"])
         .arg(format!("-sample_index={index}"))
         .arg(profile)
         .env("HOME", home.path())

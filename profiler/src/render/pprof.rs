@@ -3,7 +3,8 @@
 //! its values the waits and the nanoseconds waited there. The stack reads as the folded
 //! stacks do (render/folded.rs): the root frame is `i_mmap_rwsem <file>`, then `write` or
 //! `read`, then the kernel frames outermost first; each sample also carries the file's path
-//! and direction as labels (`file`, `rw`), for a profiler's label filter.
+//! and direction as labels (`file`, `rw`) and its `inode` (`major:minor:ino`, which keeps two
+//! files of one name apart), for a profiler's label filter.
 //!
 //! The sample types are Go's mutex profile's (`contentions`/count, `delay`/nanoseconds), so a
 //! continuous profiler that knows Go's mutex profiles files these the same way. The waits are
@@ -23,8 +24,8 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/perftools.profiles.rs"));
 }
 
-/// (file label, rw, frames outermost first) → (waits, ns): what one sample is.
-type Paths = BTreeMap<(String, String, Vec<String>), (u64, u64)>;
+/// (file label, inode, rw, frames outermost first) → (waits, ns): what one sample is.
+type Paths = BTreeMap<(String, String, String, Vec<String>), (u64, u64)>;
 
 /// How a file is named in the profile: its path, or its device and inode.
 pub fn file_name(path: Option<&str>, dev: &str, ino: u64) -> String {
@@ -38,8 +39,9 @@ fn paths(r: &Report) -> Paths {
     let mut m = Paths::new();
     for f in &r.files {
         let file = file_name(f.path.as_deref(), &f.dev, f.ino);
+        let inode = format!("{}:{}", f.dev, f.ino);
         for p in &f.call_paths {
-            let e = m.entry((file.clone(), p.rw.clone(), p.frames.clone())).or_default();
+            let e = m.entry((file.clone(), inode.clone(), p.rw.clone(), p.frames.clone())).or_default();
             e.0 += p.contentions;
             e.1 += p.wait_ns_total;
         }
@@ -120,9 +122,9 @@ fn encode(samples: &Paths, duration_ns: u64, time_nanos: i64) -> proto::Profile 
     let sample_type =
         vec![value_type(&mut t, "contentions", "count"), value_type(&mut t, "delay", "nanoseconds")];
     let period_type = Some(value_type(&mut t, "contentions", "count"));
-    let (file_key, rw_key) = (t.string("file"), t.string("rw"));
+    let (file_key, rw_key, inode_key) = (t.string("file"), t.string("rw"), t.string("inode"));
     let mut sample = Vec::with_capacity(samples.len());
-    for ((file, rw, frames), &(waits, ns)) in samples {
+    for ((file, inode, rw, frames), &(waits, ns)) in samples {
         // Leaf first: the lock call, the kernel frames, the direction, the file at the root.
         let root = format!("i_mmap_rwsem {file}");
         let location_id: Vec<u64> = frames
@@ -135,6 +137,7 @@ fn encode(samples: &Paths, duration_ns: u64, time_nanos: i64) -> proto::Profile 
         let label = vec![
             proto::Label { key: file_key, str: t.string(file), ..Default::default() },
             proto::Label { key: rw_key, str: t.string(rw), ..Default::default() },
+            proto::Label { key: inode_key, str: t.string(inode), ..Default::default() },
         ];
         sample.push(proto::Sample { location_id, value: vec![waits as i64, ns as i64], label });
     }

@@ -1,6 +1,7 @@
 //! The daemon's HTTP endpoints (axum on hyper): `/metrics` and `/debug/pprof/mutex`. A client
 //! that goes away mid-response, a malformed request or a burst of scrapes is hyper's to
-//! handle: the connection ends, the daemon goes on profiling.
+//! handle: the connection ends, the daemon goes on profiling. Connections, their limits, TLS
+//! and authentication are conn.rs's.
 
 use axum::{
     extract::{Query, State},
@@ -12,7 +13,7 @@ use axum::{
 use std::time::Duration;
 use tokio::sync::watch;
 
-use super::{now_nanos, Shared, SCRAPE_FRESH};
+use super::{labels::PathLabels, now_nanos, Shared, SCRAPE_FRESH};
 use crate::render;
 
 #[derive(Clone)]
@@ -20,24 +21,20 @@ struct App {
     daemon: Shared,
     /// Becomes true when the daemon stops: a delta profile in progress ends then.
     stop: watch::Receiver<bool>,
+    /// What the profile shows of paths (`/metrics`' labels are made so in series.rs).
+    labels: PathLabels,
 }
 
-/// The longest `?seconds=` of a delta profile.
-const MAX_DELTA: u64 = 3600;
+/// The longest `?seconds=` of a delta profile: a connection being answered is never timed
+/// out, so this bounds how long one request holds one.
+pub const MAX_DELTA: u64 = 300;
 
-pub async fn serve(listener: tokio::net::TcpListener, daemon: Shared, stop: watch::Receiver<bool>) {
-    let app = Router::new()
+pub fn router(daemon: Shared, stop: watch::Receiver<bool>, labels: PathLabels) -> Router {
+    Router::new()
         .route("/metrics", get(metrics))
         .route("/debug/pprof/mutex", get(pprof))
         .route("/", get(index))
-        .with_state(App { daemon, stop: stop.clone() });
-    let mut stop = stop;
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        say!("rmapprof: serving HTTP: {e}");
-    }
+        .with_state(App { daemon, stop, labels })
 }
 
 async fn index() -> &'static str {
@@ -75,7 +72,7 @@ async fn pprof(State(mut app): State<App>, Query(q): Query<PprofQuery>) -> Respo
                 if let Err(e) = d.refresh(Duration::ZERO) {
                     say!("rmapprof: reading the maps: {e:#}");
                 }
-                d.report().clone()
+                app.labels.apply(d.report().clone())
             };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(s)) => {}
@@ -91,8 +88,9 @@ async fn pprof(State(mut app): State<App>, Query(q): Query<PprofQuery>) -> Respo
     if let Err(e) = d.refresh(fresh) {
         say!("rmapprof: reading the maps: {e:#}");
     }
-    let body = render::pprof::profile(d.report(), before.as_ref(), now_nanos());
+    let now = app.labels.apply(d.report().clone());
     drop(d);
+    let body = render::pprof::profile(&now, before.as_ref(), now_nanos());
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),

@@ -6,10 +6,19 @@
 //! half second), draining them into its totals (totals.rs), so the maps stay small and the
 //! counters grow for the daemon's life. SIGTERM and SIGINT stop it (the final report and
 //! profile go to `--output`); SIGHUP reopens `--log` (log rotation) and goes on.
+//!
+//! Whoever can connect reads the paths of the files measured: `--web.config.file` (TLS, basic
+//! authentication) and `--path-labels` limit that, conn.rs bounds what a client can hold, and
+//! once attached the daemon gives up every capability the refresh does not need
+//! (privileges.rs).
 
+mod conn;
 mod http;
+mod labels;
+pub mod privileges;
 mod series;
 mod totals;
+mod webconfig;
 
 use anyhow::{Context, Result};
 use std::{
@@ -34,13 +43,33 @@ use crate::{
 pub struct ServeArgs {
     /// Address to serve /metrics and /debug/pprof/mutex on, IP:PORT. The default is loopback
     /// only: the paths of the files processes map are information a host may not want to
-    /// publish; give another address to serve beyond this host.
+    /// publish; give another address to serve beyond this host (with --web.config.file).
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9772", value_parser = parse_listen)]
     pub listen: SocketAddr,
+    /// TLS and basic authentication, as node_exporter's --web.config.file (the Prometheus
+    /// exporter-toolkit's YAML: tls_server_config: {cert_file, key_file}, basic_auth_users:
+    /// {USER: BCRYPT-HASH}).
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+    /// How much of a file's path /metrics labels, the served pprof and the --pprof file show:
+    /// the full path, the file name alone, or none (the file is then [dev MAJOR:MINOR ino INO]).
+    /// The --output report, written when the daemon stops, keeps full paths.
+    #[arg(long, value_name = "POLICY", value_enum, default_value_t = labels::PathLabels::Full)]
+    pub path_labels: labels::PathLabels,
+    /// A request's headers must arrive within DUR of its first byte.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// A connection waiting for a request (its first, or its next) is closed after DUR.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// At most N connections are open; one more closes the oldest idle or half-sent one.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
     /// Files promoted to a series of their own at each refresh: the N most waited on.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub top: usize,
-    /// At most this many files ever get a series of their own; the rest are path="[other]".
+    /// At most this many files ever get a series of their own (at least --top); the rest
+    /// are path="[other]".
     #[arg(long, value_name = "N", default_value_t = 200)]
     pub max_files: usize,
     /// How often the kernel's maps are read and drained (also at each scrape).
@@ -138,8 +167,14 @@ pub const SCRAPE_FRESH: Duration = Duration::from_millis(500);
 
 pub async fn run(args: ServeArgs) -> Result<u8> {
     args.probes.check()?;
-    if args.top == 0 {
-        return Err(crate::errors::usage("--top must be at least 1"));
+    check(&args)?;
+    let web = args.web_config_file.as_deref().map(webconfig::WebConfig::load).transpose()?;
+    let web = web.unwrap_or(webconfig::WebConfig { tls: None, auth: None });
+    if !args.listen.ip().is_loopback() && web.auth.is_none() {
+        say!(
+            "rmapprof: warning: serving on {} without basic_auth_users (--web.config.file): whoever reaches it reads the paths of the files measured",
+            args.listen
+        );
     }
     let log = args.log.clone();
     if let Some(l) = &log {
@@ -162,7 +197,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let daemon = Daemon {
         collector,
         totals: totals::Totals::default(),
-        series: series::Series::new(args.top, args.max_files),
+        series: series::Series::new(args.top, args.max_files, args.path_labels),
         index: FileIndex::default(),
         symbols: KernelSymbols::load(),
         started: Instant::now(),
@@ -176,10 +211,31 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     };
     let shared: Shared = Arc::new(tokio::sync::Mutex::new(daemon));
     shared.lock().await.refresh(Duration::ZERO)?;
+    // The directories of --pprof and --log (reopened on SIGHUP), and --output.
+    let dir_of = |p: &PathBuf| crate::output::split(p).map(|(d, _)| d.to_owned());
+    let written: Vec<PathBuf> = args
+        .output
+        .iter()
+        .cloned()
+        .chain(args.pprof.iter().filter_map(dir_of))
+        .chain(args.log.iter().filter_map(dir_of))
+        .collect();
+    privileges::keep_only(&privileges::kept(&written))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, shared.clone(), stop_rx));
+    let server = conn::Server {
+        app: http::router(shared.clone(), stop_rx.clone(), args.path_labels),
+        limits: conn::Limits {
+            header: args.header_timeout,
+            idle: args.idle_timeout,
+            max_connections: args.max_connections,
+        },
+        tls: web.tls,
+        auth: web.auth,
+    };
+    let scheme = if server.tls.is_some() { "https" } else { "http" };
+    let server = tokio::spawn(conn::serve(listener, server, stop_rx));
     say!(
-        "rmapprof: serving i_mmap_rwsem contention ({} mode) on http://{}/metrics and /debug/pprof/mutex",
+        "rmapprof: serving i_mmap_rwsem contention ({} mode) on {scheme}://{}/metrics and /debug/pprof/mutex",
         mode.name(),
         args.listen
     );
@@ -207,7 +263,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
                     continue;
                 }
                 if let Some(p) = &pprof {
-                    if let Err(e) = p.write(d.report()) {
+                    if let Err(e) = p.write(&args.path_labels.apply(d.report().clone())) {
                         say!("rmapprof: {e:#}");
                     }
                 }
@@ -220,7 +276,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     d.refresh(Duration::ZERO)?;
     // The final report names files with the kernel's symbols as a run's report does.
     let pprof_written = match &pprof {
-        Some(p) => Some(p.write(d.report())?),
+        Some(p) => Some(p.write(&args.path_labels.apply(d.report().clone()))?),
         None => None,
     };
     // The line says what was written: every file of the lists, never a list of its own.
@@ -238,6 +294,27 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     }
     say!("rmapprof: stopped");
     Ok(0)
+}
+
+/// The arguments clap cannot check alone.
+fn check(args: &ServeArgs) -> Result<()> {
+    use crate::errors::usage;
+    if args.top == 0 {
+        return Err(usage("--top must be at least 1"));
+    }
+    if args.max_files == 0 {
+        return Err(usage("--max-files must be at least 1"));
+    }
+    if args.top > args.max_files {
+        return Err(usage(format!(
+            "--top {} is above --max-files {}: at most --max-files files ever get a series",
+            args.top, args.max_files
+        )));
+    }
+    if args.max_connections == 0 {
+        return Err(usage("--max-connections must be at least 1"));
+    }
+    Ok(())
 }
 
 pub fn now_nanos() -> i64 {
@@ -290,6 +367,7 @@ fn reopen_log(path: &std::path::Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
+    use std::collections::BTreeSet;
 
     /// The systemd unit in the repository starts a daemon with arguments rmapprof accepts,
     /// listening on loopback.
@@ -301,5 +379,41 @@ mod tests {
         let Some(crate::cli::Sub::Serve(args)) = cli.sub else { panic!("not rmapprof serve: {exec}") };
         assert!(args.listen.ip().is_loopback(), "{exec}");
         assert!(unit.contains("ExecReload=/bin/kill -HUP $MAINPID") && unit.contains("KillSignal=SIGTERM"));
+        // The unit bounds the daemon to what it needs to attach and what it keeps after.
+        let bounding: BTreeSet<String> = unit
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .expect("CapabilityBoundingSet")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        let needed: BTreeSet<String> = super::privileges::TO_ATTACH
+            .iter()
+            .chain(&super::privileges::KEPT)
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(bounding, needed);
+        assert!(unit.lines().any(|l| l == "NoNewPrivileges=yes"));
+    }
+
+    /// `--max-files` is a hard cap: `--top` above it, and 0 of either, are refused.
+    #[test]
+    fn top_and_max_files_are_checked() {
+        let parse = |args: &[&str]| {
+            let cli = crate::cli::Cli::try_parse_from(["rmapprof", "serve"].iter().chain(args)).unwrap();
+            let Some(crate::cli::Sub::Serve(a)) = cli.sub else { panic!() };
+            super::check(&a).map_err(|e| (crate::errors::exit_status(&e), e.to_string()))
+        };
+        assert!(parse(&[]).is_ok() && parse(&["--top", "5", "--max-files", "5"]).is_ok());
+        for (args, says) in [
+            (&["--max-files", "2", "--top", "5"][..], "--top 5 is above --max-files 2"),
+            (&["--max-files", "0"], "--max-files must be at least 1"),
+            (&["--top", "0"], "--top must be at least 1"),
+            (&["--max-connections", "0"], "--max-connections must be at least 1"),
+        ] {
+            let (code, e) = parse(args).unwrap_err();
+            assert_eq!(code, 2, "{args:?}");
+            assert!(e.starts_with(says), "{args:?}: {e}");
+        }
     }
 }

@@ -12,15 +12,14 @@
 //!   promoted file's early waits twice (in its series and in `other`); the class totals
 //!   (`rmapprof_lock_waits_total{lock="i_mmap_rwsem"}`) are the exact sum.
 //! - At most `--max-files` files are ever promoted; past that, new files stay in `other`.
+//! - A series' `path` label is what `--path-labels` serves of the path (labels.rs).
 
 use std::collections::{BTreeMap, HashMap};
 
 use crate::{
-    render::{
-        metrics::{FileCounters, FileSeries},
-        pprof::file_name,
-    },
+    render::metrics::{FileCounters, FileSeries},
     report::{FileReport, Report},
+    serve::labels::PathLabels,
 };
 
 type Key = (String, u64);
@@ -28,6 +27,7 @@ type Key = (String, u64);
 pub struct Series {
     top: usize,
     max: usize,
+    labels: PathLabels,
     /// Promoted files in order of promotion: their labels and last counters.
     promoted: BTreeMap<Key, (usize, FileSeries)>,
     /// What `other` holds of each file not promoted: its counters at the last refresh.
@@ -53,10 +53,13 @@ pub fn counters(f: &FileReport) -> FileCounters {
 }
 
 impl Series {
-    pub fn new(top: usize, max: usize) -> Self {
+    /// `top` files promoted at each refresh, `max` in all (`max` >= `top`: serve's arguments
+    /// are checked).
+    pub fn new(top: usize, max: usize, labels: PathLabels) -> Self {
         Self {
             top,
-            max: max.max(top),
+            max,
+            labels,
             promoted: BTreeMap::new(),
             in_other: HashMap::new(),
             frozen: FileCounters::default(),
@@ -103,7 +106,7 @@ impl Series {
                 self.frozen.add(&left);
             }
             let series = FileSeries {
-                path: file_name(f.path.as_deref(), &f.dev, f.ino),
+                path: self.labels.name(f.path.as_deref(), &f.dev, f.ino),
                 inode: format!("{}:{}", f.dev, f.ino),
                 counters: FileCounters::default(),
             };
@@ -148,7 +151,7 @@ mod tests {
     /// the top, `other` never decreases, and nothing changes labels.
     #[test]
     fn promoted_files_keep_series_and_every_counter_grows() {
-        let mut s = Series::new(1, 2);
+        let mut s = Series::new(1, 2, PathLabels::Full);
         let steps = [
             vec![file(1, 5, 500), file(2, 1, 100)],
             vec![file(1, 5, 500), file(2, 10, 1000), file(3, 2, 200)],
@@ -180,7 +183,7 @@ mod tests {
     /// path; never named, its device and inode.
     #[test]
     fn unnamed_files_wait_for_a_path() {
-        let mut s = Series::new(2, 4);
+        let mut s = Series::new(2, 4, PathLabels::Full);
         let unnamed = |ino| FileReport { path: None, ..file(ino, 1, 100) };
         for i in 1..=5 {
             let files = if i >= 3 { vec![unnamed(1), file(2, 1, 100)] } else { vec![unnamed(1), unnamed(2)] };
@@ -191,6 +194,36 @@ mod tests {
                 3 | 4 => assert_eq!(paths, ["/f2"], "{i}"),
                 _ => assert_eq!(paths, ["/f2", "[dev 8:1 ino 1]"], "{i}"),
             }
+        }
+    }
+
+    /// `--max-files` is a hard cap, and two files of one name keep series of their own (their
+    /// `inode` labels differ) whatever the label policy.
+    #[test]
+    fn max_files_caps_and_basenames_never_merge() {
+        let twin =
+            |ino: u64| FileReport { path: Some(format!("/d{ino}/same.so")), ..file(ino, ino, ino * 100) };
+        for labels in [PathLabels::Full, PathLabels::Basename, PathLabels::None] {
+            let mut s = Series::new(2, 2, labels);
+            let files = vec![twin(1), twin(2), twin(3)];
+            s.update(&Report { files, ..Default::default() });
+            let (series, _) = s.update(&Report {
+                files: vec![
+                    twin(1),
+                    twin(2),
+                    FileReport { contentions: 99, wait_ns_total: 99_999, ..twin(3) },
+                ],
+                ..Default::default()
+            });
+            let inodes: Vec<&str> = series.iter().map(|f| f.inode.as_str()).collect();
+            assert_eq!(inodes, ["8:1:3", "8:1:2"], "{labels:?}");
+            let paths: Vec<&str> = series.iter().map(|f| f.path.as_str()).collect();
+            let want = match labels {
+                PathLabels::Full => ["/d3/same.so", "/d2/same.so"],
+                PathLabels::Basename => ["same.so", "same.so"],
+                PathLabels::None => ["[dev 8:1 ino 3]", "[dev 8:1 ino 2]"],
+            };
+            assert_eq!(paths, want, "{labels:?}");
         }
     }
 }
