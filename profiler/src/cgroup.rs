@@ -173,6 +173,11 @@ impl Drop for CommandCgroup {
             while !self.members().is_empty() && t.elapsed() < Duration::from_secs(2) {
                 std::thread::sleep(Duration::from_millis(10));
             }
+            let left = self.members();
+            if !left.is_empty() {
+                let pids: Vec<String> = left.iter().map(i32::to_string).collect();
+                say!("rmapprof: still running after SIGKILL in COMMAND's cgroup: pids {}", pids.join(" "));
+            }
         }
         self.remove();
     }

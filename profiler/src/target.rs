@@ -47,9 +47,9 @@ mod tests {
     fn a_thread_names_its_process_and_a_zombie_is_refused() {
         let me = std::process::id();
         assert_eq!(check(me).unwrap(), me);
-        // SAFETY: gettid cannot fail.
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
+            // SAFETY: gettid cannot fail.
             tx.send(unsafe { libc::gettid() } as u32).unwrap();
             std::thread::sleep(std::time::Duration::from_millis(300));
         });

@@ -380,12 +380,12 @@ fn pid_that_is_no_process_to_profile() {
     assert!(err.starts_with(&format!("rmapprof: -p {z}: pid {z} has exited (zombie)")), "{err}");
     zombie.wait().unwrap();
 
-    // Exits 300 ms in, while the probes load (made to take 1.5 s more); reaped at once.
-    let mut short = std::process::Command::new("sleep").arg("0.3").spawn().unwrap();
+    // Exits 1 s in, while the probes load (made to take 2.5 s more); reaped at once.
+    let mut short = std::process::Command::new("sleep").arg("1").spawn().unwrap();
     let s = short.id().to_string();
     let reaper = std::thread::spawn(move || short.wait());
     let (code, err) =
-        fails(rmapprof().env("RMAPPROF_FAULT_LOAD_DELAY_MS", "1500").args(["-o", o, "-p", &s, "-d", "10s"]));
+        fails(rmapprof().env("RMAPPROF_FAULT_LOAD_DELAY_MS", "2500").args(["-o", o, "-p", &s, "-d", "10s"]));
     reaper.join().unwrap().unwrap();
     assert_eq!(code, 1, "{err}");
     assert_eq!(

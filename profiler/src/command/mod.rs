@@ -157,12 +157,12 @@ impl Command {
             self.settle().await;
             return self.status;
         }
+        let n = self.members().len();
         self.signal(sig);
         signals::grace_begins();
         let (s, pid, grace, holder) = (sig_name(sig), self.pid, GRACE.as_secs(), self.holder());
         let sent = match why {
             Why::Signal(by) => {
-                let n = self.members().len();
                 format!(
                     "the run was ended by {}: sent {s} to COMMAND (pid {pid}, {holder} of {})",
                     sig_name(by),
