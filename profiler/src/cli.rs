@@ -75,9 +75,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub pprof: Option<PathBuf>,
 
-    /// Command to run and profile (as the invoking user under sudo), in a process group of its
-    /// own that rmapprof never leaves running: a signal ending the run is passed on to it, 2 s
-    /// later it is killed; processes of the group left when COMMAND exits are ended so too.
+    /// Command to run and profile (as the invoking user under sudo), in a cgroup of its own
+    /// (else its process group) that rmapprof never leaves running: a signal ending the run is
+    /// passed on to it, 2 s later (or at a second signal) it is killed; processes of it left
+    /// when COMMAND exits, `setsid` ones included, are ended so too.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -9,6 +9,7 @@ mod console;
 mod attribution;
 mod btf;
 mod ceiling;
+mod cgroup;
 mod cli;
 mod collector;
 mod command;
@@ -22,6 +23,7 @@ mod render;
 mod report;
 mod serve;
 mod signals;
+mod target;
 mod tracefs;
 
 use clap::Parser as _;
@@ -51,6 +53,11 @@ fn main() -> ExitCode {
             commands::model::run(reports, cpus, handoff_ns)
         }
         Some(cli::Sub::Serve(args)) => rt.block_on(serve::run(args)),
+        // `rmapprof --`: a COMMAND was meant and none given (clap takes it as no COMMAND).
+        None if cli.command.is_empty() && std::env::args_os().last().is_some_and(|a| a == "--") => {
+            say!("rmapprof: `--` without a COMMAND after it: give the command to profile, or leave `--` out to profile system-wide (see rmapprof --help)");
+            return ExitCode::from(2);
+        }
         None => rt.block_on(commands::profile::run(cli)),
     };
     match result {

@@ -2,10 +2,7 @@
 //! (duration, COMMAND, PID, signal), detach, attribute, write the outputs.
 
 use anyhow::Result;
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 use tokio::time::{interval_at, Instant as TokioInstant};
 
 use crate::{
@@ -22,7 +19,7 @@ use crate::{
     output::OutputDir,
     preflight, render,
     report::{self, Report},
-    signals,
+    signals, target,
 };
 
 /// Why profiling stopped.
@@ -33,14 +30,11 @@ enum End {
     Signal(i32),
 }
 
-pub async fn run(cli: Cli) -> Result<u8> {
+pub async fn run(mut cli: Cli) -> Result<u8> {
     cli.probes.check()?;
     preflight::check_caps()?;
-    if let Some(pid) = cli.pid {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(usage(format!("-p {pid}: no such process")));
-        }
-    }
+    // The filter is on the process: a thread's id names its process.
+    cli.pid = cli.pid.map(target::check).transpose()?;
     let mut index = FileIndex::default();
     index.scan_proc();
     let selected = cli
@@ -71,6 +65,22 @@ pub async fn run(cli: Cli) -> Result<u8> {
     // Reading BTF and loading and verifying the programs takes a moment: say what happens.
     say!("rmapprof: loading the probes (kernel BTF, eBPF verifier)...");
     let collector = Collector::start(&cli.probes.config(cli.pid, cli.bpf_stats, cli.by_task))?;
+    // Fault injection for the tests: probes that take this long to load.
+    if let Some(ms) = std::env::var("RMAPPROF_FAULT_LOAD_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    // A Ctrl-C while the probes loaded cancels the run before COMMAND starts: it never runs,
+    // and a report of no COMMAND would be about nothing.
+    if let (Some(sig), false) = (signals::first(), cli.command.is_empty()) {
+        say!(
+            "rmapprof: {} while the probes loaded: COMMAND not started, nothing written",
+            command::sig_name(sig)
+        );
+        return Ok(128 + sig as u8);
+    }
+    if let Some(pid) = cli.pid.filter(|&p| target::exited(p)) {
+        return Err(target::exited_before_profiling(pid));
+    }
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
     let window = Window {
         cli: &cli,
@@ -81,6 +91,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         selected: &selected,
     };
     let mut command = Command::spawn(&cli.command)?;
+    // Fault injection for the tests: an error while COMMAND runs (what `Drop` cleans up).
+    if let Some(ms) = std::env::var("RMAPPROF_FAULT_FAIL_AFTER_SPAWN_MS").ok().and_then(|v| v.parse().ok()) {
+        std::thread::sleep(Duration::from_millis(ms));
+        anyhow::bail!("fault injected: an error while COMMAND runs");
+    }
     say!(
         "rmapprof: profiling i_mmap_rwsem contention ({} mode{}, {}){}",
         collector.mode.name(),
@@ -88,7 +103,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
         match (&cli.command[..], cli.pid) {
             ([], Some(p)) => format!("pid {p}"),
             ([], None) => "system-wide".into(),
-            (c, _) => format!("system-wide while `{}` runs", c.join(" ")),
+            (c, _) => format!(
+                "system-wide while `{}` runs",
+                shlex::try_join(c.iter().map(String::as_str)).unwrap_or_else(|_| c.join(" "))
+            ),
         },
         if command.is_none() && cli.duration.is_none() { "; Ctrl-C to stop" } else { "" }
     );
@@ -111,7 +129,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             st = wait_command(&mut command) => break End::Command(st?),
             _ = sleep_until_opt(deadline) => break End::Duration,
             _ = pid_poll.tick(), if cli.pid.is_some() => {
-                if !Path::new(&format!("/proc/{}", cli.pid.unwrap_or(0))).exists() {
+                if cli.pid.is_some_and(target::exited) {
                     break End::PidExited;
                 }
             }
