@@ -47,7 +47,8 @@ pub async fn run(cli: Cli) -> Result<u8> {
         .inodes
         .iter()
         .map(|a| files::resolve(a, &index).map_err(|e| usage(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     // A file nobody maps has no rmap to contend on: without a COMMAND that may map it, that is
     // a mistake (wrong copy, wrong name); with one, it is the usual `--inode ./lib.so -- ./prog`.
     for s in selected.iter().filter(|s| !s.mapped) {
