@@ -91,7 +91,7 @@ impl Drop for Overlay {
 /// `--inode MERGED/PATH` on overlayfs selects the inode the kernel maps (the lower file, and
 /// the upper one once copied up), not the overlay inode stat shows: both files, churned
 /// through their merged paths and kept mapped through them, have waits on the rows those
-/// paths select, named by them.
+/// paths select, named by them; and so do their bare names.
 #[test]
 fn overlay_paths_select_the_inode_the_kernel_maps() {
     let _g = serial();
@@ -102,18 +102,21 @@ fn overlay_paths_select_the_inode_the_kernel_maps() {
     assert!(!ov.path("U/lower.dat").exists());
     let merged: Vec<MappedFile> =
         ["lower.dat", "upper.dat"].map(|f| MappedFile::open(&ov.path("M").join(f))).into();
-    let args: Vec<String> =
-        merged.iter().flat_map(|m| ["--inode".to_owned(), m.path.display().to_string()]).collect();
-    let run = Running::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    for m in &merged {
-        m.churn(3);
-    }
-    let (_, r, _) = run.stop(libc::SIGINT);
-    for m in &merged {
-        let path = m.path.display().to_string();
-        let f = r["files"].as_array().unwrap().iter().find(|f| f["path"] == path.as_str());
-        let f = f.unwrap_or_else(|| panic!("no row named {path}: {}", r["files"]));
-        assert!(u(f, "contentions") > 0, "no waits on the row of {path}: {f}");
+    // By the merged paths, then by the bare names, which find them mapped through them.
+    let paths: Vec<String> = merged.iter().map(|m| m.path.display().to_string()).collect();
+    for names in
+        [["--inode", &paths[0], "--inode", &paths[1]], ["--inode", "lower.dat", "--inode", "upper.dat"]]
+    {
+        let run = Running::start(&names);
+        for m in &merged {
+            m.churn(3);
+        }
+        let (_, r, _) = run.stop(libc::SIGINT);
+        for path in &paths {
+            let f = r["files"].as_array().unwrap().iter().find(|f| f["path"] == path.as_str());
+            let f = f.unwrap_or_else(|| panic!("{names:?}: no row named {path}: {}", r["files"]));
+            assert!(u(f, "contentions") > 0, "{names:?}: no waits on the row of {path}: {f}");
+        }
     }
 }
 

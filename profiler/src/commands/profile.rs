@@ -9,10 +9,7 @@ use std::{
 use tokio::time::{interval_at, Instant as TokioInstant};
 
 use crate::{
-    attribution::{
-        files::{self, FileIndex},
-        symbols::KernelSymbols,
-    },
+    attribution::{files::FileIndex, select, symbols::KernelSymbols},
     cli::Cli,
     collector::{Collector, ProbeStatus, Snapshot},
     command::{self, Command},
@@ -46,7 +43,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
     let selected = cli
         .inodes
         .iter()
-        .map(|a| files::resolve(a, &index).map_err(|e| usage(e.to_string())))
+        .map(|a| select::resolve(a, &index).map_err(|e| usage(e.to_string())))
         .collect::<Result<Vec<_>>>()?
         .concat();
     // A file nobody maps has no rmap to contend on: without a COMMAND that may map it, that is
@@ -198,7 +195,7 @@ struct Window<'a> {
     acquisitions: bool,
     probes: Vec<ProbeStatus>,
     started: Instant,
-    selected: &'a [files::Selected],
+    selected: &'a [select::Selected],
 }
 
 impl Window<'_> {
