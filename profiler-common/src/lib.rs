@@ -9,8 +9,9 @@ pub mod names;
 pub mod lock_kind {
     /// `address_space->i_mmap_rwsem` of a file: `host->i_mapping` points back at it.
     pub const I_MMAP_RWSEM: u32 = 1;
-    /// `current->mm->mmap_lock`. The target's `ino` is the tgid of the process whose mm it is
-    /// (the waiter's own), so each process's mmap_lock is a target of its own.
+    /// `current->mm->mmap_lock`. The target's `dev` is the tgid of the process whose mm it is
+    /// (the waiter's own) and its `ino` the program run ([`crate::Process`]), so each
+    /// process's mmap_lock is a target of its own, and so is each program it execs.
     pub const MMAP_LOCK: u32 = 2;
     /// Anything else (other rwsems, mutexes, spinlocks): counted so the file rmap lock can be
     /// compared with the rest of the machine's contention.
@@ -434,10 +435,25 @@ pub struct HolderKey {
     pub holder: Holder,
 }
 
-/// Value of the `TASK_NAMES` map, keyed by tid: the task's process and name, as first seen.
+/// A run of a program by a process: the process `tgid` from one exec to the next. Its
+/// mmap_lock is the [`LockTarget`] `{ MMAP_LOCK, dev: tgid, ino: run }`, so each program a
+/// process runs is a row of its own, and a reused tgid is another run.
+///
+/// Value of the `PROCESSES` map, keyed by tgid: the process's current run, a number no other
+/// run has (a count of runs on the CPU that numbered it << 16 | that CPU; 0 is none), and the
+/// start time of its thread group leader, which tells a reused tgid from the process it was.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TaskName {
+pub struct Process {
+    pub run: u64,
+    pub start_ns: u64,
+}
+
+/// Value of the `PROCESS_NAMES` map, keyed by run ([`Process`]): the process and its thread
+/// group leader's name when the run was first seen waiting.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessName {
     pub tgid: u32,
     pub _pad: u32,
     pub comm: [u8; 16],
@@ -490,7 +506,7 @@ mod pod {
     unsafe impl aya::Pod for super::CallSite {}
     unsafe impl aya::Pod for super::CachedStack {}
     unsafe impl aya::Pod for super::HolderKey {}
-    unsafe impl aya::Pod for super::TaskName {}
+    unsafe impl aya::Pod for super::ProcessName {}
     unsafe impl aya::Pod for super::HolderWaits {}
     unsafe impl aya::Pod for super::HolderSlot {}
 }

@@ -16,8 +16,8 @@ pub mod map {
     pub const NOT_MEASURED: &str = "NOT_MEASURED";
     /// Waits by file, waiter and holder.
     pub const HOLDER_WAITS: &str = "HOLDER_WAITS";
-    /// tid -> process and name of the waiters and holders seen.
-    pub const TASK_NAMES: &str = "TASK_NAMES";
+    /// mmap_lock instance (`Process`) -> the process and its name.
+    pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
     /// Per CPU, the holder rows most recently waited on, not yet in `HOLDER_WAITS`.
     pub const HOLDER_SLOTS: &str = "HOLDER_SLOTS";
     /// Woken waiter's tid -> the release that woke it (`--holder-stacks`).
@@ -26,7 +26,7 @@ pub mod map {
     pub const HOLDER_COST: &str = "HOLDER_COST";
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
     pub const AGGREGATION: [&str; 7] =
-        [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, TASK_NAMES];
+        [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, PROCESS_NAMES];
 }
 
 /// Globals userspace writes before load (`EbpfLoader::override_global`).
@@ -56,7 +56,7 @@ pub mod global {
     /// `sizeof(struct pt_regs)`, from BTF.
     pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
     /// Struct offsets from BTF: (global, struct, field).
-    pub const OFFSETS: [(&str, &str, &str); 22] = [
+    pub const OFFSETS: [(&str, &str, &str); 24] = [
         ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
         ("AS_HOST", "address_space", "host"),
         ("AS_I_MMAP", "address_space", "i_mmap"),
@@ -67,6 +67,9 @@ pub mod global {
         ("SB_S_DEV", "super_block", "s_dev"),
         ("TASK_MM", "task_struct", "mm"),
         ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
+        // The process an mmap_lock wait is counted to (process.rs).
+        ("TASK_GROUP_LEADER", "task_struct", "group_leader"),
+        ("TASK_START_TIME", "task_struct", "start_time"),
         // The holder of a contended i_mmap_rwsem (holder.rs) and the anon_vma lock.
         ("RWSEM_OWNER", "rw_semaphore", "owner"),
         ("RWSEM_COUNT", "rw_semaphore", "count"),
@@ -91,8 +94,10 @@ pub struct Tracepoint {
     pub event: &'static str,
 }
 
-/// The lock tracepoints, attached in every mode.
-pub const TRACEPOINTS: [Tracepoint; 2] = [
+/// The tracepoints attached in every mode: an exec ends the program run its process's
+/// mmap_lock waits are counted to (process.rs), then the lock tracepoints.
+pub const TRACEPOINTS: [Tracepoint; 3] = [
+    Tracepoint { program: "process_exec", category: "sched", event: "sched_process_exec" },
     Tracepoint { program: "contention_begin", category: "lock", event: "contention_begin" },
     Tracepoint { program: "contention_end", category: "lock", event: "contention_end" },
 ];

@@ -34,7 +34,7 @@ static TASK_PID: u64 = 0; // offsetof(struct task_struct, pid)
 #[no_mangle]
 static TASK_TGID: u64 = 0; // offsetof(struct task_struct, tgid)
 #[no_mangle]
-static TASK_COMM: u64 = 0; // offsetof(struct task_struct, comm)
+pub static TASK_COMM: u64 = 0; // offsetof(struct task_struct, comm)
 #[no_mangle]
 static TASK_FLAGS: u64 = 0; // offsetof(struct task_struct, flags)
 #[no_mangle]

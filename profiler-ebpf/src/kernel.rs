@@ -6,7 +6,7 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
 use profiler_common::{lcb_flags, lock_kind, LockTarget};
 
-use crate::helpers::global;
+use crate::{helpers::global, process};
 
 #[no_mangle]
 static AS_I_MMAP_RWSEM: u64 = 0; // offsetof(struct address_space, i_mmap_rwsem)
@@ -58,10 +58,10 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
     let task = unsafe { bpf_get_current_task() };
     if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
         if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {
-            // The mm is the waiter's own, so its process is the waiter's: keyed by it, each
-            // process's mmap_lock is reported apart.
-            let tgid = bpf_get_current_pid_tgid() >> 32;
-            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: tgid };
+            // The mm is the waiter's own, so its process is the waiter's: keyed by it and the
+            // program it runs, each process's mmap_lock is reported apart, per program.
+            let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            return LockTarget { kind: lock_kind::MMAP_LOCK, dev: tgid, ino: process::current(tgid) };
         }
     }
     let target = owner(lock, global(&AS_I_MMAP_RWSEM));

@@ -8,6 +8,8 @@
 //!   rmap tree operations inside it (`holds`);
 //! - `release`: with `--holder-stacks`, sched:sched_waking: the stack of the task whose
 //!   release of an i_mmap_rwsem wakes a waiter (the holder's stack);
+//! - `process`: sched:sched_process_exec, every mode: the process and program run an
+//!   mmap_lock wait is counted to, named after its thread group leader;
 //! - `callsite`: those probes' kernel stacks, one full unwind per call site;
 //! - `kernel`: reading kernel structures with offsets from BTF;
 //! - `maps`, `stacks`, `helpers`: the maps, kernel stacks into `STACKS`, counters and atomics.
@@ -26,6 +28,7 @@ mod holds;
 mod kernel;
 mod maps;
 mod probes;
+mod process;
 mod release;
 mod slowpath;
 mod stacks;

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use profiler_common::{
     lost, names::holder_cost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, HolderSlot,
-    HolderWaits, KernelStack, LockTarget, OpKey, OpStats, Release, Slowpath, TaskName, TaskWait, WaitHist,
-    WaitStats, WriteHold, HOLDER_SLOTS as HOLDER_SLOT_COUNT,
+    HolderWaits, KernelStack, LockTarget, OpKey, OpStats, Process, ProcessName, Release, Slowpath, TaskWait,
+    WaitHist, WaitStats, WriteHold, HOLDER_SLOTS as HOLDER_SLOT_COUNT,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -32,10 +32,18 @@ pub static HOLDER_WAITS: HashMap<HolderKey, HolderWaits> =
 /// userspace adds the slots to what it reads there.
 #[map]
 pub static HOLDER_SLOTS: PerCpuArray<HolderSlot> = PerCpuArray::with_max_entries(HOLDER_SLOT_COUNT, 0);
-/// Process and name of the tasks whose mmap_lock waits are reported, by tid, as first seen;
-/// least recently used rows go first, so a long run keeps the names of the tasks it saw last.
+/// The current program run ([`Process`]) of each process seen waiting for its mmap_lock, by
+/// tgid; least recently used rows go first (a process evicted and seen again is numbered
+/// anew: its waits are then two rows of the same name).
 #[map]
-pub static TASK_NAMES: LruHashMap<u32, TaskName> = LruHashMap::with_max_entries(32768, 0);
+pub static PROCESSES: LruHashMap<u32, Process> = LruHashMap::with_max_entries(32768, 0);
+/// The process and name of each program run, by run: kept after the process exits, so that
+/// the rows of processes gone are named; least recently used rows go first.
+#[map]
+pub static PROCESS_NAMES: LruHashMap<u64, ProcessName> = LruHashMap::with_max_entries(32768, 0);
+/// Program runs numbered on each CPU (process.rs).
+#[map]
+pub static PROCESS_RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// `--holder-stacks`: the release that woke each waiting task, by the waiter's tid; written
 /// by the releasing task (release.rs), taken and removed by the waiter at contention_end.
 #[map]

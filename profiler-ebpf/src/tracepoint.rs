@@ -7,19 +7,19 @@
 //!        the i_mmap_rwsem wait with its holder (holder_waits.rs).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use profiler_common::{
     lcb_flags, lock_kind, log2_bucket, lost, names::holder_cost, not_measured, ContentionKey, Holder,
-    HolderKey, TaskName, TaskWait, WaitHist, HIST_BUCKETS,
+    HolderKey, TaskWait, WaitHist, HIST_BUCKETS,
 };
 
 use crate::{
     helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
     holder, holder_waits, kernel,
-    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_NAMES, TASK_WAIT, WAIT_HIST},
+    maps::{scratch, CONTENTION, NOT_MEASURED, TASK_WAIT, WAIT_HIST},
     release, slowpath, stacks,
 };
 
@@ -58,9 +58,6 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     let target = kernel::classify(lock, flags);
     // Who holds it, read before the unwind: as close to the wait's start as can be.
     let (mut holder, mut holder_task) = (Holder::default(), 0);
-    if target.kind == lock_kind::MMAP_LOCK && holders_on() {
-        name_current(tid, (pid_tgid >> 32) as u32);
-    }
     // Inside a slowpath (kprobe/fentry modes) the holder was read at its entry, and the row
     // with the holder is the slowpath's.
     if target.kind == lock_kind::I_MMAP_RWSEM && !slowpath::timing(tid, lock) {
@@ -178,17 +175,4 @@ pub fn holder_at_wait(sem: u64) -> (Holder, u64) {
     let held = holder::at_wait(sem);
     holder::timed_end(t0, holder_cost::READS);
     held
-}
-
-/// The current task's name, on first sight (mmap_lock waits by process): a lookup per wait,
-/// not an update (a task that execs keeps the name it first waited under).
-#[inline(always)]
-fn name_current(tid: u32, tgid: u32) {
-    // SAFETY: a lookup whose value is not used.
-    if unsafe { TASK_NAMES.get(&tid) }.is_some() {
-        return;
-    }
-    if let Ok(comm) = bpf_get_current_comm() {
-        let _ = TASK_NAMES.insert(&tid, &TaskName { tgid, _pad: 0, comm }, 0);
-    }
 }

@@ -8,10 +8,15 @@ pub struct Args {
 }
 
 pub fn parse(usage: &str) -> Args {
+    parse_from(usage, std::env::args().skip(1))
+}
+
+/// [`parse`] of `args` (the arguments without the program name).
+pub fn parse_from(usage: &str, args: impl IntoIterator<Item = String>) -> Args {
     let mut count = None;
     let mut jobs = 1;
     let mut rest = Vec::new();
-    let mut it = std::env::args().skip(1);
+    let mut it = args.into_iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "-j" => jobs = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| die(usage)),

@@ -1,4 +1,4 @@
-//! Inode → path, and `--inode NAME` → inode.
+//! Inode → path (`--inode NAME` → inode is select.rs).
 //!
 //! The kernel hands us (s_dev, i_ino). Paths come from the files processes map
 //! (/proc/PID/maps lists dev and inode as the kernel sees them, which `stat` does not always do:
@@ -6,14 +6,12 @@
 //! processes gone before the last scan mapped (the binary that fork+exec workloads exec) is
 //! named from its inode instead (`by_handle`).
 
-use anyhow::{bail, Result};
 use procfs::process::{MMapPath, MemoryMaps};
 
 use super::by_handle;
 pub use super::FileId;
 use std::{
     collections::HashMap,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -31,7 +29,7 @@ pub const LIBRARY_DIRS: &[&str] = &[
 /// Paths of mapped files by kernel identity, filled from /proc scans.
 #[derive(Default)]
 pub struct FileIndex {
-    paths: HashMap<FileId, PathBuf>,
+    pub(super) paths: HashMap<FileId, PathBuf>,
     /// Files `name_unmapped` could not name: not tried again at every --interval (a snapshot
     /// lists every file of the run, and a filesystem that cannot open by inode never will).
     unnamable: std::collections::HashSet<FileId>,
@@ -98,12 +96,12 @@ impl FileIndex {
         }
     }
 
-    fn knows(&self, id: FileId) -> bool {
+    pub(super) fn knows(&self, id: FileId) -> bool {
         self.paths.contains_key(&id)
     }
 
     /// Mapped files whose path is `path` or whose name is `name`.
-    fn matching(&self, pred: impl Fn(&Path) -> bool) -> Vec<(FileId, PathBuf)> {
+    pub(super) fn matching(&self, pred: impl Fn(&Path) -> bool) -> Vec<(FileId, PathBuf)> {
         let mut v: Vec<_> =
             self.paths.iter().filter(|(_, p)| pred(p)).map(|(i, p)| (*i, p.clone())).collect();
         v.sort();
@@ -111,74 +109,10 @@ impl FileIndex {
     }
 }
 
-/// A file named on the command line with `--inode`.
-#[derive(Clone, Debug)]
-pub struct Selected {
-    pub path: PathBuf,
-    /// Every identity the kernel may use for it (stat's and the mappings' dev can differ).
-    pub ids: Vec<FileId>,
-    /// Some process maps it now. A file nobody maps yet is still accepted (COMMAND may map
-    /// it); rmapprof says so in one line.
-    pub mapped: bool,
-}
-
-impl Selected {
-    /// Whether the kernel's `id` is this file: one of its identities, or its inode number on a
-    /// dev no mapping shows (the overlayfs/btrfs case of `FileIndex::path`).
-    pub fn matches(&self, id: FileId, index: &FileIndex) -> bool {
-        self.ids.contains(&id) || (self.ids.iter().any(|s| s.ino == id.ino) && !index.knows(id))
-    }
-}
-
-/// Resolves `--inode ARG`: a path, or a bare name looked up among mapped files, then in
-/// `LIBRARY_DIRS`. The error names what was searched.
-pub fn resolve(arg: &str, index: &FileIndex) -> Result<Selected> {
-    let candidates: Vec<PathBuf> = if arg.contains('/') {
-        vec![PathBuf::from(arg)]
-    } else {
-        let mapped = index.matching(|p| p.file_name().is_some_and(|n| n == arg));
-        let mut c: Vec<PathBuf> = mapped.into_iter().map(|(_, p)| p).collect();
-        c.extend(LIBRARY_DIRS.iter().map(|d| Path::new(d).join(arg)));
-        c
-    };
-    for cand in &candidates {
-        let meta = match std::fs::metadata(cand) {
-            Ok(meta) => meta,
-            // A path the user typed: say why it cannot be used (a symlink loop, no permission),
-            // not just that nothing was found.
-            Err(e) if arg.contains('/') && e.kind() != std::io::ErrorKind::NotFound => {
-                bail!("--inode {arg}: {}", io_reason(&e));
-            }
-            Err(_) => continue,
-        };
-        if meta.is_dir() {
-            bail!("--inode {arg}: {} is a directory, not a file", cand.display());
-        }
-        let path = std::fs::canonicalize(cand).unwrap_or_else(|_| cand.clone());
-        let mut ids = vec![FileId::from_stat(meta.dev(), meta.ino())];
-        for (id, _) in index.matching(|p| p == path || p == cand) {
-            if id.ino == meta.ino() && !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
-        let mapped = index.paths.keys().any(|id| id.ino == meta.ino());
-        return Ok(Selected { path, ids, mapped });
-    }
-    if arg.contains('/') {
-        bail!("--inode {arg}: no such file");
-    }
-    bail!("--inode {arg}: not mapped by any process and not found in {}", LIBRARY_DIRS.join(", "));
-}
-
-/// An I/O error as `strerror` says it, without Rust's "(os error N)".
-fn io_reason(e: &std::io::Error) -> String {
-    let s = e.to_string();
-    s.split(" (os error").next().unwrap_or(&s).to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn kernel_dev_encoding() {
@@ -240,62 +174,6 @@ mod tests {
                 proptest::prop_assert_eq!(got, Path::new(&first.3));
             }
         }
-    }
-
-    #[test]
-    fn resolves_bare_names_among_mapped_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("libfake.so.1");
-        std::fs::write(&f, b"x").unwrap();
-        let meta = std::fs::metadata(&f).unwrap();
-        let mut index = FileIndex::default();
-        // The mapping reports another dev for the same inode (as btrfs does).
-        let other = FileId::from_major_minor(0, 99, meta.ino());
-        index.add_maps(&maps(&format!("1000-2000 r--p 00000000 00:63 {} {}\n", meta.ino(), f.display())));
-        let s = resolve("libfake.so.1", &index).unwrap();
-        assert_eq!(s.path, std::fs::canonicalize(&f).unwrap());
-        assert!(s.ids.contains(&FileId::from_stat(meta.dev(), meta.ino())));
-        assert!(s.ids.contains(&other));
-        // By path too.
-        let s2 = resolve(f.to_str().unwrap(), &index).unwrap();
-        assert_eq!(s2.path, s.path);
-    }
-
-    #[test]
-    fn overlay_devs_fall_back_to_the_inode_number() {
-        let mut index = FileIndex::default();
-        index.add_maps(&maps("1000-2000 r--p 00000000 00:26 652561 /usr/lib/x86_64-linux-gnu/libc.so.6\n2000-3000 r--p 00000000 00:26 7 /a\n3000-4000 r--p 00000000 00:27 7 /b\n"));
-        let kernel_id = FileId::from_major_minor(0, 18, 652561);
-        assert_eq!(index.path(kernel_id), Some(Path::new("/usr/lib/x86_64-linux-gnu/libc.so.6")));
-        // Ambiguous inode numbers stay unresolved rather than guessed.
-        assert_eq!(index.path(FileId::from_major_minor(0, 18, 7)), None);
-        let sel = Selected {
-            path: "/usr/lib/x86_64-linux-gnu/libc.so.6".into(),
-            ids: vec![FileId::from_major_minor(0, 40, 652561)],
-            mapped: true,
-        };
-        assert!(sel.matches(kernel_id, &index));
-        assert!(!sel.matches(FileId::from_major_minor(0, 18, 1), &index));
-        // A known, different file with the same inode number is not this one.
-        index.add_maps(&maps("1000-2000 r--p 00000000 00:12 652561 /tmp/other\n"));
-        assert!(!sel.matches(kernel_id, &index));
-    }
-
-    #[test]
-    fn unknown_and_directories_fail_with_what_was_searched() {
-        let index = FileIndex::default();
-        let e = resolve("libdoesnotexist.so.9", &index).unwrap_err().to_string();
-        assert!(e.contains("not mapped by any process") && e.contains("/usr/lib"), "{e}");
-        let e = resolve("/tmp", &index).unwrap_err().to_string();
-        assert!(e.contains("directory"), "{e}");
-        let e = resolve("/no/such/file", &index).unwrap_err().to_string();
-        assert!(e.contains("no such file"), "{e}");
-        let dir = tempfile::tempdir().unwrap();
-        let a = dir.path().join("a");
-        std::os::unix::fs::symlink(dir.path().join("b"), &a).unwrap();
-        std::os::unix::fs::symlink(&a, dir.path().join("b")).unwrap();
-        let e = resolve(a.to_str().unwrap(), &index).unwrap_err().to_string();
-        assert_eq!(e, format!("--inode {}: Too many levels of symbolic links", a.display()));
     }
 
     #[test]

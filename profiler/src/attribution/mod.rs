@@ -2,6 +2,8 @@
 mod by_handle;
 pub mod callers;
 pub mod files;
+mod overlay;
+pub mod select;
 pub mod symbols;
 
 /// A file as the kernel identifies it: `dev` is `s_dev` (MAJOR << 20 | MINOR).

@@ -15,7 +15,7 @@ use profiler_common::{
     lost,
     names::{global, holder_cost, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
     not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderSlot, HolderWaits,
-    KernelStack, LockTarget, OpKey, OpStats, TaskName, WaitHist, WaitStats,
+    KernelStack, LockTarget, OpKey, OpStats, ProcessName, WaitHist, WaitStats,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -54,6 +54,8 @@ pub struct Snapshot {
     pub holder_waits: Vec<(HolderKey, WaitStats)>,
     /// tid -> (tgid, comm) of the waiters and holders seen.
     pub task_names: BTreeMap<u32, (u32, String)>,
+    /// Program run (the mmap_lock target's `ino`, `Process`) -> (tgid, its leader's comm).
+    pub process_names: BTreeMap<u64, (u32, String)>,
     pub lost: BTreeMap<String, u64>,
     /// Nested waits, not measured by design.
     pub nested_waits: u64,
@@ -330,9 +332,11 @@ impl Collector {
         // Then the rows still in the per-CPU slots (after the hash map: a row moving from a
         // slot to the map meanwhile is missed by this read, never counted twice).
         holder_waits.extend(self.holder_slots()?);
-        let task_names: HashMap<&MapData, u32, TaskName> = HashMap::try_from(self.map(map::TASK_NAMES)?)?;
-        let mut task_names: BTreeMap<u32, (u32, String)> =
-            task_names.iter().filter_map(|r| r.ok()).map(|(tid, n)| (tid, (n.tgid, comm(&n.comm)))).collect();
+        let process_names: HashMap<&MapData, u64, ProcessName> =
+            HashMap::try_from(self.map(map::PROCESS_NAMES)?)?;
+        let process_names: BTreeMap<u64, (u32, String)> =
+            process_names.iter().filter_map(|r| r.ok()).map(|(i, n)| (i, (n.tgid, comm(&n.comm)))).collect();
+        let mut task_names: BTreeMap<u32, (u32, String)> = BTreeMap::new();
         // The holder rows carry their tasks' names, taken when each row was new.
         for (k, w) in &holder_waits {
             for (tid, tgid, name) in
@@ -349,6 +353,7 @@ impl Collector {
             hists: hists.iter().filter_map(|r| r.ok()).collect(),
             holder_waits: merged_rows(holder_waits),
             task_names,
+            process_names,
             ..Default::default()
         };
         let stacks: HashMap<&MapData, u64, KernelStack> = HashMap::try_from(self.map(map::STACKS)?)?;
@@ -363,7 +368,7 @@ impl Collector {
             (map::STACKS, stack_rows),
             (map::CALL_SITES, site_rows),
             (map::HOLDER_WAITS, snap.holder_waits.len()),
-            (map::TASK_NAMES, snap.task_names.len()),
+            (map::PROCESS_NAMES, snap.process_names.len()),
         ] {
             let max = match self.map(name)? {
                 aya::maps::Map::HashMap(m)

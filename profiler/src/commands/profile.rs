@@ -6,10 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::time::{interval_at, Instant as TokioInstant};
 
 use crate::{
-    attribution::{
-        files::{self, FileIndex},
-        symbols::KernelSymbols,
-    },
+    attribution::{files::FileIndex, select, symbols::KernelSymbols},
     cli::Cli,
     collector::{Collector, ProbeStatus, Snapshot},
     command::{self, Command},
@@ -40,8 +37,9 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
     let selected = cli
         .inodes
         .iter()
-        .map(|a| files::resolve(a, &index).map_err(|e| usage(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|a| select::resolve(a, &index).map_err(|e| usage(e.to_string())))
+        .collect::<Result<Vec<_>>>()?
+        .concat();
     // A file nobody maps has no rmap to contend on: without a COMMAND that may map it, that is
     // a mistake (wrong copy, wrong name); with one, it is the usual `--inode ./lib.so -- ./prog`.
     for s in selected.iter().filter(|s| !s.mapped) {
@@ -215,7 +213,7 @@ struct Window<'a> {
     acquisitions: bool,
     probes: Vec<ProbeStatus>,
     started: Instant,
-    selected: &'a [files::Selected],
+    selected: &'a [select::Selected],
 }
 
 impl Window<'_> {

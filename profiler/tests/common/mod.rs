@@ -56,16 +56,26 @@ impl MappedFile {
     pub fn new(dir: &Path, name: &str) -> Self {
         let path = dir.join(name);
         std::fs::write(&path, vec![7u8; 8192]).unwrap();
-        let file = File::open(&path).unwrap();
+        Self::open(&path)
+    }
+
+    /// Maps the file at `path`, opened read-only (on overlayfs: not copied up).
+    pub fn open(path: &Path) -> Self {
+        let file = File::open(path).unwrap();
         let map = unsafe {
             libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0)
         };
         assert_ne!(map, libc::MAP_FAILED);
-        Self { path: std::fs::canonicalize(&path).unwrap(), file, _map: map }
+        Self { path: std::fs::canonicalize(path).unwrap(), file, _map: map }
     }
 
     pub fn ino(&self) -> u64 {
         std::fs::metadata(&self.path).unwrap().ino()
+    }
+
+    /// The inode number of the open file (its path may be gone).
+    pub fn ino_of_fd(&self) -> u64 {
+        self.file.metadata().unwrap().ino()
     }
 
     /// 16 processes × mmap/munmap: far more runnable tasks than the 2 CPUs, so lock holders get

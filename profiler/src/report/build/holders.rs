@@ -155,15 +155,19 @@ fn task_rows(waits: BTreeMap<(u32, u32), Waits>, snap: &Snapshot) -> Vec<TaskWai
     most_waited(waits.into_iter().map(|((pid, tid), w)| (comm(snap, tid, pid), pid, Some(tid), w)))
 }
 
-/// mmap_lock waits per process: the kernel keys each process's mmap_lock by its tgid.
+/// mmap_lock waits per process and program it ran: the kernel keys each process's mmap_lock
+/// by its tgid and program run, named after the run's thread group leader.
 pub(super) fn mmap_lock_by_process(snap: &Snapshot) -> Vec<TaskWaits> {
-    let mut by: BTreeMap<u32, Waits> = BTreeMap::new();
+    let mut by: BTreeMap<(u32, u64), Waits> = BTreeMap::new();
     for (k, s) in &snap.waits {
         if k.target.kind == lock_kind::MMAP_LOCK {
-            add_to(by.entry(k.target.ino as u32).or_default(), s);
+            add_to(by.entry((k.target.dev, k.target.ino)).or_default(), s);
         }
     }
-    most_waited(by.into_iter().map(|(pid, w)| (comm(snap, pid, pid), pid, None, w)))
+    most_waited(
+        by.into_iter()
+            .map(|((pid, run), w)| (snap.process_names.get(&run).map(|(_, c)| c.clone()), pid, None, w)),
+    )
 }
 
 /// Rows of waits by task or process, the most time waited first.

@@ -18,7 +18,8 @@ use stacks::Stacks;
 use crate::{
     attribution::{
         callers,
-        files::{FileId, FileIndex, Selected},
+        files::{FileId, FileIndex},
+        select::Selected,
         symbols::KernelSymbols,
     },
     collector::{ProbeStatus, Snapshot},

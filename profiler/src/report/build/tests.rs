@@ -271,17 +271,27 @@ fn waits_are_attributed_to_their_holders() {
     assert_eq!(waiters, [(Some("mmapper"), Some(10), 3), (None, Some(11), 3)]);
 }
 
-/// Each process's mmap_lock is its own target (keyed by tgid): reported apart, by name.
+/// Each process's mmap_lock is its own target, per program it ran (keyed by tgid and program
+/// run): reported apart, each run named after its leader as the kernel named it.
 #[test]
-fn mmap_lock_waits_are_reported_per_process() {
+fn mmap_lock_waits_are_reported_per_process_and_program() {
     let mut snap = snapshot();
-    let mm = |tgid| LockTarget { kind: lock_kind::MMAP_LOCK, dev: 0, ino: tgid };
-    snap.waits = vec![(wait(mm(5), 0), stats(2, 20, 15)), (wait(mm(6), 0), stats(3, 90, 40))];
-    snap.task_names.insert(5, (5, "five".into()));
-    snap.task_names.insert(61, (6, "six".into()));
+    let mm = |tgid, run| LockTarget { kind: lock_kind::MMAP_LOCK, dev: tgid, ino: run };
+    snap.waits = vec![
+        (wait(mm(5, 1), 0), stats(2, 20, 15)),
+        (wait(mm(6, 2), 0), stats(3, 90, 40)),
+        (wait(mm(6, 3), 0), stats(1, 50, 50)),
+        (wait(mm(7, 4), 0), stats(1, 10, 10)),
+    ];
+    snap.process_names.insert(1, (5, "five".into()));
+    snap.process_names.insert(2, (6, "sh".into()));
+    snap.process_names.insert(3, (6, "six".into()));
+    // Run 4's name row was evicted (least recently used): unnamed, not guessed.
+    // A thread's name is not its process's.
+    snap.task_names.insert(61, (6, "worker-1".into()));
     let r = build_in(RunMode::Tracepoint, false, &snap);
     let rows: Vec<_> =
         r.mmap_lock_by_process.iter().map(|t| (t.comm.as_deref(), t.pid, t.contentions)).collect();
-    assert_eq!(rows, [(Some("six"), 6, 3), (Some("five"), 5, 2)]);
-    assert_eq!(r.locks[1].contentions, 5);
+    assert_eq!(rows, [(Some("sh"), 6, 3), (Some("six"), 6, 1), (Some("five"), 5, 2), (None, 7, 1)]);
+    assert_eq!(r.locks[1].contentions, 7);
 }
