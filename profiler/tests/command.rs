@@ -163,7 +163,7 @@ fn a_second_signal_during_the_grace_period_still_writes_the_profile() {
         assert!(killed.contains("SIGKILL") && killed.contains("writing the profile"), "{killed}");
         assert!(lines.iter().all(|l| l.starts_with("rmapprof: ")), "{lines:#?}");
         assert!(run.report().is_some(), "no report.json: {lines:#?}");
-        said(&lines, "rmapprof: wrote report.txt");
+        said(&lines, "rmapprof: wrote report.json");
         assert_eq!(cgroups_left(run.pid()), Vec::<PathBuf>::new());
     }
 }
