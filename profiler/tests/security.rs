@@ -104,19 +104,8 @@ fn plant_everywhere(dir: &Path, pprof: &str, v: &Victims) {
 /// rmapprof under `sudo` as nobody, as a terminal starts it (signals at their defaults,
 /// killed with the test).
 fn as_sudo(program: &str) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut c = Command::new(program);
+    let mut c = as_a_terminal_starts(program);
     c.env("SUDO_UID", NOBODY.to_string()).env("SUDO_GID", NOBODY.to_string());
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        c.pre_exec(|| {
-            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
     c
 }
 

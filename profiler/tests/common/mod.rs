@@ -31,8 +31,14 @@ pub fn workload(name: &str) -> PathBuf {
 /// background shell job inherits SIGINT ignored), and killed if the test process dies, so a
 /// failed or interrupted test leaves nothing attached.
 pub fn rmapprof() -> Command {
+    as_a_terminal_starts(RMAPPROF)
+}
+
+/// `program` as [`rmapprof`] starts rmapprof (`unshare` in front of it, say).
+pub fn as_a_terminal_starts(program: &str) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut c = Command::new(RMAPPROF);
+    let mut c = Command::new(program);
+    // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         c.pre_exec(|| {
             for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
