@@ -10,6 +10,7 @@ mod host;
 mod icount;
 mod kernel;
 mod letter;
+mod mm_checks;
 mod patches;
 mod perf;
 mod services;

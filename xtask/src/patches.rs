@@ -6,7 +6,7 @@ use std::{path::Path, process::Command, time::Instant};
 use crate::{
     evidence,
     host::{root, sh},
-    icount, kernel, letter,
+    icount, kernel, letter, mm_checks,
     setup::build,
     vm,
 };
@@ -136,11 +136,13 @@ pub fn check(
             &kernel::source(kernel::OURS, true)?,
             &kernel::build_dir(kernel::OURS, true, true),
         )?;
+        let mm_checks = mm_checks::build()?;
         let mut cmd = vec![
             "scripts/patches-check-guest.sh".to_owned(),
             results("debug").0,
             seconds.to_string(),
             fault_iterations.to_string(),
+            mm_checks.strip_prefix(root())?.display().to_string(),
         ];
         cmd.extend(selftests);
         if build_only {
