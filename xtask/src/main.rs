@@ -13,6 +13,7 @@ mod letter;
 mod mm_checks;
 mod patches;
 mod perf;
+mod series;
 mod services;
 mod setup;
 mod stress;
