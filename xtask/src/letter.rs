@@ -33,7 +33,7 @@ impl Identity {
     }
 
     /// "Name <email>", as From: and Signed-off-by: carry it.
-    fn address(&self) -> String {
+    pub fn address(&self) -> String {
         format!("{} <{}>", self.name, self.email)
     }
 }
