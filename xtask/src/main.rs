@@ -19,6 +19,8 @@ mod setup;
 mod sign;
 mod stress;
 mod tools;
+#[cfg(test)]
+mod unixbench;
 mod vm;
 
 use anyhow::{bail, Result};
