@@ -74,7 +74,7 @@ int main(int argc, char **argv)
 	}
 	if (madvise(map, page, MADV_GUARD_INSTALL)) {
 		if (errno == EINVAL) {
-			printf("SKIP guard-remap: MADV_GUARD_INSTALL refused (EINVAL): kernel before 6.13\n");
+			printf("SKIP guard-remap: MADV_GUARD_INSTALL refused on a file mapping (EINVAL): no file-backed guard regions in this kernel\n");
 			return 4;
 		}
 		printf("FAIL guard-remap: MADV_GUARD_INSTALL: %s\n", strerror(errno));

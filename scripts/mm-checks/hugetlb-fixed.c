@@ -71,7 +71,9 @@ int main(int argc, char **argv)
 		printf("FAIL hugetlb-fixed: mmap of the file: %s\n", strerror(errno));
 		return 1;
 	}
-	/* The 2 MiB-aligned range inside the 4 MiB mapping, read-faulted page by page. */
+	/* The 2 MiB-aligned range inside the 4 MiB mapping, read-faulted page by page into a
+	 * PTE table: no transparent huge page there (tmpfs may have them), which a PMD would map. */
+	madvise(map, len, MADV_NOHUGEPAGE);
 	aligned = (char *)(((uintptr_t)map + HPAGE - 1) & ~(HPAGE - 1));
 	for (off = 0; off < HPAGE; off += page)
 		sum += aligned[off];

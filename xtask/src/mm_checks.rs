@@ -51,7 +51,7 @@ mod tests {
     use super::*;
 
     /// Both compile warning-free here and behave on this machine's kernel, which has neither
-    /// bug: guard-remap passes (skips only before 6.13, which has no guard markers);
+    /// bug: guard-remap passes (skips only on a kernel without guard regions on file mappings);
     /// hugetlb-fixed passes, or skips when no huge page is free (vm.nr_hugepages is 0 unless
     /// someone set it; the test leaves the machine's setting alone).
     #[test]
@@ -66,7 +66,7 @@ mod tests {
                 Some(4) => {
                     assert!(line.starts_with(&format!("SKIP {c}: ")), "{line}");
                     if c == "guard-remap" {
-                        assert!(line.contains("before 6.13"), "{line}");
+                        assert!(line.contains("no file-backed guard regions"), "{line}");
                     } else {
                         assert!(line.contains("huge page") || line.contains("hugetlbfs"), "{line}");
                     }
