@@ -8,7 +8,7 @@ use std::{
     process::Command,
 };
 
-use crate::{host::root, kernel};
+use crate::{host::root, kernel, series};
 
 /// `git config user.name` and `user.email`: the only identity a patch is signed with.
 pub struct Identity {
@@ -33,7 +33,7 @@ impl Identity {
     }
 
     /// "Name <email>", as From: and Signed-off-by: carry it.
-    fn address(&self) -> String {
+    pub fn address(&self) -> String {
         format!("{} <{}>", self.name, self.email)
     }
 }
@@ -63,7 +63,7 @@ pub fn check_authorship(series: &[PathBuf], me: &Identity) -> Result<()> {
 }
 
 /// The value of `name:` in the mail header block (folded lines joined), if present.
-fn header(text: &str, name: &str) -> Option<String> {
+pub fn header(text: &str, name: &str) -> Option<String> {
     let block = text.split("\n\n").next()?;
     let mut value: Option<String> = None;
     for line in block.lines() {
@@ -139,9 +139,38 @@ pub fn address(series: &[PathBuf], letter: &Path, me: &Identity) -> Result<()> {
         all.to.extend(a.to);
         all.cc.extend(a.cc);
     }
+    all.cc.extend(LETTER_CC.iter().map(|c| c.to_string()));
     all.cc.retain(|c| !all.to.contains(c));
     set_recipients(letter, &all)
 }
+
+/// Besides get_maintainer.pl's, the letter goes to the people whose threads it builds on:
+/// Mateusz Guzik (patch 1's Suggested-by), Huang Shijie and Yibin Liu (who posted the earlier
+/// attempts and have the many-core machines), Matthew Wilcox (reviewed Yibin Liu's). The
+/// addresses are the ones the linux-mm threads show whole; where the archive we have redacts
+/// one, [`PLACEHOLDER`] stands in, and patches-send-ready refuses the series until a person
+/// puts the real address there.
+pub const LETTER_CC: [&str; 4] = [
+    "Mateusz Guzik <mjguzik@gmail.com>",
+    "Huang Shijie <ADDRESS-TO-FILL-IN>",
+    "Yibin Liu <liuyibin@hygon.cn>",
+    "Matthew Wilcox <ADDRESS-TO-FILL-IN>",
+];
+
+/// An address not known to us, to be filled in by whoever posts the series.
+pub const PLACEHOLDER: &str = "ADDRESS-TO-FILL-IN";
+
+/// The committed letter's first lines: it carries the repository's identity, which must not
+/// go out. patches-send-ready removes them (every line starting with "*** " at the top).
+pub const SIGN_NOTE: &str = "\
+*** Not to be sent as it is. The From: and Signed-off-by: lines of
+*** this series are rmapprof's repository identity, not a person's.
+*** Whoever posts it signs it:
+***   cargo xtask patches-send-ready --as \"Name <address>\"
+*** (or with their git config) puts their identity on every mail, drops
+*** these lines, runs checkpatch.pl --strict on the result and writes
+*** it to target/patches-send/. Addresses shown as ADDRESS-TO-FILL-IN
+*** are not in the linux-mm archive we worked from: fill them in first.";
 
 /// Replaces the To:/Cc: headers of a format-patch mail by `a`'s, folded as git folds them.
 fn set_recipients(path: &Path, a: &Addresses) -> Result<()> {
@@ -194,23 +223,19 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     if let Some(field) = blurb.split('@').skip(1).find(|f| is_field(f)) {
         bail!("xtask/cover-letter.in: @{field}@ has no value");
     }
-    // Keep git's header lines and the shortlog/diffstat tail (from git's "AUTHOR (N):" line).
+    // Keep git's header lines; the shortlog and diffstat are git's for patches/ now, and the
+    // subject's prefix and count are the patches'.
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
-    let tail = shortlog_start(&old).map(|i| &old[i..]).unwrap_or("");
-    let n = kernel::series(kernel::OURS)?.len();
-    // The subject prefix format-patch was given ("RFC PATCH v2"), kept from the letter there.
-    let prefix = old[header_end..]
-        .strip_prefix("Subject: [")
-        .and_then(|s| s.split_once(" 0/"))
-        .map(|(p, _)| p.to_owned())
-        .unwrap_or_else(|| "PATCH".into());
+    let patches = series::read_series(&kernel::series(kernel::OURS)?)?;
+    let tail = series::shortlog_and_diffstat(&patches)?;
+    let signature = old.rfind("\n-- \n").map(|i| &old[i + 1..]).unwrap_or("-- \n2.47.3\n");
+    let (prefix, n) = (&patches[0].prefix, patches.len());
     // To:/Cc: are written afterwards, by [`address`].
     let text = format!(
-        "{}Subject: [{prefix} 0/{n}] {}\n\n{}\n\n{}",
+        "{}Subject: [{prefix} 0/{n}] {}\n\n{SIGN_NOTE}\n\n{}\n\n{tail}{signature}",
         &old[..header_end],
         subject.trim(),
         blurb.trim_end(),
-        tail
     );
     std::fs::write(&path, text)?;
     Ok(())
@@ -246,7 +271,7 @@ fn is_field(s: &str) -> bool {
 }
 
 /// Where `git format-patch --cover-letter`'s shortlog starts: its "AUTHOR (N):" line.
-fn shortlog_start(letter: &str) -> Option<usize> {
+pub fn shortlog_start(letter: &str) -> Option<usize> {
     let mut at = 0;
     for line in letter.split_inclusive('\n') {
         let l = line.trim_end();

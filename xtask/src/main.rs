@@ -10,12 +10,17 @@ mod host;
 mod icount;
 mod kernel;
 mod letter;
+mod mm_checks;
 mod patches;
 mod perf;
+mod series;
 mod services;
 mod setup;
+mod sign;
 mod stress;
 mod tools;
+#[cfg(test)]
+mod unixbench;
 mod vm;
 
 use anyhow::{bail, Result};
@@ -155,6 +160,14 @@ enum Cmd {
         #[arg(long)]
         cover_letter_only: bool,
     },
+    /// Sign patches/ for posting: the poster's From: and Signed-off-by: on every mail (not the
+    /// repository's identity), the letter's note dropped, checkpatch --strict on the result,
+    /// written to target/patches-send/ for `git send-email --to-cover --cc-cover`.
+    PatchesSendReady {
+        /// "Name <address>" to sign as (default: your git config's user.name and user.email).
+        #[arg(long = "as", value_name = "NAME <ADDRESS>")]
+        as_: Option<String>,
+    },
     /// setup, then run every test: unit tests and tests that load BPF into this kernel, then
     /// the kprobe/fentry tests inside Debian's 7.2 and 6.1 kernels (test-vm, `kernel::CI_KERNELS`).
     Test {
@@ -218,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
             patches::check(cpus, seconds, fault_iterations, &only, build_only)
         }
         Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
+        Cmd::PatchesSendReady { as_ } => sign::send_ready(as_.as_deref()),
         Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {
                 kernel::build_kernel(kernel, patched, debug).map(|_| ())
