@@ -160,6 +160,8 @@ impl Command {
         let n = self.members().len();
         self.signal(sig);
         signals::grace_begins();
+        // Counted before the line below: a signal sent on seeing it must cut the wait short.
+        let signals_before = signals::count();
         let (s, pid, grace, holder) = (sig_name(sig), self.pid, GRACE.as_secs(), self.holder());
         let sent = match why {
             Why::Signal(by) => {
@@ -182,7 +184,12 @@ impl Command {
             ),
         };
         say!("rmapprof: {sent}; waiting up to {grace} s for it to exit");
-        let (t, signals_before) = (Instant::now(), signals::count());
+        // Fault injection for the tests: a signal sent on seeing the line above lands before
+        // the wait begins (RMAPPROF_FAULT_GRACE_DELAY_MS=N).
+        if let Some(ms) = std::env::var("RMAPPROF_FAULT_GRACE_DELAY_MS").ok().and_then(|v| v.parse().ok()) {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        let t = Instant::now();
         let interrupted = loop {
             tokio::time::sleep(POLL).await;
             self.exited();
