@@ -107,15 +107,23 @@ fn overlay_paths_select_the_inode_the_kernel_maps() {
     for names in
         [["--inode", &paths[0], "--inode", &paths[1]], ["--inode", "lower.dat", "--inode", "upper.dat"]]
     {
-        let run = Running::start(&names);
-        for m in &merged {
-            m.churn(3);
-        }
-        let (_, r, _) = run.stop(libc::SIGINT);
-        for path in &paths {
-            let f = r["files"].as_array().unwrap().iter().find(|f| f["path"] == path.as_str());
-            let f = f.unwrap_or_else(|| panic!("{names:?}: no row named {path}: {}", r["files"]));
-            assert!(u(f, "contentions") > 0, "{names:?}: no waits on the row of {path}: {f}");
+        // A run in which a loaded machine gave some file no wait is run again (four at most).
+        for attempt in 1..=4 {
+            let run = Running::start(&names);
+            for m in &merged {
+                m.churn(3);
+            }
+            let (_, r, _) = run.stop(libc::SIGINT);
+            let mut waited = true;
+            for path in &paths {
+                let f = r["files"].as_array().unwrap().iter().find(|f| f["path"] == path.as_str());
+                let f = f.unwrap_or_else(|| panic!("{names:?}: no row named {path}: {}", r["files"]));
+                waited &= u(f, "contentions") > 0;
+                assert!(waited || attempt < 4, "{names:?}: no waits on the row of {path}: {f}");
+            }
+            if waited {
+                break;
+            }
         }
     }
 }
@@ -127,11 +135,14 @@ fn a_bare_name_selects_every_mapped_file_of_that_name() {
     let _g = serial();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let files = [MappedFile::new(a.path(), "same.dat"), MappedFile::new(b.path(), "same.dat")];
-    let run = Running::start(&["--inode", "same.dat"]);
-    for f in &files {
-        f.churn(3);
-    }
-    let (_, r, _) = run.stop(libc::SIGINT);
+    let (r, _) = until_each_contended(&files.each_ref().map(|f| f.ino()), || {
+        let run = Running::start(&["--inode", "same.dat"]);
+        for f in &files {
+            f.churn(3);
+        }
+        let (_, r, out) = run.stop(libc::SIGINT);
+        (r, out)
+    });
     let rows = r["files"].as_array().unwrap();
     for f in &files {
         let row = file_entry(&r, f.ino()).unwrap_or_else(|| panic!("{}: {rows:?}", f.path.display()));
@@ -184,15 +195,18 @@ fn empty_relative_and_deleted_inode_arguments() {
         ("gone.dat", &gone, &deleted_name),
         ("./gone.dat", &gone, &deleted_name),
     ] {
-        let out = tempfile::tempdir().unwrap();
-        let (child, mut err) = spawn_until(
-            rmapprof().current_dir(cwd.path()).args(["--inode", arg, "-o"]).arg(out.path()),
-            "rmapprof: profiling",
-        );
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        let run = Running { child, out };
-        file.churn(3);
-        let (_, r, _) = run.stop(libc::SIGINT);
+        let (r, _) = until_each_contended(&[file.ino_of_fd()], || {
+            let out = tempfile::tempdir().unwrap();
+            let (child, mut err) = spawn_until(
+                rmapprof().current_dir(cwd.path()).args(["--inode", arg, "-o"]).arg(out.path()),
+                "rmapprof: profiling",
+            );
+            std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+            let run = Running { child, out };
+            file.churn(3);
+            let (_, r, out) = run.stop(libc::SIGINT);
+            (r, out)
+        });
         let row = file_entry(&r, file.ino_of_fd()).unwrap_or_else(|| panic!("{arg}: {}", r["files"]));
         assert_eq!(row["path"], name.as_str(), "{arg}: {row}");
         assert!(u(row, "contentions") > 0, "{arg}: {row}");

@@ -113,12 +113,13 @@ impl Drop for Running {
 pub fn spawn_until(cmd: &mut std::process::Command, marker: &str) -> (Child, BufReader<ChildStderr>) {
     let mut child = cmd.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
+    let (mut line, mut said) = (String::new(), String::new());
     loop {
         line.clear();
         if err.read_line(&mut line).unwrap() == 0 {
-            panic!("{cmd:?} exited before saying {marker:?}: {:?}", child.wait());
+            panic!("{cmd:?} exited before saying {marker:?}: {:?}; it said: {said:?}", child.wait());
         }
+        said.push_str(&line);
         if line.contains(marker) {
             return (child, err);
         }
@@ -164,6 +165,31 @@ pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
     (serde_json::from_str(&read("report.json")).expect("report.json parses"), read("report.txt"))
+}
+
+/// `run` (a profiling run and its churn of `hot`) again, up to four times, until its report
+/// has waits on `hot`: a loaded machine can run a few rounds of churn without one sleeping
+/// wait. Returns that report and its output directory.
+pub fn until_contended(
+    hot: &MappedFile,
+    run: impl FnMut() -> (Value, tempfile::TempDir),
+) -> (Value, tempfile::TempDir) {
+    until_each_contended(&[hot.ino()], run)
+}
+
+/// As [`until_contended`], until the report has waits on every inode of `inos`.
+pub fn until_each_contended(
+    inos: &[u64],
+    mut run: impl FnMut() -> (Value, tempfile::TempDir),
+) -> (Value, tempfile::TempDir) {
+    for _ in 0..4 {
+        let (r, out) = run();
+        let waited = |ino: &u64| file_entry(&r, *ino).is_some_and(|f| f["contentions"].as_u64() > Some(0));
+        if inos.iter().all(waited) {
+            return (r, out);
+        }
+    }
+    panic!("four runs saw no i_mmap_rwsem wait on some of inodes {inos:?}");
 }
 
 pub fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
