@@ -59,13 +59,27 @@ struct Overlay {
     dir: tempfile::TempDir,
 }
 
+/// A file name no other process maps: `--inode NAME` selects every mapped file of that name,
+/// and another run of these tests (a second checkout's) maps files named as these are.
+fn unique(stem: &str) -> String {
+    format!("{stem}-{}.dat", std::process::id())
+}
+
+fn lower() -> String {
+    unique("lower")
+}
+
+fn upper() -> String {
+    unique("upper")
+}
+
 impl Overlay {
     fn mount() -> Self {
         let dir = tempfile::tempdir().unwrap();
         for d in ["L", "U", "W", "M"] {
             std::fs::create_dir(dir.path().join(d)).unwrap();
         }
-        for f in ["lower.dat", "upper.dat"] {
+        for f in [lower(), upper()] {
             std::fs::write(dir.path().join("L").join(f), vec![3u8; 8192]).unwrap();
         }
         let p = |d: &str| dir.path().join(d).display().to_string();
@@ -96,17 +110,15 @@ impl Drop for Overlay {
 fn overlay_paths_select_the_inode_the_kernel_maps() {
     let _g = serial();
     let ov = Overlay::mount();
-    // Copy-up: writing through the merged path moves upper.dat to the upper layer.
-    std::fs::OpenOptions::new().write(true).open(ov.path("M/upper.dat")).unwrap().set_len(8192).unwrap();
-    assert!(ov.path("U/upper.dat").exists(), "upper.dat copied up");
-    assert!(!ov.path("U/lower.dat").exists());
-    let merged: Vec<MappedFile> =
-        ["lower.dat", "upper.dat"].map(|f| MappedFile::open(&ov.path("M").join(f))).into();
+    // Copy-up: writing through the merged path moves the upper file to the upper layer.
+    let (lower, upper) = (lower(), upper());
+    std::fs::OpenOptions::new().write(true).open(ov.path("M").join(&upper)).unwrap().set_len(8192).unwrap();
+    assert!(ov.path("U").join(&upper).exists(), "{upper} copied up");
+    assert!(!ov.path("U").join(&lower).exists());
+    let merged: Vec<MappedFile> = [&lower, &upper].map(|f| MappedFile::open(&ov.path("M").join(f))).into();
     // By the merged paths, then by the bare names, which find them mapped through them.
     let paths: Vec<String> = merged.iter().map(|m| m.path.display().to_string()).collect();
-    for names in
-        [["--inode", &paths[0], "--inode", &paths[1]], ["--inode", "lower.dat", "--inode", "upper.dat"]]
-    {
+    for names in [["--inode", &paths[0], "--inode", &paths[1]], ["--inode", &lower, "--inode", &upper]] {
         // A run in which a loaded machine gave some file no wait is run again (four at most).
         for attempt in 1..=4 {
             let run = Running::start(&names);
@@ -134,9 +146,10 @@ fn overlay_paths_select_the_inode_the_kernel_maps() {
 fn a_bare_name_selects_every_mapped_file_of_that_name() {
     let _g = serial();
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let files = [MappedFile::new(a.path(), "same.dat"), MappedFile::new(b.path(), "same.dat")];
+    let same = unique("same");
+    let files = [MappedFile::new(a.path(), &same), MappedFile::new(b.path(), &same)];
     let (r, _) = until_each_contended(&files.each_ref().map(|f| f.ino()), || {
-        let run = Running::start(&["--inode", "same.dat"]);
+        let run = Running::start(&["--inode", &same]);
         for f in &files {
             f.churn(3);
         }
@@ -149,8 +162,9 @@ fn a_bare_name_selects_every_mapped_file_of_that_name() {
         assert_eq!(row["path"], f.path.display().to_string(), "{row}");
         assert!(u(row, "contentions") > 0, "{row}");
     }
-    // Only files named same.dat were selected.
-    assert!(rows.iter().all(|f| f["path"].as_str().unwrap().ends_with("/same.dat")), "{rows:?}");
+    // Only files of that name were selected.
+    let tail = format!("/{same}");
+    assert!(rows.iter().all(|f| f["path"].as_str().unwrap().ends_with(&tail)), "{rows:?}");
 }
 
 /// `--inode ''` is refused as empty; `./x.dat` and `x.dat` in the current directory are found
@@ -184,16 +198,18 @@ fn empty_relative_and_deleted_inode_arguments() {
         assert!(o.status.success(), "{arg}: {}", String::from_utf8_lossy(&o.stderr));
     }
 
-    let mapped = MappedFile::new(cwd.path(), "x.dat");
-    let gone = MappedFile::new(cwd.path(), "gone.dat");
+    let (x, gone_dat) = (unique("x"), unique("gone"));
+    let (dot_x, dot_gone) = (format!("./{x}"), format!("./{gone_dat}"));
+    let mapped = MappedFile::new(cwd.path(), &x);
+    let gone = MappedFile::new(cwd.path(), &gone_dat);
     std::fs::remove_file(&gone.path).unwrap();
     let deleted_name = format!("{} (deleted)", gone.path.display());
     let mapped_name = mapped.path.display().to_string();
     for (arg, file, name) in [
-        ("./x.dat", &mapped, &mapped_name),
-        ("x.dat", &mapped, &mapped_name),
-        ("gone.dat", &gone, &deleted_name),
-        ("./gone.dat", &gone, &deleted_name),
+        (dot_x.as_str(), &mapped, &mapped_name),
+        (x.as_str(), &mapped, &mapped_name),
+        (gone_dat.as_str(), &gone, &deleted_name),
+        (dot_gone.as_str(), &gone, &deleted_name),
     ] {
         let (r, _) = until_each_contended(&[file.ino_of_fd()], || {
             let out = tempfile::tempdir().unwrap();

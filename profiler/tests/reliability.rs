@@ -45,10 +45,20 @@ fn held_by(pid: Option<u32>) -> BTreeSet<u32> {
 
 /// rmapprof programs loaded since `before` that no live process holds: what the test's own
 /// runs left loaded once they ended. Another rmapprof beside the tests (a user's daemon) holds
-/// its programs, so it is not counted.
+/// its programs, so it is not counted; one that just exited has programs no process holds
+/// until the kernel frees them (after an RCU grace period), and one that starts may load a
+/// program between the two reads: so the count is taken again, for up to 3 s, until it is 0.
+/// A program the test's runs leaked stays.
 fn left_loaded(before: &BTreeSet<u32>) -> usize {
-    let held = held_by(None);
-    ours_loaded().iter().filter(|id| !before.contains(id) && !held.contains(id)).count()
+    let t = std::time::Instant::now();
+    loop {
+        let held = held_by(None);
+        let left = ours_loaded().iter().filter(|id| !before.contains(id) && !held.contains(id)).count();
+        if left == 0 || t.elapsed() > Duration::from_secs(3) {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// No temporary output file, and every output there is complete (report.json parses).

@@ -47,13 +47,14 @@ fn every_mode_loads_and_attaches() {
         let probes: Vec<&Value> = all.iter().filter(|p| p["probe"] != "holder stacks").collect();
         let missing: Vec<_> = probes.iter().filter(|p| p["attached"] != true).collect();
         assert!(missing.is_empty(), "{mode}: {missing:?}");
-        // 2 tracepoints; 6 probes: entry and return of the 2 slowpaths and osq_lock; with
-        // --acquisitions 7 more: entry of down_{write,read}, up_{write,read} and the 3 rmap
-        // tree functions.
+        // 3 tracepoints (the lock's begin and end, and sched_process_exec, which ends a
+        // process's program run); 6 probes: entry and return of the 2 slowpaths and osq_lock;
+        // with --acquisitions 7 more: entry of down_{write,read}, up_{write,read} and the 3
+        // rmap tree functions.
         let want = match (mode, acquisitions) {
-            ("tracepoint", _) => 2,
-            (_, false) => 8,
-            (_, true) => 15,
+            ("tracepoint", _) => 3,
+            (_, false) => 9,
+            (_, true) => 16,
         };
         assert_eq!(probes.len(), want, "{mode}: {probes:?}");
         let down_write = probes.iter().any(|p| p["probe"].as_str().unwrap().ends_with(":down_write"));
