@@ -292,18 +292,27 @@ fn errors_are_one_line_with_the_right_exit_code() {
     assert!(err.contains("needs root") && err.contains("CAP_BPF"), "{err}");
 }
 
+/// tracefs unmounted: rmapprof mounts it. In a mount namespace of its own, so that the
+/// unmount takes tracefs from no other rmapprof on the machine (a second checkout's tests,
+/// running beside these, failed to attach "tracefs not found" when it was the host's).
 #[test]
 fn tracefs_is_mounted_when_missing() {
     let _g = serial();
-    let tracing = Path::new("/sys/kernel/tracing");
-    if tracing.join("events").is_dir() {
-        assert!(Command::new("umount").arg("-l").arg(tracing).status().unwrap().success());
-    }
-    let debugfs_has_it = Path::new("/sys/kernel/debug/tracing/events").is_dir();
     let out = tempfile::tempdir().unwrap();
-    let st = rmapprof().args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
-    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    assert!(debugfs_has_it || tracing.join("events/lock/contention_begin").is_dir());
+    let script = r#"
+        t=/sys/kernel/tracing
+        if [ -d $t/events ]; then umount -l $t || exit 90; fi
+        [ -d $t/events ] && exit 91
+        [ -d /sys/kernel/debug/tracing/events ] && debugfs_has_it=1
+        "$0" "$@" || exit $?
+        [ -n "$debugfs_has_it" ] || [ -d $t/events/lock/contention_begin ] || exit 92
+    "#;
+    let st = as_a_terminal_starts("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script, RMAPPROF])
+        .args(["-d", "200ms", "-o", out.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{:?}: {}", st.status, String::from_utf8_lossy(&st.stderr));
 }
 
 /// Whether `dir` is on ext2/3/4, whose inodes rmapprof can name by handle (by_handle.rs).
