@@ -110,7 +110,7 @@ impl FileIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
 
@@ -125,7 +125,8 @@ mod tests {
         assert_eq!(FileId::from_stat(st_dev, 42), id);
     }
 
-    fn maps(text: &str) -> MemoryMaps {
+    /// /proc/PID/maps text as procfs parses it (select.rs's tests use it too).
+    pub(in crate::attribution) fn maps(text: &str) -> MemoryMaps {
         use procfs::FromBufRead;
         MemoryMaps::from_buf_read(text.as_bytes()).unwrap()
     }

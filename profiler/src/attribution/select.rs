@@ -159,12 +159,7 @@ fn io_reason(e: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use procfs::process::MemoryMaps;
-
-    fn maps(text: &str) -> MemoryMaps {
-        use procfs::FromBufRead;
-        MemoryMaps::from_buf_read(text.as_bytes()).unwrap()
-    }
+    use crate::attribution::files::tests::maps;
 
     #[test]
     fn resolves_bare_names_among_mapped_files() {
