@@ -35,6 +35,23 @@ pub fn parse_from(usage: &str, args: impl IntoIterator<Item = String>) -> Args {
     Args { count: count.unwrap_or_else(|| die(usage)), jobs, rest }
 }
 
+/// The program a workload execs: `/bin/NAME`, or `DIR/NAME` with `--bin-dir DIR`, which also
+/// becomes PATH for what NAME runs in turn (a directory of programs linked against another
+/// glibc's loader, say: `ld.so --library-path` does not reach exec'd children). Anything else
+/// left in `a.rest` is a usage error.
+pub fn program(a: &Args, usage: &str, name: &str) -> std::ffi::CString {
+    let dir = match &a.rest[..] {
+        [] => "/bin".to_owned(),
+        [flag, dir] if flag == "--bin-dir" && !dir.is_empty() => {
+            // Before any thread or worker exists: setenv is not thread-safe.
+            std::env::set_var("PATH", dir);
+            dir.clone()
+        }
+        _ => die(usage),
+    };
+    std::ffi::CString::new(format!("{}/{name}", dir.trim_end_matches('/'))).unwrap_or_else(|_| die(usage))
+}
+
 pub fn die(usage: &str) -> ! {
     eprintln!("usage: {usage}");
     std::process::exit(2);
