@@ -33,7 +33,8 @@ const APT_PACKAGES: &[&str] = &[
     "dwarves",
     "qemu-system-x86",
     "busybox-static",
-    "udev", // virtme-ng-init needs udevd in the guest for its virtio-serial script ports
+    "udev",        // virtme-ng-init needs udevd in the guest for its virtio-serial script ports
+    "liburcu-dev", // tools/testing/vma (patches-check)
 ];
 
 fn foreign_suite(kernel: &str) -> Option<&'static str> {
@@ -59,7 +60,8 @@ fn tarball(kernel: &str) -> PathBuf {
 pub fn ensure_tools(kernel: &str) -> Result<()> {
     let foreign = foreign_suite(kernel);
     let missing_tools =
-        !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c));
+        !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c))
+            || !Path::new("/usr/include/urcu.h").exists();
     let missing_source = foreign.is_none() && !tarball(kernel).exists();
     if missing_tools || missing_source {
         eprintln!("xtask: installing kernel build and VM packages (apt)");
@@ -81,61 +83,13 @@ pub fn ensure_tools(kernel: &str) -> Result<()> {
     Ok(())
 }
 
-/// Downloads `linux-source-KERNEL` from Debian's `suite` with an apt sources list, package
-/// lists and cache of our own under `<cache>/apt-SUITE` (the machine's apt configuration and
-/// suites are not touched; the archive keyring checks the suite's signature), and unpacks it
-/// with dpkg -x; its version goes to `<cache>/deb/linux-source-KERNEL.version`.
+/// Downloads `linux-source-KERNEL` from Debian's `suite` (private apt list: debian.rs) and
+/// unpacks it under `<cache>/deb/linux-source-KERNEL`; its version goes to
+/// `<cache>/deb/linux-source-KERNEL.version`.
 fn fetch_foreign(kernel: &str, suite: &str) -> Result<()> {
-    let apt = cache_dir().join(format!("apt-{suite}"));
     let debs = cache_dir().join("deb");
-    for d in [apt.join("lists/partial"), apt.join("cache/archives/partial"), debs.clone()] {
-        std::fs::create_dir_all(&d)?;
-    }
-    let list = apt.join("sources.list");
-    std::fs::write(
-        &list,
-        format!(
-            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian {suite} main\n"
-        ),
-    )?;
-    let apt_get = |args: &[&str]| {
-        let mut c = Command::new("apt-get");
-        c.arg("-q")
-            .arg(format!("-oDir::Etc::sourcelist={}", list.display()))
-            .arg("-oDir::Etc::sourceparts=-")
-            .arg(format!("-oDir::State::Lists={}", apt.join("lists").display()))
-            .arg(format!("-oDir::Cache={}", apt.join("cache").display()))
-            // Our directories are root's: apt's _apt user could not write them.
-            .arg("-oAPT::Sandbox::User=root")
-            .args(args);
-        c
-    };
-    eprintln!(
-        "xtask: fetching {} from Debian {suite} (private apt list in {})",
-        package(kernel),
-        apt.display()
-    );
-    sh(&mut apt_get(&["update"]))?;
-    let pkg = package(kernel);
-    for e in std::fs::read_dir(&debs)?.flatten() {
-        if e.file_name().to_string_lossy().starts_with(&format!("{pkg}_")) {
-            std::fs::remove_file(e.path())?;
-        }
-    }
-    sh(apt_get(&["download", &pkg]).current_dir(&debs))?;
-    let deb = std::fs::read_dir(&debs)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{pkg}_"))))
-        .with_context(|| format!("apt-get download {pkg} left no .deb in {}", debs.display()))?;
-    let x = debs.join(&pkg);
-    if x.exists() {
-        std::fs::remove_dir_all(&x)?;
-    }
-    sh(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x))?;
-    let version = Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version").output()?;
-    std::fs::write(debs.join(format!("{pkg}.version")), String::from_utf8_lossy(&version.stdout).trim())?;
-    std::fs::remove_file(&deb)?;
+    let version = crate::debian::fetch(&package(kernel), Some(suite), &debs.join(package(kernel)))?;
+    std::fs::write(debs.join(format!("{}.version", package(kernel))), version)?;
     Ok(())
 }
 
