@@ -1,14 +1,16 @@
 #!/bin/sh
-# Runs inside the lockdep + DEBUG_VM patched kernel for `cargo xtask patches-check`: the
-# fork/truncate stress test, the mm selftests that apply, the exec selftests, fault injection
-# through dup_mmap()'s error paths, the MAP_FIXED/unmap checks (MM_CHECKS_DIR, built from
-# scripts/mm-checks), then fails on any lockdep report or kernel warning. One
+# Runs inside the debug patched kernel (lockdep, DEBUG_VM, the maple tree checked, page table
+# check, KASAN) for `cargo xtask patches-check`: the fork/truncate stress test, the mm selftests
+# (run_vmtests.sh's categories), the exec selftests, fault injection through dup_mmap()'s error
+# paths, the MAP_FIXED/unmap checks (MM_CHECKS_DIR, built from scripts/mm-checks), then fails
+# on any lockdep report or kernel warning. One
 # "PASS|FAIL check: detail" line per check goes to RESULTS; the kernel log, streamed from
 # boot, to target/patches-check/kmsg-debug.txt.
-# usage: patches-check-guest.sh RESULTS SECONDS FAULT_ITERATIONS MM_CHECKS_DIR [MM_SELFTEST...]
+# usage: patches-check-guest.sh RESULTS SECONDS FAULT_ITERATIONS MM_CHECKS_DIR SELFTESTS_DIR
+#        BUDGET TOTAL [VMTESTS_CATEGORY...]
 set -u
-results=$1 secs=$2 fault_iters=$3 mm_checks=$4
-shift 4
+results=$1 secs=$2 fault_iters=$3 mm_checks=$4 selftests=$5 vm_budget=$6 vm_total=$7
+shift 7
 out=target/patches-check
 kmsg=$out/kmsg-debug.txt
 # The kernel log is checked whole, boot included: fork and exec run there too.
@@ -41,30 +43,10 @@ for fs in 9p overlayfs; do
 	result $r "fixed-truncate-stress $fs" "${secs}s: $(echo "$o" | tail -n 1)"
 done
 
-passed= skipped= failed=
-for t in "$@"; do
-	n=$(basename "$t")
-	echo "== selftest $n"
-	"$t" > /tmp/selftest.log 2>&1
-	rc=$?
-	tail -n 3 /tmp/selftest.log
-	# kselftest: 0 pass, 4 skip. Subtests that need userfaultfd take ENOSYS for a failure
-	# (only EPERM for a skip); vm/kernel.config has no CONFIG_USERFAULTFD: named, not failed.
-	notok=$(grep "^not ok" /tmp/selftest.log | sed 's/^not ok [0-9]* //')
-	if [ "$rc" -ne 0 ] && [ "$rc" -ne 4 ] && [ -n "$notok" ] &&
-		python3 -c 'import ctypes, sys; l = ctypes.CDLL(None, use_errno=True); sys.exit(0 if l.syscall(323, 0) == -1 and ctypes.get_errno() == 38 else 1)' &&
-		! echo "$notok" | grep -qv "^mremap move multiple invalid vmas$"; then
-		rc=uffd
-	fi
-	case $rc in
-	0) passed="$passed $n" ;;
-	4) skipped="$skipped $n" ;;
-	uffd) passed="$passed $n(but: $(echo "$notok" | tr '\n' ' ')failed for want of CONFIG_USERFAULTFD)" ;;
-	*) failed="$failed $n(exit $rc: $(echo "$notok" | head -2 | tr '\n' ';'))" ;;
-	esac
-done
-[ -z "$failed" ] && r=PASS || r=FAIL
-result $r mm-selftests "pass:${passed:- none}; skip:${skipped:- none}; fail:${failed:- none}"
+# run_vmtests.sh, category by category within their time budgets (scripts/vmtests-guest.sh),
+# with a few huge pages of its own (it sets nr_hugepages) and userfaultfd.
+echo "== mm selftests (run_vmtests.sh)"
+scripts/vmtests-guest.sh "$results" "$selftests" "$vm_budget" "$vm_total" "$@" || fail=1
 
 echo "== exec selftests"
 scripts/exec-selftests-guest.sh "$results" patched-debug target/selftests-exec || fail=1

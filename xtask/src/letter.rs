@@ -93,6 +93,8 @@ fn get_maintainer(src: &Path, patch: &Path) -> Result<Addresses> {
     let o = Command::new("perl")
         .arg("scripts/get_maintainer.pl")
         .args(["--no-git", "--no-git-fallback", "--no-multiline", "--separator", "\n"])
+        // A source file rather than a mail: who maintains it.
+        .args(patch.extension().is_none_or(|e| e != "patch").then_some("-f"))
         .arg(patch)
         .current_dir(src)
         .output()
@@ -133,6 +135,13 @@ pub fn address(series: &[PathBuf], letter: &Path, me: &Identity) -> Result<()> {
     let mut all = Addresses::default();
     for p in series {
         let mut a = get_maintainer(&src, p)?;
+        // Whoever get_maintainer.pl names for code whose behaviour the patch changes without
+        // touching its files, in Cc.
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for (_, file) in BEHAVIOUR_OF.iter().filter(|(patch, _)| name.contains(patch)) {
+            let b = get_maintainer(&src, Path::new(file))?;
+            a.cc.extend(b.to.into_iter().chain(b.cc));
+        }
         a.to.remove(&me.address());
         a.cc.retain(|c| !a.to.contains(c) && *c != me.address());
         set_recipients(p, &a)?;
@@ -144,17 +153,22 @@ pub fn address(series: &[PathBuf], letter: &Path, me: &Identity) -> Result<()> {
     set_recipients(letter, &all)
 }
 
+/// Patches (by a word of their file name) that change what a file they do not touch sees:
+/// binfmt_elf's first mapping hands fsnotify_mmap_perm() (fanotify's pre-content event) the
+/// first segment's length, not the whole image's.
+const BEHAVIOUR_OF: [(&str, &str); 1] = [("binfmt_elf", "include/linux/fsnotify.h")];
+
 /// Besides get_maintainer.pl's, the letter goes to the people whose threads it builds on:
 /// Mateusz Guzik (patch 1's Suggested-by), Huang Shijie and Yibin Liu (who posted the earlier
 /// attempts and have the many-core machines), Matthew Wilcox (reviewed Yibin Liu's). The
-/// addresses are the ones the linux-mm threads show whole; where the archive we have redacts
-/// one, [`PLACEHOLDER`] stands in, and patches-send-ready refuses the series until a person
+/// addresses are the ones the linux-mm threads or 7.2's MAINTAINERS show whole; where neither
+/// has one, [`PLACEHOLDER`] stands in, and patches-send-ready refuses the series until a person
 /// puts the real address there.
 pub const LETTER_CC: [&str; 4] = [
     "Mateusz Guzik <mjguzik@gmail.com>",
     "Huang Shijie <ADDRESS-TO-FILL-IN>",
     "Yibin Liu <liuyibin@hygon.cn>",
-    "Matthew Wilcox <ADDRESS-TO-FILL-IN>",
+    "Matthew Wilcox <willy@infradead.org>",
 ];
 
 /// An address not known to us, to be filled in by whoever posts the series.

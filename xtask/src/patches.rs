@@ -26,7 +26,7 @@ fn series() -> Result<Vec<std::path::PathBuf>> {
 }
 
 /// The parts of `patches-check`, in the order they run (`--only` picks some).
-const PARTS: [&str; 5] = ["checkpatch", "layout", "negative", "debug", "pressure"];
+const PARTS: [&str; 7] = ["checkpatch", "vma-tests", "layout", "negative", "debug", "pressure", "glibc"];
 
 /// checkpatch --strict on every patch; exec layout base vs patched; the test-only negative
 /// control; stress, selftests and fault injection under lockdep and DEBUG_VM on the patched
@@ -36,6 +36,7 @@ pub fn check(
     cpus: u32,
     seconds: u32,
     fault_iterations: u32,
+    vmtests_seconds: u32,
     only: &[String],
     build_only: bool,
 ) -> Result<()> {
@@ -74,6 +75,13 @@ pub fn check(
             }
         }
         times.push(("checkpatch".into(), t.elapsed().as_secs()));
+    }
+
+    if want("vma-tests") {
+        parts.push(("vma-tests", lines.len()));
+        let t = Instant::now();
+        lines.push(vma_tests(build_only)?);
+        times.push(("vma-tests".into(), t.elapsed().as_secs()));
     }
 
     if want("layout") {
@@ -144,7 +152,8 @@ pub fn check(
             fault_iterations.to_string(),
             mm_checks.strip_prefix(root())?.display().to_string(),
         ];
-        cmd.extend(selftests);
+        cmd.extend([selftests, VMTESTS_BUDGET.to_string(), vmtests_seconds.to_string()]);
+        cmd.extend(VMTESTS.iter().map(|c| c.to_string()));
         if build_only {
             return finish(&lines, &parts, &times, t0, true);
         }
@@ -182,7 +191,36 @@ pub fn check(
         times.push(("debug kernel, 512M: lockdep under memory pressure".into(), t.elapsed().as_secs()));
     }
 
+    if want("glibc") {
+        parts.push(("glibc", lines.len()));
+        let t = Instant::now();
+        crate::glibc::check(&mut lines, cpus, build_only)?;
+        times.push(("glibc (two builds, elf tests, two boots)".into(), t.elapsed().as_secs()));
+    }
+
     finish(&lines, &parts, &times, t0, build_only)
+}
+
+/// The userspace VMA tests of the patched tree (tools/testing/vma: mm/vma.c built with stubs,
+/// link_file_vma_batch_*() among what they test), built and run on this machine: one line.
+fn vma_tests(build_only: bool) -> Result<String> {
+    let dir = kernel::source(kernel::OURS, true)?.join("tools/testing/vma");
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    if let Err(e) = sh(Command::new("make").arg("-C").arg(&dir).args(["-s", "-j", &jobs])) {
+        return Ok(format!("FAIL vma-tests: tools/testing/vma did not build: {e:#}"));
+    }
+    if build_only {
+        return Ok("PASS vma-tests: built".into());
+    }
+    let o = Command::new(dir.join("vma")).current_dir(&dir).output()?;
+    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let last = text.lines().rfind(|l| l.contains("tests run")).unwrap_or("no summary line").trim().to_owned();
+    let failed: Vec<&str> = text.lines().filter(|l| l.contains("FAILED")).collect();
+    Ok(if o.status.success() && failed.is_empty() {
+        format!("PASS vma-tests: tools/testing/vma: {last}")
+    } else {
+        format!("FAIL vma-tests: tools/testing/vma: {last} {}", failed.join("; "))
+    })
 }
 
 /// Writes and prints the result lines, one per check, and the times; fails on any FAIL of
@@ -200,7 +238,8 @@ fn finish(
         eprintln!("xtask: patches-check --build-only: built in {} s", t0.elapsed().as_secs());
         return Ok(());
     }
-    let failed = lines.iter().filter(|l| !l.starts_with("PASS")).count();
+    // SKIP: what was not run, and why (the VM cannot, or the time budget was spent).
+    let failed = lines.iter().filter(|l| !l.starts_with("PASS ") && !l.starts_with("SKIP ")).count();
     let out = evidence::out_dir();
     let stamp = format!("series {}", kernel::series_stamp(kernel::OURS)?);
     for (i, (part, start)) in parts.iter().enumerate() {
@@ -284,36 +323,69 @@ fn guest_results(
     Ok(())
 }
 
-/// The mm selftests that exercise fork, mremap, MAP_FIXED and splits, built from the patched
-/// tree's tools/testing/selftests/mm against its UAPI headers; paths relative to the repo.
-const SELFTESTS: &[&str] =
-    &["cow", "mremap_test", "mremap_dontunmap", "map_fixed_noreplace", "madv_populate", "mseal_test"];
-
-fn build_selftests() -> Result<Vec<String>> {
+/// The mm selftests, all of them, built from the patched tree's tools/testing/selftests/mm
+/// against its UAPI headers into target/selftests-mm with the scripts run_vmtests.sh runs
+/// (`make -k`: a test that does not build here is named, and run_vmtests.sh skips it). Returns
+/// that directory, relative to the repository.
+fn build_selftests() -> Result<String> {
     let src = kernel::source(kernel::OURS, true)?;
+    let tests = src.join("tools/testing/selftests/mm");
     let out = root().join("target/selftests-mm");
     std::fs::create_dir_all(&out)?;
     let hdr = kernel::build_dir(kernel::OURS, true, true);
     sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
-    let mut built = Vec::new();
-    for t in SELFTESTS {
-        let st = Command::new("make")
-            .arg("-C")
-            .arg(src.join("tools/testing/selftests/mm"))
-            .arg(format!("OUTPUT={}", out.display()))
-            .arg(format!("KHDR_INCLUDES=-isystem {}/usr/include", hdr.display()))
-            .arg(out.join(t))
-            .stdout(std::process::Stdio::null())
-            .status()?;
-        if st.success() {
-            built.push(format!("target/selftests-mm/{t}"));
-        } else {
-            eprintln!("xtask: selftest {t} did not build here; left out");
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let built = Command::new("make")
+        .arg("-C")
+        .arg(&tests)
+        .args(["-k", "-j", &jobs])
+        .arg(format!("OUTPUT={}", out.display()))
+        .arg(format!("KHDR_INCLUDES=-isystem {}/usr/include", hdr.display()))
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    for e in std::fs::read_dir(&tests)?.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "sh") {
+            std::fs::copy(&p, out.join(e.file_name()))?;
         }
     }
-    eprintln!("xtask: mm selftests to run: {}", built.join(" "));
-    Ok(built)
+    if !built.success() {
+        eprintln!("xtask: some mm selftests did not build here (make -k above); run_vmtests.sh skips them");
+    }
+    Ok("target/selftests-mm".into())
 }
+
+/// run_vmtests.sh's categories patches-check runs on the debug kernel, in this order (the
+/// paths the series changes first); each within [`VMTESTS_BUDGET`] seconds, all within
+/// `--vmtests-seconds`. Those the VM cannot run are listed by scripts/vmtests-guest.sh.
+const VMTESTS: &[&str] = &[
+    "mmap",
+    "mremap",
+    "madv_guard",
+    "vma_merge",
+    "userfaultfd",
+    "hugetlb",
+    "cow",
+    "rmap",
+    "mlock",
+    "madv_populate",
+    "process_madv",
+    "process_mrelease",
+    "mkdirty",
+    "mdwe",
+    "pagemap",
+    "soft_dirty",
+    "pfnmap",
+    "memfd_secret",
+    "gup_test",
+    "pkey",
+    "compaction",
+    "ksm",
+    "thp",
+];
+/// Seconds for one category on the debug kernel under TCG (KASAN, lockdep, the maple tree
+/// checked on every store: tens of times slower than a normal kernel on hardware).
+const VMTESTS_BUDGET: u32 = 600;
 
 /// Base vs patched, same config and vCPUs: each bundled workload under rmapprof, rmapprof diff
 /// of the two (exact write acquisitions per cycle by file and caller), instructions per cycle
@@ -371,29 +443,34 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
     }
     let rmapprof = root().join("target/release/rmapprof");
     let mut acquisitions = String::new();
-    for w in WORKLOADS {
-        let o = Command::new(&rmapprof)
-            .arg("diff")
-            .arg(out.join(format!("base/{w}/report.json")))
-            .arg(out.join(format!("patched/{w}/report.json")))
-            .arg("-o")
-            .arg(out.join(format!("diff-{w}")))
-            .output()?;
-        if !o.status.success() {
-            bail!("rmapprof diff {w}: {}", String::from_utf8_lossy(&o.stderr));
-        }
-        // The acquisition table only: wait times under TCG are not evidence for a post.
-        let diff = String::from_utf8_lossy(&o.stdout);
-        acquisitions += &format!("--- {w} {CYCLES} -j {cpus} ---\n{}\n\n", acquisition_table(&diff));
-        // The serialised ceiling at large CPU counts, before and after (docs/design.md), for the
-        // reader of target/patches-report; not for the letter (TCG hold times).
-        let m = Command::new(&rmapprof)
-            .arg("model")
-            .arg(out.join(format!("base/{w}/report.json")))
-            .arg(out.join(format!("patched/{w}/report.json")))
-            .output()?;
-        if m.status.success() {
-            std::fs::write(out.join(format!("model-{w}.txt")), &m.stdout)?;
+    // The plain file system first: its tables are the headline (and the targets').
+    for fs in ["tmpfs", "system"] {
+        let on = std::fs::read_to_string(out.join(format!("base/{fs}/fs.txt")))?;
+        let on = on.split(", ").next().unwrap_or_default().trim().to_owned();
+        for w in WORKLOADS {
+            let (before, after) = (
+                out.join(format!("base/{fs}/{w}/report.json")),
+                out.join(format!("patched/{fs}/{w}/report.json")),
+            );
+            let o = Command::new(&rmapprof)
+                .arg("diff")
+                .args([&before, &after])
+                .arg("-o")
+                .arg(out.join(format!("diff-{fs}-{w}")))
+                .output()?;
+            if !o.status.success() {
+                bail!("rmapprof diff {fs}/{w}: {}", String::from_utf8_lossy(&o.stderr));
+            }
+            // The acquisition table only: wait times under TCG are not evidence for a post.
+            let diff = String::from_utf8_lossy(&o.stdout);
+            acquisitions +=
+                &format!("--- {w} {CYCLES} -j {cpus}, {on} ---\n{}\n\n", acquisition_table(&diff));
+            // The serialised ceiling at large CPU counts, before and after (docs/design.md), for
+            // the reader of target/patches-report; not for the letter (TCG hold times).
+            let m = Command::new(&rmapprof).arg("model").args([&before, &after]).output()?;
+            if m.status.success() {
+                std::fs::write(out.join(format!("model-{fs}-{w}.txt")), &m.stdout)?;
+            }
         }
     }
     std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;

@@ -1,0 +1,55 @@
+#!/bin/bash
+# Runs inside the debug kernel for `cargo xtask patches-check`: the mm selftests' own runner,
+# run_vmtests.sh, one category at a time, each within BUDGET seconds, all within TOTAL. One
+# result line per category goes to RESULTS: PASS when every test passed or skipped (each skip
+# named with the last line it printed, its reason), FAIL naming each test that failed, or FAIL
+# "out of time" naming what had run. A category not started because TOTAL was spent is listed
+# as skipped for time, which does not fail; one the VM cannot run is listed with why.
+# usage: vmtests-guest.sh RESULTS SELFTESTS_DIR BUDGET TOTAL CATEGORY...
+set -u
+results=$(realpath "$1") dir=$2 budget=$3 total=$4
+shift 4
+log=$(dirname "$results")/vmtests
+mkdir -p "$log"
+start=$(date +%s)
+result() { echo "$1 $2${3:+: $3}" >> "$results"; }
+
+# What the VM cannot run, and why (not started, so not counted as passing).
+result SKIP "vmtests not run" "vmalloc, hmm, page_frag, memory-failure (need modules; the VM kernel has none); ksm_numa, migration (one NUMA node); hugevm (needs 5-level paging and 128 TB of address space)"
+
+cd "$dir" || { result FAIL vmtests "no $dir"; exit 1; }
+late=
+for c in "$@"; do
+	left=$((total - ($(date +%s) - start)))
+	if [ "$left" -le 30 ]; then
+		late="$late $c"
+		continue
+	fi
+	b=$((left < budget ? left : budget))
+	echo "== run_vmtests.sh -t $c (budget ${b}s)"
+	t0=$(date +%s)
+	timeout -k 10 "$b" ./run_vmtests.sh -t "$c" > "$log/$c.txt" 2>&1
+	rc=$?
+	secs=$(($(date +%s) - t0))
+	tail -n 5 "$log/$c.txt"
+	# TAP: "ok N name", "ok N name # SKIP", "not ok N name # exit=R"; a skip's reason is the
+	# last line the test printed before run_vmtests.sh's "# [SKIP]".
+	summary=$(awk '
+		/^# \[SKIP\]$/ { reason = last; next }
+		/^# / { last = substr($0, 3) }
+		/^ok [0-9]+ .* # SKIP$/ { sub(/^ok [0-9]+ /, ""); sub(/ # SKIP$/, ""); s = s (s ? "; " : "") $0 " (" reason ")"; ns++; next }
+		/^ok [0-9]+ / { np++; next }
+		/^not ok [0-9]+ / { sub(/^not ok [0-9]+ /, ""); f = f (f ? "; " : "") $0; nf++ }
+		END { printf "%d passed, %d skipped%s, %d failed%s", np, ns, ns ? " [" s "]" : "", nf, nf ? " [" f "]" : "" }
+	' "$log/$c.txt")
+	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+		result FAIL "vmtests $c" "out of time after ${secs}s (budget ${b}s), until then $summary"
+	elif echo "$summary" | grep -q ", 0 failed$" && [ "$rc" -ne 1 ]; then
+		result PASS "vmtests $c" "$summary in ${secs}s"
+	else
+		result FAIL "vmtests $c" "exit $rc: $summary in ${secs}s (log: target/patches-check/vmtests/$c.txt)"
+	fi
+done
+[ -z "$late" ] || result SKIP "vmtests skipped for time" "${late# } (not started: the ${total}s for all categories was spent)"
+grep -q "^FAIL vmtests" "$results" && exit 1
+exit 0
