@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: what profiling costs the workload, on this machine's kernel or (`--vm`)
-//! in our 6.12 kernel under QEMU, where every rmapprof mode and `perf lock contention -b` load.
+//! in our 7.2 kernel under QEMU, where every rmapprof mode and `perf lock contention -b` load.
 //!
 //! For each workload, alternating run by run: the workload alone, then under a tool; that
 //! pair once per tool per round, the tools' order rotated each round. A

@@ -1,4 +1,5 @@
-//! Developer workflows: `cargo xtask setup | build | demo | test`.
+//! Developer workflows: setup, build, demo, test, bench, soak, the VM (vm, test-vm) and the
+//! kernel series (patches-check, patches-report, patches-send-ready); `cargo xtask --help`.
 //!
 //! Everything a fresh machine needs is installed here, so the README's two commands
 //! (`cargo xtask demo`, `cargo xtask test`) work on a clean clone.

@@ -1,6 +1,7 @@
 //! `perf lock contention -b` for the bench: perf built from our kernel tree's tools/perf with
 //! BPF skeletons (Debian's perf has none), cached next to the kernel builds. Its BPF objects
-//! match 6.12; on a newer kernel they may not load, and the bench says why.
+//! match our kernel (7.2, `kernel::OURS`); on another kernel they may not load, and the bench
+//! says why.
 
 use anyhow::{bail, Result};
 use std::{path::PathBuf, process::Command};
