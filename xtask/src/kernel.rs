@@ -61,7 +61,7 @@ pub fn ensure_tools(kernel: &str) -> Result<()> {
     let foreign = foreign_suite(kernel);
     let missing_tools =
         !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c))
-            || !Path::new("/usr/include/urcu.h").exists();
+            || !Path::new("/usr/include/x86_64-linux-gnu/urcu.h").exists();
     let missing_source = foreign.is_none() && !tarball(kernel).exists();
     if missing_tools || missing_source {
         eprintln!("xtask: installing kernel build and VM packages (apt)");

@@ -2,6 +2,7 @@
 //! command with the repository visible.
 
 use anyhow::{anyhow, bail, Result};
+use std::io::Write;
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -59,10 +60,42 @@ pub fn run(opts: &VmOpts, command: &[String]) -> Result<i32> {
 /// As `run`, booting `image` (a kernel built elsewhere, e.g. patches-check's negative
 /// control); `opts.kernel`, `patched` and `debug` are not used. With `RMAPPROF_VM_LOCK` set,
 /// QEMU runs under `flock` of that file, one guest at a time on a shared machine.
+///
+/// A guest that dies before the command starts is booted again, twice at most: 2 vCPUs under
+/// TCG sometimes take the int3 of a kernel text patch at boot before the patching CPU's
+/// handler is ready ("Oops: int3" in the static-key update of `sched_clock_cpu()`, 1 boot in
+/// 4 on a loaded host, base and patched kernels alike), long before any command of ours runs.
 pub fn run_image(image: &Path, opts: &VmOpts, command: &[String]) -> Result<i32> {
+    for boot in 1..=3 {
+        match boot_once(image, opts, command)? {
+            Booted::Ran(code) => return Ok(code),
+            Booted::DiedBeforeTheCommand(code) if boot < 3 => {
+                eprintln!(
+                    "xtask: the guest died before the command started (exit {code}; a boot-time \
+                     Oops under TCG, see vm.rs); booting again"
+                );
+            }
+            Booted::DiedBeforeTheCommand(code) => {
+                bail!("the guest died before the command started, three boots in a row (exit {code})")
+            }
+        }
+    }
+    unreachable!()
+}
+
+enum Booted {
+    /// The command's exit status.
+    Ran(i32),
+    DiedBeforeTheCommand(i32),
+}
+
+/// The first line the guest prints, before the command: it booted and the command starts.
+const STARTED: &str = "xtask-guest-command-starts";
+
+fn boot_once(image: &Path, opts: &VmOpts, command: &[String]) -> Result<Booted> {
     let repo = root();
     let script = format!(
-        "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",
+        "echo {STARTED}; mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing; cd {} && {}",
         shell_quote(&repo.to_string_lossy()),
         command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
     );
@@ -98,19 +131,33 @@ pub fn run_image(image: &Path, opts: &VmOpts, command: &[String]) -> Result<i32>
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| anyhow!("running vng: {e}"))?;
-    let out = st
-        .stdout
-        .take()
-        .map(|mut o| std::thread::spawn(move || std::io::copy(&mut o, &mut std::io::stdout())));
+    // The guest's stdout, line by line, without the start marker, which only says it came.
+    let out = st.stdout.take().map(|o| {
+        std::thread::spawn(move || {
+            let mut started = false;
+            let mut stdout = std::io::stdout();
+            for line in std::io::BufRead::split(std::io::BufReader::new(o), b'\n').map_while(Result::ok) {
+                if !started && line.trim_ascii_end() == STARTED.as_bytes() {
+                    started = true;
+                    continue;
+                }
+                let _ = stdout.write_all(&line);
+                let _ = stdout.write_all(b"\n");
+            }
+            started
+        })
+    });
     let err = st
         .stderr
         .take()
         .map(|mut e| std::thread::spawn(move || std::io::copy(&mut e, &mut std::io::stderr())));
     let st = st.wait()?;
-    for t in [out, err].into_iter().flatten() {
+    let started = out.map(|t| t.join().unwrap_or(true)).unwrap_or(true);
+    if let Some(t) = err {
         let _ = t.join();
     }
-    Ok(st.code().unwrap_or(1))
+    let code = st.code().unwrap_or(1);
+    Ok(if started || code == 0 { Booted::Ran(code) } else { Booted::DiedBeforeTheCommand(code) })
 }
 
 fn shell_quote(s: &str) -> String {
