@@ -11,11 +11,13 @@ use crate::mode::Mode;
     version,
     about = "Per-file i_mmap_rwsem (file reverse-map lock) contention profiler",
     long_about = "Profiles the running kernel for contention on address_space->i_mmap_rwsem, \
-        attributes every wait to the file (inode and path) and kernel call path, and writes \
-        report.txt, report.json, stacks.folded and flamegraph.svg. Without COMMAND it profiles \
-        the whole system until --duration or Ctrl-C; with COMMAND it profiles the whole system \
-        while COMMAND runs and exits with COMMAND's status (124 when --duration ends it first, as \
-        timeout(1)).",
+        attributes every wait to the file (inode and path), kernel call path and the holder of \
+        the lock, and writes report.txt, report.json, stacks.folded, flamegraph.svg, \
+        holders.folded and holders.svg (and a pprof profile with --pprof). `rmapprof serve` \
+        serves the same as OpenMetrics (/metrics) and pprof (/debug/pprof/mutex). Without \
+        COMMAND it profiles the whole system until --duration or Ctrl-C; with COMMAND it \
+        profiles the whole system while COMMAND runs and exits with COMMAND's status (124 when \
+        --duration ends it first, as timeout(1)).",
     after_help = "Examples:\n  sudo rmapprof --inode libc.so.6 -- ./spawn 2000 -j 8\n  \
         sudo rmapprof --acquisitions --inode libc.so.6 -- ./spawn 1000\n  \
         sudo rmapprof --duration 10s --interval 1s\n  sudo rmapprof serve --listen 127.0.0.1:9772\n  sudo rmapprof -p \"$(pidof -s postgres)\" -d 30s --inode libc.so.6\n  \

@@ -1,7 +1,8 @@
 //! rmapprof: which files' i_mmap_rwsem is contended, from which kernel paths, for how long.
 //!
 //! Data path: probes (profiler-ebpf) → shared keys/values (profiler-common) → `collector` →
-//! `attribution` (inode → path, stack → symbols) → `report` → `render` (text, JSON, folded, SVG).
+//! `attribution` (inode → path, stack → symbols) → `report` → `render` (text, JSON, folded,
+//! SVG, pprof, OpenMetrics; holders.folded and holders.svg). `serve` is the daemon.
 
 #[macro_use]
 mod console;

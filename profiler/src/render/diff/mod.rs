@@ -8,14 +8,43 @@
 
 use anyhow::{Context, Result};
 use inferno::{differential, flamegraph};
-use std::{collections::BTreeMap, fmt::Write};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write,
+};
 
 use super::{clip, fit, fit_ns, fmt_count_f, folded::frame, sci, Keep};
 use crate::report::{ClassRow, FileReport, Report};
 
-/// Files are matched by path (inode numbers differ between kernels' root filesystems).
-fn key(f: &FileReport) -> String {
-    f.path.clone().unwrap_or_else(|| format!("dev {} ino {}", f.dev, f.ino))
+/// How files are matched: by path (inode numbers differ between kernels' root filesystems),
+/// except a path that names more than one file in either report (one path in two mount
+/// namespaces: a container's libc.so.6 and the host's), whose files are told apart, and named,
+/// by device and inode.
+struct Keys {
+    ambiguous: BTreeSet<String>,
+}
+
+impl Keys {
+    fn of(before: &Report, after: &Report) -> Self {
+        let mut ambiguous = BTreeSet::new();
+        for r in [before, after] {
+            let mut seen = BTreeSet::new();
+            for p in r.files.iter().filter_map(|f| f.path.as_ref()) {
+                if !seen.insert(p) {
+                    ambiguous.insert(p.clone());
+                }
+            }
+        }
+        Keys { ambiguous }
+    }
+
+    fn key(&self, f: &FileReport) -> String {
+        match &f.path {
+            Some(p) if self.ambiguous.contains(p) => format!("{p} [dev {} ino {}]", f.dev, f.ino),
+            Some(p) => p.clone(),
+            None => format!("dev {} ino {}", f.dev, f.ino),
+        }
+    }
 }
 
 fn name(path: &str) -> &str {
@@ -193,9 +222,10 @@ pub fn table(before: &Report, after: &Report) -> String {
         None => ", totals".into(),
     };
     let files: BTreeMap<String, Pair> = {
+        let keys = Keys::of(before, after);
         let mut m: BTreeMap<String, Pair> = BTreeMap::new();
-        before.files.iter().for_each(|f| m.entry(key(f)).or_default().0 = Some(f));
-        after.files.iter().for_each(|f| m.entry(key(f)).or_default().1 = Some(f));
+        before.files.iter().for_each(|f| m.entry(keys.key(f)).or_default().0 = Some(f));
+        after.files.iter().for_each(|f| m.entry(keys.key(f)).or_default().1 = Some(f));
         m
     };
     if basis.acquisitions {
@@ -230,10 +260,10 @@ pub fn table(before: &Report, after: &Report) -> String {
 
 /// A run's paths on the basis, as folded stacks for inferno's differential: acquisitions by
 /// acquire path, or ns waited by wait path; per 1000 cycles when per cycle.
-fn folded_paths(r: &Report, basis: &Basis, after: bool) -> String {
+fn folded_paths(r: &Report, keys: &Keys, basis: &Basis, after: bool) -> String {
     let mut out = String::new();
     for f in &r.files {
-        let root = frame(&format!("i_mmap_rwsem {}", name(&key(f))));
+        let root = frame(&format!("i_mmap_rwsem {}", name(&keys.key(f))));
         // (direction, frames, weight) of each path on the basis.
         let paths: Vec<(&str, &[String], u64)> = if basis.acquisitions {
             f.acquire_paths.iter().map(|p| (p.rw.as_str(), &p.frames[..], p.acquisitions)).collect()
@@ -257,7 +287,7 @@ fn folded_paths(r: &Report, basis: &Basis, after: bool) -> String {
 #[cfg(test)]
 fn folded_acquisitions(r: &Report) -> String {
     let basis = Basis { acquisitions: true, cycles: r.cycles.filter(|c| *c > 0).map(|c| (c, c)), note: None };
-    folded_paths(r, &basis, false)
+    folded_paths(r, &Keys::of(r, r), &basis, false)
 }
 
 /// Which run's values a differential flame graph's widths are.
@@ -272,8 +302,8 @@ pub enum Width {
 /// Differential flame graph: the shapes of one run, coloured by the change from before to
 /// after (red = more after, blue = fewer), whichever run gives the widths.
 pub fn flamegraph(before: &Report, after: &Report, width: Width) -> Result<Vec<u8>> {
-    let basis = Basis::of(before, after);
-    let (b, a) = (folded_paths(before, &basis, false), folded_paths(after, &basis, true));
+    let (basis, keys) = (Basis::of(before, after), Keys::of(before, after));
+    let (b, a) = (folded_paths(before, &keys, &basis, false), folded_paths(after, &keys, &basis, true));
     // inferno draws the second input's widths, coloured by second - first. For the before
     // widths give it the runs swapped and negate the differences: the colours still mean
     // after - before.

@@ -222,3 +222,32 @@ fn holder_matrix_before_and_after() {
     old.files[0].holders = None;
     assert!(table(&old, &after).contains("holders: only one run saw them"));
 }
+
+/// One path, two files (a container's libc.so.6 and the host's, or a tmpfs copy bound over
+/// the original): each keeps its own row, named by device and inode, instead of the second
+/// replacing the first (which dropped the one with the counts).
+#[test]
+fn two_files_of_one_path_keep_their_own_rows() {
+    let two = |fork: u64| {
+        let mut r = run("7.2.13", fork, 404);
+        let mut idle = r.files[0].clone();
+        idle.dev = "0:39".into();
+        idle.ino = 652561;
+        idle.by_class = vec![];
+        idle.acquire_paths = vec![];
+        r.files[0].dev = "0:56".into();
+        r.files[0].ino = 2;
+        r.files.push(idle);
+        r
+    };
+    let t = table(&two(515), &two(103));
+    let line = t.lines().find(|l| l.contains(" fork ")).unwrap();
+    assert!(line.starts_with("libc.so.6 [dev 0:56 ino 2] fork"), "{t}");
+    let fork: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fork[fork.len() - 3..], ["5.15", "1.03", "-80%"], "{t}");
+    // The idle file has no acquisitions: no rows of its own, and none of the other's.
+    assert_eq!(t.lines().filter(|l| l.contains(" fork ")).count(), 1, "{t}");
+    // A path named once stays matched by path alone, whatever its inode.
+    let t = table(&run("7.2.13", 515, 404), &run("7.2.13", 103, 404));
+    assert!(!t.contains("[dev"), "{t}");
+}
