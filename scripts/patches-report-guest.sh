@@ -15,27 +15,39 @@ bin=$PWD/target/release
 libc=$(readlink -f /lib/x86_64-linux-gnu/libc.so.6)
 ldso=$(readlink -f /lib64/ld-linux-x86-64.so.2)
 
-# Each of FILE... replaced, in this mount namespace only, by a copy of it on a tmpfs.
+# Each of FILE... replaced, in this mount namespace only, by a copy of it on a tmpfs, which
+# `--inode` selects by its path there, $plain/NAME: the original, which processes outside
+# the namespace still map, has the same path in the report and is left out.
+plain=
 on_tmpfs() {
-	t=$(mktemp -d)
-	mount -t tmpfs rmapprof-plain "$t"
+	# One path for every kernel's run, so that `rmapprof diff` matches the files by path.
+	plain=/tmp/rmapprof-plain-files
+	mkdir -p "$plain"
+	mount -t tmpfs rmapprof-plain "$plain"
 	for f; do
-		cp "$f" "$t/"
-		mount --bind "$t/$(basename "$f")" "$f"
+		cp "$f" "$plain/"
+		mount --bind "$plain/$(basename "$f")" "$f"
 	done
 }
 
 run_all() { # FS
-	mkdir -p "$out/$1"
-	echo "libc.so.6 on $(stat -f -c %T "$libc"), $(uname -r)" > "$out/$1/fs.txt"
+	fs=$1
+	mkdir -p "$out/$fs"
+	echo "libc.so.6 on $(stat -f -c %T "$libc"), $(uname -r)" > "$out/$fs/fs.txt"
 	for w in ${WORKLOADS:-spawn execl shellscript}; do
 		case $w in
 		spawn) exe=$(readlink -f /bin/true) ;;
 		execl) exe=$bin/execl ;;
 		shellscript) exe=$(readlink -f /bin/sh) ;;
 		esac
-		"$bin/rmapprof" --mode "$mode" --acquisitions --inode libc.so.6 --inode ld-linux-x86-64.so.2 \
-			--inode "$exe" -o "$out/$1/$w" -- "$bin/$w" "$cycles" -j "$jobs" > /dev/null
+		if [ -n "$plain" ]; then
+			set -- --inode "$plain/libc.so.6" --inode "$plain/ld-linux-x86-64.so.2"
+			[ -e "$plain/$(basename "$exe")" ] && exe=$plain/$(basename "$exe")
+		else
+			set -- --inode libc.so.6 --inode ld-linux-x86-64.so.2
+		fi
+		"$bin/rmapprof" --mode "$mode" --acquisitions "$@" --inode "$exe" -o "$out/$fs/$w" -- \
+			"$bin/$w" "$cycles" -j "$jobs" > /dev/null
 	done
 }
 
@@ -47,5 +59,6 @@ fi
 export WORKLOADS="$*"
 mkdir -p "$out"
 PATCHES_REPORT_TMPFS=1 unshare --mount --propagation private "$0" "$out" "$cycles" "$jobs" "$mode"
+rmdir /tmp/rmapprof-plain-files
 run_all system
 uname -r > "$out/kernel.txt"

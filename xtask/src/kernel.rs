@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "udev",        // virtme-ng-init needs udevd in the guest for its virtio-serial script ports
     "liburcu-dev", // tools/testing/vma (patches-check)
+    "libnuma-dev", // mm selftests: ksm_tests, migration, rmap
+    "libcap-dev",  // mm selftests (memfd_secret, mlock-random-test) and exec selftests
 ];
 
 fn foreign_suite(kernel: &str) -> Option<&'static str> {
@@ -61,7 +63,9 @@ pub fn ensure_tools(kernel: &str) -> Result<()> {
     let foreign = foreign_suite(kernel);
     let missing_tools =
         !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c))
-            || !Path::new("/usr/include/x86_64-linux-gnu/urcu.h").exists();
+            || !["x86_64-linux-gnu/urcu.h", "numa.h", "sys/capability.h"]
+                .iter()
+                .all(|h| Path::new("/usr/include").join(h).exists());
     let missing_source = foreign.is_none() && !tarball(kernel).exists();
     if missing_tools || missing_source {
         eprintln!("xtask: installing kernel build and VM packages (apt)");

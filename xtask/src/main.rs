@@ -166,6 +166,14 @@ enum Cmd {
         /// Only rewrite the cover letter from the last report's summary.
         #[arg(long)]
         cover_letter_only: bool,
+        /// Boot nothing: the tables again from the last runs (after a change to rmapprof diff),
+        /// then the cover letter.
+        #[arg(long, conflicts_with = "cover_letter_only")]
+        tables_only: bool,
+        /// Boot for the acquisition counts only; keep the last instruction counts (they change
+        /// only with the kernels).
+        #[arg(long, conflicts_with_all = ["cover_letter_only", "tables_only"])]
+        keep_instructions: bool,
     },
     /// Sign patches/ for posting: the poster's From: and Signed-off-by: on every mail (not the
     /// repository's identity), the letter's note dropped, checkpatch --strict on the result,
@@ -237,7 +245,9 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::PatchesCheck { cpus, seconds, fault_iterations, vmtests_seconds, only, build_only } => {
             patches::check(cpus, seconds, fault_iterations, vmtests_seconds, &only, build_only)
         }
-        Cmd::PatchesReport { cpus, cover_letter_only } => patches::report(cpus, cover_letter_only),
+        Cmd::PatchesReport { cpus, cover_letter_only, tables_only, keep_instructions } => {
+            patches::report(cpus, cover_letter_only, tables_only, keep_instructions)
+        }
         Cmd::PatchesSendReady { as_ } => sign::send_ready(as_.as_deref()),
         Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {

@@ -390,16 +390,30 @@ const VMTESTS_BUDGET: u32 = 600;
 /// Base vs patched, same config and vCPUs: each bundled workload under rmapprof, rmapprof diff
 /// of the two (exact write acquisitions per cycle by file and caller), instructions per cycle
 /// under QEMU's instruction-count clock, then the cover letter and its addresses.
-pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
+pub fn report(cpus: u32, cover_letter_only: bool, tables_only: bool, keep_instructions: bool) -> Result<()> {
     let me = letter::Identity::from_git_config()?;
     let patches = kernel::series(kernel::OURS)?;
     letter::check_authorship(&patches, &me)?;
     let out = root().join("target/patches-report");
-    if !cover_letter_only {
+    if tables_only {
+        // The last runs again through this rmapprof's diff (a fix there needs no new boots).
         build()?;
-        let _ = std::fs::remove_dir_all(&out);
+        let acquisitions = tables(&out, cpus)?;
+        std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;
+        println!("{acquisitions}");
+    } else if !cover_letter_only {
+        build()?;
+        if keep_instructions {
+            // Only the acquisition runs: their directories go, the instruction counts stay.
+            for d in ["base", "patched"] {
+                let _ = std::fs::remove_dir_all(out.join(d));
+            }
+            icount::table_of_last_runs().context("--keep-instructions: no earlier instruction counts")?;
+        } else {
+            let _ = std::fs::remove_dir_all(&out);
+        }
         std::fs::create_dir_all(&out)?;
-        measure(&out, cpus)?;
+        measure(&out, cpus, !keep_instructions)?;
     }
     // After `git format-patch` regenerated patches/, `--cover-letter-only` puts the last
     // measurements back in.
@@ -423,7 +437,7 @@ pub fn report(cpus: u32, cover_letter_only: bool) -> Result<()> {
 pub const CHECK_SUMMARY: &str = "target/patches-check/results.txt";
 
 /// Runs the workloads on both kernels, writing acquisitions.txt and instructions.txt in `out`.
-fn measure(out: &Path, cpus: u32) -> Result<()> {
+fn measure(out: &Path, cpus: u32, instructions: bool) -> Result<()> {
     for (patched, name) in [(false, "base"), (true, "patched")] {
         let dir = format!("target/patches-report/{name}");
         // kprobe mode: exact on 7.2. An fentry program can be preempted there (PREEMPT_LAZY)
@@ -441,6 +455,20 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
             bail!("workloads failed on the {name} kernel (exit {code})");
         }
     }
+    let acquisitions = tables(out, cpus)?;
+    std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;
+    println!("{acquisitions}");
+    if instructions {
+        let instructions = icount::measure()?;
+        std::fs::write(out.join("instructions.txt"), &instructions)?;
+        println!("{instructions}");
+    }
+    Ok(())
+}
+
+/// acquisitions.txt from the runs in `out`: `rmapprof diff` of base and patched, per file
+/// system (tmpfs first) and workload; the scaling model of each pair beside it.
+fn tables(out: &Path, cpus: u32) -> Result<String> {
     let rmapprof = root().join("target/release/rmapprof");
     let mut acquisitions = String::new();
     // The plain file system first: its tables are the headline (and the targets').
@@ -473,11 +501,7 @@ fn measure(out: &Path, cpus: u32) -> Result<()> {
             }
         }
     }
-    std::fs::write(out.join("acquisitions.txt"), &acquisitions)?;
-    let instructions = icount::measure()?;
-    std::fs::write(out.join("instructions.txt"), &instructions)?;
-    println!("{acquisitions}{instructions}");
-    Ok(())
+    Ok(acquisitions)
 }
 
 /// The header and acquisition table of `rmapprof diff`'s output: up to the blank line that
