@@ -2,8 +2,9 @@
 # Runs inside the debug kernel for `cargo xtask patches-check`: the mm selftests' own runner,
 # run_vmtests.sh, one category at a time, each within BUDGET seconds, all within TOTAL. One
 # result line per category goes to RESULTS: PASS when every test passed or skipped (each skip
-# named with the last line it printed, its reason), FAIL naming each test that failed, or FAIL
-# "out of time" naming what had run. A category not started because TOTAL was spent is listed
+# named with the last line it printed, its reason), FAIL naming each test that failed, or, when
+# its budget ran out, SKIP naming what passed and the test that was cut short (FAIL if any
+# test had failed by then). A category not started because TOTAL was spent is listed
 # as skipped for time, which does not fail; one the VM cannot run is listed with why.
 # usage: vmtests-guest.sh RESULTS SELFTESTS_DIR BUDGET TOTAL CATEGORY...
 set -u
@@ -47,7 +48,11 @@ for c in "$@"; do
 		/^not ok [0-9]+ / { sub(/^not ok [0-9]+ /, ""); f = f (f ? "; " : "") $0; nf++ }
 		END { printf "%d passed, %d skipped%s, %d failed%s", np, ns, ns ? " [" s "]" : "", nf, nf ? " [" f "]" : "" }
 	' "$log/$c.txt")
-	if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+	if { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && echo "$summary" | grep -q ", 0 failed$"; then
+		# Out of time with nothing failed: what ran passed, the rest was skipped for time.
+		cut=$(grep '^# running ' "$log/$c.txt" | tail -n 1 | sed 's/^# running //')
+		result SKIP "vmtests $c" "out of time after ${secs}s (budget ${b}s): $summary before it; cut short in $cut, the rest not run"
+	elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 		result FAIL "vmtests $c" "out of time after ${secs}s (budget ${b}s), until then $summary"
 	elif echo "$summary" | grep -q ", 0 failed$" && [ "$rc" -ne 1 ]; then
 		result PASS "vmtests $c" "$summary in ${secs}s"
