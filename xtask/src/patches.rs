@@ -306,7 +306,7 @@ fn guest_results(
     let new: Vec<String> = std::fs::read_to_string(results)
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.starts_with("PASS ") || l.starts_with("FAIL "))
+        .filter(|l| ["PASS ", "FAIL ", "SKIP "].iter().any(|p| l.starts_with(p)))
         .map(str::to_owned)
         .collect();
     let _ = std::fs::remove_file(results);
