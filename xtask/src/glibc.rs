@@ -149,7 +149,7 @@ pub fn build(s: &Source, patched: bool) -> Result<PathBuf> {
             ])
             .current_dir(&out))?;
     }
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     eprintln!(
         "xtask: building glibc {} {} in {} (cold: about an hour on 2 cores)",
         s.version,
@@ -163,7 +163,7 @@ pub fn build(s: &Source, patched: bool) -> Result<PathBuf> {
 /// Runs the loader tests (`make subdirs=elf check`) of a build; returns the result of every
 /// test, "PASS: elf/tst-..." and so on, from its tests.sum.
 pub fn elf_tests(build: &Path) -> Result<BTreeSet<String>> {
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     // make check fails when any test fails; the summary says which.
     let _ = Command::new("make")
         .args(["-s", "-k", "-j", &jobs, "subdirs=elf", "check"])

@@ -46,3 +46,8 @@ pub fn have(cmd: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// `make -j`'s argument: one job per CPU (2 when that cannot be read).
+pub fn make_jobs() -> String {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string()
+}

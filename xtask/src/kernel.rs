@@ -334,7 +334,7 @@ pub fn build_kernel(kernel: &str, patched: bool, debug: bool) -> Result<PathBuf>
         sh(&mut make(&["-s", "olddefconfig"]))?;
         std::fs::write(out.join(".rmapprof-config"), &stamp)?;
     }
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     let image = out.join("arch/x86/boot/bzImage");
     eprintln!(
         "xtask: building the {what} kernel in {} (first time ~15 min on 2 cores; then incremental)",

@@ -205,7 +205,7 @@ pub fn check(
 /// link_file_vma_batch_*() among what they test), built and run on this machine: one line.
 fn vma_tests(build_only: bool) -> Result<String> {
     let dir = kernel::source(kernel::OURS, true)?.join("tools/testing/vma");
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     if let Err(e) = sh(Command::new("make").arg("-C").arg(&dir).args(["-s", "-j", &jobs])) {
         return Ok(format!("FAIL vma-tests: tools/testing/vma did not build: {e:#}"));
     }
@@ -334,7 +334,7 @@ fn build_selftests() -> Result<String> {
     std::fs::create_dir_all(&out)?;
     let hdr = kernel::build_dir(kernel::OURS, true, true);
     sh(Command::new("make").arg("-C").arg(&src).arg(format!("O={}", hdr.display())).args(["-s", "headers"]))?;
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     let built = Command::new("make")
         .arg("-C")
         .arg(&tests)

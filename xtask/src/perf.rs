@@ -47,7 +47,7 @@ pub fn ensure() -> Result<PathBuf> {
     let out = cache_dir().join("perf");
     std::fs::create_dir_all(&out)?;
     eprintln!("xtask: building perf from {}/tools/perf with BUILD_BPF_SKEL=1 (~2 min)", src.display());
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string();
+    let jobs = crate::host::make_jobs();
     // Only what `perf lock contention -b` needs; no scripting, no GUI, no jevents tables.
     sh(Command::new("make")
         .arg("-s")
