@@ -34,7 +34,66 @@ fn main() -> anyhow::Result<()> {
     aya_build::build_ebpf(
         [aya_build::Package { name: "profiler-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Nightly,
-    )
+    )?;
+    build_identity();
+    Ok(())
+}
+
+/// What `rmapprof --version` and report.json say the binary was built from: the git commit
+/// (`-dirty` when tracked files differ from it; "unknown" outside a git checkout, as from a
+/// source tarball), the embedded eBPF object's SHA-256 (its first 16 hex digits), and the
+/// toolchain that built that object.
+fn build_identity() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let repo = manifest.join("..");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(c) => {
+            let dirty =
+                git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            format!("{c}{}", if dirty { "-dirty" } else { "" })
+        }
+        None => "unknown".to_owned(),
+    };
+    // Commits, checkouts and edits of the sources the binary is built from change the above.
+    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        for f in ["HEAD", "index", "packed-refs", "refs/heads"] {
+            println!("cargo:rerun-if-changed={git_dir}/{f}");
+        }
+    }
+    for d in ["src", "../profiler-common/src", "../profiler-ebpf/src"] {
+        println!("cargo:rerun-if-changed={}", manifest.join(d).display());
+    }
+    let object = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("rmapprof");
+    let ebpf = match std::fs::read(&object) {
+        Ok(bytes) => {
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(&bytes);
+            digest[..8].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        }
+        Err(_) => "none".to_owned(),
+    };
+    let version_of = |cmd: &mut Command| {
+        cmd.output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|| "unknown".to_owned())
+    };
+    let rustc = version_of(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
+    let linker = version_of(Command::new("bpf-linker").arg("--version"));
+    println!("cargo:rustc-env=RMAPPROF_COMMIT={commit}");
+    println!("cargo:rustc-env=RMAPPROF_EBPF_OBJECT={ebpf}");
+    println!("cargo:rustc-env=RMAPPROF_EBPF_TOOLCHAIN={rustc}, {linker}");
 }
 
 /// proto/profile.proto (pprof's published format, as google/pprof ships it) to Rust types in

@@ -8,7 +8,8 @@ use crate::mode::Mode;
 #[derive(Debug, Parser)]
 #[command(
     name = "rmapprof",
-    version,
+    version = crate::build_info::SHORT,
+    long_version = crate::build_info::LONG,
     about = "Per-file i_mmap_rwsem (file reverse-map lock) contention profiler",
     long_about = "Profiles the running kernel for contention on address_space->i_mmap_rwsem, \
         attributes every wait to the file (inode and path), kernel call path and the holder of \
@@ -205,6 +206,10 @@ pub enum Sub {
         #[arg(long, value_name = "NS", default_value_t = 100.0)]
         handoff_ns: f64,
     },
+    /// Write the man pages and shell completions into DIR, which must not exist (for
+    /// `cargo xtask dist`).
+    #[command(hide = true)]
+    DistAssets { dir: PathBuf },
 }
 
 /// The longest --duration or --interval: a year. Long enough for any profiling run, and far

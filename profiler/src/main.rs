@@ -9,6 +9,7 @@ mod console;
 
 mod attribution;
 mod btf;
+mod build_info;
 mod ceiling;
 mod cgroup;
 mod cli;
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
             commands::model::run(reports, cpus, handoff_ns)
         }
         Some(cli::Sub::Serve(args)) => rt.block_on(serve::run(args)),
+        Some(cli::Sub::DistAssets { ref dir }) => commands::dist_assets::run(dir),
         // `rmapprof --`: a COMMAND was meant and none given (clap takes it as no COMMAND).
         None if cli.command.is_empty() && std::env::args_os().last().is_some_and(|a| a == "--") => {
             say!("rmapprof: `--` without a COMMAND after it: give the command to profile, or leave `--` out to profile system-wide (see rmapprof --help)");

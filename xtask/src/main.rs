@@ -1,4 +1,4 @@
-//! Developer workflows: setup, build, demo, test, bench, soak, the VM (vm, test-vm) and the
+//! Developer workflows: setup, build, demo, dist, test, bench, soak, the VM (vm, test-vm) and the
 //! kernel series (patches-check, patches-report, patches-send-ready); `cargo xtask --help`.
 //!
 //! Everything a fresh machine needs is installed here, so the README's two commands
@@ -7,6 +7,7 @@
 mod bench;
 mod debian;
 mod demo;
+mod dist;
 mod evidence;
 mod glibc;
 mod host;
@@ -55,6 +56,10 @@ enum Cmd {
         #[arg(short, long, default_value_t = 8)]
         jobs: u64,
     },
+    /// A static rmapprof (eBPF object embedded, no shared library), its man pages, shell
+    /// completions, unit, licences and README: target/dist/rmapprof-VERSION-x86_64-linux.tar.gz
+    /// and the Debian package target/dist/rmapprof_VERSION-1_amd64.deb.
+    Dist,
     /// Profiling overhead on this kernel: workload throughput alone vs under each tool,
     /// alternating, plus attach/detach time, events/s, lost events and peak RSS.
     Bench {
@@ -207,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Setup => setup::ensure(),
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo::run(cycles, jobs),
+        Cmd::Dist => dist::run(),
         Cmd::Test { host, args } => {
             test(&args)?;
             if host {
@@ -277,6 +283,8 @@ fn as_root(program: &Path) -> Command {
 fn test(args: &[String]) -> Result<()> {
     // The kernel tests run the bundled workloads from target/release.
     build()?;
+    // xtask/tests/dist.rs checks the artifacts.
+    dist::run()?;
     services::ensure()?;
     // Integration tests load BPF into this kernel: one at a time, they share tracepoints.
     sh(cargo().args(["test", "--workspace", "--exclude", "profiler-ebpf"]).args(args))

@@ -1,7 +1,8 @@
 //! rmapprof's subcommands, one module each: `profile` (no subcommand: a profiling run),
-//! `diff` and `model` (saved reports).
+//! `diff` and `model` (saved reports), `dist_assets` (man pages and completions, hidden).
 
 pub mod diff;
+pub mod dist_assets;
 pub mod model;
 pub mod profile;
 

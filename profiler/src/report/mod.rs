@@ -16,6 +16,9 @@ use crate::{collector::ProbeStatus, mode::RunMode};
 pub struct Report {
     pub tool: String,
     pub version: String,
+    /// The build that wrote it (commit, eBPF object); absent from reports of older builds.
+    #[serde(default)]
+    pub build: Option<crate::build_info::Build>,
     pub mode: RunMode,
     /// Every i_mmap_rwsem acquisition was counted (`--acquisitions`, kprobe/fentry modes):
     /// acquisitions, hold times and rmap operations are observed, not null. Reports written

@@ -364,7 +364,8 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     let files = finish_files(files, ctx);
     Report {
         tool: "rmapprof".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
+        version: crate::build_info::VERSION.into(),
+        build: Some(crate::build_info::Build::this()),
         mode: ctx.mode,
         acquisitions_counted: Some(ctx.mode.probed() && ctx.acquisitions),
         kernel: kernel_release(),
