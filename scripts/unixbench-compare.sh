@@ -19,8 +19,9 @@
 # UNIXBENCH_DIR is byte-unixbench's UnixBench directory, built (`make`): its ./Run is run
 # with `-c COPIES TEST...`. Run as root (rmapprof loads BPF programs); as another user, or
 # with RMAPPROF=none, the benchmark runs without rmapprof and info.txt says so.
-# RMAPPROF: the rmapprof binary (default: rmapprof on PATH, else target/release/rmapprof
-# beside this script). UB_NPROC: the CPU count the copy counts come from (default nproc).
+# RMAPPROF: the rmapprof binary (default: the one beside this script, as the release tarball
+# ships them; else rmapprof on PATH, as the Debian package installs it; else the repository's
+# static build, then its release build). UB_NPROC: the CPU count the copy counts come from (default nproc).
 # rmapprof's numbers are totals over each copy count's runs (UnixBench runs for a fixed time,
 # so the work done differs between kernels; UnixBench's scores are the per-second rates).
 set -u
@@ -31,6 +32,24 @@ die() { # STATUS MESSAGE
 }
 
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
+
+# The rmapprof to run: $RMAPPROF, else the first of the defaults above that exists (else the
+# last, for the error to name).
+find_rmapprof() {
+	if [ -n "${RMAPPROF:-}" ]; then
+		echo "$RMAPPROF"
+		return
+	fi
+	d=$(dirname "$self")
+	for c in "$d/rmapprof" "$(command -v rmapprof)" \
+		"$d/../target/x86_64-unknown-linux-gnu/release/rmapprof" "$d/../target/release/rmapprof"; do
+		if [ -n "$c" ] && [ -f "$c" ] && [ -x "$c" ]; then
+			echo "$c"
+			return
+		fi
+	done
+	echo "$d/../target/release/rmapprof"
+}
 tests="execl spawn shell1 shell8"
 
 # UnixBench's name for each test in its results (its Run script's "logmsg").
@@ -121,7 +140,7 @@ run() { # UNIXBENCH_DIR OUTDIR [RUNS]
 	case $n in '' | *[!0-9]* | 0) die 2 "RUNS: $n is not a positive number" ;; esac
 	mkdir "$out" 2>/dev/null || die 2 "$out: exists or cannot be made (give a new directory)"
 	mkdir "$out/runs" || die 1 "$out/runs: cannot be made"
-	rmapprof=${RMAPPROF:-$(command -v rmapprof || echo "$(dirname "$self")/../target/release/rmapprof")}
+	rmapprof=$(find_rmapprof)
 	why=
 	if [ "$rmapprof" = none ]; then
 		why="RMAPPROF=none"
@@ -136,6 +155,7 @@ run() { # UNIXBENCH_DIR OUTDIR [RUNS]
 		echo "runs: $n of: $tests"
 		echo "unixbench: $ub"
 		echo "rmapprof: ${why:+skipped ($why)}${why:-$rmapprof --inode libc.so.6 --inode ld-linux-x86-64.so.2}"
+		[ -n "$why" ] || echo "rmapprof build: $("$rmapprof" -V)"
 		echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
 	} > "$out/info.txt"
 	[ -n "$why" ] && echo "unixbench-compare: without rmapprof ($why)" >&2
@@ -175,7 +195,7 @@ compare() { # BASE PATCHED [DIFFDIR]
 			printf "%-8s %7d %12.1f %8.1f %12.1f %8.1f %8s\n", $1, $2, base[k], bsd[k], $3, $4, change
 		}' "$1/unixbench.tsv" "$2/unixbench.tsv"
 	diffdir=${3:-unixbench-diff}
-	rmapprof=${RMAPPROF:-$(command -v rmapprof || echo "$(dirname "$self")/../target/release/rmapprof")}
+	rmapprof=$(find_rmapprof)
 	for r in "$1"/rmapprof-c*/report.json; do
 		[ -f "$r" ] || continue
 		c=${r%/report.json}

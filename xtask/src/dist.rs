@@ -4,7 +4,7 @@
 //! definitions), the systemd unit, the licences and the README, as
 //! `target/dist/rmapprof-VERSION-x86_64-linux.tar.gz` and as a Debian package
 //! `target/dist/rmapprof_VERSION-1_amd64.deb` (built with dpkg-deb: the unit installed, not
-//! enabled). xtask/tests/dist.rs checks both.
+//! enabled). Both carry scripts/unixbench-compare.sh for testers with many-core machines. xtask/tests/dist.rs checks both.
 
 use anyhow::{bail, Context, Result};
 use std::{
@@ -20,6 +20,8 @@ const TARGET: &str = "x86_64-unknown-linux-gnu";
 const UNIT: &str = "systemd/rmapprof.service";
 const UNIT_BIN: &str = "/usr/local/bin/rmapprof";
 const PACKAGE_BIN: &str = "/usr/bin/rmapprof";
+/// UnixBench with rmapprof, base against patched kernel (patches/).
+const UNIXBENCH: &str = "scripts/unixbench-compare.sh";
 
 fn dist_dir() -> PathBuf {
     root().join("target/dist")
@@ -198,6 +200,8 @@ fn tarball(bin: &Path, version: &str, assets: &Path, notice: &str) -> Result<Pat
         }
     }
     copy(&root().join(UNIT), &stage.join(UNIT))?;
+    // For a tester with a many-core machine; it runs the rmapprof beside it.
+    copy(&root().join(UNIXBENCH), &stage.join("unixbench-compare.sh"))?;
     licences(&stage, notice)?;
     let out = dist_dir().join(format!("{name}.tar.gz"));
     sh(Command::new("tar")
@@ -250,6 +254,7 @@ fn deb(bin: &Path, version: &str, assets: &Path, notice: &str) -> Result<PathBuf
     )?;
     let unit = std::fs::read_to_string(root().join(UNIT))?;
     write(&stage.join("usr/lib/systemd/system/rmapprof.service"), &package_unit(&unit))?;
+    copy(&root().join(UNIXBENCH), &stage.join("usr/share/rmapprof/unixbench-compare.sh"))?;
     let doc = stage.join("usr/share/doc/rmapprof");
     licences(&doc, notice)?;
     write(&doc.join("copyright"), &copyright(notice))?;

@@ -73,6 +73,7 @@ fn the_tarball_holds_the_binary_pages_completions_unit_and_licences() {
         "NOTICE",
         "THIRD-PARTY",
         "README.md",
+        "unixbench-compare.sh",
     ] {
         assert!(top.join(f).is_file(), "the tarball has no {f}");
     }
@@ -179,6 +180,7 @@ fn the_deb_installs_into_a_scratch_root() {
         "/usr/lib/systemd/system/rmapprof.service",
         "/usr/share/doc/rmapprof/copyright",
         "/usr/share/doc/rmapprof/LICENSE-LGPL-2.1",
+        "/usr/share/rmapprof/unixbench-compare.sh",
     ] {
         assert!(listed.lines().any(|l| l == f), "the package has no {f}:\n{listed}");
         assert!(r.join(&f[1..]).is_file(), "{f} was not installed");
@@ -188,4 +190,31 @@ fn the_deb_installs_into_a_scratch_root() {
     assert!(!r.join("etc/systemd/system/multi-user.target.wants").exists(), "the unit was enabled");
     let v = run(Command::new(r.join("usr/bin/rmapprof")).arg("-V"));
     assert!(v.starts_with("rmapprof "), "{v}");
+}
+
+/// The tarball's unixbench-compare.sh runs the static binary beside it (against a stand-in for
+/// UnixBench's Run), with nothing on PATH named rmapprof, and info.txt names that build.
+#[test]
+fn the_unixbench_script_runs_the_binary_beside_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let top = unpacked(tmp.path());
+    let ub = tmp.path().join("UnixBench");
+    std::fs::create_dir(&ub).unwrap();
+    std::fs::write(ub.join("Run"), include_str!("data/unixbench-run-stand-in.sh")).unwrap();
+    std::fs::set_permissions(ub.join("Run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = tmp.path().join("base");
+    run(Command::new(top.join("unixbench-compare.sh"))
+        .arg("run")
+        .arg(&ub)
+        .arg(&out)
+        .arg("1")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("UB_NPROC", "1")
+        .env_remove("RMAPPROF"));
+    let info = std::fs::read_to_string(out.join("info.txt")).unwrap();
+    let beside = top.join("rmapprof");
+    assert!(info.contains(&format!("rmapprof: {} --inode", beside.display())), "{info}");
+    assert!(info.contains("rmapprof build: rmapprof ") && info.contains("(commit "), "{info}");
+    assert!(out.join("rmapprof-c1/report.json").is_file());
 }
