@@ -1,8 +1,8 @@
 //! The glibc companion change (patches/glibc/): ld.so reserves a library's range with an
 //! anonymous mapping and maps every segment into it. Debian's glibc-source of the machine's
 //! glibc (what the VM runs) is built twice, without and with patches/glibc/VERSION/, into
-//! `<cache>/glibc/` (about an hour each, cold, on 2 cores; incremental afterwards), and the
-//! loader tests (elf/) of the two builds are compared; the newest glibc-source of Debian
+//! `<cache>/glibc/` (the base cold in about 15 minutes on 2 cores, the patched one from it in
+//! a minute or two), and the loader tests (elf/) of the two builds are compared; the newest glibc-source of Debian
 //! unstable (what would be sent) is checked to take patches/glibc/ITS-VERSION/. For the VM,
 //! each build gets a run directory: its ld.so and libc.so.6 under their installed names, and
 //! copies of the programs the workloads exec, patchelf'd to that ld.so with the directory as
@@ -136,7 +136,7 @@ fn build_source(s: &Source, patched: bool) -> Result<PathBuf> {
 /// tree and its build directory bound over the base's paths (a private mount namespace), so
 /// both builds record one source path and one object path: the patched one starts as a copy
 /// of the finished base build, and make rebuilds only what includes the files the patch
-/// changed (minutes, not an hour).
+/// changed (a minute or two, not a second cold build).
 pub struct Build {
     pub dir: PathBuf,
     /// (patched source, base source, base build directory).
@@ -184,7 +184,7 @@ fn ensure_tools() -> Result<()> {
 }
 
 /// Configures (once) and builds glibc in `<cache>/glibc/build-VERSION-base|patched`. The base
-/// is built first (cold: about an hour on 2 cores); the patched one is a copy of it made
+/// is built first (cold: about 15 minutes on 2 cores); the patched one is a copy of it made
 /// again (see [`Build`]). Incremental afterwards: a changed patch rebuilds what includes the
 /// files it changes (dl-map-segments.h: ld.so and libc's dynamic loading).
 pub fn build(s: &Source, patched: bool) -> Result<Build> {
@@ -199,7 +199,7 @@ pub fn build(s: &Source, patched: bool) -> Result<Build> {
     let b = Build { dir: out.clone(), bind };
     if patched && !out.join("config.status").exists() {
         let base = build(s, false)?;
-        let tmp = out.with_extension("copying");
+        let tmp = glibc_dir().join(format!("build-{}-patched.copying", s.version));
         let _ = std::fs::remove_dir_all(&tmp);
         sh(Command::new("cp").arg("-a").arg(&base.dir).arg(&tmp))?;
         let _ = std::fs::remove_dir_all(&out);
@@ -218,7 +218,7 @@ pub fn build(s: &Source, patched: bool) -> Result<Build> {
     }
     let jobs = crate::host::make_jobs();
     eprintln!(
-        "xtask: building glibc {} {} in {} (cold: about an hour on 2 cores)",
+        "xtask: building glibc {} {} in {} (the base cold: about 15 minutes on 2 cores)",
         s.version,
         if patched { "patched (from the base build)" } else { "base" },
         out.display()
