@@ -1,4 +1,4 @@
-//! Developer workflows: setup, build, demo, dist, test, bench, soak, the VM (vm, test-vm) and the
+//! Developer workflows: setup, build, demo, dist, test, bench, soak, many-cpus, the VM (vm, test-vm) and the
 //! kernel series (patches-check, patches-report, patches-send-ready); `cargo xtask --help`.
 //!
 //! Everything a fresh machine needs is installed here, so the README's two commands
@@ -14,6 +14,7 @@ mod host;
 mod icount;
 mod kernel;
 mod letter;
+mod many_cpus;
 mod mm_checks;
 mod patches;
 mod perf;
@@ -96,6 +97,16 @@ enum Cmd {
         /// Set by --vm for the run inside the guest (no build, no apt).
         #[arg(long, hide = true)]
         guest: bool,
+    },
+    /// Our 7.2 kernel with many vCPUs (TCG) and pid_max 4194304: every mode on the bundled
+    /// workloads at one job per vCPU must exit 0 and lose nothing to a map's capacity; map
+    /// memory and the largest pid per run in target/many-cpus/summary.txt.
+    ManyCpus {
+        #[arg(long, default_value_t = 64)]
+        cpus: u32,
+        /// Cycles per workload.
+        #[arg(long, default_value_t = 64)]
+        cycles: u64,
     },
     /// The long soak: rmapprof --interval under the contention workload for MINUTES, its RSS
     /// sampled each second (the short version runs in the tests).
@@ -213,6 +224,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo::run(cycles, jobs),
         Cmd::Dist => dist::run(),
+        Cmd::ManyCpus { cpus, cycles } => many_cpus::run(cpus, cycles),
         Cmd::Test { host, args } => {
             test(&args)?;
             if host {

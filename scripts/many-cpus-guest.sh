@@ -1,0 +1,59 @@
+#!/bin/sh
+# Runs inside the VM for `cargo xtask many-cpus`: rmapprof in every mode on a guest with many
+# vCPUs and pid_max at its largest (4194304), new pids starting past 4,190,000 so that they
+# wrap during the run, the bundled workloads at one job per vCPU, every file recorded (no
+# --inode). Per mode and workload: OUTDIR/MODE/WORKLOAD/ (rmapprof's output) and
+# OUTDIR/MODE/WORKLOAD.memlock (the most kernel memory its BPF maps held, by fdinfo's
+# memlock, sampled each second), OUTDIR/MODE/WORKLOAD.pids (the largest pid seen).
+# usage: many-cpus-guest.sh OUTDIR CYCLES
+set -eu
+out=$1 cycles=$2
+bin=$PWD/target/release
+mkdir -p "$out"
+sysctl -q -w kernel.pid_max=4194304
+cpus=$(nproc)
+{
+	echo "kernel: $(uname -r)"
+	echo "cpus: $cpus online, $(cat /sys/devices/system/cpu/possible) possible"
+	echo "pid_max: $(cat /proc/sys/kernel/pid_max)"
+	echo "memory: $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo)"
+} > "$out/guest.txt"
+churn=$(mktemp -d -p /tmp)
+
+# Bytes of kernel memory the BPF maps of process $1 hold (fdinfo's memlock of each map fd).
+memlock() {
+	total=0
+	for f in /proc/"$1"/fdinfo/*; do
+		m=$(awk '/^map_type:/ { t = 1 } /^memlock:/ { v = $2 } END { if (t) print v }' "$f" 2>/dev/null) || m=
+		[ -n "$m" ] && total=$((total + m))
+	done
+	echo "$total"
+}
+
+for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
+	m=${mode%-acq}
+	acq=
+	[ "$m" = "$mode" ] || acq=--acquisitions
+	mkdir -p "$out/$mode"
+	for w in spawn execl shellscript mmap-churn; do
+		case $w in mmap-churn) set -- "$bin/$w" "$churn" "$cycles" -j "$cpus" ;; *) set -- "$bin/$w" "$cycles" -j "$cpus" ;; esac
+		echo 4190000 > /proc/sys/kernel/ns_last_pid
+		# shellcheck disable=SC2086 # $acq is one option or none
+		"$bin/rmapprof" --mode "$m" $acq -o "$out/$mode/$w" -- "$@" > "$out/$mode/$w.txt" 2>&1 &
+		rp=$!
+		peak=0 pid=0
+		while kill -0 "$rp" 2> /dev/null; do
+			b=$(memlock "$rp")
+			[ "$b" -gt "$peak" ] && peak=$b
+			last=$(cat /proc/sys/kernel/ns_last_pid)
+			[ "$last" -gt "$pid" ] && pid=$last
+			sleep 1
+		done
+		status=0
+		wait "$rp" || status=$?
+		echo "$peak" > "$out/$mode/$w.memlock"
+		echo "$pid" > "$out/$mode/$w.pids"
+		echo "$mode $w: rmapprof exited $status, maps held $peak bytes, pids up to $pid" >> "$out/guest.txt"
+	done
+done
+rm -rf "$churn"
