@@ -8,24 +8,15 @@ mod bench;
 mod debian;
 mod demo;
 mod dist;
-mod evidence;
-mod glibc;
 mod host;
-mod icount;
 mod kernel;
-mod letter;
 mod many_cpus;
-mod mm_checks;
-mod patches;
 mod perf;
 mod series;
 mod services;
 mod setup;
-mod sign;
 mod stress;
 mod tools;
-#[cfg(test)]
-mod unixbench;
 mod vm;
 
 use anyhow::{bail, Result};
@@ -261,12 +252,12 @@ fn run(cli: Cli) -> Result<()> {
             bench::run(&bench::Opts { pairs, cycles, jobs, vm, guest, icount, stress, workloads, tools })
         }
         Cmd::PatchesCheck { cpus, seconds, fault_iterations, vmtests_seconds, only, build_only } => {
-            patches::check(cpus, seconds, fault_iterations, vmtests_seconds, &only, build_only)
+            series::check::check(cpus, seconds, fault_iterations, vmtests_seconds, &only, build_only)
         }
         Cmd::PatchesReport { cpus, cover_letter_only, tables_only, keep_instructions } => {
-            patches::report(cpus, cover_letter_only, tables_only, keep_instructions)
+            series::report::report(cpus, cover_letter_only, tables_only, keep_instructions)
         }
-        Cmd::PatchesSendReady { as_ } => sign::send_ready(as_.as_deref()),
+        Cmd::PatchesSendReady { as_ } => series::sign::send_ready(as_.as_deref()),
         Cmd::Vm { kernel, patched, debug, cpus, memory, icount, build_only, command } => {
             if build_only {
                 kernel::build_kernel(kernel, patched, debug).map(|_| ())

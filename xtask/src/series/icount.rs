@@ -1,7 +1,7 @@
 //! Instructions per cycle of spawn, execl and shellscript on the base and patched kernels,
 //! for patches-report and the cover letter: each kernel booted with one vCPU on QEMU's
 //! instruction-count clock (`-icount shift=0,sleep=off`: 1 ns of guest time per instruction
-//! executed), where scripts/instructions-guest.sh reads the CPU time of each workload's
+//! executed), where scripts/series/instructions-guest.sh reads the CPU time of each workload's
 //! cgroup (cpu.stat usage_usec: its tasks' runtime, kernel and user, never idle time).
 
 use anyhow::{bail, Context, Result};
@@ -22,10 +22,10 @@ pub fn measure() -> Result<String> {
     for (patched, name) in [(false, "base"), (true, "patched")] {
         let dir = format!("target/patches-report/{name}-icount");
         let opts = vm::VmOpts { icount: true, ..vm::VmOpts::ours(patched, 1) };
-        let cmd = ["scripts/instructions-guest.sh".to_owned(), dir, CYCLES.to_string(), REPEATS.to_string()];
+        let cmd = ["scripts/series/instructions-guest.sh".to_owned(), dir, CYCLES.to_string(), REPEATS.to_string()];
         let code = vm::run(&opts, &cmd)?;
         if code != 0 {
-            bail!("scripts/instructions-guest.sh exited {code} on the {name} kernel");
+            bail!("scripts/series/instructions-guest.sh exited {code} on the {name} kernel");
         }
     }
     table_of_last_runs()

@@ -50,7 +50,7 @@ fn shortlog_and_diffstat_are_git_format_patches() {
         "mm: a subject long enough that git's shortlog has to wrap it onto a second line"
     );
     let ours = shortlog_and_diffstat(&patches).unwrap();
-    let start = crate::letter::shortlog_start(&letter).unwrap();
+    let start = super::shortlog_start(&letter).unwrap();
     let theirs = &letter[start..=start + letter[start..].find("\n-- \n").unwrap()];
     assert_eq!(ours, theirs);
     assert!(ours.contains("A Person (2):\n"), "{ours}");

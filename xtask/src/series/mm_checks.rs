@@ -1,7 +1,7 @@
-//! The MAP_FIXED and unmap checks of `patches-check` (scripts/mm-checks/*.c): the two
+//! The MAP_FIXED and unmap checks of `patches-check` (scripts/series/mm-checks/*.c): the two
 //! reproducers of the bugs that took patch 3 out of the series, kept for whatever touches
 //! those paths next. Built by the host's gcc into target/patches-check/mm-checks; the debug
-//! guest runs each (scripts/patches-check-guest.sh, category `mm-check`).
+//! guest runs each (scripts/series/patches-check-guest.sh, category `mm-check`).
 //!
 //! Each program prints one line, `PASS|FAIL|SKIP NAME: detail`, and exits 0, 1 or 4
 //! (kselftest's pass, fail, skip).
@@ -27,7 +27,7 @@ pub const CHECKS: [&str; 2] = [
 /// Builds every check into `dir`.
 pub fn build_into(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let src = root().join("scripts/mm-checks");
+    let src = root().join("scripts/series/mm-checks");
     for c in CHECKS {
         sh(Command::new("cc")
             .args(["-O2", "-Wall", "-Wextra", "-Werror"])
@@ -40,7 +40,7 @@ pub fn build_into(dir: &Path) -> Result<()> {
 
 /// target/patches-check/mm-checks, built afresh.
 pub fn build() -> Result<PathBuf> {
-    let dir = crate::evidence::out_dir().join("mm-checks");
+    let dir = crate::series::evidence::out_dir().join("mm-checks");
     let _ = std::fs::remove_dir_all(&dir);
     build_into(&dir)?;
     Ok(dir)

@@ -32,7 +32,7 @@
 //! down, but the kernel's own report of each page still mapped when deleted (a page and stack
 //! dump, milliseconds under QEMU even off the console) does: with this 32-page tail the
 //! negative control logged 250 such reports in 344 forks, and still no child read a stale
-//! page. patches-check's check (scripts/fork-truncate-check.sh) counts those reports as a
+//! page. patches-check's check (scripts/series/fork-truncate-check.sh) counts those reports as a
 //! failure too; a one-page tail (one report per truncation) is the next thing to try.
 //!
 //! Exit 0 when no child saw stale data; prints what happened.

@@ -8,7 +8,8 @@ use std::{
     process::Command,
 };
 
-use crate::{host::root, kernel, series};
+use super::cover::{self, header};
+use crate::{host::root, kernel};
 
 /// `git config user.name` and `user.email`: the only identity a patch is signed with.
 pub struct Identity {
@@ -62,25 +63,6 @@ pub fn check_authorship(series: &[PathBuf], me: &Identity) -> Result<()> {
     Ok(())
 }
 
-/// The value of `name:` in the mail header block (folded lines joined), if present.
-pub fn header(text: &str, name: &str) -> Option<String> {
-    let block = text.split("\n\n").next()?;
-    let mut value: Option<String> = None;
-    for line in block.lines() {
-        if let Some(v) = value.as_mut() {
-            if line.starts_with([' ', '\t']) {
-                v.push(' ');
-                v.push_str(line.trim());
-                continue;
-            }
-            break;
-        }
-        if let Some(v) = line.strip_prefix(name).and_then(|r| r.strip_prefix(':')) {
-            value = Some(v.trim().to_owned());
-        }
-    }
-    value
-}
 
 /// To: maintainers, Cc: reviewers and lists, as get_maintainer.pl names them for a patch.
 #[derive(Default)]
@@ -240,8 +222,8 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     // Keep git's header lines; the shortlog and diffstat are git's for patches/ now, and the
     // subject's prefix and count are the patches'.
     let header_end = old.find("Subject:").context("cover letter without Subject")?;
-    let patches = series::read_series(&kernel::series(kernel::OURS)?)?;
-    let tail = series::shortlog_and_diffstat(&patches)?;
+    let patches = cover::read_series(&kernel::series(kernel::OURS)?)?;
+    let tail = cover::shortlog_and_diffstat(&patches)?;
     let signature = old.rfind("\n-- \n").map(|i| &old[i + 1..]).unwrap_or("-- \n2.47.3\n");
     let (prefix, n) = (&patches[0].prefix, patches.len());
     // To:/Cc: are written afterwards, by [`address`].
@@ -284,20 +266,6 @@ fn is_field(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
 
-/// Where `git format-patch --cover-letter`'s shortlog starts: its "AUTHOR (N):" line.
-pub fn shortlog_start(letter: &str) -> Option<usize> {
-    let mut at = 0;
-    for line in letter.split_inclusive('\n') {
-        let l = line.trim_end();
-        if let Some(n) = l.strip_suffix("):").and_then(|h| h.rsplit_once(" (")).map(|(_, n)| n) {
-            if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
-                return Some(at);
-            }
-        }
-        at += line.len();
-    }
-    None
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the test-only negative-control kernel (vm/negative-control.patch on top of the
 # series: dup_mmap() copies page tables before linking the child VMAs into the rmap) for
-# `cargo xtask patches-check`: scripts/fork-truncate-check.sh, the check the debug kernel
+# `cargo xtask patches-check`: scripts/series/fork-truncate-check.sh, the check the debug kernel
 # passes, must FAIL here: a child read a truncated page (the stress test's STALE count), or
 # the kernel reported a truncated page cache page still mapped ("BUG: Bad page cache ...
 # still mapped when deleted"). The check passes when that happens; the line says which of
@@ -11,7 +11,7 @@
 set -u
 results=$1 secs=$2
 echo "== fork-truncate-stress ${secs}s --sync on the negative control $(uname -r)"
-line=$(scripts/fork-truncate-check.sh negative-control target/patches-check/kmsg-negative.txt "$secs" --sync)
+line=$(scripts/series/fork-truncate-check.sh negative-control target/patches-check/kmsg-negative.txt "$secs" --sync)
 rc=$?
 echo "$line"
 verdict=$(echo "$line" | tail -n 1)

@@ -11,7 +11,7 @@ use crate::host::root;
 
 /// The stand-in: `Run -c COPIES TEST...` prints UnixBench's report; the k-th run (from 0) at
 /// a copy count scores BASE x COPIES x $FAKE_UB_SCALE x (1 + k/100).
-const STAND_IN: &str = include_str!("../tests/data/unixbench-run-stand-in.sh");
+const STAND_IN: &str = include_str!("../../tests/data/unixbench-run-stand-in.sh");
 
 fn stand_in(dir: &Path) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;

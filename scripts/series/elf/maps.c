@@ -1,6 +1,6 @@
 /* Prints its own /proc/self/maps: the layout exec (and ld.so) gave it. Built by
  * `cargo xtask patches-check` as a PIE, a non-PIE, a static and a static-pie program and with
- * 64K and 2M p_align (scripts/exec-layout-guest.sh runs each on the base and patched kernels). */
+ * 64K and 2M p_align (scripts/series/exec-layout-guest.sh runs each on the base and patched kernels). */
 #include <fcntl.h>
 #include <unistd.h>
 

@@ -2,7 +2,7 @@
 # Runs inside the debug patched kernel (lockdep, DEBUG_VM, the maple tree checked, page table
 # check, KASAN) for `cargo xtask patches-check`: the fork/truncate stress test, the mm selftests
 # (run_vmtests.sh's categories), the exec selftests, fault injection through dup_mmap()'s error
-# paths, the MAP_FIXED/unmap checks (MM_CHECKS_DIR, built from scripts/mm-checks), then fails
+# paths, the MAP_FIXED/unmap checks (MM_CHECKS_DIR, built from scripts/series/mm-checks), then fails
 # on any lockdep report or kernel warning. One
 # "PASS|FAIL check: detail" line per check goes to RESULTS; the kernel log, streamed from
 # boot, to target/patches-check/kmsg-debug.txt.
@@ -26,7 +26,7 @@ result() { # PASS|FAIL CHECK DETAIL (none: CHECK is the whole "check: detail")
 # control shows can catch the ordering bug); the same check the negative control fails.
 for mode in "" --sync; do
 	echo "== fork-truncate-stress ${secs}s $mode on $(uname -r), $(nproc) CPUs"
-	line=$(scripts/fork-truncate-check.sh debug "$out/kmsg-stress${mode}.txt" "$secs" $mode)
+	line=$(scripts/series/fork-truncate-check.sh debug "$out/kmsg-stress${mode}.txt" "$secs" $mode)
 	echo "$line"
 	v=$(echo "$line" | tail -n 1)
 	result "${v%% *}" "${v#* }" ""
@@ -43,16 +43,16 @@ for fs in 9p overlayfs; do
 	result $r "fixed-truncate-stress $fs" "${secs}s: $(echo "$o" | tail -n 1)"
 done
 
-# run_vmtests.sh, category by category within their time budgets (scripts/vmtests-guest.sh),
+# run_vmtests.sh, category by category within their time budgets (scripts/series/vmtests-guest.sh),
 # with a few huge pages of its own (it sets nr_hugepages) and userfaultfd.
 echo "== mm selftests (run_vmtests.sh)"
-scripts/vmtests-guest.sh "$results" "$selftests" "$vm_budget" "$vm_total" "$@" || fail=1
+scripts/series/vmtests-guest.sh "$results" "$selftests" "$vm_budget" "$vm_total" "$@" || fail=1
 
 echo "== exec selftests"
-scripts/exec-selftests-guest.sh "$results" patched-debug target/selftests-exec || fail=1
+scripts/series/exec-selftests-guest.sh "$results" patched-debug target/selftests-exec || fail=1
 
 echo "== fault injection in dup_mmap, $fault_iters forks each"
-scripts/fault-inject-guest.sh "$results" $out/kmsg-fault-inject "$fault_iters" || fail=1
+scripts/series/fault-inject-guest.sh "$results" $out/kmsg-fault-inject "$fault_iters" || fail=1
 
 # The reproducers of what took the in-place MAP_FIXED patch out of the series: a guard
 # marker kept over a remapped page, a hugetlb mapping over a file range's PTE table. Last

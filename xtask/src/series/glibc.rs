@@ -381,7 +381,7 @@ pub fn check(lines: &mut Vec<String>, cpus: u32, build_only: bool) -> Result<()>
     ];
     for (patched_kernel, kname, builds) in runs {
         let mut cmd = vec![
-            "scripts/glibc-guest.sh".to_owned(),
+            "scripts/series/glibc-guest.sh".to_owned(),
             format!("{OUT}/{kname}"),
             CYCLES.to_string(),
             cpus.to_string(),
@@ -390,7 +390,7 @@ pub fn check(lines: &mut Vec<String>, cpus: u32, build_only: bool) -> Result<()>
         let code = crate::vm::run(&crate::vm::VmOpts::ours(patched_kernel, cpus), &cmd)?;
         if code != 0 {
             lines.push(format!(
-                "FAIL glibc-acquisitions: scripts/glibc-guest.sh exited {code} on the {kname}"
+                "FAIL glibc-acquisitions: scripts/series/glibc-guest.sh exited {code} on the {kname}"
             ));
             return Ok(());
         }

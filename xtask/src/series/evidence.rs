@@ -19,14 +19,14 @@ pub fn out_dir() -> PathBuf {
     root().join("target/patches-check")
 }
 
-/// The exec-layout programs, from scripts/elf/*.c with the host's gcc: what
-/// scripts/exec-layout-guest.sh runs on both kernels. 32-bit ones are raw-syscall
+/// The exec-layout programs, from scripts/series/elf/*.c with the host's gcc: what
+/// scripts/series/exec-layout-guest.sh runs on both kernels. 32-bit ones are raw-syscall
 /// `-nostdlib` programs (no 32-bit libc needed, IA32 emulation runs them).
 pub fn build_elf_programs() -> Result<PathBuf> {
     let dir = out_dir().join("elf");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let src = root().join("scripts/elf");
+    let src = root().join("scripts/series/elf");
     let maps = src.join("maps.c");
     let raw = src.join("maps-raw.c");
     let raw_flags =
@@ -162,7 +162,7 @@ pub fn build_exec_selftests(src: &Path, hdr: &Path) -> Result<PathBuf> {
     Ok(top)
 }
 
-/// Compares what scripts/exec-layout-guest.sh wrote on the two kernels: every file byte for
+/// Compares what scripts/series/exec-layout-guest.sh wrote on the two kernels: every file byte for
 /// byte, then the expected outcomes. One result line per check.
 pub fn compare_layouts(base: &Path, patched: &Path) -> Vec<String> {
     let mut lines = Vec::new();

@@ -1,7 +1,7 @@
 //! fork-fault-inject ITERATIONS: forks, with allocations failing, a process that maps one
 //! file with many VMAs, so that dup_mmap() fails while a batch of that file's child VMAs is
 //! pending (linked, or about to be, but not yet copied), then checks that nothing was left
-//! behind. For `cargo xtask patches-check` (scripts/fault-inject-guest.sh sets up failslab
+//! behind. For `cargo xtask patches-check` (scripts/series/fault-inject-guest.sh sets up failslab
 //! and fail_page_alloc with task-filter; this process marks itself in /proc/self/make-it-fail
 //! around each fork(), so only the forking process's allocations fail).
 //!

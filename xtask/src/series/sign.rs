@@ -11,11 +11,13 @@
 use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
+use super::{
+    cover::{self, header},
+    letter::{Identity, PLACEHOLDER},
+};
 use crate::{
     host::{root, sh},
     kernel,
-    letter::{header, Identity, PLACEHOLDER},
-    series,
 };
 
 /// What marks a part of the committed letter measured on something other than the series.
@@ -110,7 +112,7 @@ pub fn stamp(text: &str, me: &Identity, repository: &Identity, cover_letter: boo
         body = body.trim_start_matches('\n');
     }
     for (marker, what) in [
-        (PLACEHOLDER, "put the address there (and in xtask/src/letter.rs's LETTER_CC)"),
+        (PLACEHOLDER, "put the address there (and in xtask/src/series/letter.rs's LETTER_CC)"),
         (RERUN, "run cargo xtask patches-check and patches-report on this series"),
     ] {
         if let Some(line) = head.lines().chain(body.lines()).find(|l| l.contains(marker)) {
@@ -143,7 +145,7 @@ pub fn send_ready(as_: Option<&str>) -> Result<()> {
     refuse(&me, &repository_identity(first)?)?;
     let repository = repository_identity(first)?;
     let letter = root().join("patches/0000-cover-letter.patch");
-    let problems = series::letter_problems(&std::fs::read_to_string(&letter)?, &patches)?;
+    let problems = cover::letter_problems(&std::fs::read_to_string(&letter)?, &patches)?;
     if !problems.is_empty() {
         bail!("patches/0000-cover-letter.patch does not fit the series: {}", problems.join("; "));
     }
@@ -221,7 +223,7 @@ mod tests {
         let letter = format!(
             "From 1 Mon Sep 17 00:00:00 2001\nFrom: {REPO}\nSubject: [RFC PATCH 0/2] x\n\n\
              {}\n\nOn fork/exec-heavy loads.\n\n*** not a note here\n",
-            crate::letter::SIGN_NOTE
+            crate::series::letter::SIGN_NOTE
         );
         let t = stamp(&letter, &me, &repo(), true).unwrap();
         assert!(t.contains("\n\nOn fork/exec-heavy loads.\n\n*** not a note here\n"), "{t}");

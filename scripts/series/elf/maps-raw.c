@@ -1,6 +1,6 @@
 /* /proc/self/maps printed with raw system calls, no libc: built -m32 (IA32 emulation: int
  * $0x80) as a static ET_EXEC and a static PIE, and 64-bit as PIEs without an interpreter whose
- * first PT_LOAD is linked below mmap_min_addr (scripts/exec-layout-guest.sh). */
+ * first PT_LOAD is linked below mmap_min_addr (scripts/series/exec-layout-guest.sh). */
 #ifdef __x86_64__
 static long sys3(long nr, long a, long b, long c)
 {
