@@ -449,6 +449,14 @@ pub struct Process {
     pub start_ns: u64,
 }
 
+/// Rows of the `PROCESSES` and `PROCESS_NAMES` LRU maps as compiled; userspace adds
+/// [`LRU_FREE_PER_CPU`] per possible CPU at load.
+pub const PROCESS_ROWS: u32 = 32768;
+/// Free rows an LRU hash map keeps on each CPU's own list before Linux 6.16 (the kernel's
+/// `LOCAL_FREE_TARGET`): on 256 CPUs or more the shared list of a 32768-row map starves, and
+/// rows still in use are recycled (a process numbered anew, a name lost).
+pub const LRU_FREE_PER_CPU: u32 = 128;
+
 /// Value of the `PROCESS_NAMES` map, keyed by run ([`Process`]): the process and its thread
 /// group leader's name when the run was first seen waiting.
 #[repr(C)]

@@ -18,6 +18,8 @@ pub mod map {
     pub const HOLDER_WAITS: &str = "HOLDER_WAITS";
     /// mmap_lock instance (`Process`) -> the process and its name.
     pub const PROCESS_NAMES: &str = "PROCESS_NAMES";
+    /// tgid -> its current program run (`Process`); sized with `PROCESS_NAMES` at load.
+    pub const PROCESSES: &str = "PROCESSES";
     /// Per CPU, the holder rows most recently waited on, not yet in `HOLDER_WAITS`.
     pub const HOLDER_SLOTS: &str = "HOLDER_SLOTS";
     /// Woken waiter's tid -> the release that woke it (`--holder-stacks`).
@@ -94,12 +96,15 @@ pub struct Tracepoint {
     pub event: &'static str,
 }
 
-/// The tracepoints attached in every mode: an exec ends the program run its process's
-/// mmap_lock waits are counted to (process.rs), then the lock tracepoints.
+/// The tracepoints attached in every mode, in order: an exec ends the program run its
+/// process's mmap_lock waits are counted to (process.rs), then the lock tracepoints, the end
+/// before the begin: a wait that began while only the begin was attached would leave its task's
+/// row in TASK_WAIT for the whole run (its next waits taken as nested, one measured from the
+/// stale start).
 pub const TRACEPOINTS: [Tracepoint; 3] = [
     Tracepoint { program: "process_exec", category: "sched", event: "sched_process_exec" },
-    Tracepoint { program: "contention_begin", category: "lock", event: "contention_begin" },
     Tracepoint { program: "contention_end", category: "lock", event: "contention_end" },
+    Tracepoint { program: "contention_begin", category: "lock", event: "contention_begin" },
 ];
 
 /// `--holder-stacks`: a task waking another. When the woken task waits for an i_mmap_rwsem,
@@ -159,15 +164,17 @@ const fn exit(function: &'static str, kprobe: &'static str, fentry: &'static str
     Probe { function, at: At::Return, kprobe, fentry }
 }
 
-/// What kprobe/fentry modes always attach: the waits the lock tracepoints cannot see. These
-/// functions run only when an rwsem is contended, so they cost little.
+/// What kprobe/fentry modes always attach, in order: the waits the lock tracepoints cannot
+/// see. These functions run only when an rwsem is contended, so they cost little. Each return
+/// before its entry: a call entered while only the entry was attached would leave its task's
+/// SLOWPATH row behind, and with pid_max in the millions no later call of that tid replaces it.
 pub const WAIT_PROBES: &[Probe] = &[
-    entry("rwsem_down_write_slowpath", "kp_down_write_slowpath", "fe_down_write_slowpath"),
     exit("rwsem_down_write_slowpath", "kr_down_write_slowpath", "fx_down_write_slowpath"),
-    entry("rwsem_down_read_slowpath", "kp_down_read_slowpath", "fe_down_read_slowpath"),
+    entry("rwsem_down_write_slowpath", "kp_down_write_slowpath", "fe_down_write_slowpath"),
     exit("rwsem_down_read_slowpath", "kr_down_read_slowpath", "fx_down_read_slowpath"),
-    entry("osq_lock", "kp_osq_lock", "fe_osq_lock"),
+    entry("rwsem_down_read_slowpath", "kp_down_read_slowpath", "fe_down_read_slowpath"),
     exit("osq_lock", "kr_osq_lock", "fx_osq_lock"),
+    entry("osq_lock", "kp_osq_lock", "fe_osq_lock"),
 ];
 
 /// `--acquisitions`: every i_mmap_rwsem acquisition, its hold and the rmap operations inside
@@ -198,4 +205,26 @@ pub mod holder_cost {
     /// ns of as many empty timed sections as both: the clock reads' own cost, to subtract.
     pub const CLOCK_NS: u32 = 4;
     pub const COUNT: u32 = 5;
+}
+
+#[cfg(test)]
+mod attach_order {
+    use super::*;
+
+    /// Whatever ends a measurement is attached before what starts it, so that nothing starts
+    /// that its end cannot see.
+    #[test]
+    fn ends_are_attached_before_starts() {
+        let at = |name: &str| TRACEPOINTS.iter().position(|t| t.program == name).unwrap();
+        assert!(at("contention_end") < at("contention_begin"));
+        for (i, p) in WAIT_PROBES.iter().enumerate() {
+            if p.at == At::Entry {
+                let exit = WAIT_PROBES.iter().position(|q| q.function == p.function && q.at == At::Return);
+                assert!(exit.is_some_and(|e| e < i), "{}: its return is not attached first", p.function);
+            }
+        }
+        let up = ACQUISITION_PROBES.iter().position(|p| p.function == "up_write").unwrap();
+        let down = ACQUISITION_PROBES.iter().position(|p| p.function == "down_write").unwrap();
+        assert!(up < down);
+    }
 }

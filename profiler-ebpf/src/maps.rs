@@ -9,7 +9,7 @@ use aya_ebpf::{
 use profiler_common::{
     lost, names::holder_cost, not_measured, unwind, ContentionKey, Hold, HoldKey, HolderKey, HolderSlot,
     HolderWaits, KernelStack, LockTarget, OpKey, OpStats, Process, ProcessName, Release, Slowpath, TaskWait,
-    WaitHist, WaitStats, WriteHold, HOLDER_SLOTS as HOLDER_SLOT_COUNT,
+    WaitHist, WaitStats, WriteHold, HOLDER_SLOTS as HOLDER_SLOT_COUNT, PROCESS_ROWS,
 };
 
 /// Sleeping waits per lock target, direction and kernel stack (lock:contention_end).
@@ -36,11 +36,11 @@ pub static HOLDER_SLOTS: PerCpuArray<HolderSlot> = PerCpuArray::with_max_entries
 /// tgid; least recently used rows go first (a process evicted and seen again is numbered
 /// anew: its waits are then two rows of the same name).
 #[map]
-pub static PROCESSES: LruHashMap<u32, Process> = LruHashMap::with_max_entries(32768, 0);
+pub static PROCESSES: LruHashMap<u32, Process> = LruHashMap::with_max_entries(PROCESS_ROWS, 0);
 /// The process and name of each program run, by run: kept after the process exits, so that
 /// the rows of processes gone are named; least recently used rows go first.
 #[map]
-pub static PROCESS_NAMES: LruHashMap<u64, ProcessName> = LruHashMap::with_max_entries(32768, 0);
+pub static PROCESS_NAMES: LruHashMap<u64, ProcessName> = LruHashMap::with_max_entries(PROCESS_ROWS, 0);
 /// Program runs numbered on each CPU (process.rs).
 #[map]
 pub static PROCESS_RUNS: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);

@@ -229,3 +229,23 @@ fn empty_relative_and_deleted_inode_arguments() {
         assert_eq!(r["files"].as_array().unwrap().len(), 1, "{arg}: {}", r["files"]);
     }
 }
+
+/// The LRU maps that number and name processes are sized for this machine's possible CPUs:
+/// the declared rows plus the free rows each CPU keeps (a 32768-row map starves on 256 CPUs
+/// and more before Linux 6.16, and recycles rows still in use).
+#[test]
+fn the_process_maps_are_sized_for_every_possible_cpu() {
+    let _g = serial();
+    let possible = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap();
+    let cpus: u64 = possible
+        .trim()
+        .split(',')
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u64>().unwrap() - a.parse::<u64>().unwrap() + 1,
+            None => 1,
+        })
+        .sum();
+    let run = Running::start(&[]);
+    let (_, r, _) = run.stop(libc::SIGINT);
+    assert_eq!(u(&r["map_rows"]["PROCESS_NAMES"], "max"), 32768 + 128 * cpus, "{}", r["map_rows"]);
+}

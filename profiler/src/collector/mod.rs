@@ -91,6 +91,12 @@ impl Snapshot {
     }
 }
 
+/// Rows of the `PROCESSES` and `PROCESS_NAMES` LRU maps on a machine with `cpus` possible
+/// CPUs: what the eBPF object declares plus every CPU's own free list.
+pub fn lru_rows(cpus: u32) -> u32 {
+    profiler_common::PROCESS_ROWS + profiler_common::LRU_FREE_PER_CPU * cpus
+}
+
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct MapRows {
     pub rows: u32,
@@ -247,6 +253,11 @@ impl Collector {
         .unwrap_or((0, 0));
         loader.override_global(global::TEXT_START, &text_start, true);
         loader.override_global(global::TEXT_END, &text_end, true);
+        // The LRU maps keep free rows per CPU: sized so that many CPUs do not starve them.
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("reading the possible CPUs")? as u32;
+        for lru in [map::PROCESSES, map::PROCESS_NAMES] {
+            loader.map_max_entries(lru, lru_rows(cpus));
+        }
         // Fault injection for the tests: a stack table this small fills up
         // (RMAPPROF_FAULT_STACK_MAP_ENTRIES=N).
         if let Some(n) = std::env::var("RMAPPROF_FAULT_STACK_MAP_ENTRIES").ok().and_then(|v| v.parse().ok()) {

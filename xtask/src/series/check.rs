@@ -96,10 +96,14 @@ pub fn check(
         }
         for (patched, name) in [(false, "base"), (true, "patched")].into_iter().filter(|_| !build_only) {
             let dir = format!("target/patches-check/layout-{name}");
-            let code =
-                vm::run(&vm::VmOpts::ours(patched, cpus), &["scripts/series/exec-layout-guest.sh".to_owned(), dir])?;
+            let code = vm::run(
+                &vm::VmOpts::ours(patched, cpus),
+                &["scripts/series/exec-layout-guest.sh".to_owned(), dir],
+            )?;
             if code != 0 {
-                lines.push(format!("FAIL exec-layout: scripts/series/exec-layout-guest.sh exited {code} on {name}"));
+                lines.push(format!(
+                    "FAIL exec-layout: scripts/series/exec-layout-guest.sh exited {code} on {name}"
+                ));
             }
         }
         if !build_only {

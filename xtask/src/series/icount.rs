@@ -22,7 +22,8 @@ pub fn measure() -> Result<String> {
     for (patched, name) in [(false, "base"), (true, "patched")] {
         let dir = format!("target/patches-report/{name}-icount");
         let opts = vm::VmOpts { icount: true, ..vm::VmOpts::ours(patched, 1) };
-        let cmd = ["scripts/series/instructions-guest.sh".to_owned(), dir, CYCLES.to_string(), REPEATS.to_string()];
+        let cmd =
+            ["scripts/series/instructions-guest.sh".to_owned(), dir, CYCLES.to_string(), REPEATS.to_string()];
         let code = vm::run(&opts, &cmd)?;
         if code != 0 {
             bail!("scripts/series/instructions-guest.sh exited {code} on the {name} kernel");

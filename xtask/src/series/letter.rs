@@ -63,7 +63,6 @@ pub fn check_authorship(series: &[PathBuf], me: &Identity) -> Result<()> {
     Ok(())
 }
 
-
 /// To: maintainers, Cc: reviewers and lists, as get_maintainer.pl names them for a patch.
 #[derive(Default)]
 struct Addresses {
@@ -265,7 +264,6 @@ pub fn bullets(lines: &str) -> String {
 fn is_field(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
 }
-
 
 #[cfg(test)]
 mod tests {
