@@ -51,3 +51,38 @@ pub fn have(cmd: &str) -> bool {
 pub fn make_jobs() -> String {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).to_string()
 }
+
+/// An exclusive lock on the file `path` (flock), held until dropped, for the build directory
+/// `dir`; waits, and says so, while another process holds it.
+pub fn lock(path: &Path, dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::options().create(true).truncate(false).write(true).open(path)?;
+    // SAFETY: flock on a descriptor this function owns; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("xtask: {} is being built by another process: waiting for it", dir.display());
+        // SAFETY: as above.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            anyhow::bail!("locking {}: {}", dir.display(), std::io::Error::last_os_error());
+        }
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// While one process holds a build directory's lock, another cannot take it.
+    #[test]
+    fn a_build_lock_excludes_another_process() {
+        let dir = std::env::temp_dir().join(format!("xtask-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".rmapprof-lock");
+        let other = || Command::new("flock").arg("-n").arg(&path).arg("true").status().unwrap().success();
+        let held = lock(&path, &dir).unwrap();
+        assert!(!other(), "another process took the lock while it was held");
+        drop(held);
+        assert!(other());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -296,6 +296,9 @@ pub fn build_kernel(kernel: &str, patched: bool, debug: bool) -> Result<PathBuf>
         format!("{kernel}{}{}", if patched { " patched" } else { "" }, if debug { " debug" } else { "" });
     let out = build_dir(kernel, patched, debug);
     std::fs::create_dir_all(&out)?;
+    // Two makes in one build directory corrupt it (a second xtask started meanwhile): the
+    // second waits for the first, then finds its work done.
+    let _lock = crate::host::lock(&out.join(".rmapprof-lock"), &out)?;
     let mut fragments = vec![root().join("vm/kernel.config")];
     let per_kernel = root().join(format!("vm/kernel-{kernel}.config"));
     if per_kernel.exists() {

@@ -197,6 +197,11 @@ pub fn build(s: &Source, patched: bool) -> Result<Build> {
         false => None,
     };
     let b = Build { dir: out.clone(), bind };
+    // Beside the directory, which the patched build replaces with a copy of the base.
+    let _lock = crate::host::lock(
+        &out.with_file_name(format!("{}.lock", out.file_name().unwrap().to_string_lossy())),
+        &out,
+    )?;
     if patched && !out.join("config.status").exists() {
         let base = build(s, false)?;
         let tmp = glibc_dir().join(format!("build-{}-patched.copying", s.version));
