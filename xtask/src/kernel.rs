@@ -28,6 +28,10 @@ const APT_PACKAGES: &[&str] = &[
     "bc",
     "bison",
     "flex",
+    // The kernel's awk scripts (x86's cpufeaturemasks.h, included nearly everywhere) run with
+    // whichever awk is installed; gawk installed later (the glibc builds need it) regenerated
+    // that header and rebuilt the whole kernel once. Installed first, it never changes.
+    "gawk",
     "libelf-dev",
     "libssl-dev",
     "dwarves",
@@ -62,7 +66,7 @@ fn tarball(kernel: &str) -> PathBuf {
 pub fn ensure_tools(kernel: &str) -> Result<()> {
     let foreign = foreign_suite(kernel);
     let missing_tools =
-        !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm"].iter().all(|c| have(c))
+        !["qemu-system-x86_64", "pahole", "bison", "flex", "bc", "udevadm", "gawk"].iter().all(|c| have(c))
             || !["x86_64-linux-gnu/urcu.h", "numa.h", "sys/capability.h"]
                 .iter()
                 .all(|h| Path::new("/usr/include").join(h).exists());
