@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs inside the VM for `cargo xtask patches-check --only glibc`: spawn, execl and shellscript
 # under rmapprof with each glibc build's loader and libc. RUNDIR holds a build's ld.so,
-# libc.so.6 and copies of the programs the workloads exec, patchelf'd to GUEST_DIR (below),
+# libc.so.6 and copies of the workloads and the programs they exec, patchelf'd to GUEST_DIR (below),
 # where each RUNDIR is copied in turn (the guest's tmpfs: a plain file system), so both builds'
 # files have one path and `rmapprof diff` matches them. Counts every write acquisition of the
 # i_mmap_rwsem of that libc.so.6 and ld.so, selected by full path (the system's are mapped too),
@@ -20,10 +20,11 @@ for named; do
 	mkdir -p "$out"
 	echo "$name: libc.so.6 on $(stat -f -c %T "$run/libc.so.6"), $(uname -r)" > "$out/$name.txt"
 	for w in spawn execl shellscript; do
+		# The workload runs with the build's loader and libc too (it is what forks).
 		if [ $w = execl ]; then
 			set -- "$run/execl" "$cycles" -j "$jobs"
 		else
-			set -- "$bin/$w" "$cycles" -j "$jobs" --bin-dir "$run"
+			set -- "$run/$w" "$cycles" -j "$jobs" --bin-dir "$run"
 		fi
 		"$bin/rmapprof" --mode kprobe --acquisitions --inode "$run/libc.so.6" \
 			--inode "$run/ld-linux-x86-64.so.2" -o "$out/$name/$w" -- "$@" > /dev/null

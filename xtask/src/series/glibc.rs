@@ -288,9 +288,11 @@ pub fn compare_tests(base: &BTreeSet<String>, patched: &BTreeSet<String>) -> Str
     }
 }
 
-/// The programs the workloads exec (spawn: true; shellscript: sh and its pipeline's tools)
-/// and execl, which re-executes itself.
+/// The programs the workloads exec (spawn: true; shellscript: sh and its pipeline's tools).
 const PROGRAMS: [&str; 5] = ["true", "sh", "tr", "sort", "wc"];
+/// The workloads, run from the run directory with its ld.so and libc (execl re-executes
+/// itself).
+const WORKLOADS: [&str; 3] = ["spawn", "execl", "shellscript"];
 
 /// glibc's own libraries a program may need, by soname, and where a build has them.
 const GLIBC_LIBS: [(&str, &str); 7] = [
@@ -309,8 +311,8 @@ const GLIBC_LIBS: [(&str, &str); 7] = [
 pub const GUEST_DIR: &str = "/tmp/rmapprof-glibc";
 
 /// `<cache>/glibc/run-VERSION-NAME`: a build's ld.so and libraries under their installed names,
-/// the other libraries the programs need copied from the system, and the programs (and execl)
-/// patchelf'd to [`GUEST_DIR`]'s ld.so with [`GUEST_DIR`] as RUNPATH. Returns the directory.
+/// the other libraries the programs need copied from the system, and the programs and the
+/// workloads patchelf'd to [`GUEST_DIR`]'s ld.so with [`GUEST_DIR`] as RUNPATH. Returns the directory.
 pub fn run_dir(build: &Path, version: &str, name: &str) -> Result<PathBuf> {
     ensure_tools()?;
     let dir = glibc_dir().join(format!("run-{version}-{name}"));
@@ -320,7 +322,11 @@ pub fn run_dir(build: &Path, version: &str, name: &str) -> Result<PathBuf> {
         .iter()
         .map(|p| std::fs::canonicalize(Path::new("/bin").join(p)))
         .collect::<Result<_, _>>()?;
-    programs.push(root().join("target/release/execl"));
+    // The workloads themselves too: the process that forks maps this libc, so fork's share of
+    // the acquisitions is this build's.
+    for w in WORKLOADS {
+        programs.push(root().join("target/release").join(w));
+    }
     let mut libs = BTreeSet::new();
     for p in &programs {
         let o = Command::new("ldd").arg(p).output()?;
@@ -401,7 +407,7 @@ pub fn check(lines: &mut Vec<String>, cpus: u32, build_only: bool) -> Result<()>
         }
     }
     let mut text = String::new();
-    for w in ["spawn", "execl", "shellscript"] {
+    for w in WORKLOADS {
         let a = diff_rows(
             &out.join(format!("base-kernel/base/{w}")),
             &out.join(format!("patched-kernel/base/{w}")),
