@@ -33,7 +33,7 @@ pub const LONG: &str = concat!(
 );
 
 /// report.json's `build`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Build {
     pub commit: String,
     pub ebpf_object: String,

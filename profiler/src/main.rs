@@ -23,6 +23,7 @@ mod output;
 mod preflight;
 mod render;
 mod report;
+mod schema;
 mod serve;
 mod signals;
 mod target;

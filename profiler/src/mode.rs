@@ -18,7 +18,7 @@ pub enum Mode {
 }
 
 /// The mode a run used: `auto` resolved to what the kernel allowed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunMode {
     #[default]

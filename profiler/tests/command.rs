@@ -78,8 +78,9 @@ impl Run {
     }
 
     fn report(&self) -> Option<Value> {
-        let json = std::fs::read_to_string(self.out.path().join("report.json")).ok()?;
-        Some(serde_json::from_str(&json).expect("report.json whole"))
+        let path = self.out.path().join("report.json");
+        let json = std::fs::read_to_string(&path).ok()?;
+        Some(parse_report(&json, &path))
     }
 }
 
@@ -418,7 +419,6 @@ fn pid_that_is_no_process_to_profile() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("rmapprof: -p {tid} is a thread of process {me} (")), "{err}");
     assert!(err.contains(&format!("profiling process {me}\n")), "{err}");
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let r: Value = read_report(&out.path().join("report.json"));
     assert_eq!(r["pid"].as_u64(), Some(me as u64));
 }

@@ -86,8 +86,7 @@ fn holder_stacks_at_release_are_the_holders_paths() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let r: Value = read_report(&out.path().join("report.json"));
     let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "holder stacks").unwrap();
     assert_eq!(p["attached"], true, "{p}");
     let f = file_entry(&r, ino).expect("the workload's file is reported");

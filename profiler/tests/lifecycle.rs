@@ -121,9 +121,10 @@ impl Run {
         let out = self.stdout.lock().unwrap().clone();
         let all = err.join("\n");
         assert!(!all.contains("panicked"), "{all}");
-        let json = std::fs::read_to_string(self.out.path().join("report.json"))
-            .unwrap_or_else(|e| panic!("report.json: {e}; stderr: {all}"));
-        let r: Value = serde_json::from_str(&json).expect("report.json whole");
+        let path = self.out.path().join("report.json");
+        let json =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("report.json: {e}; stderr: {all}"));
+        let r = parse_report(&json, &path);
         (st.code().unwrap_or(-1), err, out, r, secs)
     }
 }
@@ -193,8 +194,7 @@ fn a_stdout_that_goes_away_loses_nothing() {
             !err.contains("panicked") && !err.contains("Broken pipe") && !err.contains("stdout"),
             "{err}"
         );
-        let json = std::fs::read_to_string(out.path().join("report.json")).expect("report.json written");
-        serde_json::from_str::<Value>(&json).expect("report.json whole");
+        read_report(&out.path().join("report.json"));
         for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
             assert!(out.path().join(f).exists(), "{f}");
         }
@@ -208,8 +208,7 @@ fn the_reported_duration_is_the_profiling_window() {
     let out = tempfile::tempdir().unwrap();
     let o = rmapprof().args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+    let r: Value = read_report(&out.path().join("report.json"));
     let d = u(&r, "duration_ns");
     assert!((200_000_000..400_000_000).contains(&d), "-d 200ms reported {d} ns");
     assert!(

@@ -68,7 +68,7 @@ fn nothing_half_written(dir: &Path) {
         assert!(!name.contains(".tmp-"), "temporary file left: {name}");
     }
     if let Ok(json) = std::fs::read_to_string(dir.join("report.json")) {
-        serde_json::from_str::<serde_json::Value>(&json).expect("report.json is whole");
+        parse_report(&json, &dir.join("report.json"));
         for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
             assert!(dir.join(f).exists(), "report.json without {f}");
         }
@@ -335,8 +335,7 @@ fn a_full_stack_table_is_counted_and_waits_kept() {
         hot.churn(3);
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         assert!(child.wait().unwrap().success());
-        let r: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        let r: serde_json::Value = read_report(&out.path().join("report.json"));
         let h = file_entry(&r, hot.ino()).expect("churned file reported");
         let n = u(h, "contentions");
         let paths = h["call_paths"].as_array().unwrap();

@@ -84,8 +84,8 @@ impl Daemon {
         let said: Vec<String> = self.stderr.try_iter().collect();
         assert_eq!(st.code(), Some(0), "{said:?}");
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let json = std::fs::read_to_string(out.path().join("report.json")).expect("report.json written");
-        (serde_json::from_str(&json).unwrap(), said, out)
+        let report = read_report(&out.path().join("report.json"));
+        (report, said, out)
     }
 }
 
@@ -328,8 +328,7 @@ fn a_runs_pprof_read_by_go_tool_pprof_matches_report_json() {
             .output()
             .unwrap();
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-        report =
-            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        report = read_report(&out.path().join("report.json"));
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&hot).unwrap());
         if file_entry(&report, ino).is_some_and(|f| u(f, "contentions") > 0) {
             break;
@@ -519,9 +518,7 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
                     .output()
                     .unwrap();
                 assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-                let r: Value =
-                    serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
-                        .unwrap();
+                let r: Value = read_report(&out.path().join("report.json"));
                 if let Some(f) = file_entry(&r, ino) {
                     waits += u(f, "contentions");
                     ns += u(f, "wait_ns_total");

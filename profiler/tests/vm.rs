@@ -1,8 +1,12 @@
-//! Tests for our own 6.12 kernel, where kprobes and fentry work: `cargo xtask test-vm` builds
+//! Tests for our 7.2 kernel and Debian's 6.1, where kprobes and fentry work: `cargo xtask test-vm` builds
 //! the kernel, boots it under QEMU and runs these inside (they are #[ignore]d on the host,
 //! whose kernel has no kprobes and refuses fentry). Counts here are exact: the kernel's work
 //! for these workloads is deterministic.
 
+#[path = "common/report_json.rs"]
+mod report_json;
+
+use report_json::read_report;
 use serde_json::Value;
 use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
 
@@ -19,7 +23,7 @@ fn profile(args: &[&str]) -> Value {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.path().to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap()
+    read_report(&out.path().join("report.json"))
 }
 
 fn u(v: &Value, k: &str) -> u64 {
@@ -262,8 +266,7 @@ fn a_missing_function_skips_only_its_probe() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
-        let r: Value =
-            serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap()).unwrap();
+        let r: Value = read_report(&out.path().join("report.json"));
         assert_eq!(r["mode"], mode);
         let probes = r["probes"].as_array().unwrap();
         let failed: Vec<&Value> = probes.iter().filter(|p| p["attached"] != true).collect();
@@ -322,7 +325,7 @@ fn profile_kept(name: &str, args: &[&str]) -> Value {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    read_report(&out.join("report.json"))
 }
 
 /// A matrix with the classes only read holds have (truncate, reclaim) read as `readers`: what
@@ -487,7 +490,7 @@ fn serve_drains_operation_rows_exactly() {
     let stop = |mut child: std::process::Child, out: &std::path::Path| -> Value {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(child.wait().unwrap().code(), Some(0));
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+        read_report(&out.join("report.json"))
     };
     let (p, m) = (4u64, 500u64);
     let dir = tempfile::tempdir().unwrap();

@@ -200,6 +200,7 @@ fn tarball(bin: &Path, version: &str, assets: &Path, notice: &str) -> Result<Pat
         }
     }
     copy(&root().join(UNIT), &stage.join(UNIT))?;
+    copy(&assets.join("report.schema.json"), &stage.join("report.schema.json"))?;
     // For a tester with a many-core machine; it runs the rmapprof beside it.
     copy(&root().join(UNIXBENCH), &stage.join("unixbench-compare.sh"))?;
     licences(&stage, notice)?;
@@ -257,6 +258,7 @@ fn deb(bin: &Path, version: &str, assets: &Path, notice: &str) -> Result<PathBuf
     copy(&root().join(UNIXBENCH), &stage.join("usr/share/rmapprof/unixbench-compare.sh"))?;
     let doc = stage.join("usr/share/doc/rmapprof");
     licences(&doc, notice)?;
+    copy(&assets.join("report.schema.json"), &doc.join("report.schema.json"))?;
     write(&doc.join("copyright"), &copyright(notice))?;
     let installed_kb = du_kb(&stage)?;
     write(

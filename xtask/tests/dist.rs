@@ -74,6 +74,7 @@ fn the_tarball_holds_the_binary_pages_completions_unit_and_licences() {
         "THIRD-PARTY",
         "README.md",
         "unixbench-compare.sh",
+        "report.schema.json",
     ] {
         assert!(top.join(f).is_file(), "the tarball has no {f}");
     }
@@ -181,6 +182,7 @@ fn the_deb_installs_into_a_scratch_root() {
         "/usr/share/doc/rmapprof/copyright",
         "/usr/share/doc/rmapprof/LICENSE-LGPL-2.1",
         "/usr/share/rmapprof/unixbench-compare.sh",
+        "/usr/share/doc/rmapprof/report.schema.json",
     ] {
         assert!(listed.lines().any(|l| l == f), "the package has no {f}:\n{listed}");
         assert!(r.join(&f[1..]).is_file(), "{f} was not installed");

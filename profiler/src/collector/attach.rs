@@ -6,7 +6,7 @@ use aya::{programs::Program, Btf, Ebpf};
 use profiler_common::names::{Family, ACQUISITION_PROBES, WAIT_PROBES};
 use std::path::Path;
 
-use super::ProbeStatus;
+use crate::schema::ProbeStatus;
 
 pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Program> {
     ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))

@@ -17,7 +17,6 @@ use profiler_common::{
     not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderSlot, HolderWaits,
     KernelStack, LockTarget, OpKey, OpStats, ProcessName, WaitHist, WaitStats,
 };
-use serde::{Deserialize, Serialize};
 use std::{
     collections::BTreeMap,
     os::fd::{AsFd as _, AsRawFd as _},
@@ -28,19 +27,12 @@ use crate::{
     attribution::symbols::KernelSymbols,
     btf,
     mode::{Mode, RunMode},
+    schema::{MapRows, ProbeStatus, ProgramCost},
     tracefs,
 };
 
 /// The eBPF object built by build.rs from profiler-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof"));
-
-/// One probe and whether it attached, for the report.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct ProbeStatus {
-    pub probe: String,
-    pub attached: bool,
-    pub error: Option<String>,
-}
 
 /// Everything the maps hold at one moment.
 #[derive(Default)]
@@ -95,12 +87,6 @@ impl Snapshot {
 /// CPUs: what the eBPF object declares plus every CPU's own free list.
 pub fn lru_rows(cpus: u32) -> u32 {
     profiler_common::PROCESS_ROWS + profiler_common::LRU_FREE_PER_CPU * cpus
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct MapRows {
-    pub rows: u32,
-    pub max: u32,
 }
 
 /// How kernel stacks are taken: `--max-stack`, `--stack-cache-check`.
@@ -180,17 +166,6 @@ pub struct Collector {
     pub acquisitions: bool,
     /// Holds the kernel's BPF run-time statistics on (BPF_ENABLE_STATS) while open.
     stats: Option<std::os::fd::OwnedFd>,
-}
-
-/// rmapprof's own cost, per program, from the kernel's BPF statistics (`--bpf-stats`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct ProgramCost {
-    pub program: String,
-    pub runs: u64,
-    pub ns: u64,
-    /// Instructions the verifier processed to load it (its share of the attach time).
-    #[serde(default)]
-    pub verified_insns: Option<u32>,
 }
 
 impl Collector {

@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::cli::Cli;
 
 /// Writes DIR/man1/rmapprof.1, DIR/man1/rmapprof-SUB.1 for each visible subcommand, and
-/// DIR/completions/{rmapprof.bash,_rmapprof,rmapprof.fish}. DIR must not exist: it is made
+/// DIR/completions/{rmapprof.bash,_rmapprof,rmapprof.fish} and DIR/report.schema.json. DIR must not exist: it is made
 /// here, so nothing in it can have been planted by another user.
 pub fn run(dir: &Path) -> Result<u8> {
     std::fs::create_dir(dir)
@@ -21,6 +21,8 @@ pub fn run(dir: &Path) -> Result<u8> {
     let mut cmd = Cli::command();
     // One page per command, hidden ones left out: rmapprof.1, rmapprof-diff.1, ...
     clap_mangen::generate_to(cmd.clone(), &man).context("writing the man pages")?;
+    let schema = serde_json::to_string_pretty(&crate::schema::json_schema())? + "\n";
+    std::fs::write(dir.join("report.schema.json"), schema).context("writing report.schema.json")?;
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd, "rmapprof", &completions)
             .with_context(|| format!("writing the {shell} completions"))?;

@@ -9,11 +9,12 @@ pub mod profile;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::Path;
 
-use crate::{errors::UsageError, report::Report};
+use crate::{errors::UsageError, report::Report, schema::REPORT_SCHEMA};
 
 /// A saved report.json. One that is not (another tool's JSON, a report of an older rmapprof
 /// whose fields were renamed) is a one-line error naming the file and the first field that
-/// does not fit; one of another tool, or of a newer rmapprof this one cannot read, says so.
+/// does not fit; one of another tool says so, and one of a later report schema than this
+/// binary reads ([`REPORT_SCHEMA`]) is refused before it could be misread.
 fn read_report(p: &Path) -> Result<Report> {
     let text = std::fs::read_to_string(p).map_err(|e| UsageError(format!("{}: {e}", p.display())))?;
     let not_ours = || format!("{} is not an rmapprof report.json", p.display());
@@ -23,21 +24,17 @@ fn read_report(p: &Path) -> Result<Report> {
         Some(tool) => bail!("{}: its \"tool\" is {:?}, not rmapprof", not_ours(), tool),
         None => bail!("{}: it has no \"tool\": \"rmapprof\"", not_ours()),
     }
-    // Parsed again from the text, so that an error says where (line and column).
-    serde_json::from_str(&text).map_err(|e| match value.get("version").and_then(|v| v.as_str()) {
-        Some(v) if newer_than_ours(v) => anyhow!(
-            "{} was written by rmapprof {v}, newer than this rmapprof {}, which cannot read it: {e}",
+    let schema = value.get("schema").and_then(|s| s.as_u64()).unwrap_or(0);
+    if schema > u64::from(REPORT_SCHEMA) {
+        bail!(
+            "{} is a report of schema {schema} (rmapprof {}); this rmapprof {} reads schema {REPORT_SCHEMA} and older: read it with a newer rmapprof",
             p.display(),
+            value.get("version").and_then(|v| v.as_str()).unwrap_or("?"),
             env!("CARGO_PKG_VERSION")
-        ),
-        _ => anyhow!("{}: {e}", not_ours()),
-    })
-}
-
-/// A report's `version` is a later release than this binary's.
-fn newer_than_ours(version: &str) -> bool {
-    let ours = semver::Version::parse(env!("CARGO_PKG_VERSION")).expect("our own version is semver");
-    semver::Version::parse(version).is_ok_and(|v| v > ours)
+        );
+    }
+    // Parsed again from the text, so that an error says where (line and column).
+    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", not_ours()))
 }
 
 #[cfg(test)]
@@ -81,10 +78,11 @@ mod tests {
         assert!(!e.contains('\n'), "{e}");
     }
 
-    /// Another tool's JSON, and a newer rmapprof's report this one cannot read, are refused in
-    /// one line that says so (naming both versions); a newer report that reads is read.
+    /// Another tool's JSON is refused in one line that says so; a report of a later schema is
+    /// refused, even one that would parse, naming both schemas; an older or unversioned one of
+    /// the same shape reads.
     #[test]
-    fn other_tools_and_newer_reports_are_refused_by_name() {
+    fn other_tools_and_later_schemas_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let r = crate::render::text::tests::sample();
         let write = |name: &str, v: &serde_json::Value| {
@@ -102,22 +100,17 @@ mod tests {
         assert!(e.ends_with("it has no \"tool\": \"rmapprof\""), "{e}");
         let mut v = serde_json::to_value(&r).unwrap();
         v["version"] = "99.0.0".into();
-        v["files"][0]["dev"] = serde_json::json!({"major": 8});
-        let e = err(&write("newer.json", &v));
-        let ours = env!("CARGO_PKG_VERSION");
-        assert!(
-            e.contains(&format!(
-                "was written by rmapprof 99.0.0, newer than this rmapprof {ours}, which cannot read it: "
-            )),
-            "{e}"
-        );
+        v["schema"] = (REPORT_SCHEMA + 1).into();
+        let e = err(&write("later.json", &v));
+        let want = format!("is a report of schema {} (rmapprof 99.0.0); this rmapprof {} reads schema {REPORT_SCHEMA} and older", REPORT_SCHEMA + 1, env!("CARGO_PKG_VERSION"));
+        assert!(e.contains(&want), "{e}");
         assert!(!e.contains('\n'), "{e}");
-        // The same report from an older or this version: the usual message, no versions.
-        v["version"] = "0.0.1".into();
-        let e = err(&write("older.json", &v));
-        assert!(e.contains("is not an rmapprof report.json: ") && !e.contains("newer"), "{e}");
-        let mut v = serde_json::to_value(&r).unwrap();
-        v["version"] = "99.0.0".into();
-        assert_eq!(read_report(&write("newer-ok.json", &v)).unwrap().files, r.files);
+        // Unversioned (written before schemas) and this schema: read.
+        v.as_object_mut().unwrap().remove("schema");
+        assert_eq!(read_report(&write("unversioned.json", &v)).unwrap().files, r.files);
+        v["schema"] = REPORT_SCHEMA.into();
+        v["files"][0]["dev"] = serde_json::json!({"major": 8});
+        let e = err(&write("bad.json", &v));
+        assert!(e.contains("is not an rmapprof report.json: ") && !e.contains("schema"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use tokio::time::{interval_at, Instant as TokioInstant};
 use crate::{
     attribution::{files::FileIndex, select, symbols::KernelSymbols},
     cli::Cli,
-    collector::{Collector, ProbeStatus, Snapshot},
+    collector::{Collector, Snapshot},
     command::{self, Command},
     errors::usage,
     interval,
@@ -16,6 +16,7 @@ use crate::{
     output::OutputDir,
     preflight, render,
     report::{self, Report},
+    schema::ProbeStatus,
     signals, target,
 };
 

@@ -12,6 +12,10 @@ use std::{
     sync::Mutex,
 };
 
+mod report_json;
+#[allow(unused_imports)] // not every test binary uses both
+pub use report_json::{parse_report, read_report};
+
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -141,8 +145,8 @@ impl Running {
     pub fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
         let code = self.signal_and_wait(sig);
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let json = std::fs::read_to_string(out.path().join("report.json")).expect("report.json written");
-        (code, serde_json::from_str(&json).expect("report.json parses"), out)
+        let report = read_report(&out.path().join("report.json"));
+        (code, report, out)
     }
 
     /// Sends `sig`, waits, returns the exit code (-1 if killed by a signal).
@@ -164,7 +168,7 @@ pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command
     let st = rmapprof().args(options).arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
-    (serde_json::from_str(&read("report.json")).expect("report.json parses"), read("report.txt"))
+    (read_report(&out.path().join("report.json")), read("report.txt"))
 }
 
 /// `run` (a profiling run and its churn of `hot`) again, up to four times, until its report

@@ -8,6 +8,8 @@ pub(crate) fn sample() -> Report {
     Report {
         tool: "rmapprof".into(),
         version: "0.1.0".into(),
+        schema: crate::schema::REPORT_SCHEMA,
+        build: None,
         mode: RunMode::Tracepoint,
         acquisitions_counted: Some(false),
         kernel: "6.18.0".into(),

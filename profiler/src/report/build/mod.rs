@@ -22,8 +22,9 @@ use crate::{
         select::Selected,
         symbols::KernelSymbols,
     },
-    collector::{ProbeStatus, Snapshot},
+    collector::Snapshot,
     mode::RunMode,
+    schema::ProbeStatus,
 };
 
 /// What `build` needs besides the snapshot.
@@ -365,6 +366,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
     Report {
         tool: "rmapprof".into(),
         version: crate::build_info::VERSION.into(),
+        schema: crate::schema::REPORT_SCHEMA,
         build: Some(crate::build_info::Build::this()),
         mode: ctx.mode,
         acquisitions_counted: Some(ctx.mode.probed() && ctx.acquisitions),
