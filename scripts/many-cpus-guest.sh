@@ -1,7 +1,8 @@
 #!/bin/sh
 # Runs inside the VM for `cargo xtask many-cpus`: rmapprof in every mode on a guest with many
 # vCPUs and pid_max at its largest (4194304), new pids starting past 4,190,000 so that they
-# wrap during the run, the bundled workloads at one job per vCPU, every file recorded (no
+# wrap during the run where the kernel has ns_last_pid (CONFIG_CHECKPOINT_RESTORE; guest.txt
+# says when it has not), the bundled workloads at one job per vCPU, every file recorded (no
 # --inode). Per mode and workload: OUTDIR/MODE/WORKLOAD/ (rmapprof's output) and
 # OUTDIR/MODE/WORKLOAD.memlock (the most kernel memory its BPF maps held, by fdinfo's
 # memlock, sampled each second), OUTDIR/MODE/WORKLOAD.pids (the largest pid seen).
@@ -17,6 +18,8 @@ cpus=$(nproc)
 	echo "cpus: $cpus online, $(cat /sys/devices/system/cpu/possible) possible"
 	echo "pid_max: $(cat /proc/sys/kernel/pid_max)"
 	echo "memory: $(awk '/MemTotal/ {print $2, $3}' /proc/meminfo)"
+	[ -w /proc/sys/kernel/ns_last_pid ] ||
+		echo "pids: no ns_last_pid (CONFIG_CHECKPOINT_RESTORE off): pids count up from where boot left them"
 } > "$out/guest.txt"
 churn=$(mktemp -d -p /tmp)
 
@@ -37,7 +40,7 @@ for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
 	mkdir -p "$out/$mode"
 	for w in spawn execl shellscript mmap-churn; do
 		case $w in mmap-churn) set -- "$bin/$w" "$churn" "$cycles" -j "$cpus" ;; *) set -- "$bin/$w" "$cycles" -j "$cpus" ;; esac
-		echo 4190000 > /proc/sys/kernel/ns_last_pid
+		[ ! -w /proc/sys/kernel/ns_last_pid ] || echo 4190000 > /proc/sys/kernel/ns_last_pid
 		# shellcheck disable=SC2086 # $acq is one option or none
 		"$bin/rmapprof" --mode "$m" $acq -o "$out/$mode/$w" -- "$@" > "$out/$mode/$w.txt" 2>&1 &
 		rp=$!
@@ -45,7 +48,7 @@ for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
 		while kill -0 "$rp" 2> /dev/null; do
 			b=$(memlock "$rp")
 			[ "$b" -gt "$peak" ] && peak=$b
-			last=$(cat /proc/sys/kernel/ns_last_pid)
+			last=$(ls /proc | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 			[ "$last" -gt "$pid" ] && pid=$last
 			sleep 1
 		done
