@@ -17,7 +17,7 @@ for named; do
 	name=${named%%=*}
 	rm -rf "$run"
 	cp -a "${named#*=}" "$run"
-	mkdir -p "$out"
+	mkdir -p "$out/$name"
 	echo "$name: libc.so.6 on $(stat -f -c %T "$run/libc.so.6"), $(uname -r)" > "$out/$name.txt"
 	for w in spawn execl shellscript; do
 		# The workload runs with the build's loader and libc too (it is what forks).
