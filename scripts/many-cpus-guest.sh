@@ -5,7 +5,8 @@
 # says when it has not), the bundled workloads at one job per vCPU, every file recorded (no
 # --inode). Per mode and workload: OUTDIR/MODE/WORKLOAD/ (rmapprof's output) and
 # OUTDIR/MODE/WORKLOAD.memlock (the most kernel memory its BPF maps held, by fdinfo's
-# memlock, sampled each second), OUTDIR/MODE/WORKLOAD.pids (the largest pid seen).
+# memlock, sampled five times a second), OUTDIR/MODE/idle.memlock (the same for a 20 s
+# system-wide run), OUTDIR/MODE/WORKLOAD.pids (the largest pid seen).
 # usage: many-cpus-guest.sh OUTDIR CYCLES
 set -eu
 out=$1 cycles=$2
@@ -38,6 +39,19 @@ for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
 	acq=
 	[ "$m" = "$mode" ] || acq=--acquisitions
 	mkdir -p "$out/$mode"
+	# What the maps hold once loaded and attached, system-wide and idle: OUTDIR/MODE/idle.memlock.
+	# shellcheck disable=SC2086 # $acq is one option or none
+	"$bin/rmapprof" --mode "$m" $acq --duration 20s -o "$out/$mode/idle" > /dev/null 2>&1 &
+	rp=$!
+	peak=0
+	while kill -0 "$rp" 2> /dev/null; do
+		b=$(memlock "$rp")
+		[ "$b" -gt "$peak" ] && peak=$b
+		sleep 1
+	done
+	wait "$rp" || true
+	echo "$peak" > "$out/$mode/idle.memlock"
+	echo "$mode idle: maps held $peak bytes" >> "$out/guest.txt"
 	for w in spawn execl shellscript mmap-churn; do
 		case $w in mmap-churn) set -- "$bin/$w" "$churn" "$cycles" -j "$cpus" ;; *) set -- "$bin/$w" "$cycles" -j "$cpus" ;; esac
 		[ ! -w /proc/sys/kernel/ns_last_pid ] || echo 4190000 > /proc/sys/kernel/ns_last_pid
@@ -50,7 +64,7 @@ for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
 			[ "$b" -gt "$peak" ] && peak=$b
 			last=$(ls /proc | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 			[ "$last" -gt "$pid" ] && pid=$last
-			sleep 1
+			sleep 0.2
 		done
 		status=0
 		wait "$rp" || status=$?

@@ -42,8 +42,14 @@ pub fn run(cpus: u32, cycles: u64) -> Result<()> {
 /// The table, and whether any run failed or lost something to capacity.
 fn summary(out: &Path) -> Result<(String, bool)> {
     let guest = std::fs::read_to_string(out.join("guest.txt")).context("the guest wrote no guest.txt")?;
-    let mut text =
-        guest.lines().take_while(|l| !l.contains(": rmapprof exited")).collect::<Vec<_>>().join("\n");
+    let run_line = |l: &str| l.contains(": rmapprof exited") || l.contains(" idle: maps held ");
+    let mut text = guest.lines().take_while(|l| !run_line(l)).collect::<Vec<_>>().join("\n");
+    // Each mode loaded and attached, system-wide, before its workloads.
+    for l in guest.lines().filter(|l| l.contains(" idle: maps held ")) {
+        let (mode, bytes) = l.split_once(" idle: maps held ").unwrap_or_default();
+        let mb = bytes.trim_end_matches(" bytes").parse::<f64>().unwrap_or(0.0) / 1e6;
+        text += &format!("\n{mode} loaded, idle: its maps hold {mb:.1} MB (fdinfo memlock)");
+    }
     text += &format!(
         "\n{:<12} {:<12} {:>4} {:>9} {:>10} {:<34} {:>9} {:>8}\n",
         "MODE", "WORKLOAD", "EXIT", "CAPACITY", "LOST", "FULLEST MAP", "MAPS MB", "MAX PID"
