@@ -15,8 +15,14 @@ run=/tmp/rmapprof-glibc
 # "for named" expands the arguments once; "set --" below reuses $@ for each command.
 for named; do
 	name=${named%%=*}
-	rm -rf "$run"
-	cp -a "${named#*=}" "$run"
+	# A tmpfs of its own: a plain file system (virtme-ng's /tmp is an overlayfs, where a
+	# library's mappings behave as in a container: the second table of the kernel letter).
+	umount "$run" 2> /dev/null || true
+	umount "$run"
+rmdir "$run"
+	mkdir -p "$run"
+	mount -t tmpfs -o mode=0755 rmapprof-glibc "$run"
+	cp -a "${named#*=}/." "$run/"
 	mkdir -p "$out/$name"
 	echo "$name: libc.so.6 on $(stat -f -c %T "$run/libc.so.6"), $(uname -r)" > "$out/$name.txt"
 	for w in spawn execl shellscript; do
@@ -30,4 +36,5 @@ for named; do
 			--inode "$run/ld-linux-x86-64.so.2" -o "$out/$name/$w" -- "$@" > /dev/null
 	done
 done
-rm -rf "$run"
+umount "$run"
+rmdir "$run"

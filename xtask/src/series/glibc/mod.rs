@@ -153,6 +153,9 @@ pub fn check(lines: &mut Vec<String>, cpus: u32, build_only: bool) -> Result<()>
             return Ok(());
         }
     }
+    // "patched: libc.so.6 on tmpfs, 7.2.13": where the guest put the libraries.
+    let said = std::fs::read_to_string(out.join("patched-kernel/patched.txt")).unwrap_or_default();
+    let fs = said.split(" on ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("?").to_owned();
     let mut text = String::new();
     for w in WORKLOADS {
         let a = diff_rows(
@@ -164,7 +167,7 @@ pub fn check(lines: &mut Vec<String>, cpus: u32, build_only: bool) -> Result<()>
             &out.join(format!("patched-kernel/patched/{w}")),
         )?;
         text += &format!(
-            "--- {w} {CYCLES} -j {cpus}, glibc {} on tmpfs ---\n{}\n",
+            "--- {w} {CYCLES} -j {cpus}, glibc {} on {fs} ---\n{}\n",
             s.version,
             three_columns(&a, &b)
         );
