@@ -18,8 +18,7 @@ for named; do
 	# A tmpfs of its own: a plain file system (virtme-ng's /tmp is an overlayfs, where a
 	# library's mappings behave as in a container: the second table of the kernel letter).
 	umount "$run" 2> /dev/null || true
-	umount "$run"
-rmdir "$run"
+	rm -rf "$run"
 	mkdir -p "$run"
 	mount -t tmpfs -o mode=0755 rmapprof-glibc "$run"
 	cp -a "${named#*=}/." "$run/"
