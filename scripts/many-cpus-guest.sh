@@ -7,9 +7,12 @@
 # OUTDIR/MODE/WORKLOAD.memlock (the most kernel memory its BPF maps held, by fdinfo's
 # memlock, sampled five times a second), OUTDIR/MODE/idle.memlock (the same for a 20 s
 # system-wide run), OUTDIR/MODE/WORKLOAD.pids (the largest pid seen).
-# usage: many-cpus-guest.sh OUTDIR CYCLES
+# A run still going after RUN_SECONDS (default 900) is stopped (SIGTERM, then SIGKILL a minute
+# later) and says so in guest.txt.
+# usage: many-cpus-guest.sh OUTDIR CYCLES [MODES]
 set -eu
-out=$1 cycles=$2
+out=$1 cycles=$2 modes=${3:-tracepoint kprobe fentry kprobe-acq fentry-acq}
+limit=${RUN_SECONDS:-900}
 bin=$PWD/target/release
 mkdir -p "$out"
 sysctl -q -w kernel.pid_max=4194304
@@ -35,7 +38,7 @@ memlock() {
 		END { for (f in v) if (f in map) s += v[f]; print s + 0 }'
 }
 
-for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
+for mode in $modes; do
 	m=${mode%-acq}
 	acq=
 	[ "$m" = "$mode" ] || acq=--acquisitions
@@ -57,7 +60,7 @@ for mode in tracepoint kprobe fentry kprobe-acq fentry-acq; do
 		case $w in mmap-churn) set -- "$bin/$w" "$churn" "$cycles" -j "$cpus" ;; *) set -- "$bin/$w" "$cycles" -j "$cpus" ;; esac
 		[ ! -w /proc/sys/kernel/ns_last_pid ] || echo 4190000 > /proc/sys/kernel/ns_last_pid
 		# shellcheck disable=SC2086 # $acq is one option or none
-		"$bin/rmapprof" --mode "$m" $acq -o "$out/$mode/$w" -- "$@" > "$out/$mode/$w.txt" 2>&1 &
+		timeout -k 60 "$limit" "$bin/rmapprof" --mode "$m" $acq -o "$out/$mode/$w" -- "$@" > "$out/$mode/$w.txt" 2>&1 &
 		rp=$!
 		peak=0 pid=0
 		while kill -0 "$rp" 2> /dev/null; do

@@ -98,6 +98,9 @@ enum Cmd {
         /// Cycles per workload.
         #[arg(long, default_value_t = 64)]
         cycles: u64,
+        /// Only these: tracepoint, kprobe, fentry, kprobe-acq, fentry-acq (default: all).
+        #[arg(long, value_delimiter = ',')]
+        modes: Vec<String>,
     },
     /// The long soak: rmapprof --interval under the contention workload for MINUTES, its RSS
     /// sampled each second (the short version runs in the tests).
@@ -215,7 +218,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Build => build(),
         Cmd::Demo { cycles, jobs } => demo::run(cycles, jobs),
         Cmd::Dist => dist::run(),
-        Cmd::ManyCpus { cpus, cycles } => many_cpus::run(cpus, cycles),
+        Cmd::ManyCpus { cpus, cycles, modes } => many_cpus::run(cpus, cycles, &modes),
         Cmd::Test { host, args } => {
             test(&args)?;
             if host {

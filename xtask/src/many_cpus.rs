@@ -14,7 +14,14 @@ const OUT: &str = "target/many-cpus";
 const MODES: [&str; 5] = ["tracepoint", "kprobe", "fentry", "kprobe-acq", "fentry-acq"];
 const WORKLOADS: [&str; 4] = ["spawn", "execl", "shellscript", "mmap-churn"];
 
-pub fn run(cpus: u32, cycles: u64) -> Result<()> {
+pub fn run(cpus: u32, cycles: u64, modes: &[String]) -> Result<()> {
+    let modes: Vec<&str> = match modes.is_empty() {
+        true => MODES.to_vec(),
+        false => modes.iter().map(String::as_str).collect(),
+    };
+    if let Some(m) = modes.iter().find(|m| !MODES.contains(m)) {
+        bail!("--modes: {m} is not one of {}", MODES.join(", "));
+    }
     crate::setup::build()?;
     let out = root().join(OUT);
     let _ = std::fs::remove_dir_all(&out);
@@ -26,11 +33,14 @@ pub fn run(cpus: u32, cycles: u64) -> Result<()> {
         memory: "4G".into(),
         icount: false,
     };
-    let code = vm::run(&opts, &["scripts/many-cpus-guest.sh".into(), OUT.into(), cycles.to_string()])?;
+    let code = vm::run(
+        &opts,
+        &["scripts/many-cpus-guest.sh".into(), OUT.into(), cycles.to_string(), modes.join(" ")],
+    )?;
     if code != 0 {
         bail!("scripts/many-cpus-guest.sh exited {code}");
     }
-    let (text, failed) = summary(&out)?;
+    let (text, failed) = summary(&out, &modes)?;
     std::fs::write(out.join("summary.txt"), &text)?;
     print!("{text}");
     if failed {
@@ -40,7 +50,7 @@ pub fn run(cpus: u32, cycles: u64) -> Result<()> {
 }
 
 /// The table, and whether any run failed or lost something to capacity.
-fn summary(out: &Path) -> Result<(String, bool)> {
+fn summary(out: &Path, modes: &[&str]) -> Result<(String, bool)> {
     let guest = std::fs::read_to_string(out.join("guest.txt")).context("the guest wrote no guest.txt")?;
     let run_line = |l: &str| l.contains(": rmapprof exited") || l.contains(" idle: maps held ");
     let mut text = guest.lines().take_while(|l| !run_line(l)).collect::<Vec<_>>().join("\n");
@@ -55,7 +65,7 @@ fn summary(out: &Path) -> Result<(String, bool)> {
         "MODE", "WORKLOAD", "EXIT", "CAPACITY", "LOST", "FULLEST MAP", "MAPS MB", "MAX PID"
     );
     let mut failed = false;
-    for mode in MODES {
+    for &mode in modes {
         for w in WORKLOADS {
             let exit = guest
                 .lines()
@@ -140,7 +150,7 @@ mod tests {
             }
         }
         std::fs::write(dir.join("guest.txt"), guest).unwrap();
-        let (text, failed) = summary(&dir).unwrap();
+        let (text, failed) = summary(&dir, &MODES).unwrap();
         assert!(failed, "{text}");
         assert!(text.contains("HOLDS 60/64"), "{text}");
         let kprobe_execl = text.lines().find(|l| l.starts_with("kprobe       execl")).unwrap();
