@@ -64,7 +64,8 @@ for mode in $modes; do
 		rp=$!
 		peak=0 pid=0
 		while kill -0 "$rp" 2> /dev/null; do
-			b=$(memlock "$rp")
+			# $rp is timeout(1); rmapprof is its child.
+			b=$(memlock "$(pgrep -P "$rp" | head -n 1)")
 			[ "$b" -gt "$peak" ] && peak=$b
 			last=$(ls /proc | grep -E '^[0-9]+$' | sort -n | tail -n 1)
 			[ "$last" -gt "$pid" ] && pid=$last
