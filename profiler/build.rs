@@ -3,6 +3,12 @@
 //! what to run.
 use std::{path::Path, process::Command};
 
+/// What `cmd` printed, trimmed, when it ran and succeeded.
+fn stdout_of(cmd: &mut Command) -> Option<String> {
+    let o = cmd.output().ok().filter(|o| o.status.success())?;
+    Some(String::from_utf8_lossy(&o.stdout).trim().to_owned())
+}
+
 fn missing(what: &str) -> ! {
     println!("cargo::error={what}: run `cargo xtask setup` (installs nightly rust-src and bpf-linker)");
     std::process::exit(1);
@@ -11,12 +17,8 @@ fn missing(what: &str) -> ! {
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=PATH");
     if std::env::var_os("AYA_BUILD_SKIP").is_none() {
-        let sysroot = Command::new("rustup")
-            .args(["run", "nightly", "rustc", "--print", "sysroot"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+        let sysroot =
+            stdout_of(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]));
         let Some(sysroot) = sysroot else { missing("no nightly Rust toolchain") };
         if !Path::new(&sysroot).join("lib/rustlib/src/rust/library/core").is_dir() {
             missing("nightly has no rust-src component");
@@ -46,16 +48,7 @@ fn main() -> anyhow::Result<()> {
 fn build_identity() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     let repo = manifest.join("..");
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-    };
+    let git = |args: &[&str]| stdout_of(Command::new("git").arg("-C").arg(&repo).args(args));
     let commit = match git(&["rev-parse", "--short=12", "HEAD"]) {
         Some(c) => {
             let dirty =
@@ -82,13 +75,7 @@ fn build_identity() {
         }
         Err(_) => "none".to_owned(),
     };
-    let version_of = |cmd: &mut Command| {
-        cmd.output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|| "unknown".to_owned())
-    };
+    let version_of = |cmd: &mut Command| stdout_of(cmd).unwrap_or_else(|| "unknown".to_owned());
     let rustc = version_of(Command::new("rustup").args(["run", "nightly", "rustc", "--version"]));
     let linker = version_of(Command::new("bpf-linker").arg("--version"));
     println!("cargo:rustc-env=RMAPPROF_COMMIT={commit}");

@@ -12,7 +12,7 @@ use std::{
     process::Command,
 };
 
-use crate::host::{cargo, root, sh};
+use crate::host::{cargo, root, sh, stdout};
 
 const TARGET: &str = "x86_64-unknown-linux-gnu";
 
@@ -27,18 +27,10 @@ fn dist_dir() -> PathBuf {
     root().join("target/dist")
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
-    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !o.status.success() {
-        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
-}
-
 pub fn run() -> Result<()> {
     crate::setup::ensure()?;
     let bin = static_binary()?;
-    let version = output(Command::new(&bin).arg("-V"))?
+    let version = stdout(Command::new(&bin).arg("-V"))?
         .split_whitespace()
         .nth(1)
         .context("rmapprof -V printed no version")?
@@ -70,8 +62,8 @@ fn static_binary() -> Result<PathBuf> {
         .args(["build", "--release", "-p", "rmapprof", "--target", TARGET])
         .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS", "-C target-feature=+crt-static"))?;
     let bin = root().join("target").join(TARGET).join("release/rmapprof");
-    let headers = output(Command::new("readelf").args(["-lW"]).arg(&bin))?;
-    let dynamic = output(Command::new("readelf").args(["-dW"]).arg(&bin))?;
+    let headers = stdout(Command::new("readelf").args(["-lW"]).arg(&bin))?;
+    let dynamic = stdout(Command::new("readelf").args(["-dW"]).arg(&bin))?;
     if headers.contains("INTERP") || dynamic.contains("(NEEDED)") {
         bail!("{} is not static: it names an interpreter or a shared library", bin.display());
     }
@@ -80,7 +72,7 @@ fn static_binary() -> Result<PathBuf> {
 
 /// The glibc linked into the binary: the version of the machine's libc6-dev.
 fn glibc_version() -> Result<String> {
-    Ok(output(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "libc6-dev"]))?.trim().to_owned())
+    Ok(stdout(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "libc6-dev"]))?.trim().to_owned())
 }
 
 /// What the tarball and the package say about their licences.
@@ -110,7 +102,7 @@ fn notice(version: &str) -> Result<String> {
 /// "name version licence" of every crate linked into rmapprof (normal dependencies only),
 /// from `cargo metadata`.
 fn third_party() -> Result<String> {
-    let text = output(cargo().args(["metadata", "--format-version", "1", "--filter-platform", TARGET]))?;
+    let text = stdout(cargo().args(["metadata", "--format-version", "1", "--filter-platform", TARGET]))?;
     let meta: serde_json::Value = serde_json::from_str(&text)?;
     let packages = meta["packages"].as_array().context("cargo metadata without packages")?;
     let nodes = meta["resolve"]["nodes"].as_array().context("cargo metadata without resolve")?;
@@ -180,7 +172,7 @@ fn licences(into: &Path, notice: &str) -> Result<()> {
 /// Files are stamped with the commit's time and owned by root, in name order, so that two
 /// builds of one commit give the same archive.
 fn source_date() -> String {
-    output(Command::new("git").arg("-C").arg(root()).args(["log", "-1", "--format=%ct"]))
+    stdout(Command::new("git").arg("-C").arg(root()).args(["log", "-1", "--format=%ct"]))
         .map(|s| s.trim().to_owned())
         .ok()
         .filter(|s| !s.is_empty())
@@ -292,7 +284,7 @@ fn deb(bin: &Path, version: &str, assets: &Path, notice: &str) -> Result<PathBuf
 /// The packager: the git identity of whoever builds, as a changelog entry would name them.
 fn maintainer() -> String {
     let get = |k: &str| {
-        output(Command::new("git").args(["config", k]))
+        stdout(Command::new("git").args(["config", k]))
             .ok()
             .map(|s| s.trim().to_owned())
             .filter(|s| !s.is_empty())
@@ -322,7 +314,7 @@ fn copyright(notice: &str) -> String {
 }
 
 fn du_kb(dir: &Path) -> Result<u64> {
-    let text = output(Command::new("du").args(["-sk"]).arg(dir))?;
+    let text = stdout(Command::new("du").args(["-sk"]).arg(dir))?;
     text.split_whitespace().next().and_then(|n| n.parse().ok()).context("du printed no size")
 }
 

@@ -39,6 +39,15 @@ pub fn cache_dir() -> PathBuf {
     Path::new(&home).join(".cache/rmapprof")
 }
 
+/// What `cmd` printed on stdout; an error naming it when it cannot run or fails.
+pub fn stdout(cmd: &mut Command) -> Result<String> {
+    let o = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !o.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 pub fn have(cmd: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {cmd}")])

@@ -5,17 +5,14 @@
 use anyhow::{anyhow, bail, Context, Result};
 use std::{path::PathBuf, process::Command};
 
-use crate::host::{cargo, sh};
+use crate::host::{cargo, sh, stdout};
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
-fn output(cmd: &mut Command) -> Option<String> {
-    let o = cmd.output().ok().filter(|o| o.status.success())?;
-    Some(String::from_utf8_lossy(&o.stdout).trim().to_owned())
-}
-
 fn nightly_sysroot() -> Option<PathBuf> {
-    output(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"])).map(PathBuf::from)
+    stdout(Command::new("rustup").args(["run", "nightly", "rustc", "--print", "sysroot"]))
+        .ok()
+        .map(|s| PathBuf::from(s.trim()))
 }
 
 pub fn ensure() -> Result<()> {
@@ -29,7 +26,7 @@ pub fn ensure() -> Result<()> {
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         sh(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
-    let have = output(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
+    let have = stdout(Command::new("bpf-linker").arg("--version")).unwrap_or_default();
     if !have.contains(BPF_LINKER_VERSION) {
         install_bpf_linker(&sysroot)?;
     }
