@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod names;
+mod sums;
 
 /// Which lock a contended address turned out to be.
 pub mod lock_kind {

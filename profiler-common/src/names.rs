@@ -29,6 +29,46 @@ pub mod map {
     /// The aggregation maps whose rows and capacity the report gives (`map_rows`).
     pub const AGGREGATION: [&str; 7] =
         [CONTENTION, WAIT_HIST, OPS, STACKS, CALL_SITES, HOLDER_WAITS, PROCESS_NAMES];
+
+    /// How userspace reads a map.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Read {
+        /// Read whole at every snapshot; bounded by construction (arrays, LRU maps, slots).
+        Snapshot,
+        /// Rows that only grow: a one-shot run reads them, a daemon drains them (moves what
+        /// they gained into its totals and evicts idle rows, collector/drain.rs) or they fill.
+        Drain,
+        /// The programs' own state (waits and holds in progress, scratch space): never read.
+        Never,
+    }
+
+    /// Every map of the eBPF object, and how it is read: the contract test checks that the
+    /// object has no map missing here, and the drain that it drains every `Drain` map.
+    pub const READS: [(&str, Read); 23] = [
+        (CONTENTION, Read::Drain),
+        (WAIT_HIST, Read::Drain),
+        (OPS, Read::Drain),
+        (HOLDER_WAITS, Read::Drain),
+        (STACKS, Read::Drain),
+        (CALL_SITES, Read::Snapshot),
+        (LOST, Read::Snapshot),
+        (UNWIND, Read::Snapshot),
+        (NOT_MEASURED, Read::Snapshot),
+        (PROCESS_NAMES, Read::Snapshot),
+        (HOLDER_SLOTS, Read::Snapshot),
+        (HOLDER_COST, Read::Snapshot),
+        (PROCESSES, Read::Never),
+        (RELEASES, Read::Never),
+        ("PROCESS_RUNS", Read::Never),
+        ("I_MMAP_WAITING", Read::Never),
+        ("TASK_WAIT", Read::Never),
+        ("STACK_SCRATCH", Read::Never),
+        ("SLOWPATH", Read::Never),
+        ("WRITE_HOLDS", Read::Never),
+        ("HOLDS", Read::Never),
+        ("ABOVE_SCRATCH", Read::Never),
+        ("CTX_ADDRESS", Read::Never),
+    ];
 }
 
 /// Globals userspace writes before load (`EbpfLoader::override_global`).

@@ -177,6 +177,7 @@ impl ProbeArgs {
             acquisitions: self.acquisitions,
             holder_stacks: self.holder_stacks,
             by_task,
+            text_range: crate::attribution::symbols::KernelSymbols::text_range(),
         }
     }
 }

@@ -467,6 +467,50 @@ fn sighup_reopens_the_log_and_sigterm_stops() {
     assert!(out.path().join("report.json").exists() && out.path().join("profile.pb.gz").exists());
 }
 
+/// `HOLDER_WAITS` is drained like the other aggregation maps. A daemon whose holder map holds
+/// only 32 rows (`RMAPPROF_FAULT_HOLDER_MAP_ENTRIES`), folding at every refresh
+/// (`RMAPPROF_FAULT_FOLD_ROWS=0`), with `--holder-stacks` in tracepoint mode, watches 16
+/// rounds of the holders workload; each round's holder tasks are new, and so are its rows.
+/// Drained, the map never fills although more rows go through it than it holds: every wait
+/// on the file still has a holder cell at the end, and the stacks taken at release that only
+/// holder rows name are still in the report. (Before the drain covered `HOLDER_WAITS`, no row
+/// was ever evicted.)
+#[test]
+fn a_daemon_drains_its_holder_rows() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("holders.dat");
+    std::fs::write(&path, vec![1u8; 65536]).unwrap();
+    let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+    let d = Daemon::start_with(
+        &["--mode", "tracepoint", "--holder-stacks", "--refresh", "200ms"],
+        &[("RMAPPROF_FAULT_HOLDER_MAP_ENTRIES", "32"), ("RMAPPROF_FAULT_FOLD_ROWS", "0")],
+    );
+    let mut max_rows = 0.0f64;
+    for _ in 0..16 {
+        let st = Command::new(workload("holders")).arg(&path).args(["10000", "-j", "6"]).status().unwrap();
+        assert!(st.success());
+        let m = d.metrics();
+        max_rows = max_rows.max(sample(&m, "rmapprof_map_rows{map=\"HOLDER_WAITS\"}").unwrap_or(0.0));
+    }
+    std::thread::sleep(Duration::from_millis(600)); // idle rows evicted
+    let m = d.metrics();
+    let evicted = sample(&m, "rmapprof_drained_rows_total{map=\"HOLDER_WAITS\"}").unwrap_or(0.0);
+    let (r, said, _) = d.stop();
+    assert_eq!(u(&r["lost"], "holder_map_full"), 0, "the holder map filled: {}", r["lost"]);
+    // More rows went through the map than it holds (an undrained map would have filled), and
+    // never more than a few periods' worth at once.
+    assert!(evicted > 32.0, "{evicted} holder rows evicted: {said:?}");
+    assert!(max_rows < 32.0, "{max_rows}");
+    let f = file_entry(&r, ino).expect("the workload's file is reported");
+    let h = &f["holders"];
+    let cells: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
+    assert!(u(f, "contentions") > 0);
+    assert_eq!(cells, u(f, "contentions"), "every wait has a holder cell: {h}");
+    let seen = h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).count();
+    assert!(seen > 0, "the holders' stacks taken at release are gone: {h}");
+}
+
 /// The soak test, for the daemon (folding at every refresh, `RMAPPROF_FAULT_FOLD_ROWS=0`): for
 /// `RMAPPROF_SOAK_SECS` (default 20; `cargo xtask soak`
 /// sets it) one-shot runs `rmapprof -- mmap-churn FILE` follow one another beside the daemon

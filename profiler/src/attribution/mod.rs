@@ -13,6 +13,12 @@ pub struct FileId {
     pub ino: u64,
 }
 
+impl From<(u32, u64)> for FileId {
+    fn from((dev, ino): (u32, u64)) -> Self {
+        Self { dev, ino }
+    }
+}
+
 impl FileId {
     pub fn major(self) -> u32 {
         self.dev >> 20

@@ -6,17 +6,15 @@ use std::time::{Duration, Instant};
 use tokio::time::{interval_at, Instant as TokioInstant};
 
 use crate::{
-    attribution::{files::FileIndex, select, symbols::KernelSymbols},
+    attribution::{files::FileIndex, select, symbols::KernelSymbols, FileId},
     cli::Cli,
-    collector::{Collector, Snapshot},
+    collector::Collector,
     command::{self, Command},
     errors::usage,
     interval,
-    mode::RunMode,
     output::OutputDir,
     preflight, render,
     report::{self, Report},
-    schema::ProbeStatus,
     signals, target,
 };
 
@@ -81,12 +79,14 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
         return Err(target::exited_before_profiling(pid));
     }
     // The profiling window opens here, attach complete; nothing slow until the line saying so.
-    let window = Window {
-        cli: &cli,
+    let window = report::Window {
         mode: collector.mode,
         acquisitions: collector.acquisitions,
         probes: collector.probes.clone(),
         started: Instant::now(),
+        cycles: cli.cycles(),
+        command: (!cli.command.is_empty()).then(|| cli.command.clone()),
+        pid: cli.pid,
         selected: &selected,
     };
     let mut command = Command::spawn(&cli.command)?;
@@ -135,7 +135,7 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
             _ = tick_opt(&mut ticks) => {
                 let at = Instant::now();
                 let snap = collector.snapshot(false)?;
-                index.name_unmapped(snap.files());
+                index.name_unmapped(snap.files().map(FileId::from));
                 let cur = window.report(&snap, &index, &KernelSymbols::default(), at);
                 out!("{}\n", interval::table(&last, &cur, false));
                 last = cur;
@@ -149,7 +149,7 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
     let snap = collector.stop()?;
     // Before COMMAND is ended: its maps name the files it used.
     index.scan_proc();
-    index.name_unmapped(snap.files());
+    index.name_unmapped(snap.files().map(FileId::from));
     let code = end_command(end, command.as_mut(), cli.duration).await;
     drop(command);
     let report = window.report(&snap, &index, &KernelSymbols::load(), ended);
@@ -203,38 +203,6 @@ async fn end_command(end: End, command: Option<&mut Command>, duration: Option<D
             124
         }
         End::PidExited => 0, // -p and COMMAND exclude each other
-    }
-}
-
-/// The profiling window (when it opened, what was attached) and what the user asked: what a
-/// report is made of besides the snapshot and files.
-struct Window<'a> {
-    cli: &'a Cli,
-    mode: RunMode,
-    acquisitions: bool,
-    probes: Vec<ProbeStatus>,
-    started: Instant,
-    selected: &'a [select::Selected],
-}
-
-impl Window<'_> {
-    /// The report of a snapshot taken at `at`: its duration is the time profiled until then.
-    fn report(&self, snap: &Snapshot, index: &FileIndex, symbols: &KernelSymbols, at: Instant) -> Report {
-        report::build(
-            snap,
-            &report::Context {
-                mode: self.mode,
-                acquisitions: self.acquisitions,
-                duration_ns: at.saturating_duration_since(self.started).as_nanos() as u64,
-                cycles: self.cli.cycles(),
-                command: (!self.cli.command.is_empty()).then(|| self.cli.command.clone()),
-                pid: self.cli.pid,
-                probes: self.probes.clone(),
-                selected: self.selected,
-                index,
-                symbols,
-            },
-        )
     }
 }
 

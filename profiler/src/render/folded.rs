@@ -13,10 +13,12 @@ pub(crate) fn frame(s: &str) -> String {
     super::escape(s).replace(';', ":")
 }
 
+/// The root frame names a file by its file name alone (the flame graph's root row is narrow),
+/// or as every output names a file without a path.
 fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
     match path {
         Some(p) => p.rsplit('/').next().unwrap_or(p).to_owned(),
-        None => format!("dev {dev} ino {ino}"),
+        None => super::file_label(None, dev, ino),
     }
 }
 

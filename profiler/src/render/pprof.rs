@@ -27,18 +27,10 @@ pub mod proto {
 /// (file label, inode, rw, frames outermost first) → (waits, ns): what one sample is.
 type Paths = BTreeMap<(String, String, String, Vec<String>), (u64, u64)>;
 
-/// How a file is named in the profile: its path, or its device and inode.
-pub fn file_name(path: Option<&str>, dev: &str, ino: u64) -> String {
-    match path {
-        Some(p) => p.to_owned(),
-        None => format!("[dev {dev} ino {ino}]"),
-    }
-}
-
 fn paths(r: &Report) -> Paths {
     let mut m = Paths::new();
     for f in &r.files {
-        let file = file_name(f.path.as_deref(), &f.dev, f.ino);
+        let file = super::file_label(f.path.as_deref(), &f.dev, f.ino);
         let inode = format!("{}:{}", f.dev, f.ino);
         for p in &f.call_paths {
             let e = m.entry((file.clone(), inode.clone(), p.rw.clone(), p.frames.clone())).or_default();
@@ -49,20 +41,12 @@ fn paths(r: &Report) -> Paths {
     m
 }
 
-/// The profile of `cur`, or with `since`, of what happened between the two reports of one
-/// run (a delta profile, as Go's `/debug/pprof/mutex?seconds=N`). Gzipped, as pprof files are.
-pub fn profile(cur: &Report, since: Option<&Report>, time_nanos: i64) -> Vec<u8> {
-    let mut samples = paths(cur);
-    let mut duration = cur.duration_ns;
-    if let Some(prev) = since {
-        let before = paths(prev);
-        for (k, v) in samples.iter_mut() {
-            if let Some(b) = before.get(k) {
-                *v = (v.0.saturating_sub(b.0), v.1.saturating_sub(b.1));
-            }
-        }
-        duration = duration.saturating_sub(prev.duration_ns);
-    }
+/// The profile of a report: the run's, or what happened between two reports of one run
+/// (`report::delta`: a delta profile, as Go's `/debug/pprof/mutex?seconds=N`). Gzipped, as
+/// pprof files are.
+pub fn profile(r: &Report, time_nanos: i64) -> Vec<u8> {
+    let mut samples = paths(r);
+    let duration = r.duration_ns;
     samples.retain(|_, v| v.0 > 0 || v.1 > 0);
     let p = encode(&samples, duration, time_nanos);
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -184,7 +168,7 @@ mod tests {
     #[test]
     fn samples_add_up_to_the_report_and_root_at_the_file() {
         let r = sample();
-        let p = decode(&profile(&r, None, 1));
+        let p = decode(&profile(&r, 1));
         assert_eq!(p.string_table[0], "");
         let s = |i: i64| p.string_table[i as usize].as_str();
         assert_eq!(
@@ -212,6 +196,6 @@ mod tests {
         let leaf = name(p.sample[0].location_id[0]);
         assert!(f0.call_paths.iter().any(|c| c.frames.last() == Some(&leaf)), "{leaf}");
         // Nothing happened between a report and itself.
-        assert!(decode(&profile(&r, Some(&r), 1)).sample.is_empty());
+        assert!(decode(&profile(&crate::report::delta(&r, &r), 1)).sample.is_empty());
     }
 }

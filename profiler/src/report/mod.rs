@@ -7,9 +7,50 @@ mod build;
 pub use build::{build, Context};
 
 use profiler_common::WaitStats;
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
+
+use crate::{
+    attribution::{files::FileIndex, select::Selected, symbols::KernelSymbols},
+    collector::Snapshot,
+    mode::RunMode,
+};
 
 pub use crate::schema::*;
+
+/// The profiling window of a run or a daemon (when it opened, what was attached) and what the
+/// user asked: what its reports are made of besides a snapshot and the files. Every report,
+/// the one-shot run's, `--interval`'s and the daemon's, is made here.
+pub struct Window<'a> {
+    pub mode: RunMode,
+    pub acquisitions: bool,
+    pub probes: Vec<ProbeStatus>,
+    pub started: Instant,
+    pub cycles: Option<u64>,
+    pub command: Option<Vec<String>>,
+    pub pid: Option<u32>,
+    pub selected: &'a [Selected],
+}
+
+impl Window<'_> {
+    /// The report of a snapshot taken at `at`: its duration is the time profiled until then.
+    pub fn report(&self, snap: &Snapshot, index: &FileIndex, symbols: &KernelSymbols, at: Instant) -> Report {
+        build(
+            snap,
+            &Context {
+                mode: self.mode,
+                acquisitions: self.acquisitions,
+                duration_ns: at.saturating_duration_since(self.started).as_nanos() as u64,
+                cycles: self.cycles,
+                command: self.command.clone(),
+                pid: self.pid,
+                probes: self.probes.clone(),
+                selected: self.selected,
+                index,
+                symbols,
+            },
+        )
+    }
+}
 
 impl Waits {
     fn add(&mut self, s: &WaitStats) {
@@ -94,9 +135,10 @@ fn merge_paths<P: Path>(paths: Vec<P>) -> Vec<P> {
     merged.into_values().collect()
 }
 
-/// What happened between two reports of one run (for --interval): counts, totals and wait
-/// histograms subtract; maxima stay the run's (the kernel keeps no per-period maximum:
-/// `interval::period_max` makes what can be known of it from these and the histogram).
+/// What happened between two reports of one run (`--interval`'s tables, the daemon's delta
+/// profiles): counts, totals, wait histograms and each call path's waits subtract; maxima stay
+/// the run's (the kernel keeps no per-period maximum: `interval::period_max` makes what can be
+/// known of it from these and the histogram).
 pub fn delta(prev: &Report, cur: &Report) -> Report {
     let mut d = cur.clone();
     d.duration_ns = cur.duration_ns.saturating_sub(prev.duration_ns);
@@ -109,6 +151,14 @@ pub fn delta(prev: &Report, cur: &Report) -> Report {
                 w.wait_ns_total = w.wait_ns_total.saturating_sub(pw.wait_ns_total);
             }
             sub_hist(&mut f.wait_hist_log2, &p.wait_hist_log2);
+            for c in &mut f.call_paths {
+                if let Some(pc) = p.call_paths.iter().find(|pc| pc.rw == c.rw && pc.frames == c.frames) {
+                    c.contentions = c.contentions.saturating_sub(pc.contentions);
+                    c.wait_ns_total = c.wait_ns_total.saturating_sub(pc.wait_ns_total);
+                    c.osq_ns = c.osq_ns.map(|n| n.saturating_sub(pc.osq_ns.unwrap_or(0)));
+                }
+            }
+            f.call_paths.retain(|c| c.contentions > 0 || c.wait_ns_total > 0);
         }
     }
     d.files.retain(|f| f.contentions > 0 || cur.selected.iter().any(|s| Some(s) == f.path.as_ref()));

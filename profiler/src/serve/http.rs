@@ -90,7 +90,10 @@ async fn pprof(State(mut app): State<App>, Query(q): Query<PprofQuery>) -> Respo
     }
     let now = app.labels.apply(d.report().clone());
     drop(d);
-    let body = render::pprof::profile(&now, before.as_ref(), now_nanos());
+    let body = match &before {
+        Some(b) => render::pprof::profile(&crate::report::delta(b, &now), now_nanos()),
+        None => render::pprof::profile(&now, now_nanos()),
+    };
     (
         [
             (header::CONTENT_TYPE, "application/octet-stream"),

@@ -5,7 +5,7 @@
 //! (`major:minor:ino`) still keeps every file's series apart, and pprof samples are keyed by
 //! inode too, so two files with one name never merge.
 
-use crate::{render::pprof::file_name, report::Report};
+use crate::{render::file_label, report::Report};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum PathLabels {
@@ -32,7 +32,7 @@ impl PathLabels {
 
     /// The file's name as a label or frame: its path as served, or its device and inode.
     pub fn name(self, path: Option<&str>, dev: &str, ino: u64) -> String {
-        file_name(self.path(path).as_deref(), dev, ino)
+        file_label(self.path(path).as_deref(), dev, ino)
     }
 
     /// `report` with every file's path as served (for `/debug/pprof/mutex`).

@@ -3,7 +3,7 @@
 //! `/debug/pprof/mutex` (render/pprof.rs), for Prometheus and continuous profilers.
 //!
 //! The daemon reads the kernel's maps at every `--refresh` and at a scrape (at most every
-//! half second), draining them into its totals (totals.rs), so the maps stay small and the
+//! half second), draining them into its totals (collector/drain.rs), so the maps stay small and the
 //! counters grow for the daemon's life. SIGTERM and SIGINT stop it (the final report and
 //! profile go to `--output`); SIGHUP reopens `--log` (log rotation) and goes on.
 //!
@@ -17,7 +17,6 @@ mod http;
 mod labels;
 pub mod privileges;
 mod series;
-mod totals;
 mod webconfig;
 
 use anyhow::{Context, Result};
@@ -30,7 +29,7 @@ use std::{
 };
 
 use crate::{
-    attribution::{files::FileIndex, symbols::KernelSymbols},
+    attribution::{files::FileIndex, symbols::KernelSymbols, FileId},
     cli::parse_duration,
     collector::Collector,
     output::OutputDir,
@@ -98,13 +97,12 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 /// What the daemon keeps: the probes, the totals, and the last exposition it made.
 pub struct Daemon {
     collector: Collector,
-    totals: totals::Totals,
     series: series::Series,
     index: FileIndex,
     symbols: KernelSymbols,
-    started: Instant,
+    window: report::Window<'static>,
     last_refresh: Option<Instant>,
-    /// Rows of the totals past which unpromoted files are folded (totals.rs).
+    /// Rows of the totals past which unpromoted files are folded (collector/drain.rs).
     max_rows: usize,
     pub exposition: Exposition,
 }
@@ -116,39 +114,26 @@ impl Daemon {
             return Ok(());
         }
         let at = Instant::now();
-        let mut live = self.collector.snapshot(true)?;
-        live.cost = self.collector.costs();
-        let snap = self.totals.drain(&self.collector, live)?;
+        let snap = self.collector.drain()?;
         self.index.scan_proc();
-        self.index.name_unmapped(snap.files());
-        let r = report::build(
-            &snap,
-            &report::Context {
-                mode: self.collector.mode,
-                acquisitions: self.collector.acquisitions,
-                duration_ns: at.duration_since(self.started).as_nanos() as u64,
-                cycles: None,
-                command: None,
-                pid: None,
-                probes: self.collector.probes.clone(),
-                selected: &[],
-                index: &self.index,
-                symbols: &self.symbols,
-            },
-        );
+        self.index.name_unmapped(snap.files().map(FileId::from));
+        let r = self.window.report(&snap, &self.index, &self.symbols, at);
         // Names of what is mapped now and of the files measured; nothing else, over days.
-        let keep: HashSet<_> = snap.files().collect();
+        let keep: HashSet<FileId> = snap.files().map(FileId::from).collect();
         self.index.retain(&keep);
         let (files, other) = self.series.update(&r);
         // After the update, so that a file promoted now is kept whole.
         let series = &self.series;
-        self.totals.fold_unless(self.max_rows, |id| series.is_promoted(&id.dev_string(), id.ino));
+        self.collector.fold_unless(self.max_rows, |dev, ino| {
+            series.is_promoted(&FileId { dev, ino }.dev_string(), ino)
+        });
+        let (drained_rows, folds) = self.collector.drained();
         self.exposition = Exposition {
             report: r,
             files,
             other,
-            drained_rows: self.totals.drained.clone(),
-            folds: self.totals.folds,
+            drained_rows,
+            folds,
             refreshes: self.exposition.refreshes + 1,
         };
         self.last_refresh = Some(at);
@@ -194,19 +179,28 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     // rmapprof's own BPF time is one of the daemon's metrics.
     let collector = Collector::start(&args.probes.config(None, true, false))?;
     let mode = collector.mode;
+    let window = report::Window {
+        mode,
+        acquisitions: collector.acquisitions,
+        probes: collector.probes.clone(),
+        started: Instant::now(),
+        cycles: None,
+        command: None,
+        pid: None,
+        selected: &[],
+    };
     let daemon = Daemon {
         collector,
-        totals: totals::Totals::default(),
+        window,
         series: series::Series::new(args.top, args.max_files, args.path_labels),
         index: FileIndex::default(),
         symbols: KernelSymbols::load(),
-        started: Instant::now(),
         last_refresh: None,
         // Fault injection for the tests: fold at every refresh (RMAPPROF_FAULT_FOLD_ROWS=0).
         max_rows: std::env::var("RMAPPROF_FAULT_FOLD_ROWS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(totals::MAX_ROWS),
+            .unwrap_or(crate::collector::MAX_ROWS),
         exposition: Exposition::default(),
     };
     let shared: Shared = Arc::new(tokio::sync::Mutex::new(daemon));
@@ -284,7 +278,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     if let Some(out) = &out {
         let report = d.report().clone();
         let mut files = crate::commands::profile::outputs(&report)?;
-        files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, None, now_nanos())));
+        files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, now_nanos())));
         out.write_all(&files)?;
         wrote.push(out.listing(files.iter().map(|(name, _)| name.as_str())));
     }
@@ -347,7 +341,7 @@ impl PprofFile {
 
     /// The profile of `report`, written whole (temporary name in FILE's directory, rename).
     pub fn write(&self, report: &Report) -> Result<PathBuf> {
-        self.dir.write(&self.name, &render::pprof::profile(report, None, now_nanos()))
+        self.dir.write(&self.name, &render::pprof::profile(report, now_nanos()))
     }
 }
 

@@ -74,7 +74,7 @@ impl Series {
 
     /// The series of a cumulative report: the promoted files' and `other`.
     pub fn update(&mut self, r: &Report) -> (Vec<FileSeries>, FileCounters) {
-        // The folded files (serve/totals.rs) are never one file to promote.
+        // The folded files (collector/drain.rs) are never one file to promote.
         let folded = |f: &&FileReport| f.dev == "0:0" && f.ino == 0;
         let active = |f: &FileReport| {
             let c = counters(f);

@@ -41,8 +41,7 @@ impl Keys {
     fn key(&self, f: &FileReport) -> String {
         match &f.path {
             Some(p) if self.ambiguous.contains(p) => format!("{p} [dev {} ino {}]", f.dev, f.ino),
-            Some(p) => p.clone(),
-            None => format!("dev {} ino {}", f.dev, f.ino),
+            p => crate::render::file_label(p.as_deref(), &f.dev, f.ino),
         }
     }
 }

@@ -21,7 +21,7 @@ fn mode_note(r: &Report) -> &'static str {
 /// A file's path, escaped, in `width` characters; a long one keeps its file name at the end:
 /// "...x86_64-linux-gnu/libc.so.6".
 pub(crate) fn short_path(f: &FileReport, width: usize) -> String {
-    let p = f.path.clone().unwrap_or_else(|| format!("[dev {} ino {}]", f.dev, f.ino));
+    let p = crate::render::file_label(f.path.as_deref(), &f.dev, f.ino);
     clip(&p, width, Keep::Tail)
 }
 
