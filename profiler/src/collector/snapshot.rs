@@ -69,9 +69,7 @@ pub(super) type TaskNames = BTreeMap<u32, (u32, String)>;
 
 /// One row per key (a row's waits may be in `HOLDER_WAITS` and in slots of several CPUs),
 /// and the names of the tasks the rows name, taken when each row was new.
-pub(super) fn holder_view(
-    rows: Vec<(HolderKey, HolderWaits)>,
-) -> (Vec<(HolderKey, WaitStats)>, BTreeMap<u32, (u32, String)>) {
+pub(super) fn holder_view(rows: Vec<(HolderKey, HolderWaits)>) -> (Vec<(HolderKey, WaitStats)>, TaskNames) {
     let mut merged: std::collections::HashMap<HolderKey, HolderWaits> = std::collections::HashMap::new();
     for (k, w) in rows {
         merged.entry(k).or_default().add(&w);
