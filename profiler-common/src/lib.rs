@@ -3,8 +3,11 @@
 //! a key, so every byte must be written.
 #![cfg_attr(not(test), no_std)]
 
+mod config;
 pub mod names;
 mod sums;
+
+pub use config::{Config, Offsets};
 
 /// Which lock a contended address turned out to be.
 pub mod lock_kind {
@@ -518,6 +521,8 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessName {}
     unsafe impl aya::Pod for super::HolderWaits {}
     unsafe impl aya::Pod for super::HolderSlot {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Offsets {}
 }
 
 #[cfg(test)]

@@ -71,61 +71,12 @@ pub mod map {
     ];
 }
 
-/// Globals userspace writes before load (`EbpfLoader::override_global`).
+/// Globals userspace writes before load (`EbpfLoader::override_global`), one of each.
 pub mod global {
-    /// Offsets of `lock_addr` and `flags` in the `lock:contention_*` records (tracefs).
-    pub const TP_BEGIN_LOCK: &str = "TP_BEGIN_LOCK";
-    pub const TP_BEGIN_FLAGS: &str = "TP_BEGIN_FLAGS";
-    pub const TP_END_LOCK: &str = "TP_END_LOCK";
-    pub const MAX_STACK: &str = "MAX_STACK";
-    pub const FILTER_TGID: &str = "FILTER_TGID";
-    pub const ACQUISITIONS: &str = "ACQUISITIONS";
-    pub const STACK_CACHE_CHECK: &str = "STACK_CACHE_CHECK";
-    pub const TEXT_START: &str = "TEXT_START";
-    pub const TEXT_END: &str = "TEXT_END";
-    /// 0 turns holder attribution off (`RMAPPROF_NO_HOLDERS=1`): only to measure its cost
-    /// against the same build (docs/performance.md).
-    pub const HOLDERS: &str = "HOLDERS";
-    /// 1 with `RMAPPROF_MEASURE_HOLDERS=1`: holder attribution times itself into
-    /// `HOLDER_COST` (only to measure it: docs/performance.md).
-    pub const MEASURE_HOLDERS: &str = "MEASURE_HOLDERS";
-    /// 1 with `--by-task`: holder rows are kept per waiting task.
-    pub const BY_TASK: &str = "BY_TASK";
-    /// 1 with `--holder-stacks`: the release that wakes a waiter is unwound.
-    pub const HOLDER_STACKS: &str = "HOLDER_STACKS";
-    /// Offset of `pid` (the woken task) in the `sched:sched_waking` record (tracefs).
-    pub const TP_WAKING_PID: &str = "TP_WAKING_PID";
-    /// `sizeof(struct pt_regs)`, from BTF.
-    pub const PT_REGS_SIZE: &str = "PT_REGS_SIZE";
-    /// Struct offsets from BTF: (global, struct, field).
-    pub const OFFSETS: [(&str, &str, &str); 24] = [
-        ("AS_I_MMAP_RWSEM", "address_space", "i_mmap_rwsem"),
-        ("AS_HOST", "address_space", "host"),
-        ("AS_I_MMAP", "address_space", "i_mmap"),
-        ("INODE_I_MAPPING", "inode", "i_mapping"),
-        ("INODE_I_DATA", "inode", "i_data"),
-        ("INODE_I_INO", "inode", "i_ino"),
-        ("INODE_I_SB", "inode", "i_sb"),
-        ("SB_S_DEV", "super_block", "s_dev"),
-        ("TASK_MM", "task_struct", "mm"),
-        ("MM_MMAP_LOCK", "mm_struct", "mmap_lock"),
-        // The process an mmap_lock wait is counted to (process.rs).
-        ("TASK_GROUP_LEADER", "task_struct", "group_leader"),
-        ("TASK_START_TIME", "task_struct", "start_time"),
-        // The holder of a contended i_mmap_rwsem (holder.rs) and the anon_vma lock.
-        ("RWSEM_OWNER", "rw_semaphore", "owner"),
-        ("RWSEM_COUNT", "rw_semaphore", "count"),
-        ("TASK_PID", "task_struct", "pid"),
-        ("TASK_TGID", "task_struct", "tgid"),
-        ("TASK_COMM", "task_struct", "comm"),
-        ("TASK_FLAGS", "task_struct", "flags"),
-        ("TASK_STACK", "task_struct", "stack"),
-        ("PT_REGS_ORIG_AX", "pt_regs", "orig_ax"),
-        ("PT_REGS_AX", "pt_regs", "ax"),
-        ("PT_REGS_CS", "pt_regs", "cs"),
-        ("ANON_VMA_ROOT", "anon_vma", "root"),
-        ("ANON_VMA_RWSEM", "anon_vma", "rwsem"),
-    ];
+    /// [`crate::Config`]: the run's switches.
+    pub const CONFIG: &str = "CONFIG";
+    /// [`crate::Offsets`]: the running kernel's layouts.
+    pub const OFFSETS: &str = "OFFSETS";
 }
 
 /// A tracepoint program and the event it is attached to.

@@ -27,15 +27,13 @@ use aya_ebpf::{
 use profiler_common::{unwind, CachedStack, CallSite, SLOWPATH_SITE};
 
 use crate::{
+    config::{CONFIG, OFFSETS},
     helpers::{count_unwind, global},
     kernel,
     maps::scratch,
     stacks,
 };
 
-/// Re-unwind every Nth reuse of a cached stack to check it; 0 disables the cache.
-#[no_mangle]
-static STACK_CACHE_CHECK: u64 = 64;
 /// Reuses checked unconditionally after a site's first unwind: catches a site whose two
 /// paths alternate (fork's and exit's teardown, say) before it has counted much.
 const FIRST_CHECKS: u64 = 4;
@@ -44,12 +42,6 @@ const FIRST_CHECKS: u64 = 4;
 #[map]
 static CALL_SITES: HashMap<CallSite, CachedStack> = HashMap::with_max_entries(16384, BPF_F_NO_PREALLOC);
 
-/// The kernel's text, `_stext` to `_etext` (from kallsyms); 0 (tracepoint mode, or kernel
-/// addresses hidden): no hash of the stack above, sites are split by stack words only.
-#[no_mangle]
-static TEXT_START: u64 = 0;
-#[no_mangle]
-static TEXT_END: u64 = 0;
 /// How much of the stack above a split site [`above`] hashes.
 const ABOVE_WORDS: usize = 256;
 const _: () = assert!(ABOVE_WORDS.is_power_of_two()); // for the mask below
@@ -60,13 +52,6 @@ const _: () = assert!(ABOVE_WORDS.is_power_of_two()); // for the mask below
 /// the row it then finds (or makes) is checked like any other.
 #[map]
 static ABOVE_SCRATCH: PerCpuArray<[u64; 2 * ABOVE_WORDS]> = PerCpuArray::with_max_entries(1, 0);
-/// Kernel stacks are at least this big on x86-64 (more with KASAN): the hashed window ends
-/// below the top of a stack of this size, and a read that would fail falls back to an unwind.
-pub const THREAD_SIZE: u64 = 16384;
-/// `sizeof(struct pt_regs)` (from BTF): the user registers at the top of the stack are left
-/// out of the hash, a user value that looks like a kernel address would only add variants.
-#[no_mangle]
-pub static PT_REGS_SIZE: u64 = 0;
 
 /// How deep `sp` is in the task's kernel stack, in bytes from its base. A task's stack is
 /// allocated aligned to its size (vmalloc'ed with `THREAD_ALIGN`, or a page block), so this
@@ -74,15 +59,15 @@ pub static PT_REGS_SIZE: u64 = 0;
 /// depth is taken modulo 16 KiB: still the same for the same call, which is all a key needs.
 #[inline(always)]
 fn depth_of(sp: u64) -> u64 {
-    const _: () = assert!(THREAD_SIZE.is_power_of_two());
-    sp & (THREAD_SIZE - 1)
+    const _: () = assert!(kernel::THREAD_SIZE.is_power_of_two());
+    sp & (kernel::THREAD_SIZE - 1)
 }
 
 /// The stack above `sp` (`depth` into the stack), up to `ABOVE_WORDS` words and up to the user
 /// registers at the top, read into `ABOVE_SCRATCH`; and how many bytes that is.
 #[inline(always)]
 fn window(sp: u64, depth: u64) -> Option<(*mut [u64; 2 * ABOVE_WORDS], u32)> {
-    let top = THREAD_SIZE.saturating_sub(global(&PT_REGS_SIZE));
+    let top = kernel::THREAD_SIZE.saturating_sub(global(&OFFSETS.pt_regs_size));
     if depth >= top {
         return None;
     }
@@ -109,7 +94,7 @@ pub extern "C" fn rmapprof_above(sp: u64, depth: u64) -> u64 {
 /// each unwound once and then cached. Not a proof of the path: the rows are checked too.
 #[inline(always)]
 fn above(sp: u64, depth: u64) -> Option<u64> {
-    let (lo, hi) = (global(&TEXT_START), global(&TEXT_END));
+    let (lo, hi) = (global(&CONFIG.text_start), global(&CONFIG.text_end));
     if lo == 0 {
         return None;
     }
@@ -241,7 +226,8 @@ impl SiteOf for FEntryContext {
             2
         } else if into_fn(w[2]) {
             3
-        } else if w[2].wrapping_sub(global(&TEXT_START)) < global(&TEXT_END).wrapping_sub(global(&TEXT_START))
+        } else if w[2].wrapping_sub(global(&CONFIG.text_start))
+            < global(&CONFIG.text_end).wrapping_sub(global(&CONFIG.text_start))
         {
             2
         } else {
@@ -290,7 +276,7 @@ pub fn stack_at_slowpath<C: SiteOf>(ctx: &C) -> u64 {
 
 #[inline(always)]
 fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
-    let check = global(&STACK_CACHE_CHECK);
+    let check = global(&CONFIG.stack_cache_check);
     // One unwind call site below, not one per case: each inlined copy of the unwind and
     // its hash loop costs the verifier (6.1's gave up at three).
     let mut miss = None; // a new site, cached after the unwind

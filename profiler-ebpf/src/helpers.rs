@@ -9,15 +9,12 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering::Relaxed};
 use profiler_common::{lost, OpKey, OpStats, WaitStats};
 
+use crate::config::CONFIG;
 use crate::maps::{LOST, OPS, UNWIND};
 
 /// The error a map insert returns, negated, when a [`BPF_NOEXIST`] insert finds the key
 /// already there (errno EEXIST).
 pub const EEXIST: i32 = 17;
-
-/// Only this process's tasks (tgid), or every task when 0.
-#[no_mangle]
-static FILTER_TGID: u32 = 0;
 
 /// A global as the loader wrote it.
 #[inline(always)]
@@ -30,16 +27,16 @@ pub fn global<T: Copy>(v: &T) -> T {
 /// Whether the task `pid_tgid` (from `bpf_get_current_pid_tgid`) is one rmapprof profiles.
 #[inline(always)]
 pub fn profiled(pid_tgid: u64) -> bool {
-    let filter = global(&FILTER_TGID);
-    filter == 0 || (pid_tgid >> 32) as u32 == filter
+    let filter = global(&CONFIG.filter_tgid);
+    filter == 0 || (pid_tgid >> 32) == filter
 }
 
 /// Whether the current task is one rmapprof profiles; without a filter, known without a
 /// helper call (the acquisition probes run for every rwsem in the kernel).
 #[inline(always)]
 pub fn profiled_task() -> bool {
-    let filter = global(&FILTER_TGID);
-    filter == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 == filter
+    let filter = global(&CONFIG.filter_tgid);
+    filter == 0 || (bpf_get_current_pid_tgid() >> 32) == filter
 }
 
 /// The current task's id (the kernel's pid).

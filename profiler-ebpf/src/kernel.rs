@@ -6,32 +6,8 @@
 use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
 use profiler_common::{lcb_flags, lock_kind, LockTarget};
 
+use crate::config::OFFSETS;
 use crate::{helpers::global, process};
-
-#[no_mangle]
-static AS_I_MMAP_RWSEM: u64 = 0; // offsetof(struct address_space, i_mmap_rwsem)
-#[no_mangle]
-static AS_I_MMAP: u64 = 0; // offsetof(struct address_space, i_mmap)
-#[no_mangle]
-static AS_HOST: u64 = 0; // offsetof(struct address_space, host)
-#[no_mangle]
-static INODE_I_MAPPING: u64 = 0; // offsetof(struct inode, i_mapping)
-#[no_mangle]
-static INODE_I_DATA: u64 = 0; // offsetof(struct inode, i_data)
-#[no_mangle]
-static INODE_I_INO: u64 = 0; // offsetof(struct inode, i_ino)
-#[no_mangle]
-static INODE_I_SB: u64 = 0; // offsetof(struct inode, i_sb)
-#[no_mangle]
-static SB_S_DEV: u64 = 0; // offsetof(struct super_block, s_dev)
-#[no_mangle]
-static TASK_MM: u64 = 0; // offsetof(struct task_struct, mm)
-#[no_mangle]
-static MM_MMAP_LOCK: u64 = 0; // offsetof(struct mm_struct, mmap_lock)
-#[no_mangle]
-static ANON_VMA_ROOT: u64 = 0; // offsetof(struct anon_vma, root)
-#[no_mangle]
-static ANON_VMA_RWSEM: u64 = 0; // offsetof(struct anon_vma, rwsem)
 
 /// A `T` at kernel address `addr`, or None where the read faults.
 #[inline(always)]
@@ -46,7 +22,7 @@ pub fn read<T>(addr: u64) -> Option<T> {
 #[inline(always)]
 pub fn classify(lock: u64, flags: u32) -> LockTarget {
     let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
-    if global(&AS_I_MMAP_RWSEM) == 0 {
+    if global(&OFFSETS.as_i_mmap_rwsem) == 0 {
         return other;
     }
     // Only rwsems can be i_mmap_rwsem or mmap_lock: skip spinlocks and mutexes.
@@ -56,15 +32,15 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
     }
     // SAFETY: a helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
-    if let Some(mm) = read::<u64>(task + global(&TASK_MM)) {
-        if mm != 0 && lock == mm + global(&MM_MMAP_LOCK) {
+    if let Some(mm) = read::<u64>(task + global(&OFFSETS.task_mm)) {
+        if mm != 0 && lock == mm + global(&OFFSETS.mm_mmap_lock) {
             // The mm is the waiter's own, so its process is the waiter's: keyed by it and the
             // program it runs, each process's mmap_lock is reported apart, per program.
             let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
             return LockTarget { kind: lock_kind::MMAP_LOCK, dev: tgid, ino: process::current(tgid) };
         }
     }
-    let target = owner(lock, global(&AS_I_MMAP_RWSEM));
+    let target = owner(lock, global(&OFFSETS.as_i_mmap_rwsem));
     if target.kind == lock_kind::OTHER && is_anon_vma_root(lock) {
         return LockTarget { kind: lock_kind::ANON_VMA, dev: 0, ino: 0 };
     }
@@ -76,11 +52,11 @@ pub fn classify(lock: u64, flags: u32) -> LockTarget {
 /// would need a pointer to itself just where anon_vma keeps `root`.
 #[inline(always)]
 fn is_anon_vma_root(lock: u64) -> bool {
-    if global(&ANON_VMA_RWSEM) == 0 {
+    if global(&OFFSETS.anon_vma_rwsem) == 0 {
         return false;
     }
-    let av = lock.wrapping_sub(global(&ANON_VMA_RWSEM));
-    read::<u64>(av + global(&ANON_VMA_ROOT)) == Some(av)
+    let av = lock.wrapping_sub(global(&OFFSETS.anon_vma_rwsem));
+    read::<u64>(av + global(&OFFSETS.anon_vma_root)) == Some(av)
 }
 
 /// The file whose `address_space` is at `a`, if `a` really is an inode's own mapping:
@@ -95,12 +71,12 @@ fn is_anon_vma_root(lock: u64) -> bool {
 #[inline(always)]
 fn file_of(a: u64) -> Option<LockTarget> {
     let host = inode_around(a)?;
-    if read::<u64>(host + global(&INODE_I_MAPPING)) != Some(a) {
+    if read::<u64>(host + global(&OFFSETS.inode_i_mapping)) != Some(a) {
         return None;
     }
-    let ino = read::<u64>(host + global(&INODE_I_INO)).unwrap_or(0);
-    let dev = read::<u64>(host + global(&INODE_I_SB))
-        .and_then(|sb| read::<u32>(sb + global(&SB_S_DEV)))
+    let ino = read::<u64>(host + global(&OFFSETS.inode_i_ino)).unwrap_or(0);
+    let dev = read::<u64>(host + global(&OFFSETS.inode_i_sb))
+        .and_then(|sb| read::<u32>(sb + global(&OFFSETS.sb_s_dev)))
         .unwrap_or(0);
     Some(LockTarget { kind: lock_kind::I_MMAP_RWSEM, dev, ino })
 }
@@ -111,17 +87,17 @@ fn file_of(a: u64) -> Option<LockTarget> {
 /// cache, whose `i_data` is at the same place). Two reads instead of [`classify_rwsem`]'s five.
 #[inline(always)]
 pub fn still_file(sem: u64, file: &LockTarget) -> bool {
-    global(&AS_I_MMAP_RWSEM) != 0
-        && inode_around(sem.wrapping_sub(global(&AS_I_MMAP_RWSEM)))
-            .is_some_and(|host| read::<u64>(host + global(&INODE_I_INO)) == Some(file.ino))
+    global(&OFFSETS.as_i_mmap_rwsem) != 0
+        && inode_around(sem.wrapping_sub(global(&OFFSETS.as_i_mmap_rwsem)))
+            .is_some_and(|host| read::<u64>(host + global(&OFFSETS.inode_i_ino)) == Some(file.ino))
 }
 
 /// The inode whose `i_data` the `address_space` at `a` is, if `a->host` says so (one probe
 /// read; see [`file_of`]).
 #[inline(always)]
 fn inode_around(a: u64) -> Option<u64> {
-    let host = a.wrapping_sub(global(&INODE_I_DATA));
-    (read::<u64>(a + global(&AS_HOST))? == host).then_some(host)
+    let host = a.wrapping_sub(global(&OFFSETS.inode_i_data));
+    (read::<u64>(a + global(&OFFSETS.as_host))? == host).then_some(host)
 }
 
 /// The file owning the `address_space` field at `addr`, `offset` bytes into the struct;
@@ -129,7 +105,7 @@ fn inode_around(a: u64) -> Option<u64> {
 #[inline(always)]
 fn owner(addr: u64, offset: u64) -> LockTarget {
     let other = LockTarget { kind: lock_kind::OTHER, dev: 0, ino: 0 };
-    if global(&AS_I_MMAP_RWSEM) == 0 {
+    if global(&OFFSETS.as_i_mmap_rwsem) == 0 {
         return other;
     }
     file_of(addr.wrapping_sub(offset)).unwrap_or(other)
@@ -138,17 +114,21 @@ fn owner(addr: u64, offset: u64) -> LockTarget {
 /// An rwsem handed to down_write()/the slowpaths: an i_mmap_rwsem, or "other".
 #[inline(always)]
 pub fn classify_rwsem(sem: u64) -> LockTarget {
-    owner(sem, global(&AS_I_MMAP_RWSEM))
+    owner(sem, global(&OFFSETS.as_i_mmap_rwsem))
 }
 
 /// `&mapping->i_mmap_rwsem` for a `root` of `&mapping->i_mmap` (no memory read).
 #[inline(always)]
 pub fn i_mmap_rwsem_of_root(root: u64) -> u64 {
-    root.wrapping_sub(global(&AS_I_MMAP)).wrapping_add(global(&AS_I_MMAP_RWSEM))
+    root.wrapping_sub(global(&OFFSETS.as_i_mmap)).wrapping_add(global(&OFFSETS.as_i_mmap_rwsem))
 }
 
 /// The `root` argument of vma_interval_tree_*(): `&mapping->i_mmap`.
 #[inline(always)]
 pub fn classify_i_mmap_root(root: u64) -> LockTarget {
-    owner(root, global(&AS_I_MMAP))
+    owner(root, global(&OFFSETS.as_i_mmap))
 }
+
+/// Kernel stacks are at least this big on x86-64 (more with KASAN): the hashed window ends
+/// below the top of a stack of this size, and a read that would fail falls back to an unwind.
+pub const THREAD_SIZE: u64 = 16384;

@@ -11,7 +11,7 @@ use aya_ebpf::{
 };
 use profiler_common::op;
 
-use crate::{holds, slowpath};
+use crate::{acquisitions, slowpath};
 
 // ---- kprobe family
 
@@ -47,39 +47,39 @@ pub fn kr_osq_lock(_ctx: RetProbeContext) -> u32 {
 }
 #[kprobe]
 pub fn kp_down_write(ctx: ProbeContext) -> u32 {
-    holds::acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_WRITE);
+    acquisitions::acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_WRITE);
     0
 }
 #[kprobe]
 pub fn kp_down_read(ctx: ProbeContext) -> u32 {
-    holds::acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_READ);
+    acquisitions::acquired(&ctx, ctx.arg::<u64>(0).unwrap_or(0), op::ACQUIRE_READ);
     0
 }
 #[kprobe]
 pub fn kp_up(ctx: ProbeContext) -> u32 {
-    holds::released(ctx.arg::<u64>(0).unwrap_or(0));
+    acquisitions::released(ctx.arg::<u64>(0).unwrap_or(0));
     0
 }
 #[kprobe]
 pub fn kp_rmap_insert(ctx: ProbeContext) -> u32 {
-    holds::rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_INSERT);
+    acquisitions::rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_INSERT);
     0
 }
 #[kprobe]
 pub fn kp_rmap_insert_after(ctx: ProbeContext) -> u32 {
-    holds::rmap_op(&ctx, ctx.arg::<u64>(2).unwrap_or(0), op::RMAP_INSERT);
+    acquisitions::rmap_op(&ctx, ctx.arg::<u64>(2).unwrap_or(0), op::RMAP_INSERT);
     0
 }
 #[kprobe]
 pub fn kp_rmap_remove(ctx: ProbeContext) -> u32 {
-    holds::rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_REMOVE);
+    acquisitions::rmap_op(&ctx, ctx.arg::<u64>(1).unwrap_or(0), op::RMAP_REMOVE);
     0
 }
 
 // ---- fentry family (same logic; userspace names the target function at load)
 
 /// Argument `n` as a plain number. `ctx.arg()` hands the verifier a typed kernel pointer,
-/// which may be offset but not hashed (`holds::slot`); bpf_get_func_arg() is inlined by the
+/// which may be offset but not hashed (`acquisitions::slot`); bpf_get_func_arg() is inlined by the
 /// verifier into the same load, typed as a scalar.
 #[inline(always)]
 fn arg(ctx: &FEntryContext, n: u32) -> u64 {
@@ -121,36 +121,36 @@ pub fn fx_osq_lock(_ctx: FExitContext) -> u32 {
 }
 #[fentry]
 pub fn fe_down_write(ctx: FEntryContext) -> u32 {
-    holds::acquired(&ctx, arg(&ctx, 0), op::ACQUIRE_WRITE);
+    acquisitions::acquired(&ctx, arg(&ctx, 0), op::ACQUIRE_WRITE);
     0
 }
 #[fentry]
 pub fn fe_down_read(ctx: FEntryContext) -> u32 {
-    holds::acquired(&ctx, arg(&ctx, 0), op::ACQUIRE_READ);
+    acquisitions::acquired(&ctx, arg(&ctx, 0), op::ACQUIRE_READ);
     0
 }
 #[fentry]
 pub fn fe_up_write(ctx: FEntryContext) -> u32 {
-    holds::released(arg(&ctx, 0));
+    acquisitions::released(arg(&ctx, 0));
     0
 }
 #[fentry]
 pub fn fe_up_read(ctx: FEntryContext) -> u32 {
-    holds::released(arg(&ctx, 0));
+    acquisitions::released(arg(&ctx, 0));
     0
 }
 #[fentry]
 pub fn fe_rmap_insert(ctx: FEntryContext) -> u32 {
-    holds::rmap_op(&ctx, arg(&ctx, 1), op::RMAP_INSERT);
+    acquisitions::rmap_op(&ctx, arg(&ctx, 1), op::RMAP_INSERT);
     0
 }
 #[fentry]
 pub fn fe_rmap_insert_after(ctx: FEntryContext) -> u32 {
-    holds::rmap_op(&ctx, arg(&ctx, 2), op::RMAP_INSERT);
+    acquisitions::rmap_op(&ctx, arg(&ctx, 2), op::RMAP_INSERT);
     0
 }
 #[fentry]
 pub fn fe_rmap_remove(ctx: FEntryContext) -> u32 {
-    holds::rmap_op(&ctx, arg(&ctx, 1), op::RMAP_REMOVE);
+    acquisitions::rmap_op(&ctx, arg(&ctx, 1), op::RMAP_REMOVE);
     0
 }

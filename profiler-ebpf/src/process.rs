@@ -13,16 +13,11 @@ use aya_ebpf::{
 use profiler_common::{Process, ProcessName};
 
 use crate::{
+    config::OFFSETS,
     helpers::{compare_exchange, global},
-    holder::TASK_COMM,
     kernel::read,
     maps::{PROCESSES, PROCESS_NAMES, PROCESS_RUNS},
 };
-
-#[no_mangle]
-static TASK_GROUP_LEADER: u64 = 0; // offsetof(struct task_struct, group_leader)
-#[no_mangle]
-static TASK_START_TIME: u64 = 0; // offsetof(struct task_struct, start_time)
 
 /// The program run of the current task's process `tgid`, numbered now if it has none or its
 /// row is another process's that had the same tgid (the leader's start time differs; exec
@@ -31,10 +26,10 @@ static TASK_START_TIME: u64 = 0; // offsetof(struct task_struct, start_time)
 pub fn current(tgid: u32) -> u64 {
     // SAFETY: a helper call without arguments.
     let task = unsafe { bpf_get_current_task() };
-    let Some(leader) = read::<u64>(task + global(&TASK_GROUP_LEADER)) else {
+    let Some(leader) = read::<u64>(task + global(&OFFSETS.task_group_leader)) else {
         return 0;
     };
-    let start_ns = read::<u64>(leader + global(&TASK_START_TIME)).unwrap_or(0);
+    let start_ns = read::<u64>(leader + global(&OFFSETS.task_start_time)).unwrap_or(0);
     // SAFETY: a copy out of the value, which is freed only after this program has run.
     if let Some(p) = unsafe { PROCESSES.get(&tgid) } {
         if p.start_ns == start_ns {
@@ -52,7 +47,7 @@ pub fn current(tgid: u32) -> u64 {
         // SAFETY: as above.
         return unsafe { PROCESSES.get(&tgid) }.map_or(0, |p| p.run);
     }
-    let comm = read::<[u8; 16]>(leader + global(&TASK_COMM)).unwrap_or_default();
+    let comm = read::<[u8; 16]>(leader + global(&OFFSETS.task_comm)).unwrap_or_default();
     let _ = PROCESS_NAMES.insert(&run, &ProcessName { tgid, _pad: 0, comm }, 0);
     run
 }

@@ -6,29 +6,23 @@
 //! i_mmap_rwsem, the current task is the one that released it, or one that woke the waiter
 //! for another reason (a signal, a waiter giving up its turn), whose stack does not pass
 //! through a release: userspace keeps only those that do. The waiter matches the releaser
-//! against the holder its wait began with (holder::with_release). Waiters that spin (kprobe/
+//! against the holder its wait began with (owner::with_release). Waiters that spin (kprobe/
 //! fentry modes) are never woken: their holders' stacks stay unseen without --acquisitions.
 
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use profiler_common::{lock_kind, lost, Release};
 
 use crate::{
+    config::{CONFIG, OFFSETS},
     helpers::{count_lost, global, tid},
     maps::{scratch, I_MMAP_WAITING, RELEASES, TASK_WAIT},
     stacks,
 };
 
-/// 1 with `--holder-stacks`.
-#[no_mangle]
-static HOLDER_STACKS: u64 = 0;
-/// Offset of the woken task's `pid` in the sched_waking record, from tracefs.
-#[no_mangle]
-static TP_WAKING_PID: u64 = 24;
-
 /// Whether the releases that wake i_mmap_rwsem waiters are unwound.
 #[inline(always)]
 pub fn on() -> bool {
-    global(&HOLDER_STACKS) != 0
+    global(&CONFIG.holder_stacks) != 0
 }
 
 /// An i_mmap_rwsem wait began (`n` = 1) or ended (`n` = -1).
@@ -49,7 +43,7 @@ pub fn holder_release(ctx: TracePointContext) -> u32 {
         _ => return 0,
     }
     // SAFETY: bounds-checked by the helper against the record.
-    let Ok(woken) = (unsafe { ctx.read_at::<u32>(global(&TP_WAKING_PID) as usize) }) else {
+    let Ok(woken) = (unsafe { ctx.read_at::<u32>(global(&OFFSETS.tp_waking_pid) as usize) }) else {
         return 0;
     };
     // SAFETY: another task's row, copied at once: map memory stays valid while this program

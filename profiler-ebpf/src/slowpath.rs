@@ -12,19 +12,14 @@ use profiler_common::{
 };
 
 use crate::{
+    acquisitions::my_write_hold,
     callsite::{stack_at_slowpath, SiteOf},
+    config::CONFIG,
     helpers::{add, add_event, count_lost, global, op_row, profiled_task, store_max, tid},
-    holder, holder_waits,
-    holds::my_write_hold,
-    kernel,
+    holder_rows, kernel,
     maps::{HOLDS, SLOWPATH},
-    tracepoint,
+    owner,
 };
-
-/// Whether userspace attached the acquisition probes (`--acquisitions`): without them there
-/// is no hold for a slowpath's return to move the start of.
-#[no_mangle]
-pub static ACQUISITIONS: u64 = 0;
 
 /// The file whose i_mmap_rwsem `sem` is, if it is one and this task is profiled.
 #[inline(always)]
@@ -48,7 +43,7 @@ pub fn enter<C: SiteOf>(ctx: &C, sem: u64, op: u32) {
     let stack = stack_at_slowpath(ctx);
     // Who holds it: every contended acquisition is attributed, spinning or sleeping (the
     // tracepoints see only those that sleep).
-    let (holder, holder_task) = tracepoint::holder_at_wait(sem);
+    let (holder, holder_task) = owner::holder_at_wait(sem);
     let s = Slowpath {
         sem,
         // SAFETY: a helper call without arguments.
@@ -77,7 +72,7 @@ pub fn exit() {
     let _ = SLOWPATH.remove(&tid);
     let now = unsafe { bpf_ktime_get_ns() };
     // The lock is granted now: the hold `down_*` started at its entry begins here.
-    if global(&ACQUISITIONS) != 0 {
+    if global(&CONFIG.acquisitions) != 0 {
         if let Some(w) = my_write_hold(s.sem, tid) {
             // SAFETY: this task's slot (it owns it until it stores 0 in `owner`).
             unsafe { (*w).start_ns = now };
@@ -99,7 +94,7 @@ pub fn exit() {
             add(&mut (*row).osq_ns, s.osq_ns);
         }
     }
-    if tracepoint::holders_on() {
+    if owner::holders_on() {
         let rw = if s.op == op::SLOWPATH_WRITE { lcb_flags::WRITE } else { lcb_flags::READ };
         let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
         let mut key = HolderKey {
@@ -109,7 +104,7 @@ pub fn exit() {
             holder: s.holder,
             ..Default::default()
         };
-        holder_waits::record(&mut key, tid, (pid_tgid >> 32) as u32, total, s.holder_task);
+        holder_rows::record(&mut key, tid, (pid_tgid >> 32) as u32, total, s.holder_task);
     }
 }
 
@@ -132,7 +127,7 @@ pub fn slept(tid: u32, lock: u64, ns: u64, release: Option<&Release>) -> bool {
         }
         (*s).sleep_ns += ns;
         if let Some(r) = release {
-            holder::with_release(&mut (*s).holder, r);
+            owner::with_release(&mut (*s).holder, r);
         }
     }
     true

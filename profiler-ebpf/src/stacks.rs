@@ -9,13 +9,10 @@ use aya_ebpf::{
 use profiler_common::{lost, stack_key, unwind, KernelStack, STACK_DEPTH};
 
 use crate::{
+    config::CONFIG,
     helpers::{count_lost, count_unwind, global, EEXIST},
     maps::{STACKS, STACK_SCRATCH},
 };
-
-/// Kernel frames to unwind per stack, 1..=STACK_DEPTH (`--max-stack`).
-#[no_mangle]
-static MAX_STACK: u64 = STACK_DEPTH as u64;
 
 // `& STACK_DEPTH` below is a bound only because it is all ones.
 const _: () = assert!((STACK_DEPTH + 1).is_power_of_two());
@@ -28,7 +25,7 @@ const _: () = assert!((STACK_DEPTH + 1).is_power_of_two());
 pub fn stack<C: EbpfContext>(ctx: &C, slot: u32, skip: u64) -> u64 {
     let Some(buf) = STACK_SCRATCH.get_ptr_mut(slot) else { return 0 };
     // The unwinder stops at the buffer's size; the mask keeps the size provably in bounds.
-    let size = (global(&MAX_STACK) & STACK_DEPTH as u64) as u32 * 8;
+    let size = (global(&CONFIG.max_stack) & STACK_DEPTH as u64) as u32 * 8;
     count_unwind(unwind::UNWINDS);
     // Kernel stack (flags 0), leaf first; the rest of the buffer is zeroed by the helper.
     // SAFETY: `buf` is this CPU's scratch slot, `size` bytes at most of it.

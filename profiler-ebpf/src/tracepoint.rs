@@ -4,7 +4,7 @@
 //!        stack, remember (start, lock, key) per task.
 //! end:   add the wait to `CONTENTION[key]` and to the lock target's log2 histogram, and the
 //!        sleep to the task's slowpath record if one is timed (kprobe/fentry modes), else
-//!        the i_mmap_rwsem wait with its holder (holder_waits.rs).
+//!        the i_mmap_rwsem wait with its holder (holder_rows.rs).
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
@@ -12,27 +12,17 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use profiler_common::{
-    lcb_flags, lock_kind, log2_bucket, lost, names::holder_cost, not_measured, ContentionKey, Holder,
-    HolderKey, TaskWait, WaitHist, HIST_BUCKETS,
+    lcb_flags, lock_kind, log2_bucket, lost, not_measured, ContentionKey, Holder, HolderKey, TaskWait,
+    WaitHist, HIST_BUCKETS,
 };
 
 use crate::{
+    config::OFFSETS,
     helpers::{add, add_stats, bump, count_lost, get_or_insert, global, profiled},
-    holder, holder_waits, kernel,
+    holder_rows, kernel,
     maps::{scratch, CONTENTION, NOT_MEASURED, TASK_WAIT, WAIT_HIST},
-    release, slowpath, stacks,
+    owner, release, slowpath, stacks,
 };
-
-/// Offsets of `lock_addr` and `flags` in the tracepoint records, from tracefs' format files.
-#[no_mangle]
-static TP_BEGIN_LOCK: u64 = 8;
-#[no_mangle]
-static TP_BEGIN_FLAGS: u64 = 16;
-#[no_mangle]
-static TP_END_LOCK: u64 = 8;
-/// Holder attribution on (1) or off (0, only to measure what it costs).
-#[no_mangle]
-static HOLDERS: u64 = 1;
 
 #[tracepoint]
 pub fn contention_begin(ctx: TracePointContext) -> u32 {
@@ -42,10 +32,10 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     }
     let tid = pid_tgid as u32;
     // SAFETY (record reads): bounds-checked by the helper against the record.
-    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_BEGIN_LOCK) as usize) }) else {
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&OFFSETS.tp_begin_lock) as usize) }) else {
         return 0;
     };
-    let flags = unsafe { ctx.read_at::<u32>(global(&TP_BEGIN_FLAGS) as usize) }.unwrap_or(0);
+    let flags = unsafe { ctx.read_at::<u32>(global(&OFFSETS.tp_begin_flags) as usize) }.unwrap_or(0);
     // SAFETY: a `TASK_WAIT` row is only written by its own task, which is here.
     if let Some(w) = unsafe { TASK_WAIT.get(&tid) } {
         // Already waiting: the same lock again (a retry inside one slowpath) keeps the first
@@ -61,7 +51,7 @@ pub fn contention_begin(ctx: TracePointContext) -> u32 {
     // Inside a slowpath (kprobe/fentry modes) the holder was read at its entry, and the row
     // with the holder is the slowpath's.
     if target.kind == lock_kind::I_MMAP_RWSEM && !slowpath::timing(tid, lock) {
-        (holder, holder_task) = holder_at_wait(lock);
+        (holder, holder_task) = owner::holder_at_wait(lock);
     }
     // Stacks only for the locks whose call paths are reported: other locks' would fill the
     // table and cost an unwind each.
@@ -99,7 +89,7 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
     let Some(w) = (unsafe { TASK_WAIT.get(&tid) }) else {
         return 0;
     };
-    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&TP_END_LOCK) as usize) }) else {
+    let Ok(lock) = (unsafe { ctx.read_at::<u64>(global(&OFFSETS.tp_end_lock) as usize) }) else {
         return 0;
     };
     if w.lock != lock {
@@ -128,11 +118,11 @@ pub fn contention_end(ctx: TracePointContext) -> u32 {
         None
     };
     if let Some(r) = &release {
-        holder::with_release(&mut hk.holder, r);
+        owner::with_release(&mut hk.holder, r);
     }
     // A slowpath's sleep is part of the slowpath's row, holder included.
-    if !slowpath::slept(tid, lock, delta, release.as_ref()) && i_mmap && holders_on() {
-        holder_waits::record(&mut hk, tid, (pid_tgid >> 32) as u32, delta, holder_task);
+    if !slowpath::slept(tid, lock, delta, release.as_ref()) && i_mmap && owner::holders_on() {
+        holder_rows::record(&mut hk, tid, (pid_tgid >> 32) as u32, delta, holder_task);
     }
     0
 }
@@ -157,22 +147,3 @@ fn record(key: &ContentionKey, delta: u64) {
 /// A new histogram row's value, inserted from global data rather than built on the 512-byte
 /// stack.
 static NEW_HIST: WaitHist = WaitHist { buckets: [0; HIST_BUCKETS] };
-
-/// Whether holder attribution is on (it is but to measure its cost).
-#[inline(always)]
-pub fn holders_on() -> bool {
-    global(&HOLDERS) != 0
-}
-
-/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, and its
-/// task_struct (0 when none is named); the default (unknown) when holder attribution is off.
-#[inline(always)]
-pub fn holder_at_wait(sem: u64) -> (Holder, u64) {
-    if !holders_on() {
-        return (Holder::default(), 0);
-    }
-    let t0 = holder::timed_start();
-    let held = holder::at_wait(sem);
-    holder::timed_end(t0, holder_cost::READS);
-    held
-}

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use btf_rs::{Btf, Type};
-use profiler_common::names::global;
+use profiler_common::Offsets;
 use std::path::Path;
 
 /// Byte offset of `field` in `struct strukt`, looking through anonymous struct/union members
@@ -61,8 +61,9 @@ fn skip_modifiers(btf: &Btf, mut t: Type) -> Result<Type> {
     }
 }
 
-/// The offsets (and the one size) the programs need, by global name.
-pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
+/// The offsets (and the one size) the programs need, from the kernel's BTF; the tracefs
+/// record offsets are left for the caller.
+pub fn lock_offsets(btf_path: &Path) -> Result<Offsets> {
     if !btf_path.exists() {
         bail!(
             "kernel BTF not found at {} (needs CONFIG_DEBUG_INFO_BTF=y); pass --btf FILE",
@@ -71,13 +72,13 @@ pub fn lock_offsets(btf_path: &Path) -> Result<Vec<(&'static str, u64)>> {
     }
     let btf =
         Btf::from_file(btf_path).map_err(|e| anyhow!("cannot parse BTF {}: {e}", btf_path.display()))?;
-    let mut offsets: Vec<(&'static str, u64)> = global::OFFSETS
-        .into_iter()
-        .map(|(global, s, f)| Ok((global, offset_of(&btf, s, f)?)))
-        .collect::<Result<_>>()?;
+    let mut offsets = Offsets::default();
+    for (field, (s, f)) in offsets.from_btf_mut().zip(Offsets::FROM_BTF) {
+        *field = offset_of(&btf, s, f)?;
+    }
     // The user registers saved at the top of a task's kernel stack (callsite.rs hashes the
     // stack below them).
-    offsets.push((global::PT_REGS_SIZE, size_of(&btf, "pt_regs")?));
+    offsets.pt_regs_size = size_of(&btf, "pt_regs")?;
     Ok(offsets)
 }
 
@@ -92,16 +93,17 @@ mod tests {
         if !p.exists() {
             return;
         }
-        let offs: std::collections::HashMap<_, _> = lock_offsets(p).unwrap().into_iter().collect();
+        let o = lock_offsets(p).unwrap();
         // host precedes i_mmap_rwsem in address_space; all offsets sit inside sane struct sizes.
-        assert!(offs["AS_HOST"] < offs["AS_I_MMAP_RWSEM"]);
-        assert!(offs["MM_MMAP_LOCK"] > 0 && offs["TASK_MM"] > 0);
+        assert!(o.as_host < o.as_i_mmap_rwsem);
+        assert!(o.mm_mmap_lock > 0 && o.task_mm > 0);
         // An inode's own mapping sits well inside it (kernel::file_of counts on a nonzero offset).
-        assert!(offs["INODE_I_DATA"] > offs["INODE_I_MAPPING"]);
+        assert!(o.inode_i_data > o.inode_i_mapping);
         // x86-64's pt_regs: 21 saved registers of 8 bytes.
-        assert_eq!(offs["PT_REGS_SIZE"], 168);
-        for (k, v) in &offs {
-            assert!(*v < 16384, "{k} = {v}");
+        assert_eq!(o.pt_regs_size, 168);
+        let mut o = o;
+        for (v, (s, f)) in o.from_btf_mut().zip(Offsets::FROM_BTF) {
+            assert!(*v < 16384, "{s}.{f} = {v}");
         }
     }
 

@@ -33,26 +33,30 @@ fn the_embedded_object_has_every_name_userspace_uses() {
         .collect();
     let in_table: std::collections::BTreeSet<&str> = map::READS.iter().map(|(n, _)| *n).collect();
     assert_eq!(in_object, in_table, "names::map::READS must list every map of the eBPF object");
-    let globals = [
-        global::TP_BEGIN_LOCK,
-        global::TP_BEGIN_FLAGS,
-        global::TP_END_LOCK,
-        global::MAX_STACK,
-        global::FILTER_TGID,
-        global::ACQUISITIONS,
-        global::STACK_CACHE_CHECK,
-        global::TEXT_START,
-        global::TEXT_END,
-        global::PT_REGS_SIZE,
-        global::HOLDERS,
-        global::HOLDER_STACKS,
-        global::TP_WAKING_PID,
-        global::MEASURE_HOLDERS,
-        global::BY_TASK,
-    ];
-    for name in globals.into_iter().chain(global::OFFSETS.map(|(g, _, _)| g)) {
+    // One global of each struct, of the struct's size: `override_global` writes it whole.
+    for (name, size) in [
+        (global::CONFIG, std::mem::size_of::<profiler_common::Config>()),
+        (global::OFFSETS, std::mem::size_of::<profiler_common::Offsets>()),
+    ] {
         assert_eq!(section_of(name).as_deref(), Some(".rodata"), "global {name}");
+        assert_eq!(elf.symbol_by_name(name).map(|s| s.size() as usize), Some(size), "global {name}");
     }
+    // And no other: a switch or offset is a field of one of them.
+    let rodata: Vec<&str> = elf
+        .symbols()
+        .filter(|s| {
+            s.is_global()
+                && s.section_index()
+                    .and_then(|i| elf.section_by_index(i).ok())
+                    .is_some_and(|sec| sec.name() == Ok(".rodata"))
+        })
+        .filter_map(|s| s.name().ok())
+        .collect();
+    assert_eq!(
+        rodata,
+        [global::CONFIG, global::OFFSETS].iter().copied().filter(|n| rodata.contains(n)).collect::<Vec<_>>(),
+        "{rodata:?}"
+    );
     for tp in TRACEPOINTS.into_iter().chain([RELEASE_TRACEPOINT]) {
         assert_eq!(section_of(tp.program).as_deref(), Some("tracepoint"), "{}", tp.program);
     }

@@ -22,6 +22,7 @@ use aya::{
 use profiler_common::{
     lost,
     names::{global, holder_cost, map, Family, RELEASE_TRACEPOINT, TRACEPOINTS},
+    Offsets,
 };
 use std::{collections::BTreeMap, os::fd::AsFd as _, path::Path};
 
@@ -122,50 +123,46 @@ impl Collector {
         } else {
             None
         };
-        let offsets = btf::lock_offsets(btf_path)?;
         let tracefs = tracefs::ensure_mounted()?;
         let tp = |event, field| tracefs::field_offset(&tracefs, "lock", event, field);
-        let tp_offsets = [
-            (global::TP_BEGIN_LOCK, tp("contention_begin", "lock_addr")?),
-            (global::TP_BEGIN_FLAGS, tp("contention_begin", "flags")?),
-            (global::TP_END_LOCK, tp("contention_end", "lock_addr")?),
-        ];
-        let filter = tgid.unwrap_or(0);
-        let mut loader = EbpfLoader::new();
-        for (name, off) in offsets.iter().chain(tp_offsets.iter()) {
-            loader.override_global(name, off, true);
-        }
-        loader.override_global(global::FILTER_TGID, &filter, true);
-        let acquisitions_global = acquisitions as u64;
-        loader.override_global(global::ACQUISITIONS, &acquisitions_global, true);
-        // Only to measure what holder attribution costs, against the same build.
-        let holders = u64::from(std::env::var_os("RMAPPROF_NO_HOLDERS").is_none());
-        loader.override_global(global::HOLDERS, &holders, true);
-        let by_task = u64::from(by_task);
-        loader.override_global(global::BY_TASK, &by_task, true);
-        let release_stacks = u64::from(holder_stacks);
-        loader.override_global(global::HOLDER_STACKS, &release_stacks, true);
-        // Only to measure what holder attribution costs (docs/performance.md).
-        let measure = u64::from(std::env::var_os("RMAPPROF_MEASURE_HOLDERS").is_some());
-        loader.override_global(global::MEASURE_HOLDERS, &measure, true);
-        let waking_pid = if holder_stacks {
-            tracefs::field_offset(&tracefs, RELEASE_TRACEPOINT.category, RELEASE_TRACEPOINT.event, "pid")?
-        } else {
-            0
+        let offsets = Offsets {
+            tp_begin_lock: tp("contention_begin", "lock_addr")?,
+            tp_begin_flags: tp("contention_begin", "flags")?,
+            tp_end_lock: tp("contention_end", "lock_addr")?,
+            tp_waking_pid: if holder_stacks {
+                let t = RELEASE_TRACEPOINT;
+                tracefs::field_offset(&tracefs, t.category, t.event, "pid")?
+            } else {
+                0
+            },
+            ..btf::lock_offsets(btf_path)?
         };
-        loader.override_global(global::TP_WAKING_PID, &waking_pid, true);
-        let max_stack = stacks.max_stack as u64;
-        loader.override_global(global::MAX_STACK, &max_stack, true);
-        loader.override_global(global::STACK_CACHE_CHECK, &stacks.cache_check, true);
-        // Without it (tracepoint mode, or addresses hidden) a split site is never split by a
-        // hash of the stack above, only by stack words (callsite.rs).
+        let on = u64::from;
+        let env_set = |var| std::env::var_os(var).is_some();
+        // Without the text range (tracepoint mode, or addresses hidden) a split site is never
+        // split by a hash of the stack above, only by stack words (callsite.rs).
         let (text_start, text_end) = match mode {
             Mode::Tracepoint => None,
             _ => text_range,
         }
         .unwrap_or((0, 0));
-        loader.override_global(global::TEXT_START, &text_start, true);
-        loader.override_global(global::TEXT_END, &text_end, true);
+        let run_config = profiler_common::Config {
+            filter_tgid: tgid.map_or(0, u64::from),
+            max_stack: u64::from(stacks.max_stack),
+            acquisitions: on(acquisitions),
+            stack_cache_check: stacks.cache_check,
+            text_start,
+            text_end,
+            // Off only to measure what holder attribution costs, against the same build.
+            holders: on(!env_set("RMAPPROF_NO_HOLDERS")),
+            holder_stacks: on(holder_stacks),
+            // Only to measure what holder attribution costs (docs/performance.md).
+            measure_holders: on(env_set("RMAPPROF_MEASURE_HOLDERS")),
+            by_task: on(by_task),
+        };
+        let mut loader = EbpfLoader::new();
+        loader.override_global(global::CONFIG, &run_config, true);
+        loader.override_global(global::OFFSETS, &offsets, true);
         // The LRU maps keep free rows per CPU: sized so that many CPUs do not starve them.
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| e).context("reading the possible CPUs")? as u32;
         for lru in [map::PROCESSES, map::PROCESS_NAMES] {

@@ -7,7 +7,7 @@
 //! which userspace names a caller class. Its stack at wait time: the kernel's
 //! `bpf_get_task_stack` needs a trusted task pointer, which only a kfunc
 //! (`bpf_task_from_pid`) gives a tracing program, and aya cannot emit kfunc calls. Instead,
-//! with `--acquisitions` the holds themselves are tracked (holds.rs), so the holder's
+//! with `--acquisitions` the holds themselves are tracked (acquisitions.rs), so the holder's
 //! acquisition stack is known exactly; with `--holder-stacks` the holder's stack is taken
 //! when it releases the lock and wakes the waiter (release.rs).
 //!
@@ -18,33 +18,13 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use profiler_common::{holder_hint, holder_state, names::holder_cost, Holder, Release};
 
 use crate::{
-    callsite::{PT_REGS_SIZE, THREAD_SIZE},
+    acquisitions,
+    config::{CONFIG, OFFSETS},
     helpers::{add, global},
-    holds,
     kernel::read,
+    kernel::THREAD_SIZE,
     maps::{HOLDER_COST, SLOWPATH, TASK_WAIT},
 };
-
-#[no_mangle]
-static RWSEM_OWNER: u64 = 0; // offsetof(struct rw_semaphore, owner)
-#[no_mangle]
-static RWSEM_COUNT: u64 = 0; // offsetof(struct rw_semaphore, count)
-#[no_mangle]
-static TASK_PID: u64 = 0; // offsetof(struct task_struct, pid)
-#[no_mangle]
-static TASK_TGID: u64 = 0; // offsetof(struct task_struct, tgid)
-#[no_mangle]
-pub static TASK_COMM: u64 = 0; // offsetof(struct task_struct, comm)
-#[no_mangle]
-static TASK_FLAGS: u64 = 0; // offsetof(struct task_struct, flags)
-#[no_mangle]
-static TASK_STACK: u64 = 0; // offsetof(struct task_struct, stack)
-#[no_mangle]
-static PT_REGS_ORIG_AX: u64 = 0; // offsetof(struct pt_regs, orig_ax)
-#[no_mangle]
-static PT_REGS_AX: u64 = 0; // offsetof(struct pt_regs, ax)
-#[no_mangle]
-static PT_REGS_CS: u64 = 0; // offsetof(struct pt_regs, cs)
 
 /// kernel/locking/rwsem.c: bit 0 of `owner` says reader-owned, bit 1 non-spinnable; a
 /// task_struct is aligned far beyond the flag bits.
@@ -62,16 +42,12 @@ const USER_CS: u64 = 0x33;
 /// until the call returns.
 const ENOSYS: u64 = (-38i64) as u64;
 
-/// 1 with `RMAPPROF_MEASURE_HOLDERS=1`: the holder work times itself ([`timed`]).
-#[no_mangle]
-static MEASURE_HOLDERS: u64 = 0;
-
 /// The name of `task`, still the task `tid` (its row is named after the wait, and the holder
 /// may have exited since: a task_struct is freed only a grace period after its task is
 /// reaped, and a reused one has another pid).
 #[inline(always)]
 pub fn comm_of(task: u64, tid: u32) -> Option<[u8; 16]> {
-    let comm = read::<[u8; 16]>(task + global(&TASK_COMM))?;
+    let comm = read::<[u8; 16]>(task + global(&OFFSETS.task_comm))?;
     (ids(task).0 == tid).then_some(comm)
 }
 
@@ -80,7 +56,7 @@ pub fn comm_of(task: u64, tid: u32) -> Option<[u8; 16]> {
 /// would outline it, and a call's frame adds to the 512-byte stack.
 #[inline(always)]
 pub fn timed_start() -> u64 {
-    if global(&MEASURE_HOLDERS) == 0 {
+    if global(&CONFIG.measure_holders) == 0 {
         return 0;
     }
     // SAFETY: a helper call without arguments.
@@ -91,7 +67,7 @@ pub fn timed_start() -> u64 {
 /// adds its ns; the clock reads' own cost is measured beside it, to subtract.
 #[inline(always)]
 pub fn timed_end(t0: u64, count: u32) {
-    if global(&MEASURE_HOLDERS) == 0 {
+    if global(&CONFIG.measure_holders) == 0 {
         return;
     }
     // SAFETY (clock reads): helper calls without arguments.
@@ -109,27 +85,27 @@ pub fn timed_end(t0: u64, count: u32) {
 #[inline(always)]
 pub fn at_wait(sem: u64) -> (Holder, u64) {
     let mut h = Holder::default();
-    if global(&RWSEM_OWNER) == 0 && global(&TASK_PID) == 0 {
+    if global(&OFFSETS.rwsem_owner) == 0 && global(&OFFSETS.task_pid) == 0 {
         return (h, 0); // offsets not set
     }
-    let Some(owner) = read::<u64>(sem + global(&RWSEM_OWNER)) else { return (h, 0) };
+    let Some(owner) = read::<u64>(sem + global(&OFFSETS.rwsem_owner)) else { return (h, 0) };
     let task = owner & !RWSEM_OWNER_FLAGS;
     if owner & RWSEM_READER_OWNED != 0 {
         // The owner field keeps the last reader after the readers are gone: only readers
         // counted in `count` hold it now (none: the lock is being handed over).
-        let readers = read::<u64>(sem + global(&RWSEM_COUNT)).unwrap_or(0) >> RWSEM_READER_SHIFT;
+        let readers = read::<u64>(sem + global(&OFFSETS.rwsem_count)).unwrap_or(0) >> RWSEM_READER_SHIFT;
         if readers == 0 {
             return (h, 0);
         }
         h.state = holder_state::READERS;
         // With the holds tracked, one reader whose hold is known is no guess: the count
         // says it is alone, the hint names it, and its hold is in HOLDS.
-        if holds::tracking() && task != 0 {
+        if acquisitions::tracking() && task != 0 {
             let (tid, tgid) = ids(task);
             // The hint may name a reader that left and now waits again, even the waiter
             // itself: its HOLDS row is then an acquisition not yet granted.
             if readers == 1 && tid != 0 && !waiting(tid) {
-                if let Some(stack) = holds::tracked_read(tid, sem) {
+                if let Some(stack) = acquisitions::tracked_read(tid, sem) {
                     return (describe(task, tid, tgid, holder_state::TRACKED, stack), task);
                 }
             }
@@ -140,7 +116,7 @@ pub fn at_wait(sem: u64) -> (Holder, u64) {
         return (h, 0);
     }
     let (tid, tgid) = ids(task);
-    let tracked = if holds::tracking() { holds::tracked_write(tid, sem) } else { None };
+    let tracked = if acquisitions::tracking() { acquisitions::tracked_write(tid, sem) } else { None };
     h = match tracked {
         Some(stack) => describe(task, tid, tgid, holder_state::TRACKED, stack),
         None => describe(task, tid, tgid, holder_state::WRITER, 0),
@@ -167,7 +143,7 @@ pub fn with_release(h: &mut Holder, release: &Release) {
 /// task_struct so far.
 #[inline(always)]
 fn ids(task: u64) -> (u32, u32) {
-    let (pid, tgid) = (global(&TASK_PID), global(&TASK_TGID));
+    let (pid, tgid) = (global(&OFFSETS.task_pid), global(&OFFSETS.task_tgid));
     if tgid == pid + 4 {
         let both = read::<u64>(task + pid).unwrap_or(0);
         return (both as u32, (both >> 32) as u32);
@@ -207,13 +183,14 @@ fn hint(task: u64) -> u32 {
     // The user registers sit at the top of the stack, below 16 bytes of padding on kernels
     // with FRED: the one whose saved code segment is user mode's is them. `ax`, `orig_ax` and
     // `cs` of both places lie in one window of REGS_WINDOW words, read at once.
-    let (ax, orig_ax, cs) = (global(&PT_REGS_AX), global(&PT_REGS_ORIG_AX), global(&PT_REGS_CS));
+    let (ax, orig_ax, cs) =
+        (global(&OFFSETS.pt_regs_ax), global(&OFFSETS.pt_regs_orig_ax), global(&OFFSETS.pt_regs_cs));
     let low = ax.min(orig_ax).min(cs);
     let high = ax.max(orig_ax).max(cs) + 8 + FRED_PAD;
     if high - low > REGS_WINDOW as u64 * 8 {
         return hint;
     }
-    let top = (stack + THREAD_SIZE).wrapping_sub(global(&PT_REGS_SIZE) + FRED_PAD);
+    let top = (stack + THREAD_SIZE).wrapping_sub(global(&OFFSETS.pt_regs_size) + FRED_PAD);
     let Some(window) = read::<[u64; REGS_WINDOW]>(top + low) else { return hint };
     let word = |regs: u64, field: u64| window.get(((regs + field - low) / 8) as usize).copied();
     for regs in [FRED_PAD, 0] {
@@ -235,7 +212,7 @@ fn hint(task: u64) -> u32 {
 /// `usage`, then `flags`, at the head of every kernel's task_struct so far).
 #[inline(always)]
 fn flags_and_stack(task: u64) -> (u32, Option<u64>) {
-    let (stack, flags) = (global(&TASK_STACK), global(&TASK_FLAGS));
+    let (stack, flags) = (global(&OFFSETS.task_stack), global(&OFFSETS.task_flags));
     if flags >= stack + 8 && flags + 4 <= stack + 16 {
         let Some(both) = read::<[u64; 2]>(task + stack) else { return (0, None) };
         let f = if flags - stack == 8 { both[1] as u32 } else { (both[1] >> 32) as u32 };
@@ -248,3 +225,22 @@ fn flags_and_stack(task: u64) -> (u32, Option<u64>) {
 const FRED_PAD: u64 = 16;
 /// Words of the saved registers read at once: x86-64's `ax`..`cs` (8 words) and the padding.
 const REGS_WINDOW: usize = 10;
+
+/// Whether holder attribution is on (it is but to measure its cost).
+#[inline(always)]
+pub fn holders_on() -> bool {
+    global(&CONFIG.holders) != 0
+}
+
+/// The holder of the i_mmap_rwsem `sem` the current task is about to wait for, and its
+/// task_struct (0 when none is named); the default (unknown) when holder attribution is off.
+#[inline(always)]
+pub fn holder_at_wait(sem: u64) -> (Holder, u64) {
+    if !holders_on() {
+        return (Holder::default(), 0);
+    }
+    let t0 = timed_start();
+    let held = at_wait(sem);
+    timed_end(t0, holder_cost::READS);
+    held
+}

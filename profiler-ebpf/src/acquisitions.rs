@@ -188,7 +188,7 @@ pub fn rmap_op<C: SiteOf>(ctx: &C, root: u64, op: u32) {
 /// Whether the holds are tracked (`--acquisitions`).
 #[inline(always)]
 pub fn tracking() -> bool {
-    crate::helpers::global(&crate::slowpath::ACQUISITIONS) != 0
+    crate::helpers::global(&crate::config::CONFIG.acquisitions) != 0
 }
 
 /// The acquisition stack of task `tid`'s write hold of `sem`, if it is tracked: in `sem`'s

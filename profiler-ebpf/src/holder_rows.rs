@@ -14,14 +14,11 @@ use profiler_common::{
 };
 
 use crate::{
+    config::CONFIG,
     helpers::{add, compare_exchange, count_lost, get_or_insert_new, global, store_max},
-    holder,
     maps::{HOLDER_SLOTS, HOLDER_WAITS},
+    owner,
 };
-
-/// 1 with `--by-task`: holder rows per waiting task.
-#[no_mangle]
-static BY_TASK: u64 = 0;
 
 /// A new `HOLDER_WAITS` row's value, inserted from global data rather than built on the
 /// 512-byte stack.
@@ -42,10 +39,10 @@ pub fn record(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task:
     if key.holder.tid == tid && tid != 0 {
         key.waiter_flags |= HOLDER_SAME_TASK;
     }
-    if global(&BY_TASK) != 0 {
+    if global(&CONFIG.by_task) != 0 {
         (key.waiter_tid, key.waiter_tgid) = (tid, tgid);
     }
-    let t0 = holder::timed_start();
+    let t0 = owner::timed_start();
     let one = WaitStats { count: 1, total_ns: delta, max_ns: delta };
     // SAFETY: this CPU's slot of a per-CPU array, which lives as long as the map; `busy`
     // keeps another program on this CPU out of it until this one is done.
@@ -73,7 +70,7 @@ pub fn record(key: &mut HolderKey, tid: u32, tgid: u32, delta: u64, holder_task:
             (*slot).busy = 0;
         }
     }
-    holder::timed_end(t0, holder_cost::RECORDS);
+    owner::timed_end(t0, holder_cost::RECORDS);
 }
 
 /// Adds `stats` to the `HOLDER_WAITS` row of `key`; a new row takes the names of `names`
@@ -109,7 +106,7 @@ fn holder_name(key: &HolderKey, holder_task: u64) -> [u8; 16] {
     if holder_task == 0 || key.holder.tid == 0 {
         return [0; 16];
     }
-    holder::comm_of(holder_task, key.holder.tid).unwrap_or_default()
+    owner::comm_of(holder_task, key.holder.tid).unwrap_or_default()
 }
 
 /// The slot of `key`'s row: a multiplicative hash of its fields.
