@@ -28,7 +28,7 @@ use profiler_common::{unwind, CachedStack, CallSite, SLOWPATH_SITE};
 
 use crate::{
     config::{CONFIG, OFFSETS},
-    helpers::{count_unwind, global},
+    helpers::{count_unwind, global, read},
     kernel,
     maps::scratch,
     stacks,
@@ -184,7 +184,7 @@ impl SiteOf for ProbeContext {
     fn call_site(&self) -> Option<(CallSite, u64)> {
         // x86-64: at a function's entry the stack pointer points at the return address.
         let sp = unsafe { (*self.regs).rsp };
-        let ret = kernel::read::<u64>(sp)?;
+        let ret = read::<u64>(sp)?;
         Some((CallSite { ret, depth: depth_of(sp), above: 0 }, sp))
     }
 }
@@ -215,7 +215,7 @@ impl SiteOf for FEntryContext {
             return None;
         }
         let above_regs = ctx + nregs as u64 * 8;
-        let w = kernel::read::<[u64; 4]>(above_regs)?;
+        let w = read::<[u64; 4]>(above_regs)?;
         let into_fn = |v: u64| {
             let past = v.wrapping_sub(func);
             past == FENTRY_RETURN[0] || past == FENTRY_RETURN[1]
@@ -301,7 +301,7 @@ fn stack_at<C: SiteOf>(ctx: &C, tag: u64) -> u64 {
                 let mut c = c;
                 for _ in 0..2 {
                     let at = unsafe { (*c).split_at };
-                    let Some(w) = (if at != 0 { kernel::read::<u64>(sp + at - 8) } else { None }) else {
+                    let Some(w) = (if at != 0 { read::<u64>(sp + at - 8) } else { None }) else {
                         break;
                     };
                     site.above = ((site.above.rotate_left(17) ^ w) & !1).max(2); // even, never 0

@@ -1,5 +1,5 @@
 //! The two globals userspace writes before load (profiler-common's `Config` and `Offsets`):
-//! read each field in place, `helpers::global(&CONFIG.field)`, never a copy of the struct.
+//! read each field in place, `global(&CONFIG.field)` (helpers.rs), never a copy of the struct.
 
 use profiler_common::{Config, Offsets};
 

@@ -1,9 +1,10 @@
-//! What every program uses: globals as the loader wrote them, the task filter, counters,
-//! atomic adds and maxima on map values, hash-map rows created on first use.
+//! What every program uses: globals as the loader wrote them, fault-safe kernel reads, the
+//! task filter, counters, atomic adds and maxima on map values, hash-map rows created on
+//! first use.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
     maps::{Array, HashMap},
 };
 use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering::Relaxed};
@@ -157,4 +158,12 @@ pub fn op_row(key: &OpKey) -> Option<*mut OpStats> {
         count_lost(lost::STATS_MAP_FULL);
     }
     s
+}
+
+/// A `T` at kernel address `addr`, or None where the read faults.
+#[inline(always)]
+pub fn read<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel copies into its own result and returns an error on a
+    // fault, whatever `addr` is.
+    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
 }

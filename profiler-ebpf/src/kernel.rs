@@ -3,19 +3,14 @@
 //! A zero `AS_I_MMAP_RWSEM` means "not set" (the rwsem is never the first member of
 //! address_space; `host` is) and disables recognition: everything is "other".
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_current_task};
 use profiler_common::{lcb_flags, lock_kind, LockTarget};
 
-use crate::config::OFFSETS;
-use crate::{helpers::global, process};
-
-/// A `T` at kernel address `addr`, or None where the read faults.
-#[inline(always)]
-pub fn read<T>(addr: u64) -> Option<T> {
-    // SAFETY: bpf_probe_read_kernel copies into its own result and returns an error on a
-    // fault, whatever `addr` is.
-    unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
-}
+use crate::{
+    config::OFFSETS,
+    helpers::{global, read},
+    process,
+};
 
 /// What the contended lock at `lock` is. Reads are fault-safe probe reads: a lock that is not
 /// embedded in an address_space yields garbage or a fault, and fails the back-pointer check.

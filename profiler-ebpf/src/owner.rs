@@ -20,8 +20,7 @@ use profiler_common::{holder_hint, holder_state, names::holder_cost, Holder, Rel
 use crate::{
     acquisitions,
     config::{CONFIG, OFFSETS},
-    helpers::{add, global},
-    kernel::read,
+    helpers::{add, global, read},
     kernel::THREAD_SIZE,
     maps::{HOLDER_COST, SLOWPATH, TASK_WAIT},
 };

@@ -14,8 +14,7 @@ use profiler_common::{Process, ProcessName};
 
 use crate::{
     config::OFFSETS,
-    helpers::{compare_exchange, global},
-    kernel::read,
+    helpers::{compare_exchange, global, read},
     maps::{PROCESSES, PROCESS_NAMES, PROCESS_RUNS},
 };
 
