@@ -66,7 +66,7 @@ fn build_identity() {
     for d in ["src", "../profiler-common/src", "../profiler-ebpf/src"] {
         println!("cargo:rerun-if-changed={}", manifest.join(d).display());
     }
-    let object = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("rmapprof");
+    let object = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("rmapprof-ebpf");
     let ebpf = match std::fs::read(&object) {
         Ok(bytes) => {
             use sha2::Digest as _;

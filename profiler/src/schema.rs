@@ -325,3 +325,29 @@ mod tests {
         assert!(!v.is_valid(&bad));
     }
 }
+
+/// The caller classes report.json names (attribution/callers.rs reads them off the stacks),
+/// and the holder columns that are not one task; renderers order rows by them.
+pub mod caller_class {
+    pub const FORK: &str = "fork";
+    pub const MMAP: &str = "mmap";
+    pub const SPLIT_MERGE: &str = "split/merge";
+    pub const TEARDOWN: &str = "teardown";
+    pub const TRUNCATE: &str = "truncate";
+    pub const RECLAIM: &str = "reclaim";
+    pub const OTHER: &str = "other";
+    /// Holders only: a reader-owned rwsem, whose owner field keeps a hint of one reader.
+    pub const READERS: &str = "readers";
+    /// Holders only: no owner was recorded when the wait began (the lock was being handed over).
+    pub const UNKNOWN: &str = "unknown";
+    /// The kernel stack was not kept (stack table full, or unwinding failed: see `lost`).
+    pub const NO_STACK: &str = "no stack";
+    /// What report.rs puts in place of the frames of a stack that was not kept.
+    pub const NO_STACK_FRAME: &str = "[stack not recorded]";
+
+    pub const ALL: [&str; 8] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK];
+
+    /// Holder columns, in order: the caller classes, then the holders that are not one task.
+    pub const HOLDER_ALL: [&str; 10] =
+        [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK, READERS, UNKNOWN];
+}

@@ -7,27 +7,7 @@
 //!
 //! A holder whose stack is not seen is classed by what it was doing ([`of_holder_hint`]).
 
-pub const FORK: &str = "fork";
-pub const MMAP: &str = "mmap";
-pub const SPLIT_MERGE: &str = "split/merge";
-pub const TEARDOWN: &str = "teardown";
-pub const TRUNCATE: &str = "truncate";
-pub const RECLAIM: &str = "reclaim";
-pub const OTHER: &str = "other";
-/// Holders only: a reader-owned rwsem, whose owner field keeps a hint of one reader.
-pub const READERS: &str = "readers";
-/// Holders only: no owner was recorded when the wait began (the lock was being handed over).
-pub const UNKNOWN: &str = "unknown";
-/// The kernel stack was not kept (stack table full, or unwinding failed: see `lost`).
-pub const NO_STACK: &str = "no stack";
-/// What report.rs puts in place of the frames of a stack that was not kept.
-pub const NO_STACK_FRAME: &str = "[stack not recorded]";
-
-pub const ALL: [&str; 8] = [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK];
-
-/// Holder columns, in order: the caller classes, then the holders that are not one task.
-pub const HOLDER_ALL: [&str; 10] =
-    [FORK, MMAP, SPLIT_MERGE, TEARDOWN, TRUNCATE, RECLAIM, OTHER, NO_STACK, READERS, UNKNOWN];
+pub use crate::schema::caller_class::*;
 
 fn class_of_frame(f: &str) -> Option<&'static str> {
     let f = f.split('.').next().unwrap_or(f); // vms_clear_ptes.part.0 → vms_clear_ptes

@@ -34,7 +34,7 @@ use crate::{
 };
 
 /// The eBPF object built by build.rs from profiler-ebpf.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof"));
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rmapprof-ebpf"));
 
 /// Rows of the `PROCESSES` and `PROCESS_NAMES` LRU maps on a machine with `cpus` possible
 /// CPUs: what the eBPF object declares plus every CPU's own free list.

@@ -9,13 +9,14 @@ use crate::{
     attribution::{files::FileIndex, select, symbols::KernelSymbols, FileId},
     cli::Cli,
     collector::Collector,
-    command::{self, Command},
     errors::usage,
     interval,
     output::OutputDir,
     preflight, render,
     report::{self, Report},
-    signals, target,
+    signals,
+    supervisor::{self, Command},
+    target,
 };
 
 /// Why profiling stopped.
@@ -54,7 +55,7 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
         );
     }
     let out = OutputDir::create(&cli.output)?;
-    let pprof = cli.pprof.as_deref().map(crate::serve::PprofFile::new).transpose()?;
+    let pprof = cli.pprof.as_deref().map(crate::output::PprofFile::new).transpose()?;
 
     // Signal handlers go in before attaching, so a Ctrl-C during attach ends the run cleanly.
     signals::install();
@@ -71,7 +72,7 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
     if let (Some(sig), false) = (signals::first(), cli.command.is_empty()) {
         say!(
             "rmapprof: {} while the probes loaded: COMMAND not started, nothing written",
-            command::sig_name(sig)
+            supervisor::sig_name(sig)
         );
         return Ok(128 + sig as u8);
     }
@@ -156,7 +157,7 @@ pub async fn run(mut cli: Cli) -> Result<u8> {
     if cli.interval.is_some() {
         out!("{}\n", interval::table(&last, &report, true));
     }
-    let files = outputs(&report)?;
+    let files = render::outputs(&report)?;
     out.write_all(&files)?;
     // The line says what was written: every file of the list, never a list of its own.
     let mut wrote = vec![out.listing(files.iter().map(|(name, _)| name.as_str()))];
@@ -190,45 +191,20 @@ async fn end_command(end: End, command: Option<&mut Command>, duration: Option<D
         End::Command(st) => {
             let left = c.members();
             if !left.is_empty() {
-                c.end(libc::SIGTERM, command::Why::LeftBehind(left)).await;
+                c.end(libc::SIGTERM, supervisor::Why::LeftBehind(left)).await;
             }
             exit_code(st)
         }
-        End::Signal(sig) => match c.end(sig, command::Why::Signal(sig)).await {
+        End::Signal(sig) => match c.end(sig, supervisor::Why::Signal(sig)).await {
             Some(st) => exit_code(st),
             None => 128 + sig as u8,
         },
         End::Duration => {
-            c.end(libc::SIGTERM, command::Why::Duration(duration.unwrap_or_default())).await;
+            c.end(libc::SIGTERM, supervisor::Why::Duration(duration.unwrap_or_default())).await;
             124
         }
         End::PidExited => 0, // -p and COMMAND exclude each other
     }
-}
-
-/// A report's output files, by name (the daemon writes them too, serve/mod.rs).
-pub fn outputs(report: &Report) -> Result<Vec<(String, Vec<u8>)>> {
-    let folded = render::folded::folded(report);
-    let mut files = vec![
-        ("report.json".to_owned(), render::json(report).into_bytes()),
-        ("report.txt".to_owned(), render::text::full(report).into_bytes()),
-        ("flamegraph.svg".to_owned(), render::folded::flamegraph_svg(report, &folded)?),
-        ("stacks.folded".to_owned(), folded.into_bytes()),
-    ];
-    let holders = render::folded::holders_folded(report);
-    files.push(("holders.svg".to_owned(), render::folded::holders_svg(report, &holders)?));
-    files.push(("holders.folded".to_owned(), holders.into_bytes()));
-    if report.mode.probed() {
-        // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
-        use render::folded::{flamegraph_svg_titled, folded_waits, title, WaitPart};
-        for (which, name) in [(WaitPart::Spin, "spin"), (WaitPart::Sleep, "sleep")] {
-            let f = folded_waits(report, which);
-            let t = format!("{} - {name} only", title(report));
-            files.push((format!("flamegraph-{name}.svg"), flamegraph_svg_titled(report, &f, t)?));
-            files.push((format!("stacks-{name}.folded"), f.into_bytes()));
-        }
-    }
-    Ok(files)
 }
 
 async fn wait_command(command: &mut Option<Command>) -> std::io::Result<std::process::ExitStatus> {

@@ -9,7 +9,10 @@
 //! unpredictable name, never through a link (O_CREAT|O_EXCL|O_NOFOLLOW), chowned by descriptor
 //! (fchown), and renamed or removed by renameat/unlinkat on the directory's descriptor.
 
+mod pprof;
 mod resolve;
+
+pub use pprof::{now_nanos, PprofFile};
 
 use anyhow::{Context, Result};
 use rustix::{

@@ -25,6 +25,31 @@ pub fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
     }
 }
 
+/// A report's output files, by name: a run's, and the daemon's when it stops.
+pub fn outputs(report: &Report) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
+    let folded = folded::folded(report);
+    let mut files = vec![
+        ("report.json".to_owned(), json(report).into_bytes()),
+        ("report.txt".to_owned(), text::full(report).into_bytes()),
+        ("flamegraph.svg".to_owned(), folded::flamegraph_svg(report, &folded)?),
+        ("stacks.folded".to_owned(), folded.into_bytes()),
+    ];
+    let holders = folded::holders_folded(report);
+    files.push(("holders.svg".to_owned(), folded::holders_svg(report, &holders)?));
+    files.push(("holders.folded".to_owned(), holders.into_bytes()));
+    if report.mode.probed() {
+        // On-CPU spinning and off-CPU sleeping apart, as offcputime and profile would show them.
+        use folded::{flamegraph_svg_titled, folded_waits, title, WaitPart};
+        for (which, name) in [(WaitPart::Spin, "spin"), (WaitPart::Sleep, "sleep")] {
+            let f = folded_waits(report, which);
+            let t = format!("{} - {name} only", title(report));
+            files.push((format!("flamegraph-{name}.svg"), flamegraph_svg_titled(report, &f, t)?));
+            files.push((format!("stacks-{name}.folded"), f.into_bytes()));
+        }
+    }
+    Ok(files)
+}
+
 pub fn fmt_ns(ns: u64) -> String {
     let f = ns as f64;
     match ns {

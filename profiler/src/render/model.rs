@@ -1,4 +1,4 @@
-//! `rmapprof model` as an 80-column table: the ceiling per CPU count (crate::ceiling), one
+//! `rmapprof model` as an 80-column table: the ceiling per CPU count (crate::model), one
 //! run or two side by side.
 
 use anyhow::Result;
@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use super::{clip, escape, fit, sci, Keep};
 use crate::{
-    ceiling::{analyse, estimate, Analysis},
+    model::{analyse, estimate, Analysis},
     report::Report,
 };
 

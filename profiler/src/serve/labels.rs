@@ -5,18 +5,8 @@
 //! (`major:minor:ino`) still keeps every file's series apart, and pprof samples are keyed by
 //! inode too, so two files with one name never merge.
 
+pub use crate::cli::PathLabels;
 use crate::{render::file_label, report::Report};
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum PathLabels {
-    /// The whole path.
-    #[default]
-    Full,
-    /// The file name alone, without its directories.
-    Basename,
-    /// No path: the file is `[dev MAJOR:MINOR ino INO]`.
-    None,
-}
 
 impl PathLabels {
     /// What the daemon serves of `path`; None serves as `[dev D ino I]`.

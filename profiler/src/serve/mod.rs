@@ -22,7 +22,6 @@ mod webconfig;
 use anyhow::{Context, Result};
 use std::{
     collections::HashSet,
-    net::SocketAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -30,69 +29,13 @@ use std::{
 
 use crate::{
     attribution::{files::FileIndex, symbols::KernelSymbols, FileId},
-    cli::parse_duration,
+    cli::ServeArgs,
     collector::Collector,
-    output::OutputDir,
+    output::{now_nanos, OutputDir, PprofFile},
     preflight,
     render::{self, metrics::Exposition},
     report::{self, Report},
 };
-
-#[derive(Debug, clap::Args)]
-pub struct ServeArgs {
-    /// Address to serve /metrics and /debug/pprof/mutex on, IP:PORT. The default is loopback
-    /// only: the paths of the files processes map are information a host may not want to
-    /// publish; give another address to serve beyond this host (with --web.config.file).
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:9772", value_parser = parse_listen)]
-    pub listen: SocketAddr,
-    /// TLS and basic authentication, as node_exporter's --web.config.file (the Prometheus
-    /// exporter-toolkit's YAML: tls_server_config: {cert_file, key_file}, basic_auth_users:
-    /// {USER: BCRYPT-HASH}).
-    #[arg(long = "web.config.file", value_name = "FILE")]
-    pub web_config_file: Option<PathBuf>,
-    /// How much of a file's path /metrics labels, the served pprof and the --pprof file show:
-    /// the full path, the file name alone, or none (the file is then [dev MAJOR:MINOR ino INO]).
-    /// The --output report, written when the daemon stops, keeps full paths.
-    #[arg(long, value_name = "POLICY", value_enum, default_value_t = labels::PathLabels::Full)]
-    pub path_labels: labels::PathLabels,
-    /// A request's headers must arrive within DUR of its first byte.
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub header_timeout: Duration,
-    /// A connection waiting for a request (its first, or its next) is closed after DUR.
-    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = parse_duration)]
-    pub idle_timeout: Duration,
-    /// At most N connections are open; one more closes the oldest idle or half-sent one.
-    #[arg(long, value_name = "N", default_value_t = 256)]
-    pub max_connections: usize,
-    /// Files promoted to a series of their own at each refresh: the N most waited on.
-    #[arg(long, value_name = "N", default_value_t = 20)]
-    pub top: usize,
-    /// At most this many files ever get a series of their own (at least --top); the rest
-    /// are path="[other]".
-    #[arg(long, value_name = "N", default_value_t = 200)]
-    pub max_files: usize,
-    /// How often the kernel's maps are read and drained (also at each scrape).
-    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
-    pub refresh: Duration,
-    /// Write the profile since the start to FILE (pprof, gzipped) at every refresh, whole
-    /// (temporary name, then rename).
-    #[arg(long, value_name = "FILE")]
-    pub pprof: Option<PathBuf>,
-    /// When stopped, write report.txt, report.json, stacks.folded, flamegraph.svg and
-    /// profile.pb.gz of the whole run to DIR.
-    #[arg(short = 'o', long, value_name = "DIR")]
-    pub output: Option<PathBuf>,
-    /// Append messages to FILE instead of stderr; SIGHUP reopens it (after log rotation).
-    #[arg(long, value_name = "FILE")]
-    pub log: Option<PathBuf>,
-    #[command(flatten)]
-    pub probes: crate::cli::ProbeArgs,
-}
-
-fn parse_listen(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| format!("'{s}' is not an address to listen on; give IP:PORT, such as 127.0.0.1:9772"))
-}
 
 /// What the daemon keeps: the probes, the totals, and the last exposition it made.
 pub struct Daemon {
@@ -277,7 +220,7 @@ pub async fn run(args: ServeArgs) -> Result<u8> {
     let mut wrote = Vec::new();
     if let Some(out) = &out {
         let report = d.report().clone();
-        let mut files = crate::commands::profile::outputs(&report)?;
+        let mut files = render::outputs(&report)?;
         files.push(("profile.pb.gz".to_owned(), render::pprof::profile(&report, now_nanos())));
         out.write_all(&files)?;
         wrote.push(out.listing(files.iter().map(|(name, _)| name.as_str())));
@@ -309,40 +252,6 @@ fn check(args: &ServeArgs) -> Result<()> {
         return Err(usage("--max-connections must be at least 1"));
     }
     Ok(())
-}
-
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-}
-
-/// `--pprof FILE`: its directory (which must exist: rmapprof never makes directories for it)
-/// checked writable and FILE checked not to be a directory, before profiling starts, as
-/// --output is; and the name to write there.
-pub struct PprofFile {
-    dir: OutputDir,
-    name: String,
-}
-
-impl PprofFile {
-    pub fn new(path: &std::path::Path) -> Result<Self> {
-        let what = || format!("--pprof {}", path.display());
-        let (dir, name) = crate::output::split(path)
-            .and_then(|(d, n)| Some((d, n.to_str()?.to_owned())))
-            .ok_or_else(|| crate::errors::usage(format!("{}: not a file name", what())))?;
-        let dir = OutputDir::existing(dir).with_context(what)?;
-        if dir.is_directory(&name) {
-            return Err(crate::errors::usage(format!(
-                "{}: is a directory; give the name of a file to write",
-                what()
-            )));
-        }
-        Ok(Self { dir, name })
-    }
-
-    /// The profile of `report`, written whole (temporary name in FILE's directory, rename).
-    pub fn write(&self, report: &Report) -> Result<PathBuf> {
-        self.dir.write(&self.name, &render::pprof::profile(report, now_nanos()))
-    }
 }
 
 /// Points stderr at `path` (appending), so every message goes there; called again on SIGHUP

@@ -5,9 +5,9 @@ use std::{collections::BTreeMap, fmt::Write};
 
 use super::{delta, name, Basis, Pair};
 use crate::{
-    attribution::callers,
     render::{clip, Keep},
     report::FileReport,
+    schema::caller_class,
 };
 
 /// Waits per (waiter, holder) of a file's holders; None when the run did not see holders.
@@ -36,7 +36,7 @@ pub(super) fn table(s: &mut String, basis: &Basis, files: &BTreeMap<String, Pair
         "{:<20} {:<11} {:<11} {:>9} {:>9} {:>7}",
         "FILE", "WAITER", "HOLDER", "BEFORE", "AFTER", "DELTA"
     );
-    let order = |c: &str| callers::HOLDER_ALL.iter().position(|x| *x == c);
+    let order = |c: &str| caller_class::HOLDER_ALL.iter().position(|x| *x == c);
     let mut any = false;
     for (path, (b, a)) in files {
         let (cb, ca) = (cells(*b).unwrap_or_default(), cells(*a).unwrap_or_default());

@@ -167,7 +167,7 @@ fn class_table(
     for (path, (b, a)) in files {
         let mut classes: Vec<&str> =
             b.iter().chain(a.iter()).flat_map(|f| f.by_class.iter().map(|c| c.class.as_str())).collect();
-        classes.sort_by_key(|c| (crate::attribution::callers::ALL.iter().position(|x| x == c), *c));
+        classes.sort_by_key(|c| (crate::schema::caller_class::ALL.iter().position(|x| x == c), *c));
         classes.dedup();
         let value = |f: Option<&FileReport>, c: &str, after: bool| -> Option<f64> {
             let row = f.and_then(|f| f.by_class.iter().find(|x| x.class == c));

@@ -5,9 +5,9 @@ use std::fmt::Write;
 
 use super::{frames, short_path};
 use crate::{
-    attribution::callers,
     render::{clip, escape, fmt_ns, Keep},
     report::{FileReport, Report, TaskWaits},
+    schema::caller_class,
 };
 
 /// Holder columns per block of the matrix: 3 + 12 + 4 x 16 = 79 columns.
@@ -41,7 +41,7 @@ pub fn file_holders(f: &FileReport) -> String {
         used(&mut waiters, &c.waiter);
         used(&mut holders, &c.holder);
     }
-    let order = |c: &String| callers::HOLDER_ALL.iter().position(|x| x == c);
+    let order = |c: &String| caller_class::HOLDER_ALL.iter().position(|x| x == c);
     holders.sort_by_key(order);
     waiters.sort_by_key(order);
     for block in holders.chunks(COLUMNS) {

@@ -5,6 +5,9 @@ use std::{path::PathBuf, time::Duration};
 
 use crate::mode::Mode;
 
+mod serve;
+pub use serve::{PathLabels, ServeArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rmapprof",
@@ -194,7 +197,7 @@ pub enum Sub {
     },
     /// Run as a daemon until stopped, serving OpenMetrics on /metrics and the wait stacks as
     /// pprof on /debug/pprof/mutex (127.0.0.1 unless --listen says otherwise).
-    Serve(crate::serve::ServeArgs),
+    Serve(ServeArgs),
     /// Estimate the throughput ceiling that i_mmap_rwsem write holds put on the profiled
     /// workload at other CPU counts; two reports (before, after a patch) side by side.
     Model {
