@@ -5,11 +5,16 @@
 # the verifier sees the load-time constants in .rodata and prunes what they turn off, so the
 # counts of one mode with its switches off show whether it still does.
 # Prints "MODE PROGRAM VERIFIED_INSNS" lines, then "MODE total N".
+# MODES="kprobe --acquisitions;fentry" measures only those modes.
 set -u
 bin=${1:-target/release/rmapprof}
 command -v bpftool >/dev/null || { echo "verifier-insns: bpftool is not installed" >&2; exit 1; }
-for mode in "tracepoint" "tracepoint --holder-stacks" "kprobe" "kprobe --acquisitions" \
-    "kprobe --acquisitions --holder-stacks" "fentry" "fentry --acquisitions"; do
+modes=${MODES:-tracepoint;tracepoint --holder-stacks;kprobe;kprobe --acquisitions;kprobe --acquisitions --holder-stacks;fentry;fentry --acquisitions}
+IFS=';'
+set -f
+for mode in $modes; do
+    IFS=' '
+    set +f
     out=$(mktemp -d)
     # shellcheck disable=SC2086 # the mode's words are options
     "$bin" --mode $mode -d 600s -o "$out" >/dev/null 2>"$out/err" &
