@@ -1,7 +1,7 @@
 //! What this binary was built from (profiler/build.rs): `--version` prints it and report.json
 //! carries it, so that a report can be traced to the build that wrote it.
 
-use serde::{Deserialize, Serialize};
+use rmapprof_report::Build;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `git rev-parse --short=12 HEAD`, `-dirty` when tracked files differed, or "unknown".
@@ -32,20 +32,7 @@ pub const LONG: &str = concat!(
     env!("RMAPPROF_EBPF_TOOLCHAIN")
 );
 
-/// report.json's `build`.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
-pub struct Build {
-    pub commit: String,
-    pub ebpf_object: String,
-    pub ebpf_toolchain: String,
-}
-
-impl Build {
-    pub fn this() -> Self {
-        Build {
-            commit: COMMIT.into(),
-            ebpf_object: EBPF_OBJECT.into(),
-            ebpf_toolchain: EBPF_TOOLCHAIN.into(),
-        }
-    }
+/// report.json's `build`: this binary's.
+pub fn this() -> Build {
+    Build { commit: COMMIT.into(), ebpf_object: EBPF_OBJECT.into(), ebpf_toolchain: EBPF_TOOLCHAIN.into() }
 }

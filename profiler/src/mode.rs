@@ -1,7 +1,5 @@
 //! How rmapprof observes the lock: the mode asked for (`--mode`), and the one a run used,
-//! which the report records and the renderers read.
-
-use serde::{Deserialize, Serialize};
+//! which the report records and the renderers read (rmapprof-report's `RunMode`).
 
 /// The mode asked for on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -17,33 +15,4 @@ pub enum Mode {
     Fentry,
 }
 
-/// The mode a run used: `auto` resolved to what the kernel allowed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RunMode {
-    #[default]
-    Tracepoint,
-    Kprobe,
-    Fentry,
-}
-
-impl RunMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            RunMode::Tracepoint => "tracepoint",
-            RunMode::Kprobe => "kprobe",
-            RunMode::Fentry => "fentry",
-        }
-    }
-
-    /// The rwsem slowpaths and osq_lock were probed: spinning and slowpaths are observed.
-    pub fn probed(self) -> bool {
-        self != RunMode::Tracepoint
-    }
-}
-
-impl std::fmt::Display for RunMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use rmapprof_report::RunMode;

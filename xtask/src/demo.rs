@@ -18,14 +18,11 @@ use crate::{as_root, host::root, host::sh, setup::build};
 fn waits(dir: &Path) -> Result<Vec<(String, u64, u64)>> {
     let p = dir.join("report.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let r: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
-    let files = r["files"].as_array().cloned().unwrap_or_default();
-    Ok(files
-        .iter()
-        .map(|f| {
-            let name = f["path"].as_str().unwrap_or("(unnamed)").to_owned();
-            (name, f["contentions"].as_u64().unwrap_or(0), f["wait_ns_total"].as_u64().unwrap_or(0))
-        })
+    let r: rmapprof_report::Report =
+        serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
+    Ok(r.files
+        .into_iter()
+        .map(|f| (f.path.unwrap_or_else(|| "(unnamed)".to_owned()), f.contentions, f.wait_ns_total))
         .collect())
 }
 

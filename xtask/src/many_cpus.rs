@@ -107,17 +107,16 @@ struct Row {
 impl Row {
     fn read(dir: &Path, workload: &str) -> Option<Row> {
         let text = std::fs::read_to_string(dir.join(workload).join("report.json")).ok()?;
-        let r: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let lost = r["lost"].as_object()?;
-        let capacity =
-            lost.iter().filter(|(k, _)| k.ends_with("_map_full")).filter_map(|(_, v)| v.as_u64()).sum();
-        let all = lost.values().filter_map(|v| v.as_u64()).sum();
-        let fullest = r["map_rows"]
-            .as_object()?
+        let r: rmapprof_report::Report = serde_json::from_str(&text).ok()?;
+        let capacity = r.lost.iter().filter(|(k, _)| k.ends_with("_map_full")).map(|(_, v)| v).sum();
+        let all = r.lost.values().sum();
+        let fullest = r
+            .map_rows
             .iter()
-            .filter_map(|(name, v)| Some((name, v["rows"].as_u64()?, v["max"].as_u64()?)))
-            .max_by(|a, b| (a.1 * b.2).cmp(&(b.1 * a.2)))
-            .map_or_else(|| "-".to_owned(), |(n, rows, max)| format!("{n} {rows}/{max}"));
+            .max_by(|a, b| {
+                (u64::from(a.1.rows) * u64::from(b.1.max)).cmp(&(u64::from(b.1.rows) * u64::from(a.1.max)))
+            })
+            .map_or_else(|| "-".to_owned(), |(n, m)| format!("{n} {}/{}", m.rows, m.max));
         Some(Row { capacity, lost: all, fullest })
     }
 }
@@ -138,11 +137,13 @@ mod tests {
                 let run = dir.join(mode).join(w);
                 std::fs::create_dir_all(&run).unwrap();
                 let full = if mode == "kprobe" && w == "execl" { 3 } else { 0 };
-                let report = serde_json::json!({
-                    "lost": {"stack_map_full": full, "stack_failed": 2},
-                    "map_rows": {"STATS": {"rows": 900, "max": 16384}, "HOLDS": {"rows": 60, "max": 64}},
-                });
-                std::fs::write(run.join("report.json"), report.to_string()).unwrap();
+                let rows = |rows, max| rmapprof_report::MapRows { rows, max };
+                let report = rmapprof_report::Report {
+                    lost: [("stack_map_full".into(), full), ("stack_failed".into(), 2)].into(),
+                    map_rows: [("STATS".into(), rows(900, 16384)), ("HOLDS".into(), rows(60, 64))].into(),
+                    ..Default::default()
+                };
+                std::fs::write(run.join("report.json"), serde_json::to_string(&report).unwrap()).unwrap();
                 std::fs::write(dir.join(mode).join(format!("{w}.memlock")), "25000000\n").unwrap();
                 std::fs::write(dir.join(mode).join(format!("{w}.pids")), "4194301\n").unwrap();
                 guest +=

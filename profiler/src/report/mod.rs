@@ -6,7 +6,6 @@ mod build;
 
 pub use build::{build, Context};
 
-use profiler_common::WaitStats;
 use std::{collections::BTreeMap, time::Instant};
 
 use crate::{
@@ -49,37 +48,6 @@ impl Window<'_> {
                 symbols,
             },
         )
-    }
-}
-
-impl Waits {
-    fn add(&mut self, s: &WaitStats) {
-        self.contentions += s.count;
-        self.wait_ns_total += s.total_ns;
-        self.wait_ns_max = self.wait_ns_max.max(s.max_ns);
-    }
-}
-
-impl ClassRow {
-    fn per_cycle(&self, cycles: u64) -> BTreeMap<String, f64> {
-        let c = cycles as f64;
-        let mut m = BTreeMap::new();
-        let fields = [
-            ("write_acquisitions", self.write_acquisitions),
-            ("read_acquisitions", self.read_acquisitions),
-            ("hold_ns", self.hold_ns),
-            ("rmap_inserts", self.rmap_inserts),
-            ("rmap_removes", self.rmap_removes),
-            ("spin_ns", self.spin_ns),
-            ("contentions", Some(self.contentions)),
-            ("sleep_ns", Some(self.sleep_ns)),
-        ];
-        for (k, v) in fields {
-            if let Some(v) = v {
-                m.insert(k.to_owned(), v as f64 / c);
-            }
-        }
-        m
     }
 }
 

@@ -1,4 +1,5 @@
-//! Every report.json a test reads is checked against docs/report.schema.json first.
+//! Every report.json a test reads is checked against docs/report.schema.json, and read as the
+//! typed `rmapprof_report::Report`.
 
 use serde_json::Value;
 use std::{path::Path, sync::OnceLock};
@@ -19,7 +20,17 @@ pub fn parse_report(text: &str, what: &Path) -> Value {
     let errors: Vec<String> =
         validator().iter_errors(&r).take(5).map(|e| format!("{} at {}", e, e.instance_path())).collect();
     assert!(errors.is_empty(), "{} does not follow docs/report.schema.json: {errors:?}", what.display());
+    // And it reads as the typed report `diff`, `model` and xtask read.
+    if let Err(e) = serde_json::from_value::<rmapprof_report::Report>(r.clone()) {
+        panic!("{}: not a rmapprof_report::Report: {e}", what.display());
+    }
     r
+}
+
+/// report.json at `path`, read and validated, as the typed report.
+#[allow(dead_code)] // not every test binary reads one typed
+pub fn read_typed(path: &Path) -> rmapprof_report::Report {
+    serde_json::from_value(read_report(path)).unwrap()
 }
 
 /// report.json at `path`, read, parsed and validated.

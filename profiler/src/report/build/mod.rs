@@ -367,7 +367,7 @@ pub fn build(snap: &Snapshot, ctx: &Context) -> Report {
         tool: "rmapprof".into(),
         version: crate::build_info::VERSION.into(),
         schema: crate::schema::REPORT_SCHEMA,
-        build: Some(crate::build_info::Build::this()),
+        build: Some(crate::build_info::this()),
         mode: ctx.mode,
         acquisitions_counted: Some(ctx.mode.probed() && ctx.acquisitions),
         kernel: kernel_release(),
