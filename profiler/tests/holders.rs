@@ -28,36 +28,30 @@ fn holders_of_a_punched_and_churned_file() {
             "6".into(),
         ],
     );
-    let f = file_entry(&r, ino).expect("the workload's file is reported");
-    assert!(u(f, "contentions") > 0, "no waits: {f}");
-    let h = &f["holders"];
-    assert_eq!(u(h, "same_task"), 0, "{h}");
-    let cells = h["matrix"].as_array().unwrap();
-    let sum: u64 = cells.iter().map(|c| u(c, "contentions")).sum();
-    assert_eq!(sum, u(f, "contentions"), "every wait has a holder cell: {h}");
+    let r: rmapprof_report::Report = serde_json::from_value(r).unwrap();
+    let f = r.files.iter().find(|f| f.ino == ino).expect("the workload's file is reported");
+    assert!(f.contentions > 0, "no waits: {f:?}");
+    let h = f.holders.as_ref().expect("holders of an i_mmap_rwsem file");
+    assert_eq!(h.same_task, 0, "{h:?}");
+    let sum: u64 = h.matrix.iter().map(|c| c.contentions).sum();
+    assert_eq!(sum, f.contentions, "every wait has a holder cell: {h:?}");
     let classes = ["fork", "mmap", "split/merge", "teardown", "truncate", "readers", "unknown", "other"];
-    assert!(cells.iter().all(|c| classes.contains(&c["holder"].as_str().unwrap())), "{h}");
-    let named: Vec<&Value> = h["tasks"].as_array().unwrap().iter().collect();
-    assert!(!named.is_empty(), "no writer holder named: {h}");
-    for t in &named {
-        assert_eq!(t["comm"], "holders", "{t}");
-        assert!(["fork", "mmap", "teardown", "split/merge", "other"].contains(&t["class"].as_str().unwrap()));
+    assert!(h.matrix.iter().all(|c| classes.contains(&c.holder.as_str())), "{h:?}");
+    assert!(!h.tasks.is_empty(), "no writer holder named: {h:?}");
+    for t in &h.tasks {
+        assert_eq!(t.comm.as_deref(), Some("holders"), "{t:?}");
+        assert!(["fork", "mmap", "teardown", "split/merge", "other"].contains(&t.class.as_str()), "{t:?}");
     }
     // Waiters are the workload's tasks too, per task (--by-task), in report.txt too.
-    let waiters = f["tasks"].as_array().unwrap();
-    assert!(waiters.iter().all(|t| t["comm"] == "holders"), "{waiters:?}");
-    let by_waiters: u64 = waiters.iter().map(|t| u(t, "contentions")).sum();
-    assert_eq!(by_waiters, u(f, "contentions"));
+    assert!(f.tasks.iter().all(|t| t.comm.as_deref() == Some("holders")), "{:?}", f.tasks);
+    let by_waiters: u64 = f.tasks.iter().map(|t| t.contentions).sum();
+    assert_eq!(by_waiters, f.contentions);
     // Here the holders' stacks are not seen (no --acquisitions), and `probes` says why.
-    if r["acquisitions_counted"] != true {
-        assert!(h["stacks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["frames"].is_null() && s["doing"].is_string()));
-        let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "holder stacks").unwrap();
-        assert_eq!(p["attached"], false);
-        assert!(p["error"].as_str().unwrap().contains("bpf_task_from_pid"), "{p}");
+    if r.acquisitions_counted != Some(true) {
+        assert!(h.stacks.iter().all(|s| s.frames.is_none() && s.doing.is_some()), "{h:?}");
+        let p = r.probes.iter().find(|p| p.probe == "holder stacks").unwrap();
+        assert!(!p.attached);
+        assert!(p.error.as_deref().unwrap_or("").contains("bpf_task_from_pid"), "{p:?}");
     }
     assert!(txt.contains("holders when the waits began"), "{txt}");
     assert!(txt.contains("i_mmap_rwsem waits by task:"), "{txt}");

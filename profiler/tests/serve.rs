@@ -497,18 +497,19 @@ fn a_daemon_drains_its_holder_rows() {
     let m = d.metrics();
     let evicted = sample(&m, "rmapprof_drained_rows_total{map=\"HOLDER_WAITS\"}").unwrap_or(0.0);
     let (r, said, _) = d.stop();
-    assert_eq!(u(&r["lost"], "holder_map_full"), 0, "the holder map filled: {}", r["lost"]);
+    let r: rmapprof_report::Report = serde_json::from_value(r).unwrap();
+    assert_eq!(r.lost.get("holder_map_full"), Some(&0), "the holder map filled: {:?}", r.lost);
     // More rows went through the map than it holds (an undrained map would have filled), and
     // never more than a few periods' worth at once.
     assert!(evicted > 32.0, "{evicted} holder rows evicted: {said:?}");
     assert!(max_rows < 32.0, "{max_rows}");
-    let f = file_entry(&r, ino).expect("the workload's file is reported");
-    let h = &f["holders"];
-    let cells: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
-    assert!(u(f, "contentions") > 0);
-    assert_eq!(cells, u(f, "contentions"), "every wait has a holder cell: {h}");
-    let seen = h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).count();
-    assert!(seen > 0, "the holders' stacks taken at release are gone: {h}");
+    let f = r.files.iter().find(|f| f.ino == ino).expect("the workload's file is reported");
+    let h = f.holders.as_ref().expect("holders of an i_mmap_rwsem file");
+    let cells: u64 = h.matrix.iter().map(|c| c.contentions).sum();
+    assert!(f.contentions > 0);
+    assert_eq!(cells, f.contentions, "every wait has a holder cell: {h:?}");
+    let seen = h.stacks.iter().filter(|s| s.frames.is_some()).count();
+    assert!(seen > 0, "the holders' stacks taken at release are gone: {h:?}");
 }
 
 /// The soak test, for the daemon (folding at every refresh, `RMAPPROF_FAULT_FOLD_ROWS=0`): for
