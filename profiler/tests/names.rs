@@ -6,17 +6,15 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use rmapprof_report::Report;
 use std::process::Command;
 
 /// The rows of `mmap_lock_by_process` of process `pid`, as (comm, contentions).
-fn mmap_rows(r: &Value, pid: u32) -> Vec<(String, u64)> {
-    r["mmap_lock_by_process"]
-        .as_array()
-        .unwrap()
+fn mmap_rows(r: &Report, pid: u32) -> Vec<(String, u64)> {
+    r.mmap_lock_by_process
         .iter()
-        .filter(|p| p["pid"] == pid)
-        .map(|p| (p["comm"].as_str().unwrap_or("<none>").to_owned(), u(p, "contentions")))
+        .filter(|p| p.pid == pid)
+        .map(|p| (p.comm.clone().unwrap_or_else(|| "<none>".to_owned()), p.contentions))
         .collect()
 }
 
@@ -42,7 +40,7 @@ fn mmap_lock_rows_are_named_after_the_process_and_each_program() {
     let pid = child.id();
     assert!(child.wait().unwrap().success());
     let (_, r, _) = run.stop(libc::SIGINT);
-    let rows = mmap_rows(&r, pid);
+    let rows = mmap_rows(&typed(r), pid);
     for s in stages {
         let named: Vec<_> = rows.iter().filter(|(c, _)| c == s).collect();
         assert_eq!(named.len(), 1, "one row for {s}: {rows:?}");
@@ -126,12 +124,13 @@ fn overlay_paths_select_the_inode_the_kernel_maps() {
                 m.churn(3);
             }
             let (_, r, _) = run.stop(libc::SIGINT);
+            let r = typed(r);
             let mut waited = true;
             for path in &paths {
-                let f = r["files"].as_array().unwrap().iter().find(|f| f["path"] == path.as_str());
-                let f = f.unwrap_or_else(|| panic!("{names:?}: no row named {path}: {}", r["files"]));
-                waited &= u(f, "contentions") > 0;
-                assert!(waited || attempt < 4, "{names:?}: no waits on the row of {path}: {f}");
+                let f = r.files.iter().find(|f| f.path.as_deref() == Some(path.as_str()));
+                let f = f.unwrap_or_else(|| panic!("{names:?}: no row named {path}: {:?}", r.files));
+                waited &= f.contentions > 0;
+                assert!(waited || attempt < 4, "{names:?}: no waits on the row of {path}: {f:?}");
             }
             if waited {
                 break;
@@ -156,15 +155,16 @@ fn a_bare_name_selects_every_mapped_file_of_that_name() {
         let (_, r, out) = run.stop(libc::SIGINT);
         (r, out)
     });
-    let rows = r["files"].as_array().unwrap();
+    let rows = typed(r).files;
     for f in &files {
-        let row = file_entry(&r, f.ino()).unwrap_or_else(|| panic!("{}: {rows:?}", f.path.display()));
-        assert_eq!(row["path"], f.path.display().to_string(), "{row}");
-        assert!(u(row, "contentions") > 0, "{row}");
+        let row = rows.iter().find(|r| r.ino == f.ino());
+        let row = row.unwrap_or_else(|| panic!("{}: {rows:?}", f.path.display()));
+        assert_eq!(row.path, Some(f.path.display().to_string()), "{row:?}");
+        assert!(row.contentions > 0, "{row:?}");
     }
     // Only files of that name were selected.
     let tail = format!("/{same}");
-    assert!(rows.iter().all(|f| f["path"].as_str().unwrap().ends_with(&tail)), "{rows:?}");
+    assert!(rows.iter().all(|f| f.path.as_deref().is_some_and(|p| p.ends_with(&tail))), "{rows:?}");
 }
 
 /// `--inode ''` is refused as empty; `./x.dat` and `x.dat` in the current directory are found
@@ -223,10 +223,12 @@ fn empty_relative_and_deleted_inode_arguments() {
             let (_, r, out) = run.stop(libc::SIGINT);
             (r, out)
         });
-        let row = file_entry(&r, file.ino_of_fd()).unwrap_or_else(|| panic!("{arg}: {}", r["files"]));
-        assert_eq!(row["path"], name.as_str(), "{arg}: {row}");
-        assert!(u(row, "contentions") > 0, "{arg}: {row}");
-        assert_eq!(r["files"].as_array().unwrap().len(), 1, "{arg}: {}", r["files"]);
+        let files = typed(r).files;
+        let row = files.iter().find(|f| f.ino == file.ino_of_fd());
+        let row = row.unwrap_or_else(|| panic!("{arg}: {files:?}"));
+        assert_eq!(row.path.as_deref(), Some(name.as_str()), "{arg}: {row:?}");
+        assert!(row.contentions > 0, "{arg}: {row:?}");
+        assert_eq!(files.len(), 1, "{arg}: {files:?}");
     }
 }
 
@@ -247,5 +249,6 @@ fn the_process_maps_are_sized_for_every_possible_cpu() {
         .sum();
     let run = Running::start(&[]);
     let (_, r, _) = run.stop(libc::SIGINT);
-    assert_eq!(u(&r["map_rows"]["PROCESS_NAMES"], "max"), 32768 + 128 * cpus, "{}", r["map_rows"]);
+    let rows = typed(r).map_rows;
+    assert_eq!(rows["PROCESS_NAMES"].max as u64, 32768 + 128 * cpus, "{rows:?}");
 }

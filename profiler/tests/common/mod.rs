@@ -14,7 +14,7 @@ use std::{
 
 mod report_json;
 #[allow(unused_imports)] // not every test binary uses both
-pub use report_json::{parse_report, read_report};
+pub use report_json::{parse_report, read_report, read_typed, typed};
 
 pub static SERIAL: Mutex<()> = Mutex::new(());
 

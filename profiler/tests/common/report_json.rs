@@ -27,6 +27,12 @@ pub fn parse_report(text: &str, what: &Path) -> Value {
     r
 }
 
+/// A report a helper read (validated), as the typed report.
+#[allow(dead_code)] // not every test binary reads one typed
+pub fn typed(r: Value) -> rmapprof_report::Report {
+    serde_json::from_value(r).unwrap()
+}
+
 /// report.json at `path`, read and validated, as the typed report.
 #[allow(dead_code)] // not every test binary reads one typed
 pub fn read_typed(path: &Path) -> rmapprof_report::Report {
