@@ -14,6 +14,7 @@ pub use config::{Config, Offsets};
 pub use counters::{lost, not_measured, unwind};
 pub use holders::*;
 pub use probes::*;
+pub use sums::Grows;
 
 /// Which lock a contended address turned out to be.
 pub mod lock_kind {

@@ -4,18 +4,24 @@
 
 use crate::{HolderWaits, OpStats, WaitHist, WaitStats};
 
-impl WaitStats {
-    /// Adds `other`'s waits: counts and totals add, the maximum is the larger.
-    pub fn add(&mut self, other: &Self) {
+/// A map value whose counters only grow while its row exists.
+pub trait Grows: Copy {
+    /// Adds `other`'s: counts and totals add, a maximum is the larger.
+    fn add(&mut self, other: &Self);
+    /// What a row that only grows gained from `earlier` to `self`; a maximum is `self`'s own
+    /// (a kernel row keeps no maximum per period).
+    fn since(&self, earlier: &Self) -> Self;
+}
+
+impl Grows for WaitStats {
+    fn add(&mut self, other: &Self) {
         let Self { count, total_ns, max_ns } = *other;
         self.count = self.count.saturating_add(count);
         self.total_ns = self.total_ns.saturating_add(total_ns);
         self.max_ns = self.max_ns.max(max_ns);
     }
 
-    /// What a row that only grows gained from `earlier` to `self`; the maximum is `self`'s own
-    /// (a kernel row keeps no maximum per period).
-    pub fn since(&self, earlier: &Self) -> Self {
+    fn since(&self, earlier: &Self) -> Self {
         let Self { count, total_ns, max_ns } = *self;
         Self {
             count: count.saturating_sub(earlier.count),
@@ -25,8 +31,8 @@ impl WaitStats {
     }
 }
 
-impl OpStats {
-    pub fn add(&mut self, other: &Self) {
+impl Grows for OpStats {
+    fn add(&mut self, other: &Self) {
         let Self { stats, rmap_inserts, rmap_removes, spin_ns, spin_max_ns, osq_ns } = other;
         self.stats.add(stats);
         self.rmap_inserts = self.rmap_inserts.saturating_add(*rmap_inserts);
@@ -36,7 +42,7 @@ impl OpStats {
         self.osq_ns = self.osq_ns.saturating_add(*osq_ns);
     }
 
-    pub fn since(&self, earlier: &Self) -> Self {
+    fn since(&self, earlier: &Self) -> Self {
         let Self { stats, rmap_inserts, rmap_removes, spin_ns, spin_max_ns, osq_ns } = *self;
         Self {
             stats: stats.since(&earlier.stats),
@@ -49,14 +55,14 @@ impl OpStats {
     }
 }
 
-impl WaitHist {
-    pub fn add(&mut self, other: &Self) {
+impl Grows for WaitHist {
+    fn add(&mut self, other: &Self) {
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a = a.saturating_add(*b);
         }
     }
 
-    pub fn since(&self, earlier: &Self) -> Self {
+    fn since(&self, earlier: &Self) -> Self {
         let mut d = *self;
         for (a, b) in d.buckets.iter_mut().zip(earlier.buckets.iter()) {
             *a = a.saturating_sub(*b);
@@ -65,9 +71,9 @@ impl WaitHist {
     }
 }
 
-impl HolderWaits {
+impl Grows for HolderWaits {
     /// Adds `other`'s waits; the names are the first row's that has them.
-    pub fn add(&mut self, other: &Self) {
+    fn add(&mut self, other: &Self) {
         let Self { stats, waiter_comm, holder_comm } = other;
         self.stats.add(stats);
         if self.waiter_comm[0] == 0 {
@@ -79,7 +85,7 @@ impl HolderWaits {
     }
 
     /// The waits gained since `earlier`, with `self`'s names.
-    pub fn since(&self, earlier: &Self) -> Self {
+    fn since(&self, earlier: &Self) -> Self {
         Self { stats: self.stats.since(&earlier.stats), ..*self }
     }
 }

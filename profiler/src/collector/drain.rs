@@ -32,7 +32,7 @@ use anyhow::{Context as _, Result};
 use profiler_common::{
     lock_kind::I_MMAP_RWSEM,
     names::map::{self, Read},
-    ContentionKey, Holder, HolderKey, HolderWaits, KernelStack, LockTarget, OpKey, OpStats, WaitHist,
+    ContentionKey, Grows, Holder, HolderKey, HolderWaits, KernelStack, LockTarget, OpKey, OpStats, WaitHist,
     WaitStats,
 };
 use std::{
@@ -41,33 +41,16 @@ use std::{
     os::fd::BorrowedFd,
 };
 
-use super::bpf_sys::{delete, elem, keys_of, lookup};
+use super::{
+    bpf_sys::{delete, elem, keys_of, lookup},
+    snapshot::NamesStacks,
+};
 
 /// Rows of the totals past which unpromoted files are folded.
 pub const MAX_ROWS: usize = 50_000;
 
 /// Where folded files' rows go: no real file is device 0:0, inode 0.
 const FOLDED: (u32, u64) = (0, 0);
-
-/// A map value whose counters only grow while its row exists.
-trait Grows: aya::Pod + PartialEq {
-    fn add(&mut self, other: &Self);
-    fn since(&self, earlier: &Self) -> Self;
-}
-
-macro_rules! grows {
-    ($($t:ty),*) => {$(
-        impl Grows for $t {
-            fn add(&mut self, other: &Self) {
-                <$t>::add(self, other)
-            }
-            fn since(&self, earlier: &Self) -> Self {
-                <$t>::since(self, earlier)
-            }
-        }
-    )*};
-}
-grows!(WaitStats, OpStats, WaitHist, HolderWaits);
 
 /// The totals of one drained map, and each kernel row's value when last read: what a row
 /// gains after is what is added.
@@ -82,17 +65,17 @@ impl<K, V> Default for Drained<K, V> {
     }
 }
 
-impl<K: aya::Pod + Eq + Hash, V: Grows + Default> Drained<K, V> {
+impl<K: aya::Pod + Eq + Hash + NamesStacks, V: Grows + aya::Pod + PartialEq + Default> Drained<K, V> {
     /// Reads every row of the kernel's map, adds what each gained since it was last read, and
     /// evicts the rows that gained nothing since then (adding what they gained between that
-    /// read and their deletion). Returns the keys read, for their stacks, and the number
+    /// read and their deletion). Returns the stacks the rows read name, and the number
     /// evicted.
-    fn drain(&mut self, fd: BorrowedFd<'_>) -> Result<(Vec<K>, u64)> {
-        let mut keys = Vec::new();
+    fn drain(&mut self, fd: BorrowedFd<'_>) -> Result<(Vec<u64>, u64)> {
+        let mut stacks = Vec::new();
         let mut evicted = 0;
         for key in keys_of::<K>(fd)? {
             let Some(now) = lookup::<K, V>(fd, &key)? else { continue };
-            keys.push(key);
+            stacks.extend(key.stacks());
             match self.seen.get(&key) {
                 Some(before) if *before == now => {
                     let last =
@@ -113,7 +96,7 @@ impl<K: aya::Pod + Eq + Hash, V: Grows + Default> Drained<K, V> {
                 }
             }
         }
-        Ok((keys, evicted))
+        Ok((stacks, evicted))
     }
 
     /// Re-keys every row `fold` gives a new key for, adding rows that meet.
@@ -150,14 +133,6 @@ pub struct Kernel<'a> {
     pub delete_stacks: bool,
 }
 
-/// The rows the drain read: their stack keys, to copy.
-fn stack_keys(waits: &[ContentionKey], ops: &[OpKey], holders: &[HolderKey]) -> Vec<u64> {
-    let w = waits.iter().map(|k| k.stack);
-    let o = ops.iter().map(|k| k.stack);
-    let h = holders.iter().flat_map(|k| [k.waiter_stack, k.holder.stack]);
-    w.chain(o).chain(h).filter(|&k| k != 0).collect()
-}
-
 impl Totals {
     /// Moves what every drained map gained into the totals. `known_stacks` are the frames a
     /// snapshot just copied; stacks of rows created since are copied here.
@@ -166,33 +141,22 @@ impl Totals {
             self.stacks.entry(*key).or_insert_with(|| frames.clone());
         }
         let fd = kernel.fd;
-        let (mut wait_keys, mut op_keys, mut holder_keys) = (Vec::new(), Vec::new(), Vec::new());
+        let mut named = Vec::new();
         // Every map the contract marks `Drain`, the stacks last (they are what the others name).
         for (name, _) in map::READS.iter().filter(|(_, r)| *r == Read::Drain) {
-            let n = match *name {
-                map::CONTENTION => {
-                    let n;
-                    (wait_keys, n) = self.waits.drain(fd(name)?)?;
-                    n
-                }
-                map::OPS => {
-                    let n;
-                    (op_keys, n) = self.ops.drain(fd(name)?)?;
-                    n
-                }
-                map::WAIT_HIST => self.hists.drain(fd(name)?)?.1,
-                map::HOLDER_WAITS => {
-                    let n;
-                    (holder_keys, n) = self.holders.drain(fd(name)?)?;
-                    n
-                }
+            let (stacks, n) = match *name {
+                map::CONTENTION => self.waits.drain(fd(name)?)?,
+                map::OPS => self.ops.drain(fd(name)?)?,
+                map::WAIT_HIST => self.hists.drain(fd(name)?)?,
+                map::HOLDER_WAITS => self.holders.drain(fd(name)?)?,
                 map::STACKS => continue,
                 other => anyhow::bail!("no drain for the map {other}, which names::map::READS marks Drain"),
             };
+            named.extend(stacks);
             *self.drained.entry((*name).to_owned()).or_default() += n;
         }
         let stacks = fd(map::STACKS)?;
-        for key in stack_keys(&wait_keys, &op_keys, &holder_keys) {
+        for key in named {
             if let std::collections::btree_map::Entry::Vacant(e) = self.stacks.entry(key) {
                 if let Some(st) = lookup::<u64, KernelStack>(stacks, &key)? {
                     e.insert(st.ips.iter().take_while(|&&ip| ip != 0).copied().collect());
@@ -266,9 +230,9 @@ impl Totals {
         });
         // Only the kernel's rows are compared with what was last read: the folded totals are
         // keyed anew, the kernel's rows are not.
-        let waits = self.waits.total.keys().map(|k| k.stack);
-        let ops = self.ops.total.keys().map(|k| k.stack);
-        let holders = self.holders.total.keys().flat_map(|k| [k.waiter_stack, k.holder.stack]);
+        let waits = self.waits.total.keys().flat_map(NamesStacks::stacks);
+        let ops = self.ops.total.keys().flat_map(NamesStacks::stacks);
+        let holders = self.holders.total.keys().flat_map(NamesStacks::stacks);
         let named: HashSet<u64> = waits.chain(ops).chain(holders).collect();
         self.stacks.retain(|k, _| named.contains(k));
         self.folds += 1;

@@ -4,8 +4,8 @@
 use anyhow::Result;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use profiler_common::{
-    lost, names::map, not_measured, unwind, CachedStack, CallSite, ContentionKey, HolderKey, HolderSlot,
-    HolderWaits, KernelStack, LockTarget, OpKey, OpStats, ProcessName, WaitHist, WaitStats,
+    lost, names::map, not_measured, unwind, CachedStack, CallSite, ContentionKey, Grows as _, HolderKey,
+    HolderSlot, HolderWaits, KernelStack, LockTarget, OpKey, OpStats, ProcessName, WaitHist, WaitStats,
 };
 use std::{
     collections::BTreeMap,
@@ -61,6 +61,37 @@ impl Snapshot {
             .chain(ops)
             .filter(|t| t.kind == profiler_common::lock_kind::I_MMAP_RWSEM)
             .map(|t| (t.dev, t.ino))
+    }
+}
+
+/// The `STACKS` keys a row's key names (none is 0).
+pub(super) trait NamesStacks {
+    fn stacks(&self) -> impl Iterator<Item = u64>;
+}
+
+impl NamesStacks for ContentionKey {
+    fn stacks(&self) -> impl Iterator<Item = u64> {
+        [self.stack].into_iter().filter(|&k| k != 0)
+    }
+}
+
+impl NamesStacks for OpKey {
+    fn stacks(&self) -> impl Iterator<Item = u64> {
+        [self.stack].into_iter().filter(|&k| k != 0)
+    }
+}
+
+/// A waiter's stack and its holder's (acquisition or release).
+impl NamesStacks for HolderKey {
+    fn stacks(&self) -> impl Iterator<Item = u64> {
+        [self.waiter_stack, self.holder.stack].into_iter().filter(|&k| k != 0)
+    }
+}
+
+/// A histogram row names no stack.
+impl NamesStacks for LockTarget {
+    fn stacks(&self) -> impl Iterator<Item = u64> {
+        std::iter::empty()
     }
 }
 
@@ -164,18 +195,14 @@ impl Collector {
         snap.unwind = counters(&Array::try_from(self.map(map::UNWIND)?)?, &unwind::NAMES);
         if with_stacks {
             snap.conflict_sites = sites.iter().filter(|(_, c)| c.stack == 0).map(|(s, _)| *s).collect();
-            let holder_keys = snap.holder_waits.iter().flat_map(|(k, _)| [k.waiter_stack, k.holder.stack]);
-            let keys = snap
-                .waits
-                .iter()
-                .map(|(k, _)| k.stack)
-                .chain(snap.ops.iter().map(|(k, _)| k.stack))
-                .chain(holder_keys);
+            let waits = snap.waits.iter().flat_map(|(k, _)| k.stacks());
+            let ops = snap.ops.iter().flat_map(|(k, _)| k.stacks());
+            let holders = snap.holder_waits.iter().flat_map(|(k, _)| k.stacks());
+            let keys: Vec<u64> = waits.chain(ops).chain(holders).collect();
             for key in keys {
-                if key != 0 && !snap.stacks.contains_key(&key) {
+                if let std::collections::btree_map::Entry::Vacant(e) = snap.stacks.entry(key) {
                     if let Ok(st) = stacks.get(&key, 0) {
-                        let frames = st.ips.iter().take_while(|&&ip| ip != 0).copied().collect();
-                        snap.stacks.insert(key, frames);
+                        e.insert(st.ips.iter().take_while(|&&ip| ip != 0).copied().collect());
                     }
                 }
             }

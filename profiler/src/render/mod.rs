@@ -16,7 +16,6 @@ pub fn json(report: &Report) -> String {
     s
 }
 
-/// Nanoseconds in the unit a person reads fastest: `812 ns`, `3.41 us`, `12.0 ms`, `2.50 s`.
 /// How every output names a file: its path, or, where none is known, `[dev MAJ:MIN ino N]`.
 pub fn file_label(path: Option<&str>, dev: &str, ino: u64) -> String {
     match path {
@@ -50,6 +49,7 @@ pub fn outputs(report: &Report) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(files)
 }
 
+/// Nanoseconds in the unit a person reads fastest: `812 ns`, `3.41 us`, `12.0 ms`, `2.50 s`.
 pub fn fmt_ns(ns: u64) -> String {
     let f = ns as f64;
     match ns {
