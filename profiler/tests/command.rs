@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use rmapprof_report::Report;
 use std::{
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
@@ -77,10 +77,10 @@ impl Run {
         (st.code().unwrap_or(-1), lines)
     }
 
-    fn report(&self) -> Option<Value> {
+    fn report(&self) -> Option<Report> {
         let path = self.out.path().join("report.json");
         let json = std::fs::read_to_string(&path).ok()?;
-        Some(parse_report(&json, &path))
+        Some(typed(parse_report(&json, &path)))
     }
 }
 
@@ -419,6 +419,5 @@ fn pid_that_is_no_process_to_profile() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("rmapprof: -p {tid} is a thread of process {me} (")), "{err}");
     assert!(err.contains(&format!("profiling process {me}\n")), "{err}");
-    let r: Value = read_report(&out.path().join("report.json"));
-    assert_eq!(r["pid"].as_u64(), Some(me as u64));
+    assert_eq!(read_typed(&out.path().join("report.json")).pid, Some(me));
 }

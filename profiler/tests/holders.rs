@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::os::unix::fs::MetadataExt;
 
 /// The holders workload (a hole puncher, a forker whose children exit, mmap/munmap churners
@@ -28,8 +27,7 @@ fn holders_of_a_punched_and_churned_file() {
             "6".into(),
         ],
     );
-    let r: rmapprof_report::Report = serde_json::from_value(r).unwrap();
-    let f = r.files.iter().find(|f| f.ino == ino).expect("the workload's file is reported");
+    let f = file_entry(&r, ino).expect("the workload's file is reported");
     assert!(f.contentions > 0, "no waits: {f:?}");
     let h = f.holders.as_ref().expect("holders of an i_mmap_rwsem file");
     assert_eq!(h.same_task, 0, "{h:?}");
@@ -80,44 +78,41 @@ fn holder_stacks_at_release_are_the_holders_paths() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let r: Value = read_report(&out.path().join("report.json"));
-    let p = r["probes"].as_array().unwrap().iter().find(|p| p["probe"] == "holder stacks").unwrap();
-    assert_eq!(p["attached"], true, "{p}");
+    let r = read_typed(&out.path().join("report.json"));
+    let p = r.probes.iter().find(|p| p.probe == "holder stacks").unwrap();
+    assert!(p.attached, "{p:?}");
     let f = file_entry(&r, ino).expect("the workload's file is reported");
-    let h = &f["holders"];
-    assert_eq!(h["source"], "owner field, stacks at release", "{h}");
-    assert_eq!(u(h, "same_task"), 0, "{h}");
-    let sum: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
-    assert_eq!(sum, u(f, "contentions"), "every wait has a holder cell: {h}");
-    let seen: Vec<&Value> =
-        h["stacks"].as_array().unwrap().iter().filter(|s| !s["frames"].is_null()).collect();
-    assert!(!seen.is_empty(), "no holder stack taken at a release: {h}");
-    let names = |s: &Value| -> Vec<String> {
-        s["frames"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
-    };
-    for s in &seen {
-        let frames = names(s);
+    let h = f.holders.as_ref().expect("holders");
+    assert_eq!(h.source, "owner field, stacks at release", "{h:?}");
+    assert_eq!(h.same_task, 0, "{h:?}");
+    let sum: u64 = h.matrix.iter().map(|c| c.contentions).sum();
+    assert_eq!(sum, f.contentions, "every wait has a holder cell: {h:?}");
+    let seen: Vec<(&rmapprof_report::HolderStack, &Vec<String>)> =
+        h.stacks.iter().filter_map(|s| Some((s, s.frames.as_ref()?))).collect();
+    assert!(!seen.is_empty(), "no holder stack taken at a release: {h:?}");
+    for (s, frames) in &seen {
         let leaf = frames.last().unwrap().as_str();
-        assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{s}");
-        assert!(!frames.iter().any(|f| f.contains("wake")), "the wakeup is not the holder's path: {s}");
-        match s["class"].as_str().unwrap() {
+        assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{s:?}");
+        assert!(!frames.iter().any(|f| f.contains("wake")), "the wakeup is not the holder's path: {s:?}");
+        match s.class.as_str() {
             "readers" => {
-                assert_eq!(leaf, "up_read", "{s}");
-                assert_eq!(s["doing"], "[the last reader to release]", "{s}");
+                assert_eq!(leaf, "up_read", "{s:?}");
+                assert_eq!(s.doing.as_deref(), Some("[the last reader to release]"), "{s:?}");
             }
             class => assert!(
                 ["fork", "mmap", "teardown", "split/merge", "truncate", "other"].contains(&class),
-                "{s}"
+                "{s:?}"
             ),
         }
     }
     // The hole puncher's read hold is the readers' path the waits are on.
     assert!(
-        seen.iter().any(|s| s["class"] == "readers" && names(s).iter().any(|f| f == "unmap_mapping_range")),
-        "{h}"
+        seen.iter()
+            .any(|(s, frames)| s.class == "readers" && frames.iter().any(|f| f == "unmap_mapping_range")),
+        "{h:?}"
     );
     // Without --by-task the rows are not kept per waiting task.
-    assert!(f["tasks"].as_array().unwrap().is_empty(), "{}", f["tasks"]);
+    assert!(f.tasks.is_empty(), "{:?}", f.tasks);
     let folded = std::fs::read_to_string(out.path().join("holders.folded")).unwrap();
     // A readers' tower ends `up_read;[the last reader to release]`, a writer's at the release.
     assert!(folded.lines().any(|l| l.contains(";up_read;") || l.contains(";up_write ")), "{folded}");
@@ -137,15 +132,15 @@ fn mmap_lock_waits_are_told_apart_by_process() {
     let (pa, pb) = (a.id(), b.id());
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
     let (_, r, _) = run.stop(libc::SIGINT);
-    let rows = r["mmap_lock_by_process"].as_array().unwrap();
+    let rows = &r.mmap_lock_by_process;
     for pid in [pa, pb] {
-        let named: Vec<&Value> = rows.iter().filter(|p| p["pid"] == pid && p["comm"] == "mm-churn").collect();
+        let named: Vec<_> =
+            rows.iter().filter(|p| p.pid == pid && p.comm.as_deref() == Some("mm-churn")).collect();
         assert_eq!(named.len(), 1, "{pid}: {rows:?}");
-        assert!(u(named[0], "contentions") > 0, "{pid}: {rows:?}");
+        assert!(named[0].contentions > 0, "{pid}: {rows:?}");
     }
-    let total: u64 = rows.iter().map(|p| u(p, "contentions")).sum();
-    let mmap_lock = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "mmap_lock").unwrap();
-    assert_eq!(total, u(mmap_lock, "contentions"));
+    let total: u64 = rows.iter().map(|p| p.contentions).sum();
+    assert_eq!(total, lock(&r, "mmap_lock").contentions);
 }
 
 /// Processes sharing one root anon_vma, forking and exiting: its rwsem's waits are the
@@ -154,10 +149,9 @@ fn mmap_lock_waits_are_told_apart_by_process() {
 fn anon_vma_waits_are_their_own_lock_class() {
     let _g = serial();
     let (r, txt) = profile_command(&[workload("anon-fork"), "3000".into(), "-j".into(), "16".into()]);
-    let locks: Vec<&str> =
-        r["locks"].as_array().unwrap().iter().map(|l| l["lock"].as_str().unwrap()).collect();
+    let locks: Vec<&str> = r.locks.iter().map(|l| l.lock.as_str()).collect();
     assert_eq!(locks, ["i_mmap_rwsem", "mmap_lock", "anon_vma", "other"]);
-    let anon = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "anon_vma").unwrap();
-    assert!(u(anon, "contentions") > 0, "no anon_vma waits: {anon}");
+    let anon = lock(&r, "anon_vma");
+    assert!(anon.contentions > 0, "no anon_vma waits: {anon:?}");
     assert!(txt.lines().any(|l| l.starts_with("anon_vma ")), "{txt}");
 }

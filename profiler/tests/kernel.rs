@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use rmapprof_report::{Report, RunMode};
 use std::{os::unix::fs::MetadataExt, path::Path, process::Command, time::Duration};
 
 #[test]
@@ -28,58 +28,51 @@ fn churned_file_gets_contention_and_untouched_file_none() {
         (r, out)
     });
 
-    assert_eq!(r["mode"], "tracepoint");
-    assert_eq!(
-        r["kernel"].as_str().unwrap(),
-        std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim()
-    );
-    assert!(u(&r, "duration_ns") > 0);
-    let probes = r["probes"].as_array().unwrap();
+    assert_eq!(r.mode, RunMode::Tracepoint);
+    assert_eq!(r.kernel, std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim());
+    assert!(r.duration_ns > 0);
+    let probes = &r.probes;
     for tp in ["tracepoint:lock:contention_begin", "tracepoint:lock:contention_end"] {
-        assert!(probes.iter().any(|p| p["probe"] == tp && p["attached"] == true), "{tp}: {probes:?}");
+        assert!(probes.iter().any(|p| p.probe == tp && p.attached), "{tp}: {probes:?}");
     }
     // auto fell back to tracepoints here (no kprobes, fentry refused) and says why.
     for family in ["fentry mode", "kprobe mode"] {
-        let p = probes.iter().find(|p| p["probe"] == family).expect(family);
-        assert_eq!(p["attached"], false);
-        assert!(!p["error"].as_str().unwrap().is_empty());
+        let p = probes.iter().find(|p| p.probe == family).expect(family);
+        assert!(!p.attached);
+        assert!(!p.error.as_deref().unwrap().is_empty());
     }
 
     let h = file_entry(&r, hot.ino()).expect("churned file reported");
-    assert_eq!(h["path"], hot_arg);
-    let n = u(h, "contentions");
-    assert!(n > 0, "no i_mmap_rwsem contention seen on the churned file: {h}");
-    assert!(u(h, "wait_ns_total") >= u(h, "wait_ns_max") && u(h, "wait_ns_max") > 0);
-    let hist: u64 = h["wait_hist_log2"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(hist, n, "histogram counts every wait");
+    assert_eq!(h.path.as_deref(), Some(hot_arg));
+    let n = h.contentions;
+    assert!(n > 0, "no i_mmap_rwsem contention seen on the churned file: {h:?}");
+    assert!(h.wait_ns_total >= h.wait_ns_max && h.wait_ns_max > 0);
+    assert_eq!(h.wait_hist_log2.iter().sum::<u64>(), n, "histogram counts every wait");
     // mmap and munmap write-lock the rwsem; nothing in this workload read-locks it.
-    assert_eq!(u(&h["write"], "contentions"), n);
-    let paths = h["call_paths"].as_array().unwrap();
-    let calls: u64 = paths.iter().map(|p| u(p, "contentions")).sum();
+    assert_eq!(h.write.contentions, n);
+    let calls: u64 = h.call_paths.iter().map(|p| p.contentions).sum();
     assert_eq!(calls, n, "call paths add up to the file's total");
-    let frames: Vec<&str> =
-        paths.iter().flat_map(|p| p["frames"].as_array().unwrap()).filter_map(|f| f.as_str()).collect();
+    let frames: Vec<&str> = h.call_paths.iter().flat_map(|p| &p.frames).map(String::as_str).collect();
     assert!(frames.contains(&"down_write"), "{frames:?}");
     assert!(frames.iter().any(|f| f.contains("munmap") || f.contains("mmap")), "{frames:?}");
     // Only the tracepoints' view: what they cannot see is null, not 0.
-    assert!(h["spin_ns_total"].is_null() && h["acquisitions"].is_null());
+    assert!(h.spin_ns_total.is_none() && h.acquisitions.is_none());
     // Every i_mmap_rwsem or mmap_lock wait unwound its stack; no call-site cache here.
-    let unwind = &r["unwind"];
-    assert!(u(unwind, "unwinds") >= n, "{unwind}");
-    assert_eq!(u(unwind, "cache_hits") + u(unwind, "cache_checks"), 0, "{unwind}");
+    let unwind = &r.unwind;
+    assert!(unwind["unwinds"] >= n, "{unwind:?}");
+    assert_eq!(unwind["cache_hits"] + unwind["cache_checks"], 0, "{unwind:?}");
 
     let c = file_entry(&r, cold.ino()).expect("selected file listed even without contention");
-    assert_eq!(c["path"], cold_arg);
-    assert_eq!(u(c, "contentions"), 0);
-    assert_eq!(u(c, "wait_ns_total"), 0);
+    assert_eq!(c.path.as_deref(), Some(cold_arg));
+    assert_eq!(c.contentions, 0);
+    assert_eq!(c.wait_ns_total, 0);
 
-    let i_mmap = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "i_mmap_rwsem").unwrap();
-    assert!(u(i_mmap, "contentions") >= n);
+    assert!(lock(&r, "i_mmap_rwsem").contentions >= n);
 
     let folded = std::fs::read_to_string(out.path().join("stacks.folded")).unwrap();
     assert!(folded.lines().all(|l| l.starts_with("i_mmap_rwsem hot.dat;write;")), "{folded}");
     let weight: u64 = folded.lines().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).sum();
-    assert_eq!(weight, u(h, "wait_ns_total"), "flame graph width is the ns waited");
+    assert_eq!(weight, h.wait_ns_total, "flame graph width is the ns waited");
     let svg = std::fs::read_to_string(out.path().join("flamegraph.svg")).unwrap();
     assert!(svg.contains("hot.dat") && svg.contains("tracepoint mode") && svg.contains("down_write"));
     let txt = std::fs::read_to_string(out.path().join("report.txt")).unwrap();
@@ -92,7 +85,7 @@ fn pid_filter_counts_only_that_process() {
     let dir = tempfile::tempdir().unwrap();
     let hot = MappedFile::new(dir.path(), "hot.dat");
     let mut idle = Command::new("sleep").arg("60").spawn().unwrap();
-    let mut filtered = Value::Null;
+    let mut filtered = Report::default();
     let (everything, _) = until_contended(&hot, || {
         let all = Running::start(&[]);
         let only_idle = Running::start(&["-p", &idle.id().to_string()]);
@@ -106,9 +99,9 @@ fn pid_filter_counts_only_that_process() {
 
     // The unfiltered run names the file by the path this process maps it at.
     let h = file_entry(&everything, hot.ino()).expect("system-wide run sees the churned file");
-    assert!(u(h, "contentions") > 0);
-    assert_eq!(h["path"], hot.path.to_str().unwrap());
-    assert_eq!(filtered["pid"].as_u64(), Some(idle.id() as u64));
+    assert!(h.contentions > 0);
+    assert_eq!(h.path.as_deref(), hot.path.to_str());
+    assert_eq!(filtered.pid, Some(idle.id()));
     assert!(file_entry(&filtered, hot.ino()).is_none(), "the sleeping process never waited on it");
 }
 
@@ -121,8 +114,8 @@ fn command_runs_and_its_exit_status_passes_through() {
         .output()
         .unwrap();
     assert_eq!(st.status.code(), Some(3), "{}", String::from_utf8_lossy(&st.stderr));
-    let r: Value = read_report(&out.path().join("report.json"));
-    assert_eq!(r["command"], serde_json::json!(["sh", "-c", "exit 3"]));
+    let r = read_typed(&out.path().join("report.json"));
+    assert_eq!(r.command.unwrap(), ["sh", "-c", "exit 3"]);
     for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
         assert!(out.path().join(f).exists(), "{f}");
     }
@@ -141,8 +134,8 @@ fn duration_ends_the_run_and_interval_prints_tables() {
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(t.elapsed() < Duration::from_secs(20));
-    let r: Value = read_report(&out.path().join("report.json"));
-    assert!(u(&r, "duration_ns") >= 1_300_000_000);
+    let r = read_typed(&out.path().join("report.json"));
+    assert!(r.duration_ns >= 1_300_000_000);
     // Four interval tables (to 0.4, 0.8, 1.2 s, and the last, partial one to 1.3 s), then the
     // final summary.
     let stdout = String::from_utf8_lossy(&st.stdout);
@@ -202,8 +195,8 @@ fn mmap_lock_contention_is_told_apart() {
         .collect();
     threads.into_iter().for_each(|t| t.join().unwrap());
     let (_, r, _) = run.stop(libc::SIGINT);
-    let mmap_lock = r["locks"].as_array().unwrap().iter().find(|l| l["lock"] == "mmap_lock").unwrap();
-    assert!(u(mmap_lock, "contentions") > 0, "{mmap_lock}");
+    let mmap_lock = lock(&r, "mmap_lock");
+    assert!(mmap_lock.contentions > 0, "{mmap_lock:?}");
 }
 
 /// `--max-stack N` (perf's option): the unwinder stops after N frames, so no call path is
@@ -221,14 +214,13 @@ fn max_stack_caps_the_recorded_frames() {
         (r, out)
     });
     let h = file_entry(&r, hot.ino()).expect("churned file reported");
-    let paths = h["call_paths"].as_array().unwrap();
-    assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), u(h, "contentions"));
-    let lens: Vec<usize> = paths.iter().map(|p| p["frames"].as_array().unwrap().len()).collect();
+    let paths = &h.call_paths;
+    assert_eq!(paths.iter().map(|p| p.contentions).sum::<u64>(), h.contentions);
+    let lens: Vec<usize> = paths.iter().map(|p| p.frames.len()).collect();
     assert!(lens.iter().all(|&n| n <= 3), "{paths:?}");
     // The mmap/munmap paths are deeper than 3: the cap, not the stack, ended them.
     assert_eq!(lens.iter().max(), Some(&3), "{paths:?}");
-    let frames: Vec<&str> =
-        paths.iter().flat_map(|p| p["frames"].as_array().unwrap()).filter_map(|f| f.as_str()).collect();
+    let frames: Vec<&str> = paths.iter().flat_map(|p| &p.frames).map(String::as_str).collect();
     assert!(frames.contains(&"down_write"), "{frames:?}");
 }
 
@@ -338,13 +330,13 @@ fn a_file_only_exited_processes_mapped_is_named() {
             file_entry(&profile_command(&churn).0, ino).cloned()
         })
         .expect("the churned file had waits in one of 6 runs");
-    assert!(u(&f, "contentions") > 0);
+    assert!(f.contentions > 0);
     let want = std::fs::canonicalize(&file).unwrap();
     if on_ext4(dir.path()) {
-        assert_eq!(f["path"], want.to_str().unwrap(), "{f}");
+        assert_eq!(f.path.as_deref(), want.to_str(), "{f:?}");
     } else {
         // Elsewhere it may stay unnamed, but is never misnamed.
-        assert!(f["path"].is_null() || f["path"] == want.to_str().unwrap(), "{f}");
+        assert!(f.path.is_none() || f.path.as_deref() == want.to_str(), "{f:?}");
     }
 }
 
@@ -357,12 +349,12 @@ fn spawn_names_every_file_it_waited_on() {
     let truebin = std::fs::canonicalize("/bin/true").unwrap();
     let true_ino = std::fs::metadata(&truebin).unwrap().ino();
     let ext4 = on_ext4(&truebin);
-    for f in r["files"].as_array().unwrap() {
+    for f in &r.files {
         if ext4 {
-            assert!(f["path"].is_string(), "unnamed file: {f}");
+            assert!(f.path.is_some(), "unnamed file: {f:?}");
         }
-        if f["ino"].as_u64() == Some(true_ino) && f["path"].is_string() {
-            assert_eq!(f["path"], truebin.to_str().unwrap());
+        if f.ino == true_ino && f.path.is_some() {
+            assert_eq!(f.path.as_deref(), truebin.to_str());
         }
     }
     assert!(!txt.contains("[dev "), "{txt}");
@@ -396,7 +388,7 @@ fn pid_filter_does_not_count_children() {
         let (code, filtered, _) = only_shell.stop(0);
         let (_, everything, _) = all.stop(libc::SIGTERM);
         assert_eq!(code, 0);
-        assert!(file_entry(&filtered, hot.ino()).is_none(), "a child's waits counted under -p: {filtered}");
+        assert!(file_entry(&filtered, hot.ino()).is_none(), "a child's waits counted under -p: {filtered:?}");
         if file_entry(&everything, hot.ino()).is_some() {
             return;
         }

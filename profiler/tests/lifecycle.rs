@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
+use rmapprof_report::Report;
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Child, Stdio},
@@ -111,7 +111,7 @@ impl Run {
     /// Waits for the exit: (status, stderr lines, stdout, report.json, seconds since start).
     /// A process that kept rmapprof's stderr or stdout (COMMAND left behind) does not make
     /// this wait for ever.
-    fn finish(mut self) -> (i32, Vec<String>, String, Value, f64) {
+    fn finish(mut self) -> (i32, Vec<String>, String, Report, f64) {
         let st = self.child.wait().unwrap();
         let secs = self.started.elapsed().as_secs_f64();
         for _ in 0..2 {
@@ -124,7 +124,7 @@ impl Run {
         let path = self.out.path().join("report.json");
         let json =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("report.json: {e}; stderr: {all}"));
-        let r = parse_report(&json, &path);
+        let r = typed(parse_report(&json, &path));
         (st.code().unwrap_or(-1), err, out, r, secs)
     }
 }
@@ -208,8 +208,7 @@ fn the_reported_duration_is_the_profiling_window() {
     let out = tempfile::tempdir().unwrap();
     let o = rmapprof().args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: Value = read_report(&out.path().join("report.json"));
-    let d = u(&r, "duration_ns");
+    let d = read_typed(&out.path().join("report.json")).duration_ns;
     assert!((200_000_000..400_000_000).contains(&d), "-d 200ms reported {d} ns");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(&format!("(tracepoint mode, {:.2} s)", d as f64 / 1e9))
@@ -256,7 +255,7 @@ fn interval_tables_are_each_periods_own_and_add_up() {
     run.signal(libc::SIGINT);
     let (code, err, stdout, r, _) = run.finish();
     assert_eq!(code, 0, "{err:?}");
-    let total = u(file_entry(&r, hot.ino()).expect("churned file reported"), "contentions");
+    let total = file_entry(&r, hot.ino()).expect("churned file reported").contentions;
     assert!(total > 0, "no waits on the churned file");
 
     let tables: Vec<&str> = stdout.split("i_mmap_rwsem contention by file").skip(1).collect();
@@ -293,7 +292,7 @@ fn interval_tables_are_each_periods_own_and_add_up() {
     assert_eq!(sum, total, "the periods' waits add up to the report's: {stdout}");
     assert!(quiet >= 1, "no quiet period seen: {stdout}");
     // The last period ends where the report's duration does.
-    assert_eq!(format!("+{:.2}", u(&r, "duration_ns") as f64 / 1e9), at, "{stdout}");
+    assert_eq!(format!("+{:.2}", r.duration_ns as f64 / 1e9), at, "{stdout}");
 }
 
 /// `--duration` with COMMAND still running: ended as timeout(1) does, exit 124, said so.
@@ -313,7 +312,7 @@ fn duration_ends_a_command_still_running() {
     );
     assert!(group_members(pgid).is_empty(), "left running: {:?}", group_members(pgid));
     assert!(secs < 10.0);
-    assert!(u(&r, "duration_ns") < 1_500_000_000);
+    assert!(r.duration_ns < 1_500_000_000);
 }
 
 /// SIGTERM to rmapprof alone: passed on to COMMAND's whole group (here a shell and its

@@ -40,7 +40,7 @@ fn mmap_lock_rows_are_named_after_the_process_and_each_program() {
     let pid = child.id();
     assert!(child.wait().unwrap().success());
     let (_, r, _) = run.stop(libc::SIGINT);
-    let rows = mmap_rows(&typed(r), pid);
+    let rows = mmap_rows(&r, pid);
     for s in stages {
         let named: Vec<_> = rows.iter().filter(|(c, _)| c == s).collect();
         assert_eq!(named.len(), 1, "one row for {s}: {rows:?}");
@@ -124,7 +124,7 @@ fn overlay_paths_select_the_inode_the_kernel_maps() {
                 m.churn(3);
             }
             let (_, r, _) = run.stop(libc::SIGINT);
-            let r = typed(r);
+
             let mut waited = true;
             for path in &paths {
                 let f = r.files.iter().find(|f| f.path.as_deref() == Some(path.as_str()));
@@ -155,7 +155,7 @@ fn a_bare_name_selects_every_mapped_file_of_that_name() {
         let (_, r, out) = run.stop(libc::SIGINT);
         (r, out)
     });
-    let rows = typed(r).files;
+    let rows = r.files;
     for f in &files {
         let row = rows.iter().find(|r| r.ino == f.ino());
         let row = row.unwrap_or_else(|| panic!("{}: {rows:?}", f.path.display()));
@@ -223,7 +223,7 @@ fn empty_relative_and_deleted_inode_arguments() {
             let (_, r, out) = run.stop(libc::SIGINT);
             (r, out)
         });
-        let files = typed(r).files;
+        let files = r.files;
         let row = files.iter().find(|f| f.ino == file.ino_of_fd());
         let row = row.unwrap_or_else(|| panic!("{arg}: {files:?}"));
         assert_eq!(row.path.as_deref(), Some(name.as_str()), "{arg}: {row:?}");
@@ -249,6 +249,6 @@ fn the_process_maps_are_sized_for_every_possible_cpu() {
         .sum();
     let run = Running::start(&[]);
     let (_, r, _) = run.stop(libc::SIGINT);
-    let rows = typed(r).map_rows;
+    let rows = r.map_rows;
     assert_eq!(rows["PROCESS_NAMES"].max as u64, 32768 + 128 * cpus, "{rows:?}");
 }

@@ -201,7 +201,7 @@ fn int_term_and_hup_mid_run_detach_and_write_whole_outputs() {
         std::thread::sleep(Duration::from_millis(200));
         let (code, report, out) = run.stop(sig);
         assert_eq!(code, 0, "signal {sig}");
-        assert_eq!(report["mode"], "tracepoint");
+        assert_eq!(report.mode, rmapprof_report::RunMode::Tracepoint);
         nothing_half_written(out.path());
         assert_eq!(left_loaded(&before), 0, "signal {sig}: programs left loaded");
     }
@@ -282,29 +282,25 @@ fn soak_rss_flat_maps_bounded_nothing_lost() {
     let (code, report, _out) = run.stop(libc::SIGINT);
     assert_eq!(code, 0);
     println!("soak {secs} s: RSS kB each second: {rss:?}");
-    println!("map rows: {}", report["map_rows"]);
+    println!("map rows: {:?}", report.map_rows);
     // After a warm-up (first tables, kallsyms not loaded until the end), no growth beyond
     // allocator noise: the last third's peak within 2 MB of the first third's.
     let third = rss.len() / 3;
     let early = rss[1..third.max(2)].iter().max().unwrap();
     let late = rss[rss.len() - third.max(1)..].iter().max().unwrap();
     assert!(*late <= early + 2048, "RSS grew from {early} kB to {late} kB");
-    for (name, m) in report["map_rows"].as_object().expect("map_rows") {
-        assert!(u(m, "rows") <= u(m, "max") && u(m, "max") > 0, "{name}: {m}");
+    assert!(!report.map_rows.is_empty(), "map_rows");
+    for (name, m) in &report.map_rows {
+        assert!(m.rows <= m.max && m.max > 0, "{name}: {m:?}");
     }
     // Nothing lost to rmapprof's own tables. The kernel's skipped runs (a spinlock waited on
     // in an interrupt, or by a helper, while the program runs on that CPU) are counted, and
     // not rmapprof's to prevent.
-    let lost: u64 = report["lost"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(cause, _)| *cause != "recursion_misses")
-        .map(|(_, v)| v.as_u64().unwrap())
-        .sum();
-    assert_eq!(lost, 0, "{}", report["lost"]);
+    let lost: u64 =
+        report.lost.iter().filter(|(cause, _)| *cause != "recursion_misses").map(|(_, v)| v).sum();
+    assert_eq!(lost, 0, "{:?}", report.lost);
     let churned = file_entry(&report, hot.ino()).expect("the soak file is reported");
-    assert!(u(churned, "contentions") > 0);
+    assert!(churned.contentions > 0);
 }
 
 /// A full stack table (injected: room for one stack): every wait still counts, those whose
@@ -335,20 +331,21 @@ fn a_full_stack_table_is_counted_and_waits_kept() {
         hot.churn(3);
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         assert!(child.wait().unwrap().success());
-        let r: serde_json::Value = read_report(&out.path().join("report.json"));
+        let r = read_typed(&out.path().join("report.json"));
         let h = file_entry(&r, hot.ino()).expect("churned file reported");
-        let n = u(h, "contentions");
-        let paths = h["call_paths"].as_array().unwrap();
-        assert_eq!(paths.iter().map(|p| u(p, "contentions")).sum::<u64>(), n, "every wait kept");
+        let n = h.contentions;
+        let paths = &h.call_paths;
+        assert_eq!(paths.iter().map(|p| p.contentions).sum::<u64>(), n, "every wait kept");
         let unrecorded: u64 = paths
             .iter()
-            .filter(|p| p["frames"].as_array().unwrap().iter().any(|f| f == "[stack not recorded]"))
-            .map(|p| u(p, "contentions"))
+            .filter(|p| p.frames.iter().any(|f| f == "[stack not recorded]"))
+            .map(|p| p.contentions)
             .sum();
-        assert_eq!(r["map_rows"]["STACKS"]["rows"], 1, "{}", r["map_rows"]);
+        assert_eq!(r.map_rows["STACKS"].rows, 1, "{:?}", r.map_rows);
         // The one row may go to another lock's stack: then none of this file's stacks fit.
-        if u(&r["lost"], "stack_map_full") > 0 && unrecorded > 0 {
-            assert!(u(&r["lost"], "stack_map_full") >= unrecorded);
+        let full = r.lost["stack_map_full"];
+        if full > 0 && unrecorded > 0 {
+            assert!(full >= unrecorded);
             return;
         }
         eprintln!("attempt {attempt}: {n} waits, all on the one stored stack; again");

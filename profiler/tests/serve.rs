@@ -6,6 +6,7 @@
 mod common;
 
 use common::*;
+use rmapprof_report::Report;
 use serde_json::Value;
 use std::{
     io::{BufRead, Read, Write},
@@ -77,14 +78,14 @@ impl Daemon {
         self.get("/metrics").into_string().unwrap()
     }
 
-    /// SIGTERM: it must exit 0 and leave report.json; returns it and what it said.
-    fn stop(mut self) -> (Value, Vec<String>, tempfile::TempDir) {
+    /// SIGTERM: it must exit 0 and leave report.json; returns it (typed) and what it said.
+    fn stop(mut self) -> (Report, Vec<String>, tempfile::TempDir) {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = self.child.wait().unwrap();
         let said: Vec<String> = self.stderr.try_iter().collect();
         assert_eq!(st.code(), Some(0), "{said:?}");
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let report = read_report(&out.path().join("report.json"));
+        let report = read_typed(&out.path().join("report.json"));
         (report, said, out)
     }
 }
@@ -177,6 +178,11 @@ impl Prometheus {
 
 fn value(s: &Value) -> f64 {
     s["value"][1].as_str().unwrap().parse().unwrap()
+}
+
+/// `lost[cause]` of a report: a cause the report lacks fails the test.
+fn report_lost(r: &Report, cause: &str) -> u64 {
+    *r.lost.get(cause).unwrap_or_else(|| panic!("{cause} missing in {:?}", r.lost))
 }
 
 /// `go tool pprof -top -cum` of a profile, by sample index: (total, cum of each node).
@@ -277,16 +283,16 @@ fn prometheus_sees_the_waits_report_json_counts() {
     drop(prom);
 
     let f = file_entry(&report, hot.ino()).expect("churned file in report.json");
-    let n = u(f, "contentions");
+    let n = f.contentions;
     assert!(n > 0);
-    eprintln!("prometheus: {waits:?} {seconds:?}; report.json: {n} waits, {} ns", u(f, "wait_ns_total"));
+    eprintln!("prometheus: {waits:?} {seconds:?}; report.json: {n} waits, {} ns", f.wait_ns_total);
     assert_eq!(waits.len(), 1, "{waits:?}");
     assert_eq!(
         waits[0]["metric"]["inode"].as_str().unwrap().rsplit(':').next(),
         Some(&*hot.ino().to_string())
     );
     assert_eq!(value(&waits[0]) as u64, n, "Prometheus's waits against report.json's");
-    let ns = u(f, "wait_ns_total") as f64 / 1e9;
+    let ns = f.wait_ns_total as f64 / 1e9;
     assert!((value(&seconds[0]) - ns).abs() <= ns * 1e-9, "{} s against {ns} s", value(&seconds[0]));
     assert!(before_churn.is_empty(), "no series before the churn: {before_churn:?}");
     assert!(cold_series.is_empty(), "the untouched file has no series: {cold_series:?}");
@@ -296,7 +302,7 @@ fn prometheus_sees_the_waits_report_json_counts() {
     let (_, rows) = go_pprof_top(&profile, "contentions");
     assert_eq!(root_cum(&rows, &hot.path), Some(n), "{rows:?}");
     let (_, rows) = go_pprof_top(&profile, "delay");
-    assert_eq!(root_cum(&rows, &hot.path), Some(u(f, "wait_ns_total")));
+    assert_eq!(root_cum(&rows, &hot.path), Some(f.wait_ns_total));
     assert_eq!(root_cum(&rows, &cold.path), None);
     let (_, rows) = go_pprof_top(&cumulative, "contentions");
     assert_eq!(root_cum(&rows, &hot.path), Some(n), "{rows:?}");
@@ -314,7 +320,7 @@ fn a_runs_pprof_read_by_go_tool_pprof_matches_report_json() {
     let profile = out.path().join("waits.pb.gz");
     let hot = dir.path().join("pprof-hot.dat");
     std::fs::write(&hot, vec![1u8; 8192]).unwrap();
-    let mut report = Value::Null;
+    let mut report = Report::default();
     for _ in 0..10 {
         let st = rmapprof()
             .arg("-o")
@@ -328,15 +334,15 @@ fn a_runs_pprof_read_by_go_tool_pprof_matches_report_json() {
             .output()
             .unwrap();
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-        report = read_report(&out.path().join("report.json"));
+        report = read_typed(&out.path().join("report.json"));
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&hot).unwrap());
-        if file_entry(&report, ino).is_some_and(|f| u(f, "contentions") > 0) {
+        if file_entry(&report, ino).is_some_and(|f| f.contentions > 0) {
             break;
         }
     }
-    let paths = report["files"].as_array().unwrap().iter().flat_map(|f| f["call_paths"].as_array().unwrap());
-    let (waits, ns) = paths.fold((0, 0), |(w, n), p| (w + u(p, "contentions"), n + u(p, "wait_ns_total")));
-    assert!(waits > 0, "no waits in any run: {report}");
+    let paths = report.files.iter().flat_map(|f| &f.call_paths);
+    let (waits, ns) = paths.fold((0, 0), |(w, n), p| (w + p.contentions, n + p.wait_ns_total));
+    assert!(waits > 0, "no waits in any run: {report:?}");
     let (total, _) = go_pprof_top(&profile, "contentions");
     assert_eq!(total, waits);
     let (total, rows) = go_pprof_top(&profile, "delay");
@@ -424,7 +430,7 @@ fn bad_addresses_and_abusive_clients() {
     let bad = ureq::get(&format!("http://{}/debug/pprof/mutex?seconds=0", d.addr)).call();
     assert!(matches!(bad, Err(ureq::Error::Status(400, _))), "{bad:?}");
     let (report, said, _) = d.stop();
-    assert!(file_entry(&report, hot.ino()).is_some_and(|f| u(f, "contentions") > 0));
+    assert!(file_entry(&report, hot.ino()).is_some_and(|f| f.contentions > 0));
     assert!(said.iter().all(|l| !l.contains("panicked")), "{said:?}");
 }
 
@@ -497,7 +503,6 @@ fn a_daemon_drains_its_holder_rows() {
     let m = d.metrics();
     let evicted = sample(&m, "rmapprof_drained_rows_total{map=\"HOLDER_WAITS\"}").unwrap_or(0.0);
     let (r, said, _) = d.stop();
-    let r: rmapprof_report::Report = serde_json::from_value(r).unwrap();
     assert_eq!(r.lost.get("holder_map_full"), Some(&0), "the holder map filled: {:?}", r.lost);
     // More rows went through the map than it holds (an undrained map would have filled), and
     // never more than a few periods' worth at once.
@@ -563,12 +568,12 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
                     .output()
                     .unwrap();
                 assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-                let r: Value = read_report(&out.path().join("report.json"));
+                let r = read_typed(&out.path().join("report.json"));
                 if let Some(f) = file_entry(&r, ino) {
-                    waits += u(f, "contentions");
-                    ns += u(f, "wait_ns_total");
+                    waits += f.contentions;
+                    ns += f.wait_ns_total;
                 }
-                skipped += u(&r["lost"], "recursion_misses");
+                skipped += report_lost(&r, "recursion_misses");
                 runs += 1;
             }
             (waits, ns, runs, skipped)
@@ -622,25 +627,25 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
     };
     assert_eq!(lost(false), 0, "events lost: {last:?}");
     // The daemon reads its programs' skips once more as it stops, after the last scrape.
-    let daemon_skipped = u(&report["lost"], "recursion_misses");
+    let daemon_skipped = report_lost(&report, "recursion_misses");
     assert!(daemon_skipped >= lost(true), "the report's skips {daemon_skipped} against the last scrape's");
     let skipped = daemon_skipped + oneshot_skipped;
     let drained = last.get("rmapprof_drained_rows_total{map=\"CONTENTION\"}").copied().unwrap_or(0.0);
     assert!(drained > 0.0, "the maps were drained");
     assert!(last.get("rmapprof_folds_total").is_some_and(|&n| n > 0.0), "folded: {last:?}");
     let f = file_entry(&report, ino).expect("the churned file in the daemon's report");
-    let daemon_waits = u(f, "contentions");
+    let daemon_waits = f.contentions;
     assert!(
         daemon_waits.abs_diff(waits) <= skipped,
         "the daemon's {daemon_waits} waits against the one-shot runs' {waits}, {skipped} runs skipped"
     );
     // Each rmapprof times a wait with clock reads of its own programs, which the tracepoint
     // runs one after the other: some microseconds apart per wait, never near 100.
-    let diff = u(f, "wait_ns_total").abs_diff(ns);
+    let diff = f.wait_ns_total.abs_diff(ns);
     assert!(
         skipped > 0 || diff <= waits * 100_000,
         "the daemon's {} ns against the one-shot runs' {ns} ns",
-        u(f, "wait_ns_total")
+        f.wait_ns_total
     );
     let series = waits_series(&std::fs::canonicalize(&hot).unwrap());
     let scraped = last.iter().find(|(k, _)| k.starts_with(&series)).map(|(_, v)| *v as u64);

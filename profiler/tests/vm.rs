@@ -6,8 +6,8 @@
 #[path = "common/report_json.rs"]
 mod report_json;
 
-use report_json::read_report;
-use serde_json::Value;
+use report_json::read_typed;
+use rmapprof_report::{ClassRow, Holders, Report, RunMode};
 use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
 
 const RMAPPROF: &str = env!("CARGO_BIN_EXE_rmapprof");
@@ -19,15 +19,11 @@ fn workload(name: &str) -> PathBuf {
 }
 
 /// Runs rmapprof with `args`, returns report.json.
-fn profile(args: &[&str]) -> Value {
+fn profile(args: &[&str]) -> Report {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.path().to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    read_report(&out.path().join("report.json"))
-}
-
-fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+    read_typed(&out.path().join("report.json"))
 }
 
 #[test]
@@ -41,15 +37,15 @@ fn every_mode_loads_and_attaches() {
             args.push("--acquisitions");
         }
         let r = profile(&args);
-        assert_eq!(r["mode"], mode);
-        assert_eq!(r["acquisitions_counted"], acquisitions);
-        let all = r["probes"].as_array().unwrap();
+        assert_eq!(r.mode.name(), mode);
+        assert_eq!(r.acquisitions_counted, Some(acquisitions));
+        let all = &r.probes;
         // Without --acquisitions the holders' stacks are not seen, and `probes` says why.
-        let holder_stacks = all.iter().find(|p| p["probe"] == "holder stacks");
+        let holder_stacks = all.iter().find(|p| p.probe == "holder stacks");
         assert_eq!(holder_stacks.is_some(), !acquisitions, "{mode}: {all:?}");
-        assert!(holder_stacks.is_none_or(|p| p["attached"] == false && p["error"].is_string()));
-        let probes: Vec<&Value> = all.iter().filter(|p| p["probe"] != "holder stacks").collect();
-        let missing: Vec<_> = probes.iter().filter(|p| p["attached"] != true).collect();
+        assert!(holder_stacks.is_none_or(|p| !p.attached && p.error.is_some()));
+        let probes: Vec<_> = all.iter().filter(|p| p.probe != "holder stacks").collect();
+        let missing: Vec<_> = probes.iter().filter(|p| !p.attached).collect();
         assert!(missing.is_empty(), "{mode}: {missing:?}");
         // 3 tracepoints (the lock's begin and end, and sched_process_exec, which ends a
         // process's program run); 6 probes: entry and return of the 2 slowpaths and osq_lock;
@@ -61,11 +57,11 @@ fn every_mode_loads_and_attaches() {
             (_, true) => 16,
         };
         assert_eq!(probes.len(), want, "{mode}: {probes:?}");
-        let down_write = probes.iter().any(|p| p["probe"].as_str().unwrap().ends_with(":down_write"));
+        let down_write = probes.iter().any(|p| p.probe.ends_with(":down_write"));
         assert_eq!(down_write, acquisitions, "{mode}: {probes:?}");
     }
     // auto prefers fentry.
-    assert_eq!(profile(&["-d", "300ms"])["mode"], "fentry");
+    assert_eq!(profile(&["-d", "300ms"]).mode, RunMode::Fentry);
 }
 
 /// Without --acquisitions, kprobe/fentry modes probe only the slowpaths and osq_lock: two
@@ -92,33 +88,33 @@ fn waits_alone_see_spinning() {
             "-j",
             "2",
         ]);
-        assert_eq!(r["acquisitions_counted"], false);
-        let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
-        assert!(u(f, "slowpaths") > 0, "{mode}: no slowpath on a contended file: {f}");
-        assert!(u(f, "slowpath_ns_total") > 0, "{mode}: {f}");
-        assert!(u(f, "spin_ns_total") > 0, "{mode}: {f}");
-        assert!(
-            u(f, "slowpath_ns_total") >= u(f, "spin_ns_total"),
-            "{mode}: spin is part of the slowpath: {f}"
-        );
-        let spin_paths = f["spin_paths"].as_array().unwrap();
-        assert!(!spin_paths.is_empty(), "{mode}: {f}");
-        let frames: Vec<&str> = spin_paths
-            .iter()
-            .flat_map(|p| p["frames"].as_array().unwrap())
-            .filter_map(|f| f.as_str())
-            .collect();
+        assert_eq!(r.acquisitions_counted, Some(false));
+        let f = r.files.iter().find(|f| f.ino == ino).expect("file reported");
+        let slowpaths = f.slowpaths.expect("slowpaths observed in kprobe/fentry mode");
+        assert!(slowpaths > 0, "{mode}: no slowpath on a contended file: {f:?}");
+        let slowpath_ns = f.slowpath_ns_total.expect("slowpath_ns_total observed in kprobe/fentry mode");
+        assert!(slowpath_ns > 0, "{mode}: {f:?}");
+        let spin_ns = f.spin_ns_total.expect("spin_ns_total observed in kprobe/fentry mode");
+        assert!(spin_ns > 0, "{mode}: {f:?}");
+        assert!(slowpath_ns >= spin_ns, "{mode}: spin is part of the slowpath: {f:?}");
+        assert!(!f.spin_paths.is_empty(), "{mode}: {f:?}");
+        let frames: Vec<&str> = f.spin_paths.iter().flat_map(|p| &p.frames).map(String::as_str).collect();
         assert!(frames.iter().any(|f| f.contains("mmap")), "{mode}: {frames:?}");
         // A contended acquisition's stack comes from the call-site cache, as an
         // acquisition's does, once its site has been seen and checked (4 times).
-        let unwind = &r["unwind"];
-        if u(f, "slowpaths") >= 50 {
-            assert!(u(unwind, "cache_hits") > 0, "{mode}: {unwind}");
+        let unwind = &r.unwind;
+        if slowpaths >= 50 {
+            assert!(unwind["cache_hits"] > 0, "{mode}: {unwind:?}");
         }
-        for k in ["acquisitions", "hold_ns_total", "rmap_inserts", "rmap_removes"] {
-            assert!(f[k].is_null(), "{mode}: {k} not observed without --acquisitions: {f}");
+        for (k, v) in [
+            ("acquisitions", f.acquisitions),
+            ("hold_ns_total", f.hold_ns_total),
+            ("rmap_inserts", f.rmap_inserts),
+            ("rmap_removes", f.rmap_removes),
+        ] {
+            assert!(v.is_none(), "{mode}: {k} not observed without --acquisitions: {f:?}");
         }
-        assert!(f["acquire_paths"].as_array().unwrap().is_empty(), "{mode}: {f}");
+        assert!(f.acquire_paths.is_empty(), "{mode}: {f:?}");
     }
 }
 
@@ -147,37 +143,39 @@ fn rmap_operations_are_exact() {
             "-j",
             &p.to_string(),
         ]);
-        assert_eq!(u(&r, "cycles"), p * m);
-        let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
+        assert_eq!(r.cycles, Some(p * m), "cycles");
+        let f = r.files.iter().find(|f| f.ino == ino).expect("file reported");
         // Exact, unless the kernel skipped runs of our programs (a preempted fentry program on
         // a PREEMPT_LAZY kernel): then short by no more than the misses it reports.
-        let skipped = u(&r["lost"], "recursion_misses");
-        let skipped_by = &r["recursion_misses"];
-        let exact = |row: &Value, field: &str, want: u64| {
-            let got = u(row, field);
-            let why = format!("{mode}: {field} {got} of {want}, {skipped} skipped ({skipped_by}): {row}");
+        let skipped = r.lost["recursion_misses"];
+        let skipped_by = &r.recursion_misses;
+        let exact = |row: &dyn std::fmt::Debug, field: &str, got: Option<u64>, want: u64| {
+            let got = got.unwrap_or_else(|| panic!("{field} missing in {row:?}"));
+            let why = format!("{mode}: {field} {got} of {want}, {skipped} skipped ({skipped_by:?}): {row:?}");
             assert!(got <= want && want - got <= skipped, "{why}");
         };
-        exact(f, "rmap_inserts", p * m);
-        exact(f, "rmap_removes", p * m);
-        exact(f, "acquisitions", 2 * p * m);
+        exact(f, "rmap_inserts", f.rmap_inserts, p * m);
+        exact(f, "rmap_removes", f.rmap_removes, p * m);
+        exact(f, "acquisitions", f.acquisitions, 2 * p * m);
         if mode == "kprobe" {
             // Kprobe programs run with preemption off: nothing of ours nests on the CPU.
-            assert_eq!(u(f, "acquisitions"), 2 * p * m, "{mode}: {f}");
+            assert_eq!(f.acquisitions, Some(2 * p * m), "{mode}: {f:?}");
         }
         // Holds start at down_write entry (or when a slowpath grants the lock) and end at
         // up_write: an insert or a remove each, microseconds even under TCG.
-        let mean_hold = u(f, "hold_ns_total") / (2 * p * m);
-        assert!((1..10_000_000).contains(&mean_hold), "{mode}: mean hold {mean_hold} ns: {f}");
-        let class = |c: &str| f["by_class"].as_array().unwrap().iter().find(|r| r["class"] == c).cloned();
-        exact(&class("mmap").expect("mmap row"), "write_acquisitions", p * m);
-        exact(&class("teardown").expect("teardown row"), "write_acquisitions", p * m);
+        let mean_hold = f.hold_ns_total.expect("hold_ns_total observed with --acquisitions") / (2 * p * m);
+        assert!((1..10_000_000).contains(&mean_hold), "{mode}: mean hold {mean_hold} ns: {f:?}");
+        let class = |c: &str| f.by_class.iter().find(|r| r.class == c);
+        let mmap = class("mmap").expect("mmap row");
+        exact(mmap, "write_acquisitions", mmap.write_acquisitions, p * m);
+        let teardown = class("teardown").expect("teardown row");
+        exact(teardown, "write_acquisitions", teardown.write_acquisitions, p * m);
         // Both modes unwind once per call site: the loop's two sites (map, unmap) at one
         // depth each, so nearly all of its 2·P×M acquisitions reuse a stack. The unwinds and
         // conflicts also cover the processes' start and exit (exec, ld.so mapping
         // libraries), which this does not bound.
-        let unwind = &r["unwind"];
-        assert!(u(unwind, "cache_hits") >= 2 * p * m * 9 / 10, "{mode}: {unwind}");
+        let unwind = &r.unwind;
+        assert!(unwind["cache_hits"] >= 2 * p * m * 9 / 10, "{mode}: {unwind:?}");
     }
 }
 
@@ -210,19 +208,15 @@ fn call_site_cache_changes_no_call_path_in(mode: &str) {
         ]);
         // By symbol names: one named path can be several stacks (other offsets in a frame).
         let mut by_names = std::collections::BTreeMap::new();
-        for p in r["files"][0]["acquire_paths"].as_array().unwrap() {
-            *by_names.entry((p["rw"].to_string(), p["frames"].to_string())).or_insert(0) +=
-                u(p, "acquisitions");
+        for p in &r.files[0].acquire_paths {
+            *by_names.entry((p.rw.clone(), p.frames.clone())).or_insert(0) += p.acquisitions;
         }
-        (by_names, r["unwind"].clone())
+        (by_names, r.unwind)
     };
     let (cached, unwind) = paths("64");
     let (unwound, every) = paths("0");
     // The cache saves unwinds (how many, per kernel and mode: docs/performance.md).
-    assert!(
-        u(&unwind, "cache_hits") > 0 && u(&unwind, "unwinds") < u(&every, "unwinds"),
-        "{mode}: {unwind} {every}"
-    );
+    assert!(unwind["cache_hits"] > 0 && unwind["unwinds"] < every["unwinds"], "{mode}: {unwind:?} {every:?}");
     assert!(cached.len() >= 4, "{mode}: {cached:?}");
     assert_eq!(cached, unwound, "{mode}");
 }
@@ -235,15 +229,15 @@ fn spawn_acquisitions_per_cycle_are_stable() {
     let spawn = workload("spawn");
     let per_cycle = || {
         let r = profile(&["--acquisitions", "--inode", "libc.so.6", "--", spawn.to_str().unwrap(), "50"]);
-        let f = &r["files"][0];
-        assert!(f["path"].as_str().unwrap().ends_with("libc.so.6"), "{f}");
-        let rows = f["by_class"].as_array().unwrap();
-        let fork = rows.iter().find(|c| c["class"] == "fork").expect("fork row");
-        assert!(
-            fork["per_cycle"]["write_acquisitions"].as_f64().unwrap() >= 1.0,
-            "fork takes libc's lock: {fork}"
-        );
-        rows.iter().map(|c| c["per_cycle"]["write_acquisitions"].as_f64().unwrap()).sum::<f64>()
+        let f = &r.files[0];
+        assert!(f.path.as_deref().unwrap().ends_with("libc.so.6"), "{f:?}");
+        let rows = &f.by_class;
+        let write_per_cycle = |c: &ClassRow| {
+            c.per_cycle.as_ref().expect("per_cycle: the cycles are known")["write_acquisitions"]
+        };
+        let fork = rows.iter().find(|c| c.class == "fork").expect("fork row");
+        assert!(write_per_cycle(fork) >= 1.0, "fork takes libc's lock: {fork:?}");
+        rows.iter().map(write_per_cycle).sum::<f64>()
     };
     let (a, b) = (per_cycle(), per_cycle());
     assert!(a >= 10.0, "libc write acquisitions per spawn cycle: {a}");
@@ -266,22 +260,16 @@ fn a_missing_function_skips_only_its_probe() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
-        let r: Value = read_report(&out.path().join("report.json"));
-        assert_eq!(r["mode"], mode);
-        let probes = r["probes"].as_array().unwrap();
-        let failed: Vec<&Value> = probes.iter().filter(|p| p["attached"] != true).collect();
+        let r = read_typed(&out.path().join("report.json"));
+        assert_eq!(r.mode.name(), mode);
+        let failed: Vec<_> = r.probes.iter().filter(|p| !p.attached).collect();
         assert_eq!(failed.len(), 2, "{mode}: entry and return of osq_lock: {failed:?}");
-        assert!(failed.iter().all(|p| p["probe"]
-            .as_str()
-            .unwrap()
-            .contains("osq_lock_renamed_by_rmapprof_test")
-            && p["error"].is_string()));
-        let libc = r["files"]
-            .as_array()
-            .unwrap()
+        assert!(failed
             .iter()
-            .find(|f| f["path"].as_str().is_some_and(|p| p.ends_with("/libc.so.6")));
-        assert!(u(libc.expect("libc reported"), "acquisitions") > 0, "{mode}: the other probes count");
+            .all(|p| p.probe.contains("osq_lock_renamed_by_rmapprof_test") && p.error.is_some()));
+        let libc = r.files.iter().find(|f| f.path.as_deref().is_some_and(|p| p.ends_with("/libc.so.6")));
+        let acquisitions = libc.expect("libc reported").acquisitions.expect("acquisitions observed");
+        assert!(acquisitions > 0, "{mode}: the other probes count");
     }
 }
 
@@ -307,15 +295,15 @@ fn full_maps_are_counted_as_lost() {
         dir.path().to_str().unwrap(),
         &count,
     ]);
-    let ops = &r["map_rows"]["OPS"];
-    assert_eq!(u(ops, "rows"), u(ops, "max"), "{ops}");
-    assert!(u(&r["lost"], "stats_map_full") > 0, "{}", r["lost"]);
+    let ops = r.map_rows["OPS"];
+    assert_eq!(ops.rows, ops.max, "{ops:?}");
+    assert!(r.lost["stats_map_full"] > 0, "{:?}", r.lost);
 }
 
 /// Runs rmapprof with `args` writing to `target/vm-reports/<kernel release>/<name>` (the
 /// repository is shared with the VM, so a reader finds the reports there), returns
 /// report.json.
-fn profile_kept(name: &str, args: &[&str]) -> Value {
+fn profile_kept(name: &str, args: &[&str]) -> Report {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/vm-reports")
@@ -325,19 +313,19 @@ fn profile_kept(name: &str, args: &[&str]) -> Value {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    read_report(&out.join("report.json"))
+    read_typed(&out.join("report.json"))
 }
 
 /// A matrix with the classes only read holds have (truncate, reclaim) read as `readers`: what
 /// a run without --acquisitions calls them (it does not name a reader), so two runs compare.
-fn read_as_readers(holders: &Value) -> Vec<(String, String, u64)> {
+fn read_as_readers(holders: &Holders) -> Vec<(String, String, u64)> {
     let mut cells: Vec<(String, String, u64)> = vec![];
-    for c in holders["matrix"].as_array().unwrap() {
-        let holder = match c["holder"].as_str().unwrap() {
+    for c in &holders.matrix {
+        let holder = match c.holder.as_str() {
             "truncate" | "reclaim" => "readers",
             h => h,
         };
-        let (waiter, n) = (c["waiter"].as_str().unwrap().to_owned(), u(c, "contentions"));
+        let (waiter, n) = (c.waiter.clone(), c.contentions);
         match cells.iter_mut().find(|(w, h, _)| *w == waiter && h == holder) {
             Some(cell) => cell.2 += n,
             None => cells.push((waiter, holder.to_owned(), n)),
@@ -379,10 +367,11 @@ fn holders_workload_names_its_holders() {
         args.extend(["--", holders_bin.to_str().unwrap(), file, "400", "-j", "2"]);
         let name = if acquisitions { "holders-acquisitions" } else { "holders" };
         let r = profile_kept(name, &args);
-        let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
-        assert!(u(f, "slowpaths") > 0, "{name}: no contended acquisition: {f}");
-        let h = &f["holders"];
-        assert_eq!(u(h, "same_task"), 0, "{name}: a task waited for itself: {h}");
+        let f = r.files.iter().find(|f| f.ino == ino).expect("file reported");
+        let slowpaths = f.slowpaths.expect("slowpaths observed in fentry mode");
+        assert!(slowpaths > 0, "{name}: no contended acquisition: {f:?}");
+        let h = f.holders.as_ref().expect("holders of an i_mmap_rwsem file");
+        assert_eq!(h.same_task, 0, "{name}: a task waited for itself: {h:?}");
         let allowed = [
             "fork",
             "mmap",
@@ -394,26 +383,26 @@ fn holders_workload_names_its_holders() {
             "other",
             "no stack",
         ];
-        let cells = h["matrix"].as_array().unwrap();
-        assert!(cells.iter().all(|c| allowed.contains(&c["holder"].as_str().unwrap())), "{name}: {h}");
+        let cells = &h.matrix;
+        assert!(cells.iter().all(|c| allowed.contains(&c.holder.as_str())), "{name}: {h:?}");
         let known = ["fork", "mmap", "teardown", "truncate", "readers"];
-        assert!(cells.iter().any(|c| known.contains(&c["holder"].as_str().unwrap())), "{name}: {h}");
+        assert!(cells.iter().any(|c| known.contains(&c.holder.as_str())), "{name}: {h:?}");
         // Every named holder is one of the workload's processes.
-        for t in h["tasks"].as_array().unwrap() {
-            assert_eq!(t["comm"], "holders", "{name}: {t}");
+        for t in &h.tasks {
+            assert_eq!(t.comm.as_deref(), Some("holders"), "{name}: {t:?}");
         }
         // fentry mode: every contended acquisition (slowpath) has its holder.
-        let sum: u64 = cells.iter().map(|c| u(c, "contentions")).sum();
-        assert_eq!(sum, u(f, "slowpaths"), "{name}: every contended acquisition has a holder cell");
-        let stacks = h["stacks"].as_array().unwrap();
+        let sum: u64 = cells.iter().map(|c| c.contentions).sum();
+        assert_eq!(sum, slowpaths, "{name}: every contended acquisition has a holder cell");
+        let stacks = &h.stacks;
         if acquisitions {
-            assert_eq!(h["source"], "tracked holds");
+            assert_eq!(h.source, "tracked holds");
             // A named holder's hold is tracked: its stack is known.
-            let named = !h["tasks"].as_array().unwrap().is_empty();
-            assert!(!named || stacks.iter().any(|s| s["frames"].is_array()), "{name}: no holder stack: {h}");
+            let named = !h.tasks.is_empty();
+            assert!(!named || stacks.iter().any(|s| s.frames.is_some()), "{name}: no holder stack: {h:?}");
         } else {
-            assert_eq!(h["source"], "owner field");
-            assert!(stacks.iter().all(|s| s["frames"].is_null()), "{name}: {h}");
+            assert_eq!(h.source, "owner field");
+            assert!(stacks.iter().all(|s| s.frames.is_none()), "{name}: {h:?}");
         }
         seen.push(read_as_readers(h));
     }
@@ -439,19 +428,18 @@ fn spawn_libc_holders_are_other_tasks() {
         args.extend(option);
         args.extend(["--", spawn.to_str().unwrap(), "200", "-j", "2"]);
         let r = profile_kept(name, &args);
-        let libc = &r["files"][0];
-        let h = &libc["holders"];
-        assert!(h.is_object(), "{name}: {libc}");
-        assert_eq!(u(h, "same_task"), 0, "{name}: {h}");
-        let sum: u64 = h["matrix"].as_array().unwrap().iter().map(|c| u(c, "contentions")).sum();
-        assert_eq!(sum, u(libc, "slowpaths"), "{name}: {h}");
+        let libc = &r.files[0];
+        let h = libc.holders.as_ref().unwrap_or_else(|| panic!("{name}: {libc:?}"));
+        assert_eq!(h.same_task, 0, "{name}: {h:?}");
+        let sum: u64 = h.matrix.iter().map(|c| c.contentions).sum();
+        assert_eq!(sum, libc.slowpaths.expect("slowpaths observed in fentry mode"), "{name}: {h:?}");
         if option == Some("--holder-stacks") {
-            assert_eq!(h["source"], "owner field, stacks at release", "{h}");
-            for st in h["stacks"].as_array().unwrap().iter().filter(|s| s["frames"].is_array()) {
-                let frames = st["frames"].as_array().unwrap();
-                let leaf = frames.last().and_then(|f| f.as_str()).unwrap_or_default();
-                assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{st}");
-                assert!(!frames.iter().any(|f| f.as_str().unwrap().contains("wake")), "{st}");
+            assert_eq!(h.source, "owner field, stacks at release", "{h:?}");
+            for st in &h.stacks {
+                let Some(frames) = &st.frames else { continue };
+                let leaf = frames.last().map(String::as_str).unwrap_or_default();
+                assert!(["up_read", "up_write", "downgrade_write"].contains(&leaf), "{st:?}");
+                assert!(!frames.iter().any(|f| f.contains("wake")), "{st:?}");
             }
         }
     }
@@ -487,10 +475,10 @@ fn serve_drains_operation_rows_exactly() {
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
         child
     };
-    let stop = |mut child: std::process::Child, out: &std::path::Path| -> Value {
+    let stop = |mut child: std::process::Child, out: &std::path::Path| -> Report {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(child.wait().unwrap().code(), Some(0));
-        read_report(&out.join("report.json"))
+        read_typed(&out.join("report.json"))
     };
     let (p, m) = (4u64, 500u64);
     let dir = tempfile::tempdir().unwrap();
@@ -519,14 +507,14 @@ fn serve_drains_operation_rows_exactly() {
     let metrics =
         ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().unwrap().into_string().unwrap();
     let r = stop(child, out.path());
-    assert_eq!(r["mode"], "kprobe");
-    let f = r["files"].as_array().unwrap().iter().find(|f| u(f, "ino") == ino).expect("file reported");
-    assert_eq!(u(f, "acquisitions"), 2 * p * m, "{f}");
-    assert_eq!(u(f, "rmap_inserts"), p * m, "{f}");
-    assert_eq!(u(f, "rmap_removes"), p * m, "{f}");
+    assert_eq!(r.mode, RunMode::Kprobe);
+    let f = r.files.iter().find(|f| f.ino == ino).expect("file reported");
+    assert_eq!(f.acquisitions, Some(2 * p * m), "{f:?}");
+    assert_eq!(f.rmap_inserts, Some(p * m), "{f:?}");
+    assert_eq!(f.rmap_removes, Some(p * m), "{f:?}");
     // By the inode label: the path label is the file's path only when a process mapping it
     // was seen, and the churners map it for moments at a time.
-    let inode = format!("inode=\"{}:{ino}\"", f["dev"].as_str().unwrap());
+    let inode = format!("inode=\"{}:{ino}\"", f.dev);
     let scraped = metrics
         .lines()
         .filter(|l| l.starts_with("rmapprof_file_acquisitions_total{") && l.contains(&inode))
@@ -551,13 +539,15 @@ fn serve_drains_operation_rows_exactly() {
     let st = Command::new(workload("mmap-churn")).arg(many.path()).arg(files.to_string()).status().unwrap();
     assert!(st.success());
     let r = stop(child, out.path());
-    let counted: u64 =
-        r["files"].as_array().unwrap().iter().map(|f| f["acquisitions"].as_u64().unwrap_or(0)).sum();
-    let lost = u(&r["lost"], "stats_map_full");
-    assert!(counted + lost >= 2 * files, "{counted} counted, {lost} lost: {}", r["lost"]);
-    let ops = &r["map_rows"]["OPS"];
-    assert!(lost > 0 || u(ops, "rows") < u(ops, "max"), "{ops}");
+    let counted: u64 = r.files.iter().map(|f| f.acquisitions.unwrap_or(0)).sum();
+    let lost = r.lost["stats_map_full"];
+    assert!(counted + lost >= 2 * files, "{counted} counted, {lost} lost: {:?}", r.lost);
+    let ops = r.map_rows["OPS"];
+    assert!(lost > 0 || ops.rows < ops.max, "{ops:?}");
     // Past 50 000 rows the files without a series were folded into device 0:0, inode 0.
-    let folded = r["files"].as_array().unwrap().iter().find(|f| f["dev"] == "0:0" && u(f, "ino") == 0);
-    assert!(folded.is_some_and(|f| u(f, "acquisitions") > 0), "no folded files");
+    let folded = r.files.iter().find(|f| f.dev == "0:0" && f.ino == 0);
+    assert!(
+        folded.is_some_and(|f| f.acquisitions.expect("acquisitions observed with --acquisitions") > 0),
+        "no folded files"
+    );
 }

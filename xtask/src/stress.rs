@@ -51,7 +51,7 @@ pub fn run(tools: &[Tool], jobs: u64) -> Result<(String, serde_json::Value)> {
         let report = read_report(tool.report_dir()?)?;
         let (events, _) = rmapprof_events(tool.report_dir()?)?;
         let lost = lost_of(&report);
-        let nrows = report["files"].as_array().map_or(0, |f| f.len());
+        let nrows = report.files.len();
         let lost_s = if lost.is_empty() {
             "0".to_owned()
         } else {

@@ -248,33 +248,21 @@ pub(crate) fn stop(child: Child, kind: Kind) -> Result<(f64, i64)> {
 /// kprobe/fentry modes, i_mmap_rwsem acquisitions and rmap tree operations; and what it lost.
 pub(crate) fn rmapprof_events(dir: &Path) -> Result<(u64, std::collections::BTreeMap<String, u64>)> {
     let r = read_report(dir)?;
-    let Some(locks) = r["locks"].as_array() else {
-        return Err(anyhow!("{}: no locks in report", dir.display()));
-    };
-    let mut events: u64 = locks.iter().filter_map(|l| l["contentions"].as_u64()).sum();
-    for f in r["files"].as_array().into_iter().flatten() {
-        events += ["slowpaths", "acquisitions", "rmap_inserts", "rmap_removes"]
-            .iter()
-            .filter_map(|k| f[k].as_u64())
-            .sum::<u64>();
+    let mut events: u64 = r.locks.iter().map(|l| l.contentions).sum();
+    for f in &r.files {
+        events += [f.slowpaths, f.acquisitions, f.rmap_inserts, f.rmap_removes].iter().flatten().sum::<u64>();
     }
     Ok((events, lost_of(&r)))
 }
 
-pub(crate) fn read_report(dir: &Path) -> Result<serde_json::Value> {
+pub(crate) fn read_report(dir: &Path) -> Result<rmapprof_report::Report> {
     let p = dir.join("report.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
-/// Lost events by cause (nested waits, unmeasured by design as perf does, are not in `lost`:
-/// `nested_waits`).
-pub(crate) fn lost_of(r: &serde_json::Value) -> std::collections::BTreeMap<String, u64> {
-    r["lost"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
-        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(0)))
-        .collect()
+/// Lost events by cause, the causes that lost any (nested waits, unmeasured by design as perf
+/// does, are not in `lost`: `nested_waits`).
+pub(crate) fn lost_of(r: &rmapprof_report::Report) -> std::collections::BTreeMap<String, u64> {
+    r.lost.iter().filter(|(_, &v)| v > 0).map(|(k, &v)| (k.clone(), v)).collect()
 }

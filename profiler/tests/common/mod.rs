@@ -2,7 +2,7 @@
 //! the background, and report accessors.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use serde_json::Value;
+use rmapprof_report::{FileReport, Report};
 use std::{
     fs::File,
     io::{BufRead, BufReader},
@@ -141,11 +141,11 @@ impl Running {
         Self { child, out }
     }
 
-    /// Sends `sig`, waits, and returns the exit code and report.json.
-    pub fn stop(mut self, sig: i32) -> (i32, Value, tempfile::TempDir) {
+    /// Sends `sig`, waits, and returns the exit code and report.json (validated, typed).
+    pub fn stop(mut self, sig: i32) -> (i32, Report, tempfile::TempDir) {
         let code = self.signal_and_wait(sig);
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let report = read_report(&out.path().join("report.json"));
+        let report = read_typed(&out.path().join("report.json"));
         (code, report, out)
     }
 
@@ -158,17 +158,17 @@ impl Running {
 
 /// Runs `rmapprof -o TMP -- COMMAND...` to its end; it must succeed. Returns report.json and
 /// report.txt.
-pub fn profile_command<S: AsRef<std::ffi::OsStr>>(command: &[S]) -> (Value, String) {
+pub fn profile_command<S: AsRef<std::ffi::OsStr>>(command: &[S]) -> (Report, String) {
     profile_command_with(&[], command)
 }
 
 /// As [`profile_command`], with rmapprof options.
-pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command: &[S]) -> (Value, String) {
+pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command: &[S]) -> (Report, String) {
     let out = tempfile::tempdir().unwrap();
     let st = rmapprof().args(options).arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
-    (read_report(&out.path().join("report.json")), read("report.txt"))
+    (read_typed(&out.path().join("report.json")), read("report.txt"))
 }
 
 /// `run` (a profiling run and its churn of `hot`) again, up to four times, until its report
@@ -176,19 +176,19 @@ pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command
 /// wait. Returns that report and its output directory.
 pub fn until_contended(
     hot: &MappedFile,
-    run: impl FnMut() -> (Value, tempfile::TempDir),
-) -> (Value, tempfile::TempDir) {
+    run: impl FnMut() -> (Report, tempfile::TempDir),
+) -> (Report, tempfile::TempDir) {
     until_each_contended(&[hot.ino()], run)
 }
 
 /// As [`until_contended`], until the report has waits on every inode of `inos`.
 pub fn until_each_contended(
     inos: &[u64],
-    mut run: impl FnMut() -> (Value, tempfile::TempDir),
-) -> (Value, tempfile::TempDir) {
+    mut run: impl FnMut() -> (Report, tempfile::TempDir),
+) -> (Report, tempfile::TempDir) {
     for _ in 0..4 {
         let (r, out) = run();
-        let waited = |ino: &u64| file_entry(&r, *ino).is_some_and(|f| f["contentions"].as_u64() > Some(0));
+        let waited = |ino: &u64| file_entry(&r, *ino).is_some_and(|f| f.contentions > 0);
         if inos.iter().all(waited) {
             return (r, out);
         }
@@ -196,12 +196,14 @@ pub fn until_each_contended(
     panic!("four runs saw no i_mmap_rwsem wait on some of inodes {inos:?}");
 }
 
-pub fn file_entry<'a>(report: &'a Value, ino: u64) -> Option<&'a Value> {
-    report["files"].as_array().unwrap().iter().find(|f| f["ino"].as_u64() == Some(ino))
+/// The report's row of inode `ino`.
+pub fn file_entry(report: &Report, ino: u64) -> Option<&FileReport> {
+    report.files.iter().find(|f| f.ino == ino)
 }
 
-pub fn u(v: &Value, k: &str) -> u64 {
-    v[k].as_u64().unwrap_or_else(|| panic!("{k} missing in {v}"))
+/// The report's summary of `lock` (`i_mmap_rwsem`, `mmap_lock`).
+pub fn lock(report: &Report, lock: &str) -> rmapprof_report::LockSummary {
+    report.locks.iter().find(|l| l.lock == lock).cloned().unwrap_or_else(|| panic!("no {lock} in {report:?}"))
 }
 
 /// The line rmapprof prints as it starts loading the probes, before any error it meets there.
