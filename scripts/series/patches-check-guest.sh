@@ -13,6 +13,13 @@ results=$1 secs=$2 fault_iters=$3 mm_checks=$4 selftests=$5 vm_budget=$6 vm_tota
 shift 7
 out=target/patches-check
 kmsg=$out/kmsg-debug.txt
+# A report logged before the kernel ran any user program is not the series' (it changes fork
+# and exec of user processes) but spoils the run (KASAN turns lock debugging off): this boot
+# is not used, and patches-check boots again (exit 75; scripts/series/boot-report.sh).
+if first=$(scripts/series/boot-report.sh); then
+	echo "SKIP boot: not used, a kernel report came before any user program ran: $first" >> "$results"
+	exit 75
+fi
 # The kernel log is checked whole, boot included: fork and exec run there too.
 dmesg -w > $kmsg &
 logger=$!
