@@ -176,6 +176,10 @@ enum Cmd {
         /// Only rewrite the cover letter from the last report's summary.
         #[arg(long)]
         cover_letter_only: bool,
+        /// Only rewrite the letter's correctness section from patches-check's committed
+        /// results (patches/checks/), keeping its measured tables as they are.
+        #[arg(long, conflicts_with_all = ["cover_letter_only", "tables_only", "keep_instructions"])]
+        correctness_only: bool,
         /// Boot nothing: the tables again from the last runs (after a change to rmapprof diff),
         /// then the cover letter.
         #[arg(long, conflicts_with = "cover_letter_only")]
@@ -257,7 +261,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::PatchesCheck { cpus, seconds, fault_iterations, vmtests_seconds, only, build_only } => {
             series::check::check(cpus, seconds, fault_iterations, vmtests_seconds, &only, build_only)
         }
-        Cmd::PatchesReport { cpus, cover_letter_only, tables_only, keep_instructions } => {
+        Cmd::PatchesReport { correctness_only: true, .. } => series::report::correctness_only(),
+        Cmd::PatchesReport { cpus, cover_letter_only, tables_only, keep_instructions, .. } => {
             series::report::report(cpus, cover_letter_only, tables_only, keep_instructions)
         }
         Cmd::PatchesSendReady { as_ } => series::sign::send_ready(as_.as_deref()),

@@ -12,8 +12,12 @@ use crate::{
     vm,
 };
 
-/// What the cover letter quotes of the last run.
-pub const CHECK_SUMMARY: &str = "target/patches-check/results.txt";
+/// Every part's latest lines for the series in patches/ now, what the letter quotes.
+const CHECK_SUMMARY: &str = "target/patches-check/results.txt";
+
+/// Each part's lines of its latest run, after a hash of the series' diffs they are for
+/// (`part-PART.txt`): committed, so that the letter's evidence outlives the machine it ran on.
+const PART_DIR: &str = "patches/checks";
 
 /// patches/*.patch, the cover letter first.
 fn series() -> Result<Vec<std::path::PathBuf>> {
@@ -245,27 +249,18 @@ fn finish(
     }
     // SKIP: what was not run, and why (the VM cannot, or the time budget was spent).
     let failed = lines.iter().filter(|l| !l.starts_with("PASS ") && !l.starts_with("SKIP ")).count();
-    let out = evidence::out_dir();
-    let stamp = format!("series {}", kernel::series_stamp(kernel::OURS)?);
+    let dir = root().join(PART_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let stamp = stamp()?;
     for (i, (part, start)) in parts.iter().enumerate() {
         let end = parts.get(i + 1).map_or(lines.len(), |p| p.1);
         let text: Vec<String> =
             std::iter::once(stamp.clone()).chain(lines[*start..end].iter().cloned()).collect();
-        std::fs::write(out.join(format!("part-{part}.txt")), text.join("\n") + "\n")?;
+        std::fs::write(dir.join(format!("part-{part}.txt")), text.join("\n") + "\n")?;
     }
-    let mut all = Vec::new();
-    let mut earlier = Vec::new();
-    for part in PARTS {
-        let text = std::fs::read_to_string(out.join(format!("part-{part}.txt"))).unwrap_or_default();
-        let mut l = text.lines();
-        if l.next() == Some(stamp.as_str()) {
-            all.extend(l.map(str::to_owned));
-            if !parts.iter().any(|(q, _)| *q == part) {
-                earlier.push(part);
-            }
-        }
-    }
-    std::fs::write(out.join("results.txt"), all.join("\n") + "\n")?;
+    let (all, of) = summary()?;
+    let earlier: Vec<&str> = of.into_iter().filter(|p| !parts.iter().any(|(q, _)| q == p)).collect();
+    std::fs::write(root().join(CHECK_SUMMARY), all.join("\n") + "\n")?;
     println!("\npatches-check on {} patches/ ({}):", kernel::OURS, series_names()?.join(" "));
     for l in lines {
         println!("{l}");
@@ -287,6 +282,27 @@ fn finish(
         bail!("patches-check: {failed} of {} checks failed", lines.len());
     }
     Ok(())
+}
+
+fn stamp() -> Result<String> {
+    Ok(format!("series {}", kernel::series_stamp(kernel::OURS)?))
+}
+
+/// The lines of every part whose latest run was on the series in patches/ now, in the order
+/// of `PARTS`, and those parts.
+pub fn summary() -> Result<(Vec<String>, Vec<&'static str>)> {
+    let stamp = stamp()?;
+    let (mut all, mut of) = (Vec::new(), Vec::new());
+    for part in PARTS {
+        let text = std::fs::read_to_string(root().join(PART_DIR).join(format!("part-{part}.txt")))
+            .unwrap_or_default();
+        let mut l = text.lines();
+        if l.next() == Some(stamp.as_str()) {
+            all.extend(l.map(str::to_owned));
+            of.push(part);
+        }
+    }
+    Ok((all, of))
 }
 
 /// The series' patch names, without the cover letter.

@@ -236,6 +236,34 @@ pub fn write_cover_letter(fields: &[(&str, String)]) -> Result<()> {
     Ok(())
 }
 
+/// Replaces the text of field @NAME@ in the committed letter, found between the template's
+/// paragraph before the field and its first line after it; the rest stays as it is.
+pub fn replace_field(name: &str, value: &str) -> Result<()> {
+    let path = root().join("patches/0000-cover-letter.patch");
+    let old = std::fs::read_to_string(&path).context("patches/0000-cover-letter.patch")?;
+    let template = std::fs::read_to_string(root().join("xtask/cover-letter.in"))?;
+    let text = splice(&old, &template, name, value)?;
+    std::fs::write(&path, text)?;
+    Ok(())
+}
+
+fn splice(letter: &str, template: &str, name: &str, value: &str) -> Result<String> {
+    let (before, after) = template
+        .split_once(&format!("@{name}@"))
+        .with_context(|| format!("cover-letter.in has no @{name}@"))?;
+    let before = before.trim_end().rsplit("\n\n").next().unwrap_or_default();
+    let after = after.trim_start().lines().next().unwrap_or_default();
+    if before.contains('@') || after.contains('@') || before.is_empty() || after.is_empty() {
+        bail!("cover-letter.in: @{name}@ must sit between two paragraphs of plain text");
+    }
+    let start = letter.find(before).with_context(|| format!("the letter lacks {before:?}"))? + before.len();
+    let end = start
+        + letter[start..]
+            .find(after)
+            .with_context(|| format!("the letter lacks {after:?} after {before:?}"))?;
+    Ok(format!("{}\n\n{}\n\n{}", &letter[..start], value.trim_end(), &letter[end..]))
+}
+
 /// patches-check's result lines as the letter lists them: one "- " item per line, wrapped at
 /// 72 columns with continuation lines indented by two (a word longer than that stays whole).
 pub fn bullets(lines: &str) -> String {
@@ -272,6 +300,21 @@ mod tests {
     const MAIL: &str = "From 1234 Mon Sep 17 00:00:00 2001\nFrom: A Person\n <a@example.org>\n\
         Date: Tue, 1 Dec 2026 21:10:29 +0000\nSubject: [RFC PATCH v2 1/3] mm: a\n long subject\n\
         Cc: old@example.org,\n    older@example.org\n\nBody.\nCc: stable@vger.kernel.org\n";
+
+    #[test]
+    fn a_field_is_replaced_between_its_paragraphs() {
+        let template =
+            "Subject\n\nIntro.\n\nChecks (from the tool):\n\n@CORRECTNESS@\n\nNot measured: x\ny\n";
+        let letter =
+            "Subject: s\n\nIntro.\n\nChecks (from the tool):\n\n- PASS a\n- PASS b\n\nNot measured: x\ny\n";
+        let new = splice(letter, template, "CORRECTNESS", "- PASS c\n").unwrap();
+        assert_eq!(
+            new,
+            "Subject: s\n\nIntro.\n\nChecks (from the tool):\n\n- PASS c\n\nNot measured: x\ny\n"
+        );
+        assert!(splice(letter, template, "ACQUISITIONS", "").is_err());
+        assert!(splice("Subject\n", template, "CORRECTNESS", "").is_err());
+    }
 
     #[test]
     fn result_lines_become_wrapped_items() {

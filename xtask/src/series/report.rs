@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use std::{path::Path, process::Command};
 
-use super::{check::CHECK_SUMMARY, icount, letter};
+use super::{check, icount, letter};
 use crate::{host::root, kernel, setup::build, vm};
 
 /// Cycles and parallel jobs of each workload in the report.
@@ -41,21 +41,36 @@ pub fn report(cpus: u32, cover_letter_only: bool, tables_only: bool, keep_instru
     // measurements back in.
     let read =
         |f: &str| std::fs::read_to_string(out.join(f)).with_context(|| format!("no {f}: run patches-report"));
-    let correctness = std::fs::read_to_string(root().join(CHECK_SUMMARY))
-        .with_context(|| format!("no {CHECK_SUMMARY}: run `cargo xtask patches-check` first"))?;
+    let correctness = correctness()?;
     // Our targets are for us (target/patches-report/targets.txt), not for the reviewers.
     std::fs::write(out.join("targets.txt"), targets(&read("acquisitions.txt")?)?)?;
     letter::write_cover_letter(&[
         ("ACQUISITIONS", letter_tables(&read("acquisitions.txt")?)?),
         ("INSTRUCTIONS", icount::table_of_last_runs()?),
-        ("CORRECTNESS", letter::bullets(&correctness)),
+        ("CORRECTNESS", correctness),
     ])?;
     letter::address(&patches, &root().join("patches/0000-cover-letter.patch"), &me)?;
     eprintln!("xtask: wrote patches/0000-cover-letter.patch and the To:/Cc: of every patch");
     Ok(())
 }
 
-/// Where patches-check leaves one "PASS/FAIL check: detail" line per check, for the letter.
+/// patches-check's lines for the series in patches/ now (its committed part files), one item
+/// each as the letter lists them.
+fn correctness() -> Result<String> {
+    let (lines, _) = check::summary()?;
+    if lines.is_empty() {
+        bail!("no patches-check results for the series in patches/: run `cargo xtask patches-check`");
+    }
+    Ok(letter::bullets(&lines.join("\n")))
+}
+
+/// Rewrites only the letter's correctness section from patches-check's lines, keeping the
+/// measured tables as committed (their runs need not be on this machine).
+pub fn correctness_only() -> Result<()> {
+    letter::replace_field("CORRECTNESS", &correctness()?)?;
+    eprintln!("xtask: rewrote the correctness section of patches/0000-cover-letter.patch");
+    Ok(())
+}
 
 /// Runs the workloads on both kernels, writing acquisitions.txt and instructions.txt in `out`.
 fn measure(out: &Path, cpus: u32, instructions: bool) -> Result<()> {
