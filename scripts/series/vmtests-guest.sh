@@ -24,6 +24,9 @@ result SKIP "vmtests not run" "vmalloc, hmm, page_frag, memory-failure (need mod
 work=/tmp/rmapprof-vmtests
 mkdir -p "$work" && mount -t tmpfs rmapprof-vmtests "$work" && cp -a "$dir"/. "$work"/ &&
 	cd "$work" || { result FAIL vmtests "could not copy $dir to a tmpfs"; exit 1; }
+# charge_reserved_hugetlb.sh mounts hugetlbfs at /mnt/huge, and the guest's / is the
+# host's, read-only: /mnt gets a tmpfs of its own.
+mount -t tmpfs rmapprof-mnt /mnt || { result FAIL vmtests "could not mount a tmpfs on /mnt"; exit 1; }
 late=
 for c in "$@"; do
 	left=$((total - ($(date +%s) - start)))
