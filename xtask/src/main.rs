@@ -158,7 +158,7 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         fault_iterations: u32,
         /// Seconds for all of run_vmtests.sh's categories on the debug kernel (each has at most
-        /// 600); those not started in time are listed as skipped for time.
+        /// 900); those not started in time are listed as skipped for time.
         #[arg(long, default_value_t = 3600)]
         vmtests_seconds: u32,
         /// Only these parts: checkpatch, vma-tests, layout, negative, debug, pressure (default: all).
