@@ -27,6 +27,10 @@ mkdir -p "$work" && mount -t tmpfs rmapprof-vmtests "$work" && cp -a "$dir"/. "$
 # charge_reserved_hugetlb.sh mounts hugetlbfs at /mnt/huge, and the guest's / is the
 # host's, read-only: /mnt gets a tmpfs of its own.
 mount -t tmpfs rmapprof-mnt /mnt || { result FAIL vmtests "could not mount a tmpfs on /mnt"; exit 1; }
+# khugepaged's swap cases page out with MADV_PAGEOUT, which needs swap: 256 MiB on a loop
+# device over a file of the tmpfs above (a swap file on tmpfs or 9p is refused).
+truncate -s 256M "$work/.swap" && loop=$(losetup -f --show "$work/.swap") && mkswap -q "$loop" && swapon "$loop" ||
+	{ result FAIL vmtests "could not set up swap on a loop device"; exit 1; }
 late=
 for c in "$@"; do
 	left=$((total - ($(date +%s) - start)))
