@@ -80,7 +80,7 @@ impl Run {
     fn report(&self) -> Option<Report> {
         let path = self.out.path().join("report.json");
         let json = std::fs::read_to_string(&path).ok()?;
-        Some(typed(parse_report(&json, &path)))
+        Some(parse_report(&json, &path))
     }
 }
 
@@ -419,5 +419,5 @@ fn pid_that_is_no_process_to_profile() {
     assert!(o.status.success(), "{err}");
     assert!(err.contains(&format!("rmapprof: -p {tid} is a thread of process {me} (")), "{err}");
     assert!(err.contains(&format!("profiling process {me}\n")), "{err}");
-    assert_eq!(read_typed(&out.path().join("report.json")).pid, Some(me));
+    assert_eq!(read_report(&out.path().join("report.json")).pid, Some(me));
 }

@@ -78,7 +78,7 @@ fn holder_stacks_at_release_are_the_holders_paths() {
         .output()
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-    let r = read_typed(&out.path().join("report.json"));
+    let r = read_report(&out.path().join("report.json"));
     let p = r.probes.iter().find(|p| p.probe == "holder stacks").unwrap();
     assert!(p.attached, "{p:?}");
     let f = file_entry(&r, ino).expect("the workload's file is reported");

@@ -114,7 +114,7 @@ fn command_runs_and_its_exit_status_passes_through() {
         .output()
         .unwrap();
     assert_eq!(st.status.code(), Some(3), "{}", String::from_utf8_lossy(&st.stderr));
-    let r = read_typed(&out.path().join("report.json"));
+    let r = read_report(&out.path().join("report.json"));
     assert_eq!(r.command.unwrap(), ["sh", "-c", "exit 3"]);
     for f in ["report.txt", "stacks.folded", "flamegraph.svg"] {
         assert!(out.path().join(f).exists(), "{f}");
@@ -134,7 +134,7 @@ fn duration_ends_the_run_and_interval_prints_tables() {
         .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     assert!(t.elapsed() < Duration::from_secs(20));
-    let r = read_typed(&out.path().join("report.json"));
+    let r = read_report(&out.path().join("report.json"));
     assert!(r.duration_ns >= 1_300_000_000);
     // Four interval tables (to 0.4, 0.8, 1.2 s, and the last, partial one to 1.3 s), then the
     // final summary.

@@ -124,7 +124,7 @@ impl Run {
         let path = self.out.path().join("report.json");
         let json =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("report.json: {e}; stderr: {all}"));
-        let r = typed(parse_report(&json, &path));
+        let r = parse_report(&json, &path);
         (st.code().unwrap_or(-1), err, out, r, secs)
     }
 }
@@ -208,7 +208,7 @@ fn the_reported_duration_is_the_profiling_window() {
     let out = tempfile::tempdir().unwrap();
     let o = rmapprof().args(["-d", "200ms", "-o", out.path().to_str().unwrap()]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let d = read_typed(&out.path().join("report.json")).duration_ns;
+    let d = read_report(&out.path().join("report.json")).duration_ns;
     assert!((200_000_000..400_000_000).contains(&d), "-d 200ms reported {d} ns");
     assert!(
         String::from_utf8_lossy(&o.stdout).contains(&format!("(tracepoint mode, {:.2} s)", d as f64 / 1e9))

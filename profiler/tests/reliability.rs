@@ -331,7 +331,7 @@ fn a_full_stack_table_is_counted_and_waits_kept() {
         hot.churn(3);
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         assert!(child.wait().unwrap().success());
-        let r = read_typed(&out.path().join("report.json"));
+        let r = read_report(&out.path().join("report.json"));
         let h = file_entry(&r, hot.ino()).expect("churned file reported");
         let n = h.contentions;
         let paths = &h.call_paths;

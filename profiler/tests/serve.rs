@@ -85,7 +85,7 @@ impl Daemon {
         let said: Vec<String> = self.stderr.try_iter().collect();
         assert_eq!(st.code(), Some(0), "{said:?}");
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let report = read_typed(&out.path().join("report.json"));
+        let report = read_report(&out.path().join("report.json"));
         (report, said, out)
     }
 }
@@ -334,7 +334,7 @@ fn a_runs_pprof_read_by_go_tool_pprof_matches_report_json() {
             .output()
             .unwrap();
         assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-        report = read_typed(&out.path().join("report.json"));
+        report = read_report(&out.path().join("report.json"));
         let ino = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&hot).unwrap());
         if file_entry(&report, ino).is_some_and(|f| f.contentions > 0) {
             break;
@@ -576,7 +576,7 @@ fn soak_daemon_rss_flat_maps_bounded_counters_monotonic() {
                     .output()
                     .unwrap();
                 assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
-                let r = read_typed(&out.path().join("report.json"));
+                let r = read_report(&out.path().join("report.json"));
                 if let Some(f) = file_entry(&r, ino) {
                     waits += f.contentions;
                     ns += f.wait_ns_total;

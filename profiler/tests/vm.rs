@@ -6,7 +6,7 @@
 #[path = "common/report_json.rs"]
 mod report_json;
 
-use report_json::read_typed;
+use report_json::read_report;
 use rmapprof_report::{ClassRow, Holders, Report, RunMode};
 use std::{os::unix::fs::MetadataExt, path::PathBuf, process::Command};
 
@@ -23,7 +23,7 @@ fn profile(args: &[&str]) -> Report {
     let out = tempfile::tempdir().unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.path().to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    read_typed(&out.path().join("report.json"))
+    read_report(&out.path().join("report.json"))
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn a_missing_function_skips_only_its_probe() {
             .output()
             .unwrap();
         assert!(o.status.success(), "{mode}: {}", String::from_utf8_lossy(&o.stderr));
-        let r = read_typed(&out.path().join("report.json"));
+        let r = read_report(&out.path().join("report.json"));
         assert_eq!(r.mode.name(), mode);
         let failed: Vec<_> = r.probes.iter().filter(|p| !p.attached).collect();
         assert_eq!(failed.len(), 2, "{mode}: entry and return of osq_lock: {failed:?}");
@@ -313,7 +313,7 @@ fn profile_kept(name: &str, args: &[&str]) -> Report {
     std::fs::create_dir_all(out.parent().unwrap()).unwrap();
     let o = Command::new(RMAPPROF).args(["-o", out.to_str().unwrap()]).args(args).output().unwrap();
     assert!(o.status.success(), "rmapprof {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-    read_typed(&out.join("report.json"))
+    read_report(&out.join("report.json"))
 }
 
 /// A matrix with the classes only read holds have (truncate, reclaim) read as `readers`: what
@@ -478,7 +478,7 @@ fn serve_drains_operation_rows_exactly() {
     let stop = |mut child: std::process::Child, out: &std::path::Path| -> Report {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         assert_eq!(child.wait().unwrap().code(), Some(0));
-        read_typed(&out.join("report.json"))
+        read_report(&out.join("report.json"))
     };
     let (p, m) = (4u64, 500u64);
     let dir = tempfile::tempdir().unwrap();

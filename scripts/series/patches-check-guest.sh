@@ -13,13 +13,9 @@ results=$1 secs=$2 fault_iters=$3 mm_checks=$4 selftests=$5 vm_budget=$6 vm_tota
 shift 7
 out=target/patches-check
 kmsg=$out/kmsg-debug.txt
-# A report logged before the kernel ran any user program is not the series' (it changes fork
-# and exec of user processes) but spoils the run (KASAN turns lock debugging off): this boot
-# is not used, and patches-check boots again (exit 75; scripts/series/boot-report.sh).
-if first=$(scripts/series/boot-report.sh); then
-	echo "SKIP boot: not used, a kernel report came before any user program ran: $first" >> "$results"
-	exit 75
-fi
+# A boot with a kernel report before any user program ran is not used: patches-check boots
+# again on exit 75 (scripts/series/boot-report.sh).
+scripts/series/boot-report.sh "$results" && exit 75
 # The kernel log is checked whole, boot included: fork and exec run there too.
 dmesg -w > $kmsg &
 logger=$!
@@ -92,7 +88,7 @@ else
 fi
 kill $logger
 echo "== kernel log"
-if grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|self-detected stall|blocked for more than|Bad page|bad pte" $kmsg; then
+if grep -E -f scripts/series/kernel-reports.ere $kmsg; then
 	result FAIL kernel-log "warnings in $kmsg (above)"
 else
 	result PASS kernel-log "no warning, BUG or lockdep report from boot to the end ($(wc -l < $kmsg) lines)"

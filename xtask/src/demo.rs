@@ -16,11 +16,8 @@ use crate::{as_root, host::root, host::sh, setup::build};
 
 /// i_mmap_rwsem waits and their total ns in `dir`'s report.json, per file path.
 fn waits(dir: &Path) -> Result<Vec<(String, u64, u64)>> {
-    let p = dir.join("report.json");
-    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let r: rmapprof_report::Report =
-        serde_json::from_str(&text).with_context(|| format!("{}", p.display()))?;
-    Ok(r.files
+    Ok(crate::tools::read_report(dir)?
+        .files
         .into_iter()
         .map(|f| (f.path.unwrap_or_else(|| "(unnamed)".to_owned()), f.contentions, f.wait_ns_total))
         .collect())

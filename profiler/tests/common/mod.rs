@@ -14,7 +14,7 @@ use std::{
 
 mod report_json;
 #[allow(unused_imports)] // not every test binary uses both
-pub use report_json::{parse_report, read_report, read_typed, typed};
+pub use report_json::{parse_report, read_report};
 
 pub static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -145,7 +145,7 @@ impl Running {
     pub fn stop(mut self, sig: i32) -> (i32, Report, tempfile::TempDir) {
         let code = self.signal_and_wait(sig);
         let out = std::mem::replace(&mut self.out, tempfile::tempdir().unwrap());
-        let report = read_typed(&out.path().join("report.json"));
+        let report = read_report(&out.path().join("report.json"));
         (code, report, out)
     }
 
@@ -168,7 +168,7 @@ pub fn profile_command_with<S: AsRef<std::ffi::OsStr>>(options: &[&str], command
     let st = rmapprof().args(options).arg("-o").arg(out.path()).arg("--").args(command).output().unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let read = |name| std::fs::read_to_string(out.path().join(name)).unwrap();
-    (read_typed(&out.path().join("report.json")), read("report.txt"))
+    (read_report(&out.path().join("report.json")), read("report.txt"))
 }
 
 /// `run` (a profiling run and its churn of `hot`) again, up to four times, until its report

@@ -42,7 +42,8 @@ pub fn guest_results(
 }
 
 /// A guest script's exit when the kernel reported something before any user program ran
-/// (scripts/series/boot-report.sh): that boot is not used, the next one is, up to `BOOTS`.
+/// (scripts/series/boot-report.sh, which writes its `SKIP boot:` line): that boot is not
+/// used, the next one is, up to `BOOTS`.
 const SPOILED_BOOT: i32 = 75;
 const BOOTS: u32 = 3;
 
@@ -96,6 +97,7 @@ mod tests {
             let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
             let o = Command::new("sh")
                 .arg(root().join("scripts/series/boot-report.sh"))
+                .arg(dir.path().join("results.txt"))
                 .env("PATH", path)
                 .output()
                 .unwrap();
@@ -104,6 +106,11 @@ mod tests {
         let bug = "[    0.003700] BUG: KASAN: wild-memory-access in do_raw_spin_lock+0x1/0x2\n";
         let init = "[    0.504027] Run /init as init process\n";
         assert_eq!(run(&format!("[0.0] Linux\n{bug}{init}")), (Some(0), bug.to_owned()));
+        let skip = std::fs::read_to_string(dir.path().join("results.txt")).unwrap();
+        assert_eq!(
+            skip,
+            format!("SKIP boot: not used, a kernel report came before any user program ran: {bug}")
+        );
         assert_eq!(run(&format!("[0.0] Linux\n{init}{bug}")), (Some(1), String::new()));
         assert_eq!(run(&format!("[0.0] Linux\n{init}")), (Some(1), String::new()));
     }
