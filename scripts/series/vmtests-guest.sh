@@ -2,7 +2,7 @@
 # Runs inside the debug kernel for `cargo xtask patches-check`: the mm selftests' own runner,
 # run_vmtests.sh, one category at a time, each within BUDGET seconds, all within TOTAL. One
 # result line per category goes to RESULTS: PASS when every test passed or skipped (each skip
-# named with the last line it printed, its reason), FAIL naming each test that failed, or, when
+# named with its reason, see vmtests-summary.sh), FAIL naming each test that failed, or, when
 # its budget ran out, SKIP naming what passed and the test that was cut short (FAIL if any
 # test had failed by then). A category not started because TOTAL was spent is listed
 # as skipped for time, which does not fail; one the VM cannot run is listed with why.
@@ -13,6 +13,7 @@ shift 4
 log=$(dirname "$results")/vmtests
 mkdir -p "$log"
 start=$(date +%s)
+here=$(dirname "$(realpath "$0")")
 result() { echo "$1 $2${3:+: $3}" >> "$results"; }
 
 # What the VM cannot run, and why (not started, so not counted as passing).
@@ -45,16 +46,7 @@ for c in "$@"; do
 	rc=$?
 	secs=$(($(date +%s) - t0))
 	tail -n 5 "$log/$c.txt"
-	# TAP: "ok N name", "ok N name # SKIP", "not ok N name # exit=R"; a skip's reason is the
-	# last line the test printed before run_vmtests.sh's "# [SKIP]".
-	summary=$(awk '
-		/^# \[SKIP\]$/ { reason = last; next }
-		/^# / { last = substr($0, 3) }
-		/^ok [0-9]+ .* # SKIP$/ { sub(/^ok [0-9]+ /, ""); sub(/ # SKIP$/, ""); s = s (s ? "; " : "") $0 " (" reason ")"; ns++; next }
-		/^ok [0-9]+ / { np++; next }
-		/^not ok [0-9]+ / { sub(/^not ok [0-9]+ /, ""); f = f (f ? "; " : "") $0; nf++ }
-		END { printf "%d passed, %d skipped%s, %d failed%s", np, ns, ns ? " [" s "]" : "", nf, nf ? " [" f "]" : "" }
-	' "$log/$c.txt")
+	summary=$(sh "$here/vmtests-summary.sh" "$log/$c.txt" "$c")
 	if { [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; } && echo "$summary" | grep -q ", 0 failed$"; then
 		# Out of time with nothing failed: what ran passed, the rest was skipped for time.
 		cut=$(grep '^# running ' "$log/$c.txt" | tail -n 1 | sed 's/^# running //')

@@ -114,4 +114,45 @@ mod tests {
         assert_eq!(run(&format!("[0.0] Linux\n{init}{bug}")), (Some(1), String::new()));
         assert_eq!(run(&format!("[0.0] Linux\n{init}")), (Some(1), String::new()));
     }
+
+    /// vmtests-summary.sh names every skip run_vmtests.sh reports, each way it reports one, and
+    /// does not pass a log whose own SUMMARY counts more than it read.
+    #[test]
+    fn vmtests_summary_names_every_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.txt");
+        let run = |text: &str, category: &str| {
+            std::fs::write(&log, text).unwrap();
+            let o = Command::new("sh")
+                .arg(root().join("scripts/series/vmtests-summary.sh"))
+                .arg(&log)
+                .arg(category)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{o:?}");
+            String::from_utf8(o.stdout).unwrap()
+        };
+        // The shape of 7.2's run_vmtests.sh -t thp (and -t mlock) without XFS or sudo.
+        let log =
+            "TAP version 13\n# SKIP ./on-fault-limit\n# running ./khugepaged\n# [PASS]\nok 1 khugepaged\n\
+                   # running ./uffd-wp\n# uffd-wp: no write-protect support\n# [SKIP]\nok 2 uffd-wp # SKIP\n\
+                   # [SKIP] ./khugepaged all:file\n# running ./split\n# [FAIL]\nnot ok 4 split # exit=1\n\
+                   # SUMMARY: PASS=1 SKIP=2 FAIL=1\n1..4\n";
+        assert_eq!(
+            run(log, "thp"),
+            "1 passed, 2 skipped [uffd-wp (uffd-wp: no write-protect support); ./khugepaged all:file \
+             (needs an XFS file system to mount; the VM kernel has no XFS)], 1 failed [split # exit=1]"
+        );
+        assert!(
+            run(log, "mlock")
+                .contains("3 skipped [./on-fault-limit (runs as nobody through sudo; the VM has no sudo); "),
+            "on-fault-limit is mlock's"
+        );
+        // A skip in a form not known here leaves the counts short of run_vmtests.sh's.
+        let unknown =
+            "# running ./a\n# [PASS]\nok 1 a\n# something new ./b\n# SUMMARY: PASS=1 SKIP=1 FAIL=0\n";
+        let s = run(unknown, "mmap");
+        assert_eq!(s, "1 passed, 0 skipped, 0 failed; run_vmtests.sh counted PASS=1 SKIP=1 FAIL=0");
+        assert!(!s.ends_with(", 0 failed"), "vmtests-guest.sh passes only what ends in \", 0 failed\"");
+    }
 }
