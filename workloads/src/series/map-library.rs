@@ -242,7 +242,7 @@ fn parse_way(s: &str) -> Option<Way> {
     }
 }
 
-/// The lines of /proc/self/maps within [base, base + len).
+/// The lines of /proc/self/maps within [base, base + len), each cut at its end.
 pub fn maps_within(base: u64, len: u64) -> Vec<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     maps.lines()
@@ -255,7 +255,8 @@ pub fn maps_within(base: u64, len: u64) -> Vec<String> {
             let (range, rest) = l.split_once(' ').unwrap_or((l, ""));
             let (s, e) = range.split_once('-').unwrap();
             let s = u64::from_str_radix(s, 16).unwrap() - base;
-            let e = u64::from_str_radix(e, 16).unwrap() - base;
+            // An anonymous neighbour may have merged into the bss: cut at the reservation.
+            let e = u64::from_str_radix(e, 16).unwrap().min(base + len) - base;
             let mut f = rest.split_whitespace();
             let (perms, off) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
             let file = f.nth(2).map_or("[anon]", |p| if p.contains('/') { "LIB" } else { p });
@@ -342,5 +343,46 @@ mod tests {
             layouts.push(l);
         }
         assert_eq!(layouts[0], layouts[1]);
+    }
+
+    /// The end of the VMA holding `addr`.
+    fn vma_end(addr: u64) -> Option<u64> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|l| {
+            let (s, e) = l.split_once(' ')?.0.split_once('-')?;
+            let (s, e) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?);
+            (s <= addr && addr < e).then_some(e)
+        })
+    }
+
+    /// An anonymous mapping right above the library (another thread's, in a test binary)
+    /// merges with its bss VMA; the layout stops at the reservation's end all the same.
+    #[test]
+    fn a_neighbour_merged_into_the_bss_is_cut_at_the_reservation() {
+        let Some(p) = libc_plan() else { return };
+        let f = std::fs::File::open(LIBC).unwrap();
+        let page = page_size();
+        let len = p.maplength(page);
+        // SAFETY: fresh mappings of this test's own, each unmapped below; mmap places the
+        // library top-down, so in the hole left below the rw page, right under it.
+        unsafe {
+            let anon = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+            let hole = libc::mmap(std::ptr::null_mut(), (len + page) as usize, libc::PROT_NONE, anon, -1, 0);
+            assert_ne!(hole, libc::MAP_FAILED);
+            let above = hole as u64 + len;
+            libc::munmap(hole, len as usize);
+            libc::mprotect(above as *mut _, page as usize, libc::PROT_READ | libc::PROT_WRITE);
+            let (base, got) = map(Way::LdSo, f.as_raw_fd(), &p, page).unwrap();
+            let bss_end = vma_end(base + got - 1);
+            let layout = maps_within(base, got);
+            libc::munmap(base as *mut _, got as usize);
+            libc::munmap(above as *mut _, page as usize);
+            // Only when the bss and the rw page did merge does this test anything.
+            if base + got != above || bss_end != Some(above + page) {
+                return;
+            }
+            let end = format!("-{got:#09x} ");
+            assert!(layout.last().unwrap().contains(&end), "past the reservation: {layout:?}");
+        }
     }
 }
