@@ -65,7 +65,7 @@ for attr in failslab fail_page_alloc; do
 		END { if (n) tally(); printf "%d %d %d", n, d, c }' "$log")
 	set -- $counts
 	logged=$1 in_dup=$2 in_copy=$3
-	warn=$(grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|blocked for more than|Bad page|bad pte|nonzero mapcount" "$log" | head -3)
+	warn=$(grep -E -f "$(dirname "$0")/kernel-reports.ere" "$log" | head -3)
 	lockdep=on
 	grep -q "debug_locks: *1" /proc/lockdep_stats || lockdep=OFF
 	detail="$iters forks, $injected failures injected ($logged stacks logged: $in_dup in dup_mmap, $in_copy of them in its copy_page_range); ${out#fork-fault-inject: }; lockdep $lockdep"

@@ -68,7 +68,7 @@ chains=$(awk '
 if [ -n "$direct" ]; then dep="direct dependency (to $direct)"; else dep="no direct dependency"; fi
 lockdep=on
 grep -q "debug_locks: *1" /proc/lockdep_stats || lockdep=OFF
-warn=$(grep -E "WARNING:|BUG:|INFO: possible|circular locking|recursive locking|inconsistent lock state|suspicious RCU|Oops|general protection|blocked for more than|Bad page" "$kmsg" | head -3)
+warn=$(grep -E -f "$(dirname "$0")/kernel-reports.ere" "$kmsg" | head -3)
 oom=$(grep -c "Out of memory" "$kmsg")
 detail="${secs}s at $(awk '/MemTotal/ { printf "%d MiB", $2 / 1024 }' /proc/meminfo), $scan pages scanned by reclaim ($stall direct-reclaim stalls), $cycles spawn cycles, $oom OOM kills; lockdep: fs_reclaim -> i_mmap_rwsem $dep, $chains lock chains holding fs_reclaim then i_mmap_rwsem, i_mmap_rwsem -> fs_reclaim ${reverse:-never}, lockdep $lockdep"
 echo "$detail"

@@ -155,4 +155,39 @@ mod tests {
         assert_eq!(s, "1 passed, 0 skipped, 0 failed; run_vmtests.sh counted PASS=1 SKIP=1 FAIL=0");
         assert!(!s.ends_with(", 0 failed"), "vmtests-guest.sh passes only what ends in \", 0 failed\"");
     }
+
+    /// The checks that fail on a kernel report read the one pattern file, so none of them can
+    /// miss a kind of report another catches.
+    #[test]
+    fn every_kernel_log_check_reads_kernel_reports_ere() {
+        let dir = root().join("scripts/series");
+        for s in ["patches-check-guest.sh", "boot-report.sh", "fault-inject-guest.sh", "pressure-guest.sh"] {
+            let text = std::fs::read_to_string(dir.join(s)).unwrap();
+            assert!(text.contains("kernel-reports.ere"), "{s} does not read kernel-reports.ere");
+            assert!(!text.contains("circular locking"), "{s} has a copy of the patterns of its own");
+        }
+        let re = |line: &str| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "printf '%s\\n' \"$1\" | grep -qE -f {}",
+                    dir.join("kernel-reports.ere").display()
+                ))
+                .arg("sh")
+                .arg(line)
+                .status()
+                .unwrap()
+                .success()
+        };
+        for report in [
+            "[ 9.1] rcu: INFO: rcu_preempt self-detected stall on CPU",
+            "[ 9.1] kernel BUG at mm/hugetlb.c:7081!",
+            "[ 9.1] BUG: Bad rss-counter state mm:0000 type:MM_FILEPAGES val:1",
+            "[ 9.1] page dumped because: nonzero mapcount",
+            "[ 9.1] WARNING: possible circular locking dependency detected",
+        ] {
+            assert!(re(report), "not a report: {report}");
+        }
+        assert!(!re("[ 9.1] Run /init as init process"));
+    }
 }
