@@ -1,7 +1,7 @@
 //! `patches-check`: the series checked (checkpatch, the vma tests, exec layout, the negative
 //! control, the debug kernel, memory pressure, the glibc change).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::{process::Command, time::Instant};
 
 use super::{evidence, guest::guest_results, mm_checks};
@@ -100,7 +100,8 @@ pub fn check(
         }
         for (patched, name) in [(false, "base"), (true, "patched")].into_iter().filter(|_| !build_only) {
             let dir = format!("target/patches-check/layout-{name}");
-            let code = vm::run(
+            let code = vm::run_image(
+                &pinned_image(patched, false)?,
                 &vm::VmOpts::ours(patched, cpus),
                 &["scripts/series/exec-layout-guest.sh".to_owned(), dir],
             )?;
@@ -144,10 +145,12 @@ pub fn check(
         times.push(("negative control (build + boot)".into(), t.elapsed().as_secs()));
     }
 
+    // The debug kernel the debug part booted, booted again by the pressure part.
+    let mut debug_image = None;
     if want("debug") {
         parts.push(("debug", lines.len()));
         let t = Instant::now();
-        kernel::build_kernel(kernel::OURS, true, true)?;
+        let image = pinned_image(true, true)?;
         let selftests = build_selftests()?;
         evidence::build_exec_selftests(
             &kernel::source(kernel::OURS, true)?,
@@ -175,7 +178,10 @@ pub fn check(
             memory: "4G".into(),
             icount: false,
         };
-        guest_results(&mut lines, &results("debug").1, "debug-kernel checks", || vm::run(&opts, &cmd))?;
+        guest_results(&mut lines, &results("debug").1, "debug-kernel checks", || {
+            vm::run_image(&image, &opts, &cmd)
+        })?;
+        debug_image = Some(image);
         times.push(("debug kernel: stress, selftests, fault injection".into(), t.elapsed().as_secs()));
     }
 
@@ -196,7 +202,13 @@ pub fn check(
             "target/patches-check/kmsg-pressure.txt".to_owned(),
             seconds.to_string(),
         ];
-        guest_results(&mut lines, &results("pressure").1, "lockdep-under-pressure", || vm::run(&opts, &cmd))?;
+        let image = match debug_image.take() {
+            Some(image) => image,
+            None => pinned_image(true, true)?,
+        };
+        guest_results(&mut lines, &results("pressure").1, "lockdep-under-pressure", || {
+            vm::run_image(&image, &opts, &cmd)
+        })?;
         times.push(("debug kernel, 512M: lockdep under memory pressure".into(), t.elapsed().as_secs()));
     }
 
@@ -208,6 +220,18 @@ pub fn check(
     }
 
     finish(&lines, &parts, &times, t0, build_only)
+}
+
+/// Our kernel as a part boots it: built (or found current) once, then copied to
+/// target/patches-check, so that vm/*.config or the series edited while patches-check runs
+/// changes no later boot of the run.
+fn pinned_image(patched: bool, debug: bool) -> Result<std::path::PathBuf> {
+    let built = kernel::build_kernel(kernel::OURS, patched, debug)?;
+    let name =
+        format!("bzImage-{}{}", if patched { "patched" } else { "base" }, if debug { "-debug" } else { "" });
+    let pinned = evidence::out_dir().join(name);
+    std::fs::copy(&built, &pinned).with_context(|| format!("copying {}", built.display()))?;
+    Ok(pinned)
 }
 
 /// The userspace VMA tests of the patched tree (tools/testing/vma: mm/vma.c built with stubs,
