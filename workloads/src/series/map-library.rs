@@ -242,21 +242,24 @@ fn parse_way(s: &str) -> Option<Way> {
     }
 }
 
+/// The VMAs of /proc/self/maps: start, end and the rest of the line.
+fn vmas(maps: &str) -> impl Iterator<Item = (u64, u64, &str)> {
+    maps.lines().filter_map(|l| {
+        let (range, rest) = l.split_once(' ').unwrap_or((l, ""));
+        let (s, e) = range.split_once('-')?;
+        Some((u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?, rest))
+    })
+}
+
 /// The lines of /proc/self/maps within [base, base + len), each cut at its end.
 pub fn maps_within(base: u64, len: u64) -> Vec<String> {
     let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
-    maps.lines()
-        .filter(|l| {
-            let Some((s, _)) = l.split_once('-') else { return false };
-            u64::from_str_radix(s, 16).is_ok_and(|s| s >= base && s < base + len)
-        })
-        .map(|l| {
-            // Addresses relative to the reservation, so runs compare.
-            let (range, rest) = l.split_once(' ').unwrap_or((l, ""));
-            let (s, e) = range.split_once('-').unwrap();
-            let s = u64::from_str_radix(s, 16).unwrap() - base;
-            // An anonymous neighbour may have merged into the bss: cut at the reservation.
-            let e = u64::from_str_radix(e, 16).unwrap().min(base + len) - base;
+    vmas(&maps)
+        .filter(|&(s, _, _)| s >= base && s < base + len)
+        .map(|(s, e, rest)| {
+            // Addresses relative to the reservation, so runs compare. An anonymous neighbour
+            // may have merged into the bss: cut at the reservation.
+            let (s, e) = (s - base, e.min(base + len) - base);
             let mut f = rest.split_whitespace();
             let (perms, off) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
             let file = f.nth(2).map_or("[anon]", |p| if p.contains('/') { "LIB" } else { p });
@@ -348,11 +351,8 @@ mod tests {
     /// The end of the VMA holding `addr`.
     fn vma_end(addr: u64) -> Option<u64> {
         let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        maps.lines().find_map(|l| {
-            let (s, e) = l.split_once(' ')?.0.split_once('-')?;
-            let (s, e) = (u64::from_str_radix(s, 16).ok()?, u64::from_str_radix(e, 16).ok()?);
-            (s <= addr && addr < e).then_some(e)
-        })
+        let end = vmas(&maps).find_map(|(s, e, _)| (s <= addr && addr < e).then_some(e));
+        end
     }
 
     /// An anonymous mapping right above the library (another thread's, in a test binary)
